@@ -1,0 +1,71 @@
+"""Shared fixtures. ``client`` runs every behaviour test against the local library and, once
+the server is importable, against ``vecstore.connect("http://...")`` on a live server."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import vecstore
+
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.load_profile("ci")
+
+
+def clustered(n: int, dim: int, *, clusters: int = 32, seed: int = 0, spread: float = 0.15) -> np.ndarray:
+    """Gaussian clusters around random centres: the data ANN indexes meet in practice
+    (uniform noise makes every neighbour equally far and tells nothing about recall)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    which = rng.integers(0, clusters, n)
+    return (centres[which] + spread * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+@pytest.fixture
+def local_client(tmp_path):
+    client = vecstore.connect(tmp_path / "store")
+    yield client
+    client.close()
+
+
+def _remote_available() -> bool:
+    try:
+        import vecstore.remote  # noqa: F401
+        import vecstore.server.app  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+@pytest.fixture
+def server_url(tmp_path):
+    """A live server on an ephemeral loopback port, over a fresh data folder."""
+    from vecstore.server.app import serve_in_thread
+    server = serve_in_thread(tmp_path / "served", host="127.0.0.1", port=0)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+MODES = ["local", "remote"] if _remote_available() else ["local"]
+
+
+@pytest.fixture(params=MODES)
+def client(request, tmp_path):
+    """The same API, locally and over HTTP."""
+    if request.param == "local":
+        c = vecstore.connect(tmp_path / "store")
+    else:
+        c = vecstore.connect(request.getfixturevalue("server_url"))
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def db(client):
+    return client.create_database("app")

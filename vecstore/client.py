@@ -1,0 +1,296 @@
+"""Client (a root folder) and Database (a sub-folder of collections).
+
+>>> import tempfile
+>>> client = connect(tempfile.mkdtemp())
+>>> db = client.create_database("app")
+>>> client.list_databases()
+['app']
+>>> col = db.require_collection("items", dim=3)
+>>> db.show_collections()
+['items']
+>>> client.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+from . import validation as v
+from .collection import Collection
+from .errors import AlreadyExistsError, ClosedError, DimensionMismatchError, InvalidArgumentError, NotFoundError
+from .indexes.base import parse_metric
+
+log = logging.getLogger(__name__)
+
+_DB_MARKER = ".vecstore-database"
+_DURABILITY = ("safe", "fast")
+
+# One Collection object per folder per process: LMDB must not be opened twice in one process
+# (closing the second handle would drop the first one's locks), and notebooks re-create clients
+# all the time.
+_OPEN: dict[str, Collection] = {}
+_OPEN_LOCK = threading.RLock()
+
+
+def connect(path: str | os.PathLike, *, api_key: str | None = None, read_only: bool = False,
+            durability: str = "safe", timeout: float = 60.0) -> "Client":
+    """Open a store: a folder (created if missing), or a server URL (``http://host:port``)
+    for the same API over HTTP.
+
+    ``durability="fast"`` skips the fsync of each commit (``commit()`` is then the barrier);
+    ``read_only=True`` opens without taking the writer lock, for a second process.
+
+    >>> import tempfile
+    >>> connect(tempfile.mkdtemp()).list_databases()
+    []
+    """
+    text = os.fspath(path)
+    if isinstance(text, str) and text.startswith(("http://", "https://")):
+        from .remote import RemoteClient
+        return RemoteClient(text, api_key=api_key, timeout=timeout)  # type: ignore[return-value]
+    if durability not in _DURABILITY:
+        raise InvalidArgumentError(f"durability: expected 'safe' or 'fast', got {durability!r}")
+    return Client(Path(text), read_only=read_only, durability=durability)
+
+
+class Client:
+    """A root folder holding databases. Use :func:`vecstore.connect`."""
+
+    def __init__(self, root: Path, *, read_only: bool = False, durability: str = "safe") -> None:
+        self.root = Path(root)
+        self.read_only = read_only
+        self.durability = durability
+        if not read_only:
+            self.root.mkdir(parents=True, exist_ok=True)
+        elif not self.root.is_dir():
+            raise NotFoundError(f"path: no vecstore folder at {self.root}")
+        self._databases: dict[str, Database] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<vecstore.Client {str(self.root)!r}>"
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("client is closed")
+
+    def _db_path(self, name: str) -> Path:
+        return self.root / v.check_name(name, what="database_name")
+
+    def create_database(self, name: str, drop_if_exists: bool = False) -> "Database":
+        """Create a database (or return the existing one, unless ``drop_if_exists``).
+
+        >>> client.create_database("app")  # doctest: +SKIP
+        <vecstore.Database 'app'>
+        """
+        self._check_open()
+        path = self._db_path(name)
+        if drop_if_exists and path.exists():
+            self.drop_database(name)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / _DB_MARKER).touch()
+        return self.get_database(name)
+
+    def get_database(self, name: str) -> "Database":
+        """An existing database; NotFoundError otherwise."""
+        self._check_open()
+        path = self._db_path(name)
+        if not (path / _DB_MARKER).exists():
+            raise NotFoundError(f"database_name: no database {name!r}")
+        db = self._databases.get(name)
+        if db is None or db._closed:
+            db = self._databases[name] = Database(self, name, path)
+        return db
+
+    def list_databases(self) -> list[str]:
+        """Names of the databases, sorted."""
+        self._check_open()
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / _DB_MARKER).exists())
+
+    def database_exists(self, name: str) -> bool:
+        self._check_open()
+        return (self._db_path(name) / _DB_MARKER).exists()
+
+    def drop_database(self, name: str, missing_ok: bool = True) -> None:
+        """Delete a database and everything in it (open handles are closed first)."""
+        self._check_open()
+        path = self._db_path(name)
+        if not path.exists():
+            if missing_ok:
+                return
+            raise NotFoundError(f"database_name: no database {name!r}")
+        db = self._databases.pop(name, None) or Database(self, name, path)
+        db.close()
+        _close_under(path)
+        shutil.rmtree(path)
+
+    delete_database = drop_database
+
+    def close(self) -> None:
+        """Close every collection opened through this client. Idempotent."""
+        for db in list(self._databases.values()):
+            db.close()
+        self._databases.clear()
+        self._closed = True
+
+
+def _close_under(path: Path) -> None:
+    prefix = str(path.resolve()) + os.sep
+    with _OPEN_LOCK:
+        for key, col in list(_OPEN.items()):
+            if key.startswith(prefix):
+                col.close()
+
+
+class Database:
+    """A folder of collections. Obtain one from :meth:`Client.create_database` or
+    :meth:`Client.get_database`."""
+
+    def __init__(self, client: Client, name: str, path: Path) -> None:
+        self.client = client
+        self.name = name
+        self.path = path
+        self._collections: dict[str, Collection] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<vecstore.Database {self.name!r}>"
+
+    def _col_path(self, name: str) -> Path:
+        return self.path / v.check_name(name, what="collection_name")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"database {self.name!r} is closed")
+        self.client._check_open()
+
+    def _open(self, name: str, create: dict | None, durability: str | None = None) -> Collection:
+        path = self._col_path(name)
+        key = str(path.resolve())
+        with _OPEN_LOCK:
+            col = _OPEN.get(key)
+            if col is not None and not col._closed:
+                self._collections[name] = col
+                return col
+            col = Collection(self, name, path, create=create, read_only=self.client.read_only,
+                             durability=durability or (self.client.durability if create is None else None))
+            _OPEN[key] = col
+            self._collections[name] = col
+            return col
+
+    def _forget(self, col: Collection) -> None:
+        with _OPEN_LOCK:
+            key = str(col.path.resolve())
+            if _OPEN.get(key) is col:
+                del _OPEN[key]
+        if self._collections.get(col.name) is col:
+            del self._collections[col.name]
+
+    def collection_exists(self, name: str) -> bool:
+        """True when a collection of that name exists."""
+        self._check_open()
+        return (self._col_path(name) / "data.mdb").exists()
+
+    is_collection_exists = collection_exists
+
+    def require_collection(self, name: str, dim: int | None = None, metric: str = "ip",
+                           description: str | None = None, drop_if_exists: bool = False,
+                           durability: str | None = None) -> Collection:
+        """Open a collection, creating it (``dim`` required then) if it does not exist.
+
+        ``metric`` is ``"ip"`` (default), ``"l2"`` or ``"cosine"`` (vectors are normalised on
+        write). Opening an existing collection needs no arguments; a ``dim`` that disagrees
+        with the stored one is an error.
+
+        >>> col = db.require_collection("items", dim=4, description="demo")  # doctest: +SKIP
+        """
+        self._check_open()
+        if drop_if_exists:
+            self.drop_collection(name)
+        if self.collection_exists(name):
+            col = self._open(name, None, durability)
+            if dim is not None and int(dim) != col.dim:
+                raise DimensionMismatchError(f"dim: collection {name!r} has dimension {col.dim}, got {dim}")
+            return col
+        return self.create_collection(name, dim, metric=metric, description=description, durability=durability)
+
+    def create_collection(self, name: str, dim: int | None, metric: str = "ip", description: str | None = None,
+                          durability: str | None = None) -> Collection:
+        """Create a new collection; AlreadyExistsError if the name is taken."""
+        self._check_open()
+        if self.client.read_only:
+            from .errors import ReadOnlyError
+            raise ReadOnlyError("the client is read-only")
+        if self.collection_exists(name):
+            raise AlreadyExistsError(f"collection_name: collection {name!r} already exists")
+        if dim is None:
+            raise InvalidArgumentError(f"dim: required to create collection {name!r}")
+        dim = v.check_positive_int(dim, param="dim", allow_none=False)
+        if dim > 65536:
+            raise InvalidArgumentError(f"dim: expected at most 65536, got {dim}")
+        if description is not None:
+            v.check_str(description, param="description")
+        durability = durability or self.client.durability
+        if durability not in _DURABILITY:
+            raise InvalidArgumentError(f"durability: expected 'safe' or 'fast', got {durability!r}")
+        create = {"dim": dim, "metric": parse_metric(metric), "description": description,
+                  "chunk_size": 100_000, "durability": durability, "name": name}
+        return self._open(name, create, durability)
+
+    def get_collection(self, name: str) -> Collection:
+        """An existing collection; NotFoundError otherwise."""
+        self._check_open()
+        if not self.collection_exists(name):
+            raise NotFoundError(f"collection_name: no collection {name!r} in database {self.name!r}")
+        return self._open(name, None)
+
+    def show_collections(self) -> list[str]:
+        """Collection names, sorted."""
+        self._check_open()
+        return sorted(p.name for p in self.path.iterdir() if (p / "data.mdb").exists())
+
+    list_collections = show_collections
+
+    def show_collections_details(self) -> dict[str, dict]:
+        """Per collection: name, shape, dim, index mode, description."""
+        out = {}
+        for name in self.show_collections():
+            col = self.get_collection(name)
+            out[name] = {"name": name, "shape": list(col.shape), "dim": col.dim,
+                         "index_mode": col.index_mode() or "FLAT",
+                         "description": col.get_collection_config().description}
+        return out
+
+    def drop_collection(self, name: str, missing_ok: bool = True) -> None:
+        """Delete a collection (its open handle is closed first)."""
+        self._check_open()
+        path = self._col_path(name)
+        if not path.exists():
+            if missing_ok:
+                return
+            raise NotFoundError(f"collection_name: no collection {name!r}")
+        with _OPEN_LOCK:
+            col = _OPEN.get(str(path.resolve()))
+            if col is not None:
+                col._discard()
+        shutil.rmtree(path)
+
+    def close(self) -> None:
+        """Close every collection opened through this database. Idempotent."""
+        for col in list(self._collections.values()):
+            col.close()
+        self._collections.clear()
+        self._closed = True

@@ -1,0 +1,881 @@
+"""Collection: the one public surface of a collection.
+
+It validates input once, commits every write call as one LMDB transaction (``storage``), then
+brings the in-memory mirror (``table``) and the derived indexes (``indexes/``, ``text``) up to
+the committed version. Reads never touch LMDB: they run on the mirror.
+
+>>> import tempfile, vecstore
+>>> db = vecstore.connect(tempfile.mkdtemp()).create_database("app")
+>>> col = db.require_collection("items", dim=2, metric="l2")
+>>> col.add_item([0.0, 1.0], id=7, field={"lang": "en"})
+7
+>>> col.search([0.0, 0.9], k=1).ids
+(7,)
+>>> col.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+
+from . import validation as v
+from .errors import (AlreadyExistsError, ClosedError, CorruptionError, InvalidArgumentError,
+                     NotFoundError, ReadOnlyError)
+from .collection_ext import DerivedIndexes
+from .filters import FieldColumns, compile_where
+from .indexes.base import IndexMode, higher_is_better, parse_index_mode, parse_metric
+from .indexes.rwlock import RWLock
+from .storage import STORE_FORMAT, Storage
+from .table import VectorSpace
+from .types import (CollectionConfig, CollectionStats, Id, ProfiledSearch, Rows, SearchResult,
+                    VectorFieldInfo)
+
+if TYPE_CHECKING:
+    from .client import Database
+
+log = logging.getLogger(__name__)
+
+DEFAULT = "default"
+# Below this many allowed rows a filtered search is exact over just those rows: cheaper than
+# steering an ANN index through a selective filter, and recall is perfect.
+EXACT_FILTER_ROWS = 4096
+EXACT_FILTER_FRACTION = 0.05
+_ROW_CHUNK = 50_000
+
+
+def _progress(iterable: Iterable, total: int | None, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+    # disable=None: tqdm switches itself off when stderr is not a terminal.
+    return tqdm(iterable, total=total, desc=desc, unit="rows", disable=None)
+
+
+class Collection(DerivedIndexes):
+    """Rows with a public id, a dense ``default`` vector, optional named and sparse vectors and
+    metadata ``fields``; searchable by k-NN, filters, BM25, sparse and hybrid queries.
+
+    Obtain one from :meth:`vecstore.Database.require_collection`. A handle is a context
+    manager; ``close()`` is idempotent and a closed handle raises :class:`ClosedError`.
+    """
+
+    def __init__(self, db: "Database", name: str, path: Path, *, create: dict | None,
+                 read_only: bool = False, durability: str | None = None) -> None:
+        self.name = name
+        self.database = db
+        self.path = Path(path)
+        self._closed = False
+        self._wlock = threading.RLock()   # one write call at a time (LMDB has one writer anyway)
+        self._rw = RWLock()               # reads shared; mirror swaps (compact) exclusive
+        self._read_only = read_only
+        if create is not None:
+            durability = durability or create.get("durability", "safe")
+        self._storage = Storage(self.path, read_only=read_only, durability=durability or "safe")
+        try:
+            if create is not None:
+                self._init_new(create)
+            self._load()
+        except BaseException:
+            self._storage.close()
+            raise
+
+    # ------------------------------------------------------------------ lifecycle / loading --
+    def _init_new(self, create: dict) -> None:
+        def tx(t):
+            if t.get_meta("config") is None:
+                t.put_meta("config", {"format": STORE_FORMAT, **create})
+                t.put_meta("version", 0)
+                t.put_meta("next_label", 0)
+        self._storage.write(tx)
+
+    def _load(self) -> None:
+        """Rebuild the mirror from LMDB, then load or rebuild the derived indexes."""
+        with self._storage.read() as t:
+            cfg = t.get_meta("config")
+            if cfg is None:
+                raise CorruptionError(f"{self.path}: no collection config in the store")
+            if cfg.get("format", 1) > STORE_FORMAT:
+                from .errors import UnsupportedFormatError
+                raise UnsupportedFormatError(f"{self.path}: store format {cfg['format']} is newer than this vecstore")
+            self._config = cfg
+            self._version = t.get_meta("version", 0)
+            self._next_label = t.get_meta("next_label", 0)
+            rows = list(t.iter_rows())
+            vec_items = list(t.iter_vecs())
+            named_defs = dict(t.iter_meta("vfield:"))
+            named_data = {key[len("vfield:"):]: list(t.iter_named(key[len("vfield:"):])) for key in named_defs}
+            index_records = dict(t.iter_meta("index:"))
+            sparse_rows = list(t.iter_sparse())
+        if len(rows) != len(vec_items):
+            raise CorruptionError(f"{self.path}: {len(rows)} rows but {len(vec_items)} vectors")
+        dim, metric = cfg["dim"], cfg["metric"]
+        n = len(rows)
+        labels = np.fromiter((r[0] for r in rows), dtype=np.uint64, count=n)
+        self._ids: list[Id] = [r[1][0] for r in rows]
+        self._fields: list[dict] = [r[1][1] for r in rows]
+        alive = np.fromiter((not r[1][2] for r in rows), dtype=bool, count=n)
+        matrix = np.frombuffer(b"".join(val for _, val in vec_items), dtype=np.float32).reshape(n, dim)
+        self._id_pos: dict[Id, int] = {i: p for p, i in enumerate(self._ids)}
+        ints = [i for i in self._ids if isinstance(i, int)]
+        self._max_int_all = max(ints) if ints else -1
+        self._default = VectorSpace(DEFAULT, dim, metric)
+        if n:
+            self._default.put(labels, matrix, alive)
+        self._named: dict[str, VectorSpace] = {}
+        for key, spec in named_defs.items():
+            fname = key[len("vfield:"):]
+            space = VectorSpace(fname, spec["dim"], spec["metric"])
+            data = named_data[fname]
+            if data:
+                lbs = np.fromiter((lb for lb, _ in data), dtype=np.uint64, count=len(data))
+                mat = np.frombuffer(b"".join(b for _, b in data), dtype=np.float32).reshape(len(data), spec["dim"])
+                space.put(lbs, mat, self._row_alive_for_labels(lbs))
+            self._named[fname] = space
+        self._columns = FieldColumns()
+        self._columns.reset(self._ids, self._fields)
+        self._sparse = None
+        if sparse_rows:
+            self._sparse_index().upsert(
+                np.fromiter((lb for lb, _, _ in sparse_rows), dtype=np.uint64, count=len(sparse_rows)),
+                [(np.frombuffer(i, np.uint32), np.frombuffer(x, np.float32)) for _, i, x in sparse_rows])
+            dead = self._default.labels[: self._default.n][~self._default.live[: self._default.n]]
+            if len(dead):
+                self._sparse.remove(dead)
+        self._text = None
+        for key, rec in index_records.items():
+            self._open_index(key[len("index:"):], rec)
+
+    def _row_alive_for_labels(self, labels: np.ndarray) -> np.ndarray:
+        pos = np.fromiter((self._default.pos_of.get(int(lb), -1) for lb in labels), dtype=np.int64, count=len(labels))
+        out = np.zeros(len(labels), dtype=bool)
+        ok = pos >= 0
+        out[ok] = self._default.live[pos[ok]]
+        return out
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"collection {self.name!r} is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._read_only:
+            raise ReadOnlyError(f"collection {self.name!r} is read-only")
+
+    def close(self) -> None:
+        """Write derived index files (so the next open replays nothing) and release the store.
+        Closing twice is harmless."""
+        if self._closed:
+            return
+        try:
+            if not self._read_only:
+                with self._wlock:
+                    self.checkpoint()
+        finally:
+            self._discard()
+
+    def _discard(self) -> None:
+        """Release the store without writing anything (the collection is being dropped)."""
+        if self._closed:
+            return
+        with self._wlock:
+            self._closed = True
+            if self._text is not None:
+                self._text.close()
+            self._storage.close()
+        self.database._forget(self)
+
+    def __enter__(self) -> "Collection":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self._default.n_live} rows"
+        return f"<Collection {self.database.name}/{self.name} dim={self._config['dim']} {state}>"
+
+    # ------------------------------------------------------------------ config and stats ----
+    @property
+    def dim(self) -> int:
+        return self._config["dim"]
+
+    @property
+    def metric(self) -> str:
+        return self._config["metric"]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(live rows, dim)``; soft-deleted rows are not counted.
+
+        >>> col.shape  # doctest: +SKIP
+        (1000, 128)
+        """
+        self._check_open()
+        return (self._default.n_live, self.dim)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def stats(self) -> CollectionStats:
+        """Counts: stored rows, live rows, soft-deleted rows, dimension, index mode, max id."""
+        self._check_open()
+        n = self._default.n
+        return CollectionStats(
+            n_vectors=n, n_live=self._default.n_live, n_tombstoned=n - self._default.n_live,
+            dimension=self.dim, index_mode=self.index_mode() or "none", max_id=self.max_id(),
+            version=self._version)
+
+    def get_collection_config(self) -> CollectionConfig:
+        """The persisted configuration: ``dim``, ``metric``, ``description`` ..."""
+        self._check_open()
+        return CollectionConfig.from_dict(self._config)
+
+    def update_description(self, description: str) -> str:
+        """Replace the free-text description.
+
+        >>> col.update_description("product embeddings")  # doctest: +SKIP
+        'product embeddings'
+        """
+        self._check_writable()
+        description = v.check_str(description, param="description")
+        with self._wlock:
+            cfg = {**self._config, "description": description}
+            self._storage.write(lambda t: t.put_meta("config", cfg))
+            self._config = cfg
+        return description
+
+    def get_collection_path(self) -> str:
+        return str(self.path)
+
+    def index_mode(self) -> str | None:
+        """The index mode of the default vector as given to ``build_index``; ``None`` when
+        searches are exact because no index was built."""
+        self._check_open()
+        mode = self._default.mode
+        return mode.name if mode is not None else None
+
+    # ------------------------------------------------------------------ writes --------------
+    def add_item(self, vector: Any, id: Id | None = None, field: dict | None = None) -> Id:
+        """Add one row; without ``id`` the next integer id is assigned (max id + 1).
+
+        >>> col.add_item([0.1, 0.2, 0.3, 0.4], id=1, field={"lang": "en"})  # doctest: +SKIP
+        1
+        """
+        return self.bulk_add_items([{"vector": vector, "id": id, "field": field}])[0]
+
+    def bulk_add_items(self, items: Iterable[dict], *, progress: bool = False) -> list[Id]:
+        """Add rows given as dicts ``{"vector", "id"?, "field"?}``; returns their ids in order.
+
+        A list is validated whole before anything is written; the rows are then committed in
+        chunks of 50,000, **each chunk its own transaction**, so a crash mid-way keeps the
+        chunks already acknowledged by the progress bar (``progress=True``).
+
+        >>> col.bulk_add_items([{"vector": [1, 0, 0, 0], "id": 5}, {"vector": [0, 1, 0, 0]}])  # doctest: +SKIP
+        [5, 6]
+        """
+        self._check_writable()
+        if isinstance(items, dict) or not hasattr(items, "__iter__"):
+            raise InvalidArgumentError(f"items: expected a list of dicts with 'vector', got {type(items).__name__}")
+        items = list(items)
+        if not items:
+            raise InvalidArgumentError("items: expected at least one item, got an empty list")
+        for i, it in enumerate(items):
+            if not isinstance(it, dict) or "vector" not in it:
+                raise InvalidArgumentError(f"items[{i}]: expected a dict with a 'vector' key, got {it!r:.80}")
+        vectors = v.check_vectors([it["vector"] for it in items], self.dim, param="items[].vector",
+                                  normalise=self.metric == "cosine")
+        ids = [None if it.get("id") is None else v.check_id(it["id"], param=f"items[{i}].id")
+               for i, it in enumerate(items)]
+        fields = [v.check_fields(it.get("field"), param=f"items[{i}].field") for i, it in enumerate(items)]
+        return self._insert(ids, vectors, fields, progress=progress)
+
+    def add(self, vectors: Any, ids: Sequence[Id] | None = None, fields: Sequence[dict | None] | None = None,
+            *, progress: bool = False) -> list[Id]:
+        """Columnar add: ``vectors`` is an ``(n, dim)`` array; ``ids`` and ``fields`` line up.
+
+        >>> col.add(np.eye(4), ids=["a", "b", "c", "d"])  # doctest: +SKIP
+        ['a', 'b', 'c', 'd']
+        """
+        self._check_writable()
+        vecs = v.check_vectors(vectors, self.dim, param="vectors", normalise=self.metric == "cosine")
+        n = len(vecs)
+        if n == 0:
+            raise InvalidArgumentError("vectors: expected at least one vector, got none")
+        id_list = [None] * n if ids is None else [None if i is None else v.check_id(i, param="ids") for i in ids]
+        field_list = self._column_fields(fields, n)
+        if len(id_list) != n:
+            raise InvalidArgumentError(f"ids: expected {n} ids to match vectors, got {len(id_list)}")
+        return self._insert(id_list, vecs, field_list, progress=progress)
+
+    def _column_fields(self, fields: Any, n: int, param: str = "fields") -> list[dict]:
+        if fields is None:
+            return [{} for _ in range(n)]
+        if isinstance(fields, dict) or not hasattr(fields, "__len__"):
+            raise InvalidArgumentError(f"{param}: expected a list of dicts (one per vector), got {type(fields).__name__}")
+        if len(fields) != n:
+            raise InvalidArgumentError(f"{param}: expected {n} dicts to match vectors, got {len(fields)}")
+        return [v.check_fields(f, param=f"{param}[{i}]") for i, f in enumerate(fields)]
+
+    def _insert(self, ids: list, vectors: np.ndarray, fields: list[dict], *, progress: bool) -> list[Id]:
+        explicit = [i for i in ids if i is not None]
+        v.check_unique(explicit, param="ids")
+        with self._wlock:
+            self._check_writable()
+            clash = [i for i in explicit if i in self._id_pos]
+            if clash:
+                deleted = [i for i in clash if not self._default.live[self._id_pos[i]]]
+                hint = " (soft-deleted: restore_items() or upsert them)" if deleted else "; use upsert to replace"
+                raise AlreadyExistsError(f"ids: {len(clash)} already exist{hint}: {v._sample(clash)}")
+            taken = set(explicit)
+            nxt = self._max_int_all + 1
+            out: list[Id] = []
+            for i in ids:
+                if i is None:
+                    while nxt in self._id_pos or nxt in taken:
+                        nxt += 1
+                    i = nxt
+                    nxt += 1
+                out.append(i)
+            n = len(out)
+            chunks = range(0, n, _ROW_CHUNK)
+            for start in _progress(chunks, len(chunks), progress and n > _ROW_CHUNK, "adding"):
+                end = min(start + _ROW_CHUNK, n)
+                self._commit_rows("add", out[start:end], vectors[start:end], fields[start:end],
+                                  [None] * (end - start))
+        return out
+
+    def _commit_rows(self, op: str, ids: list, vectors: np.ndarray, fields: list, labels: list) -> None:
+        """Write rows in one transaction, then mirror them. ``labels[i]`` is None for a new row."""
+        version = self._version + 1
+        first = self._next_label
+        new_count = sum(1 for lb in labels if lb is None)
+        assigned: list[int] = []
+        nl = first
+        for lb in labels:
+            if lb is None:
+                assigned.append(nl)
+                nl += 1
+            else:
+                assigned.append(lb)
+        blobs = [row.tobytes() for row in vectors]
+
+        def tx(t):
+            for lb, i, f, blob in zip(assigned, ids, fields, blobs):
+                t.put_row(lb, i, f, False, version)
+                t.put_vec(lb, blob)
+                t.put_label(i, lb)
+            t.append_log(version, op, assigned)
+            t.put_meta("version", version)
+            if new_count:
+                t.put_meta("next_label", first + new_count)
+        self._storage.write(tx)
+        # Committed: now the mirror and the derived indexes.
+        self._version = version
+        self._next_label = first + new_count
+        lab = np.asarray(assigned, dtype=np.uint64)
+        with self._rw.write:
+            new_pos, old_pos = [], []
+            for p_i, (lb, i, f) in enumerate(zip(assigned, ids, fields)):
+                pos = self._id_pos.get(i)
+                if pos is None:
+                    self._id_pos[i] = len(self._ids)
+                    self._ids.append(i)
+                    self._fields.append(f)
+                    new_pos.append(p_i)
+                    if isinstance(i, int) and i > self._max_int_all:
+                        self._max_int_all = i
+                else:
+                    self._fields[pos] = f
+                    old_pos.append((pos, p_i))
+            self._default.put(lab, vectors, True)
+            if new_pos:
+                self._columns.append([ids[j] for j in new_pos], [fields[j] for j in new_pos])
+            if old_pos:
+                self._columns.set([p for p, _ in old_pos], [ids[j] for _, j in old_pos], [fields[j] for _, j in old_pos])
+            if old_pos:  # a revived row makes its named vectors live again
+                self._set_named_live(lab, True)
+        self._index_apply(self._default, lab, vectors)
+        self._text_dirty(lab)
+
+    def upsert_items(self, items: Iterable[dict], *, progress: bool = False) -> list[Id]:
+        """Insert or replace rows given as ``{"vector", "id", "field"?}`` (every item needs an id).
+
+        An existing row gets the new vector; its fields are replaced when ``field`` is given and
+        kept when the key is absent. Upserting a soft-deleted id writes it and makes it live.
+        """
+        self._check_writable()
+        items = list(items)
+        if not items:
+            raise InvalidArgumentError("items: expected at least one item, got an empty list")
+        for i, it in enumerate(items):
+            if not isinstance(it, dict) or "vector" not in it or it.get("id") is None:
+                raise InvalidArgumentError(f"items[{i}]: upsert needs a dict with 'vector' and 'id', got {it!r:.80}")
+        ids = [v.check_id(it["id"], param=f"items[{i}].id") for i, it in enumerate(items)]
+        vecs = v.check_vectors([it["vector"] for it in items], self.dim, param="items[].vector",
+                               normalise=self.metric == "cosine")
+        fields = [v.check_fields(it["field"], param=f"items[{i}].field") if "field" in it and it["field"] is not None else None
+                  for i, it in enumerate(items)]
+        return self._upsert(ids, vecs, fields, progress=progress)
+
+    def upsert(self, vectors: Any, ids: Sequence[Id], fields: Sequence[dict | None] | None = None,
+               *, progress: bool = False) -> list[Id]:
+        """Columnar upsert; ``fields=None`` keeps the fields of existing rows.
+
+        >>> col.upsert(np.ones((1, 4)), ids=["a"], fields=[{"lang": "de"}])  # doctest: +SKIP
+        ['a']
+        """
+        self._check_writable()
+        vecs = v.check_vectors(vectors, self.dim, param="vectors", normalise=self.metric == "cosine")
+        id_list = v.check_ids(ids, param="ids")
+        if len(id_list) != len(vecs):
+            raise InvalidArgumentError(f"ids: expected {len(vecs)} ids to match vectors, got {len(id_list)}")
+        if fields is None:
+            field_list: list = [None] * len(vecs)
+        else:
+            if len(fields) != len(vecs):
+                raise InvalidArgumentError(f"fields: expected {len(vecs)} entries to match vectors, got {len(fields)}")
+            field_list = [None if f is None else v.check_fields(f, param=f"fields[{i}]") for i, f in enumerate(fields)]
+        return self._upsert(id_list, vecs, field_list, progress=progress)
+
+    def _upsert(self, ids: list, vectors: np.ndarray, fields: list, *, progress: bool) -> list[Id]:
+        v.check_unique(ids, param="ids")
+        with self._wlock:
+            self._check_writable()
+            n = len(ids)
+            chunks = range(0, n, _ROW_CHUNK)
+            for start in _progress(chunks, len(chunks), progress and n > _ROW_CHUNK, "upserting"):
+                end = min(start + _ROW_CHUNK, n)
+                c_ids = ids[start:end]
+                labels, c_fields = [], []
+                for i, f in zip(c_ids, fields[start:end]):
+                    pos = self._id_pos.get(i)
+                    labels.append(None if pos is None else int(self._default.labels[pos]))
+                    c_fields.append(f if f is not None else (dict(self._fields[pos]) if pos is not None else {}))
+                self._commit_rows("upsert", c_ids, vectors[start:end], c_fields, labels)
+        return list(ids)
+
+    def delete_items(self, ids: Sequence[Id] | None = None, where: str | None = None) -> int:
+        """Soft-delete rows by id, or every live row matching ``where``; returns how many rows
+        went from live to deleted. Deleted rows vanish from every read until restored;
+        ``compact()`` removes them for good. An id that does not exist raises NotFoundError.
+
+        >>> col.delete_items([1, 2])  # doctest: +SKIP
+        2
+        """
+        self._check_writable()
+        if ids is None and where is None:
+            raise InvalidArgumentError("delete_items: expected ids or where, got neither")
+        with self._wlock:
+            pos = self._positions_for(ids, where)
+            pos = pos[self._default.live[pos]]
+            if len(pos):
+                self._set_deleted(pos, True, "delete")
+            return int(len(pos))
+
+    delete = delete_items
+
+    def restore_items(self, ids: Sequence[Id]) -> int:
+        """Undo soft deletes; returns how many rows became live again.
+
+        >>> col.restore_items([1])  # doctest: +SKIP
+        1
+        """
+        self._check_writable()
+        id_list = v.check_ids(ids, param="ids")
+        with self._wlock:
+            pos = self._positions_for(id_list, None, include_deleted=True)
+            pos = pos[~self._default.live[pos]]
+            if len(pos):
+                self._set_deleted(pos, False, "restore")
+            return int(len(pos))
+
+    restore = restore_items
+
+    def _positions_for(self, ids: Sequence[Id] | None, where: str | None, *, include_deleted: bool = False) -> np.ndarray:
+        out = None
+        if ids is not None:
+            id_list = v.check_ids(ids, param="ids")
+            missing = [i for i in id_list if i not in self._id_pos]
+            if missing:
+                raise NotFoundError(f"ids: {len(missing)} unknown: {v._sample(missing)}")
+            out = np.unique(np.fromiter((self._id_pos[i] for i in id_list), dtype=np.int64, count=len(id_list)))
+        if where is not None:
+            mask = self._where_mask(where)
+            if not include_deleted:
+                mask &= self._default.live[: self._default.n]
+            wpos = np.flatnonzero(mask)
+            out = wpos if out is None else np.intersect1d(out, wpos)
+        return out if out is not None else np.empty(0, np.int64)
+
+    def _set_deleted(self, pos: np.ndarray, deleted: bool, op: str) -> None:
+        version = self._version + 1
+        labels = self._default.labels[pos].tolist()
+        records = [(lb, self._ids[p], self._fields[p]) for lb, p in zip(labels, pos.tolist())]
+
+        def tx(t):
+            for lb, i, f in records:
+                t.put_row(lb, i, f, deleted, version)
+            t.append_log(version, op, labels)
+            t.put_meta("version", version)
+        self._storage.write(tx)
+        self._version = version
+        lab = np.asarray(labels, dtype=np.uint64)
+        with self._rw.write:
+            self._default.set_live(pos, not deleted)
+            self._set_named_live(lab, not deleted)
+        if deleted:
+            self._index_remove(lab)
+        else:
+            self._index_apply(self._default, lab, self._default.matrix[pos])
+            for space in self._named.values():
+                sp = space.positions(lab)
+                if len(sp):
+                    self._index_apply(space, space.labels[sp], space.matrix[sp])
+        if self._sparse is not None:
+            if deleted:
+                self._sparse.remove(lab)
+            else:
+                self._reload_sparse(lab)
+        self._text_dirty(lab)
+
+    def _set_named_live(self, labels: np.ndarray, live: bool) -> None:
+        for space in self._named.values():
+            sp = space.positions(labels)
+            if len(sp):
+                space.set_live(sp, live)
+
+    def list_deleted_ids(self) -> list[Id]:
+        """Ids of soft-deleted rows, in storage order."""
+        self._check_open()
+        return [self._ids[p] for p in self._default.dead_positions().tolist()]
+
+    def compact(self) -> int:
+        """Remove soft-deleted rows for good and rebuild what indexes them; returns how many rows
+        were removed. Their ids become free for new rows."""
+        self._check_writable()
+        with self._wlock:
+            dead = self._default.dead_positions().copy()
+            if not len(dead):
+                return 0
+            version = self._version + 1
+            labels = self._default.labels[dead].tolist()
+            gone = [(lb, self._ids[p]) for lb, p in zip(labels, dead.tolist())]
+            named = list(self._named)
+
+            def tx(t):
+                for lb, i in gone:
+                    t.delete_row(lb)
+                    t.delete_label(i)
+                    for fname in named:
+                        t.delete_named(fname, lb)
+                t.append_log(version, "compact", labels)
+                t.put_meta("version", version)
+            self._storage.write(tx)
+            with self._rw.write:
+                text = self._text
+                self._text = None
+                self._load()          # the mirror without the removed rows
+                if text is not None:
+                    text.close()
+                for space in [self._default, *self._named.values()]:
+                    if space.index is not None:
+                        self._rebuild_index(space)
+            return len(gone)
+
+    def commit(self, items: Iterable[dict] | None = None) -> None:
+        """Add pending ``items`` (if given), then make everything durable on disk (the barrier of
+        ``durability="fast"``; cheap in the default mode, where every write is already durable)."""
+        self._check_writable()
+        if items:
+            self.bulk_add_items(items)
+        self._storage.sync()
+
+    def flush(self) -> None:
+        """Bring every derived index up to the committed version (text index included)."""
+        self._check_writable()
+        with self._wlock:
+            self._text_catch_up()
+        self._storage.sync()
+
+    def checkpoint(self) -> None:
+        """``flush()``, then write the derived index files so the next open replays nothing."""
+        self._check_writable()
+        with self._wlock:
+            self._text_catch_up()
+            for space in [self._default, *self._named.values()]:
+                if space.index is not None and space.saved_version != self._version:
+                    self._save_index(space)
+        self._storage.sync()
+
+    # ------------------------------------------------------------------ reads ---------------
+    def _where_mask(self, where: str) -> np.ndarray:
+        where = v.check_str(where, param="where")
+        return compile_where(where).mask(self._columns)
+
+    def _live_positions(self, where: str | None, filter_ids: Sequence[Id] | None) -> np.ndarray:
+        n = self._default.n
+        mask = self._default.live[:n].copy()
+        if where is not None:
+            mask &= self._where_mask(where)
+        if filter_ids is not None:
+            ids = v.check_ids(filter_ids, param="filter_ids", allow_empty=True)
+            keep = np.zeros(n, dtype=bool)
+            keep[[self._id_pos[i] for i in ids if i in self._id_pos]] = True
+            mask &= keep
+        return np.flatnonzero(mask)
+
+    def _rows(self, pos: np.ndarray) -> Rows:
+        plist = pos.tolist()
+        return Rows(vectors=self._default.matrix[pos].copy(), ids=tuple(self._ids[p] for p in plist),
+                    fields=tuple(dict(self._fields[p]) for p in plist))
+
+    def head(self, n: int = 5) -> Rows:
+        """The first ``n`` live rows in storage order, as ``vectors, ids, fields``.
+
+        >>> vectors, ids, fields = col.head(2)  # doctest: +SKIP
+        """
+        self._check_open()
+        n = v.check_k(n, param="n")
+        with self._rw.read:
+            live = np.flatnonzero(self._default.live[: self._default.n])
+            return self._rows(live[:n])
+
+    def tail(self, n: int = 5) -> Rows:
+        """The last ``n`` live rows in storage order."""
+        self._check_open()
+        n = v.check_k(n, param="n")
+        with self._rw.read:
+            live = np.flatnonzero(self._default.live[: self._default.n])
+            return self._rows(live[-n:])
+
+    def read_by_only_id(self, id: Id | Sequence[Id]) -> Rows:
+        """Rows by id (one id or a list), in the order asked; an unknown or deleted id raises
+        NotFoundError.
+
+        >>> col.read_by_only_id([1, 2]).ids  # doctest: +SKIP
+        (1, 2)
+        """
+        self._check_open()
+        ids = [v.check_id(id)] if isinstance(id, (int, str, np.integer)) else v.check_ids(id, param="id")
+        with self._rw.read:
+            missing = [i for i in ids if i not in self._id_pos or not self._default.live[self._id_pos[i]]]
+            if missing:
+                raise NotFoundError(f"id: {len(missing)} unknown or deleted: {v._sample(missing)}")
+            return self._rows(np.asarray([self._id_pos[i] for i in ids], dtype=np.int64))
+
+    def query(self, where: str | None = None, filter_ids: Sequence[Id] | None = None,
+              return_ids_only: bool = False) -> list:
+        """Live rows matching ``where`` and (if given) among ``filter_ids``, in storage order:
+        ``[{"id": ..., **fields}, ...]``, or just the ids.
+
+        >>> col.query(where="lang = 'en'", return_ids_only=True)  # doctest: +SKIP
+        [1, 3]
+        """
+        self._check_open()
+        with self._rw.read:
+            pos = self._live_positions(where, filter_ids).tolist()
+            if return_ids_only:
+                return [self._ids[p] for p in pos]
+            return [{**self._fields[p], "id": self._ids[p]} for p in pos]
+
+    def query_vectors(self, where: str | None = None, filter_ids: Sequence[Id] | None = None) -> Rows:
+        """Like :meth:`query`, with the vectors: ``vectors, ids, fields``."""
+        self._check_open()
+        with self._rw.read:
+            return self._rows(self._live_positions(where, filter_ids))
+
+    def list_fields(self) -> list[str]:
+        """Metadata field names used by live rows, sorted."""
+        self._check_open()
+        names: set[str] = set()
+        live = self._default.live
+        for p, f in enumerate(self._fields):
+            if f and live[p]:
+                names.update(f)
+        return sorted(names)
+
+    def is_id_exists(self, id: Id) -> bool:
+        """True when ``id`` is a live row (soft-deleted ids are not)."""
+        self._check_open()
+        i = v.check_id(id)
+        pos = self._id_pos.get(i)
+        return pos is not None and bool(self._default.live[pos])
+
+    def __contains__(self, id: Id) -> bool:
+        return self.is_id_exists(id)
+
+    def max_id(self) -> int:
+        """The largest integer id among live rows; -1 when there is none."""
+        self._check_open()
+        pos = self._id_pos.get(self._max_int_all)
+        if pos is not None and self._default.live[pos]:
+            return self._max_int_all
+        live = self._default.live
+        ints = [i for p, i in enumerate(self._ids) if isinstance(i, int) and live[p]]
+        return max(ints) if ints else -1
+
+    # ------------------------------------------------------------------ vector search -------
+    def _space(self, vector_field: str | None, field_name: str | None = None) -> VectorSpace:
+        name = vector_field if vector_field not in (None, DEFAULT) else (field_name or DEFAULT)
+        if name == DEFAULT:
+            return self._default
+        space = self._named.get(name)
+        if space is None:
+            raise NotFoundError(f"vector_field: no vector field {name!r}; have {['default', *self._named]}")
+        return space
+
+    def _space_positions_from_rows(self, space: VectorSpace, row_pos: np.ndarray) -> np.ndarray:
+        if space is self._default:
+            return row_pos
+        return space.positions(self._default.labels[row_pos])
+
+    def _run_search(self, space: VectorSpace, queries: np.ndarray, k: int, where: str | None,
+                    nprobe: int | None, profile: dict | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The plan: no filter → the index (or exact); a selective filter → exact over just the
+        allowed rows; a broad filter → the index steered by the allowed labels."""
+        t0 = time.perf_counter()
+        allowed = None
+        if where is not None:
+            mask = self._where_mask(where)
+            allowed = self._space_positions_from_rows(space, np.flatnonzero(mask & self._default.live[: self._default.n]))
+            allowed = allowed[space.live[allowed]]
+        t1 = time.perf_counter()
+        n_allowed = space.n_live if allowed is None else len(allowed)
+        use_index = space.index is not None and n_allowed > max(
+            EXACT_FILTER_ROWS, EXACT_FILTER_FRACTION * space.n_live) if allowed is not None else space.index is not None
+        if use_index:
+            lab_allowed = None if allowed is None else np.sort(space.labels[allowed])
+            labels, scores, visited = space.index.search(queries, k, breadth=nprobe, allowed=lab_allowed)
+            out = []
+            for row_l, row_s in zip(labels, scores):
+                keep = row_l >= 0
+                pos = space.positions(row_l[keep])
+                out.append((pos, row_s[keep]))
+            path = "ann_index" if allowed is None else "ann_index_filtered"
+        else:
+            pos, scores = space.exact_search(queries, k, allowed)
+            out = list(zip(pos, scores))
+            visited = n_allowed * len(queries)
+            path = "flat_mmap" if allowed is None else "flat_mmap_filtered"
+        if profile is not None:
+            t2 = time.perf_counter()
+            profile.update({
+                "plan": path, "index_path": path, "index": self._mode_label(space),
+                "filter_expression": where, "filter_matches": None if allowed is None else int(n_allowed),
+                "filter_us": int((t1 - t0) * 1e6), "search_us": int((t2 - t1) * 1e6),
+                "scanned_vectors": int(visited), "total_vectors": int(space.n_live),
+                "vector_field": space.name, "query_kind": "vector"})
+        return out
+
+    def _mode_label(self, space: VectorSpace) -> str:
+        if space.mode is not None:
+            return space.mode.name
+        return IndexMode("FLAT", space.metric, "FLAT").canonical  # type: ignore[arg-type]
+
+    def _result(self, space: VectorSpace, pos: np.ndarray, scores: np.ndarray, k: int,
+                return_fields: bool, index: str | None = None) -> SearchResult:
+        rows = pos if space is self._default else np.fromiter(
+            (self._default.pos_of[int(lb)] for lb in space.labels[pos]), dtype=np.int64, count=len(pos))
+        plist = rows.tolist()
+        return SearchResult(
+            ids=tuple(self._ids[p] for p in plist), scores=np.asarray(scores, dtype=np.float32),
+            fields=tuple(dict(self._fields[p]) for p in plist) if return_fields else None,
+            k=k, index=index or self._mode_label(space), vector_field=space.name)
+
+    def search(self, vector: Any, k: int = 10, where: str | None = None, return_fields: bool = False,
+               nprobe: int | None = None, vector_field: str = DEFAULT, *, field_name: str | None = None,
+               approx: bool = False, eps: float = 1e-4) -> SearchResult:
+        """The k nearest live rows to ``vector``, best first, optionally filtered by ``where``.
+
+        Scores: inner product (higher is better), squared L2 or cosine distance (lower is
+        better). ``nprobe`` is the search breadth of the index (IVF lists probed, HNSW ``ef``);
+        exact search ignores it. ``approx`` and ``eps`` are accepted for LynseDB compatibility
+        and ignored: FLAT is always exact and the ANN indexes are approximate by nature.
+        ``field_name`` is an alias of ``vector_field`` (the seed document's name).
+
+        >>> ids, scores, fields = col.search([0.1, 0.2, 0.3, 0.4], k=3, where="lang = 'en'")  # doctest: +SKIP
+        """
+        self._check_open()
+        k = v.check_k(k)
+        space = self._space(vector_field, field_name)
+        q = v.check_vector(vector, space.dim, normalise=space.metric == "cosine")
+        nprobe = v.check_positive_int(nprobe, param="nprobe")
+        with self._rw.read:
+            (pos, scores), = self._run_search(space, q, k, where, nprobe)
+            return self._result(space, pos, scores, k, return_fields)
+
+    def batch_search(self, vectors: Any, k: int = 10, where: str | None = None, return_fields: bool = False,
+                     nprobe: int | None = None, vector_field: str = DEFAULT, *,
+                     field_name: str | None = None) -> list[SearchResult]:
+        """:meth:`search` for each row of ``vectors`` (one matrix product for exact search).
+
+        >>> [r.ids for r in col.batch_search(np.eye(4), k=1)]  # doctest: +SKIP
+        [(0,), (1,), (2,), (3,)]
+        """
+        self._check_open()
+        k = v.check_k(k)
+        space = self._space(vector_field, field_name)
+        qs = v.check_vectors(vectors, space.dim, normalise=space.metric == "cosine")
+        nprobe = v.check_positive_int(nprobe, param="nprobe")
+        with self._rw.read:
+            return [self._result(space, pos, scores, k, return_fields)
+                    for pos, scores in self._run_search(space, qs, k, where, nprobe)]
+
+    def search_range(self, vector: Any, threshold: float, max_results: int = 1000, where: str | None = None,
+                     vector_field: str = DEFAULT, return_fields: bool = False) -> SearchResult:
+        """Every live row within ``threshold`` of ``vector`` (score ≥ threshold for inner
+        product, distance ≤ threshold otherwise), best first, at most ``max_results``. Always
+        exact.
+
+        >>> col.search_range([1, 0, 0, 0], threshold=0.5).ids  # doctest: +SKIP
+        (3, 9)
+        """
+        self._check_open()
+        space = self._space(vector_field)
+        q = v.check_vector(vector, space.dim, normalise=space.metric == "cosine")[0]
+        threshold = v.check_number(threshold, param="threshold")
+        max_results = v.check_k(max_results, param="max_results")
+        with self._rw.read:
+            allowed = None
+            if where is not None:
+                allowed = self._space_positions_from_rows(
+                    space, np.flatnonzero(self._where_mask(where) & self._default.live[: self._default.n]))
+                allowed = allowed[space.live[allowed]]
+            pos, s = space.range_scores(q, allowed)
+            higher = higher_is_better(space.metric)
+            keep = s >= threshold if higher else s <= threshold
+            pos, s = pos[keep], s[keep]
+            order = np.lexsort((pos, -s if higher else s))[:max_results]
+            return self._result(space, pos[order], s[order], max_results, return_fields)
+
+    def search_profile(self, vector: Any, k: int = 10, where: str | None = None, nprobe: int | None = None,
+                       return_fields: bool = False, vector_field: str = DEFAULT, *,
+                       approx: bool = False, eps: float = 1e-4) -> ProfiledSearch:
+        """:meth:`search` plus how it ran: the plan chosen (``flat_mmap``, ``flat_mmap_filtered``,
+        ``ann_index``, ``ann_index_filtered``), rows the filter allowed, candidates scored and
+        microseconds per stage.
+
+        >>> col.search_profile([1, 0, 0, 0], k=2).profile["index_path"]  # doctest: +SKIP
+        'flat_mmap'
+        """
+        self._check_open()
+        t0 = time.perf_counter()
+        k = v.check_k(k)
+        space = self._space(vector_field)
+        q = v.check_vector(vector, space.dim, normalise=space.metric == "cosine")
+        nprobe = v.check_positive_int(nprobe, param="nprobe")
+        profile: dict = {}
+        with self._rw.read:
+            (pos, scores), = self._run_search(space, q, k, where, nprobe, profile)
+            t1 = time.perf_counter()
+            result = self._result(space, pos, scores, k, return_fields)
+        t2 = time.perf_counter()
+        profile.update({"rerank_us": int((t2 - t1) * 1e6), "total_us": int((t2 - t0) * 1e6),
+                        "result_count": len(result)})
+        return ProfiledSearch(result=result, profile=profile)

@@ -1,0 +1,493 @@
+"""The derived side of a Collection: ANN indexes, named vector fields, sparse vectors, BM25
+text and hybrid search. A mixin of :class:`vecstore.Collection`; split out only to keep each
+module readable.
+
+Every structure here is *derived* (DESIGN §4): rebuilt or caught up from LMDB. Index files
+are written under a new generation name, then the LMDB record pointing at them commits, then
+the superseded files are removed; files no record points at are removed on open.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from . import validation as v
+from .errors import (AlreadyExistsError, CorruptionError, InvalidArgumentError, InvalidNameError,
+                     NotFoundError)
+from .indexes.base import IndexMode, VectorIndex, parse_index_mode, parse_metric
+from .table import VectorSpace
+from .types import Id, SearchResult, VectorFieldInfo
+
+if TYPE_CHECKING:
+    from .collection import Collection
+
+log = logging.getLogger(__name__)
+_FIELD_NAME = __import__("re").compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _index_class(kind: str) -> type[VectorIndex]:
+    if kind == "HNSW":
+        from .indexes.hnsw import HnswIndex
+        return HnswIndex
+    from .indexes.ivf import IvfIndex
+    return IvfIndex
+
+
+class DerivedIndexes:
+    """Mixin: methods of Collection that manage derived structures."""
+
+    # ----------------------------------------------------------------- index plumbing -------
+    def _index_dir(self: "Collection") -> Path:
+        d = self.path / "indexes"
+        d.mkdir(exist_ok=True)
+        return d
+
+    def _index_record_key(self: "Collection", space: VectorSpace) -> str:
+        return f"index:{space.name}"
+
+    def _space_by_name(self: "Collection", name: str) -> VectorSpace:
+        return self._default if name == "default" else self._named[name]
+
+    def _open_index(self: "Collection", field: str, rec: dict) -> None:
+        """At open: load the index files of ``field`` and replay the commits made after them, or
+        rebuild from the mirror when the files are missing or do not check."""
+        space = self._space_by_name(field) if (field == "default" or field in self._named) else None
+        if space is None:
+            return
+        mode = parse_index_mode(rec["mode"], default_metric=space.metric)
+        space.mode = mode
+        if mode.kind == "FLAT":
+            return
+        cls = _index_class(mode.kind)
+        index = None
+        if rec.get("files") and rec.get("metric", space.metric) == space.metric:
+            try:
+                index = cls.load(self._index_dir(), rec["files"], space.dim, space.metric, rec.get("params", {}))
+            except (CorruptionError, OSError, ValueError, RuntimeError) as e:
+                log.warning("%s: index of %r unusable (%s); rebuilding from the rows", self.path, field, e)
+        if index is None:
+            self._rebuild_index(space, params=rec.get("params", {}))
+            return
+        space.index = index
+        space.saved_version = rec["version"]
+        self._replay(space, rec["version"])
+        self._remove_orphans()
+
+    def _replay(self: "Collection", space: VectorSpace, since: int) -> None:
+        """Apply the commits after ``since`` to ``space.index`` (labels are re-synced from the
+        mirror, so replay is idempotent)."""
+        with self._storage.read() as t:
+            touched = {lb for _, _, labels in t.iter_log(since) for lb in labels}
+        if not touched:
+            return
+        lab = np.fromiter(touched, dtype=np.uint64, count=len(touched))
+        pos = np.fromiter((space.pos_of.get(int(x), -1) for x in lab), dtype=np.int64, count=len(lab))
+        live = np.zeros(len(lab), dtype=bool)
+        live[pos >= 0] = space.live[pos[pos >= 0]]
+        if (~live).any():
+            space.index.remove(lab[~live])
+        if live.any():
+            space.index.add(lab[live], np.ascontiguousarray(space.matrix[pos[live]]))
+        log.info("%s: replayed %d rows into the %s index of %r", self.path, len(lab), space.mode.name, space.name)
+
+    def _rebuild_index(self: "Collection", space: VectorSpace, params: dict | None = None) -> None:
+        cls = _index_class(space.mode.kind)
+        index = cls(space.dim, space.metric, **(params if params is not None else
+                                                 (space.index.params if space.index is not None else {})))
+        labels, vectors = space.live_vectors()
+        index.build(labels, vectors)
+        space.index = index
+        space.saved_version = -1
+
+    def _save_index(self: "Collection", space: VectorSpace) -> None:
+        key = self._index_record_key(space)
+        with self._storage.read() as t:
+            old = t.get_meta(key) or {}
+        gen = old.get("gen", 0) + 1
+        files = space.index.save(self._index_dir(), f"{space.name}.{gen}")
+        rec = {"mode": space.mode.name, "metric": space.metric, "params": space.index.params,
+               "files": files, "version": self._version, "gen": gen}
+        self._storage.write(lambda t: t.put_meta(key, rec))
+        space.saved_version = self._version
+        for name in old.get("files", []):
+            (self._index_dir() / name).unlink(missing_ok=True)
+
+    def _remove_orphans(self: "Collection") -> None:
+        d = self.path / "indexes"
+        if not d.exists() or self._read_only:
+            return
+        with self._storage.read() as t:
+            keep = {f for _, rec in t.iter_meta("index:") for f in rec.get("files", [])}
+        for f in d.iterdir():
+            if f.name not in keep:
+                f.unlink(missing_ok=True)
+
+    def _index_apply(self: "Collection", space: VectorSpace, labels: np.ndarray, vectors: np.ndarray) -> None:
+        if space.index is not None and len(labels):
+            space.index.add(labels, np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def _index_remove(self: "Collection", labels: np.ndarray) -> None:
+        for space in [self._default, *self._named.values()]:
+            if space.index is not None:
+                space.index.remove(labels)
+
+    def _set_mode(self: "Collection", space: VectorSpace, mode: IndexMode | None, params: dict) -> None:
+        key = self._index_record_key(space)
+        old_index = space.index
+        with self._rw.write:
+            space.mode = mode
+            space.index = None
+            if mode is not None and mode.kind != "FLAT":
+                space.index = _index_class(mode.kind)(space.dim, space.metric, **params)
+                labels, vectors = space.live_vectors()
+                space.index.build(labels, vectors)
+        if mode is None:
+            self._storage.write(lambda t: t.delete_meta(key) if t.get_meta(key) is not None else None)
+        elif mode.kind == "FLAT":
+            self._storage.write(lambda t: t.put_meta(key, {"mode": mode.name, "version": self._version, "gen": 0}))
+        else:
+            self._save_index(space)
+        if old_index is not None or mode is None:
+            self._remove_orphans()
+
+    def _change_metric(self: "Collection", space: VectorSpace, metric: str) -> None:
+        """An index mode with another metric re-targets the field (LynseDB names the metric in the
+        index mode). Switching to cosine normalises the stored vectors for good."""
+        labels, _ = space.labels[: space.n], None
+        matrix = np.array(space.matrix[: space.n], dtype=np.float32)
+        if metric == "cosine" and space.n:
+            norms = np.linalg.norm(matrix, axis=1)
+            if (norms == 0).any():
+                raise InvalidArgumentError(f"index_mode: cannot switch field {space.name!r} to cosine: it holds zero vectors")
+            matrix /= norms[:, None]
+        blobs = [(int(lb), row.tobytes()) for lb, row in zip(labels, matrix)] if metric == "cosine" else []
+        name = space.name
+
+        def tx(t):
+            for lb, blob in blobs:
+                t.put_vec(lb, blob) if name == "default" else t.put_named(name, lb, blob)
+            if name == "default":
+                t.put_meta("config", {**self._config, "metric": metric})
+            else:
+                t.put_meta(f"vfield:{name}", {"dim": space.dim, "metric": metric})
+        self._storage.write(tx)
+        fresh = VectorSpace(name, space.dim, metric)
+        if space.n:
+            fresh.put(labels.copy(), matrix, space.live[: space.n].copy())
+        with self._rw.write:
+            if name == "default":
+                self._config = {**self._config, "metric": metric}
+                self._default = fresh
+            else:
+                self._named[name] = fresh
+
+    def _build(self: "Collection", space: VectorSpace, index_mode: str, n_clusters: Any, params: dict) -> dict:
+        mode = parse_index_mode(index_mode, default_metric=space.metric)
+        if n_clusters is not None:
+            if mode.kind != "IVF":
+                raise InvalidArgumentError(f"n_clusters: only IVF indexes take n_clusters, got {n_clusters!r} for {index_mode!r}")
+            params = {**params, "n_clusters": v.check_positive_int(n_clusters, param="n_clusters")}
+        with self._wlock:
+            if mode.metric != space.metric:
+                self._change_metric(space, mode.metric)
+                space = self._space_by_name(space.name)
+            try:
+                self._set_mode(space, mode, params)
+            except TypeError as e:  # an unknown keyword for this index kind
+                raise InvalidArgumentError(f"build_index: {e}") from None
+        return {"index_mode": mode.name, "n_clusters": params.get("n_clusters")}
+
+    # ----------------------------------------------------------------- public: indexes ------
+    def build_index(self: "Collection", index_mode: str = "FLAT", n_clusters: int | None = None,
+                    **params: Any) -> dict:
+        """Build the index of the default vector: ``FLAT`` (exact), ``HNSW`` or ``IVF``, with an
+        optional metric suffix (``HNSW-COS``, ``IVF-L2``, ``FLAT-IP``). A bare kind keeps the
+        collection's metric; a suffix with another metric re-targets the collection to it.
+        HNSW takes ``M``, ``ef_construction``, ``ef``; IVF takes ``n_clusters`` and ``nprobe``.
+
+        >>> col.build_index("HNSW-COS", M=16, ef_construction=200)  # doctest: +SKIP
+        {'index_mode': 'HNSW-COS', 'n_clusters': None}
+        """
+        self._check_writable()
+        return self._build(self._default, index_mode, n_clusters, params)
+
+    def remove_index(self: "Collection") -> None:
+        """Drop the default vector's index; searches become exact."""
+        self._check_writable()
+        with self._wlock:
+            self._set_mode(self._default, None, {})
+
+    # ----------------------------------------------------------------- named vector fields --
+    def create_vector_field(self: "Collection", field_name: str, dim: int, metric: str = "ip",
+                            index_mode: str | None = None) -> VectorFieldInfo:
+        """Add a named vector field with its own dimension, metric and index.
+
+        >>> col.create_vector_field("title_vec", dim=384, metric="cosine", index_mode="HNSW")  # doctest: +SKIP
+        VectorFieldInfo(name='title_vec', dimension=384, metric='cosine', index_mode='HNSW')
+        """
+        self._check_writable()
+        if not isinstance(field_name, str) or not _FIELD_NAME.match(field_name) or field_name == "default":
+            raise InvalidNameError(f"field_name: expected 1-64 characters of [A-Za-z0-9_-], not 'default', got {field_name!r}")
+        dim = v.check_positive_int(dim, param="dim", allow_none=False)
+        metric = parse_metric(metric)
+        with self._wlock:
+            if field_name in self._named:
+                raise AlreadyExistsError(f"field_name: vector field {field_name!r} already exists")
+            self._storage.write(lambda t: t.put_meta(f"vfield:{field_name}", {"dim": dim, "metric": metric}))
+            with self._rw.write:
+                self._named[field_name] = VectorSpace(field_name, dim, metric)
+            if index_mode is not None:
+                self._build(self._named[field_name], index_mode, None, {})
+        return self._field_info(self._named[field_name])
+
+    def _field_info(self: "Collection", space: VectorSpace) -> VectorFieldInfo:
+        return VectorFieldInfo(name=space.name, dimension=space.dim, metric=space.metric,
+                               index_mode=space.mode.name if space.mode else self._mode_label(space))
+
+    def list_vector_fields(self: "Collection") -> list[VectorFieldInfo]:
+        """``default`` first, then the named fields."""
+        self._check_open()
+        return [self._field_info(s) for s in [self._default, *self._named.values()]]
+
+    def _named_space(self: "Collection", field_name: str) -> VectorSpace:
+        if field_name not in self._named:
+            raise NotFoundError(f"field_name: no vector field {field_name!r}; have {sorted(self._named)}")
+        return self._named[field_name]
+
+    def _live_labels_for(self: "Collection", ids: list) -> np.ndarray:
+        missing = [i for i in ids if i not in self._id_pos or not self._default.live[self._id_pos[i]]]
+        if missing:
+            raise NotFoundError(f"ids: {len(missing)} unknown or deleted: {v._sample(missing)}")
+        return self._default.labels[[self._id_pos[i] for i in ids]].astype(np.uint64)
+
+    def add_named_vectors(self: "Collection", field_name: str, vectors: Any, ids: Sequence[Id]) -> list[Id]:
+        """Attach vectors of a named field to existing rows (replacing earlier ones).
+
+        >>> col.add_named_vectors("title_vec", np.random.rand(2, 384), ids=[1, 2])  # doctest: +SKIP
+        [1, 2]
+        """
+        self._check_writable()
+        space = self._named_space(field_name)
+        vecs = v.check_vectors(vectors, space.dim, param="vectors", normalise=space.metric == "cosine")
+        id_list = v.check_ids(ids, param="ids")
+        v.check_unique(id_list)
+        if len(id_list) != len(vecs):
+            raise InvalidArgumentError(f"ids: expected {len(vecs)} ids to match vectors, got {len(id_list)}")
+        with self._wlock:
+            labels = self._live_labels_for(id_list)
+            version = self._version + 1
+            blobs = [(int(lb), row.tobytes()) for lb, row in zip(labels, vecs)]
+
+            def tx(t):
+                for lb, blob in blobs:
+                    t.put_named(field_name, lb, blob)
+                t.append_log(version, f"named:{field_name}", [lb for lb, _ in blobs])
+                t.put_meta("version", version)
+            self._storage.write(tx)
+            self._version = version
+            with self._rw.write:
+                space.put(labels, vecs, True)
+            self._index_apply(space, labels, vecs)
+        return id_list
+
+    def build_vector_field_index(self: "Collection", field_name: str, index_mode: str = "FLAT",
+                                 n_clusters: int | None = None, **params: Any) -> dict:
+        """:meth:`build_index` for a named vector field."""
+        self._check_writable()
+        out = self._build(self._named_space(field_name), index_mode, n_clusters, params)
+        return {"field_name": field_name, **out}
+
+    def remove_vector_field_index(self: "Collection", field_name: str) -> None:
+        """Drop a named field's index; its searches become exact."""
+        self._check_writable()
+        with self._wlock:
+            self._set_mode(self._named_space(field_name), None, {})
+
+    # ----------------------------------------------------------------- sparse ---------------
+    def _sparse_index(self: "Collection"):
+        if self._sparse is None:
+            from .indexes.sparse import SparseIndex
+            self._sparse = SparseIndex()
+        return self._sparse
+
+    def _reload_sparse(self: "Collection", labels: np.ndarray) -> None:
+        with self._storage.read() as t:
+            found = [(int(lb), t.get_sparse(int(lb))) for lb in labels]
+        found = [(lb, s) for lb, s in found if s is not None]
+        if found:
+            self._sparse.upsert(np.asarray([lb for lb, _ in found], dtype=np.uint64),
+                                [(np.frombuffer(i, np.uint32), np.frombuffer(x, np.float32)) for _, (i, x) in found])
+
+    def add_sparse_vectors(self: "Collection", vectors: Sequence[Any], ids: Sequence[Id]) -> list[Id]:
+        """Attach sparse vectors (``{"indices": [...], "values": [...]}``, ``{index: weight}`` or
+        ``[(index, weight), ...]``) to existing rows, replacing earlier ones.
+
+        >>> col.add_sparse_vectors([{3: 0.5, 17: 1.2}], ids=[1])  # doctest: +SKIP
+        [1]
+        """
+        from .indexes.sparse import parse_sparse
+        self._check_writable()
+        id_list = v.check_ids(ids, param="ids")
+        v.check_unique(id_list)
+        if isinstance(vectors, dict) or not hasattr(vectors, "__len__") or len(vectors) != len(id_list):
+            raise InvalidArgumentError(f"vectors: expected a list of {len(id_list)} sparse vectors to match ids")
+        parsed = [parse_sparse(x, param=f"vectors[{i}]") for i, x in enumerate(vectors)]
+        with self._wlock:
+            labels = self._live_labels_for(id_list)
+            version = self._version + 1
+            recs = [(int(lb), i.astype(np.uint32).tobytes(), x.astype(np.float32).tobytes())
+                    for lb, (i, x) in zip(labels, parsed)]
+
+            def tx(t):
+                for lb, ib, xb in recs:
+                    t.put_sparse(lb, ib, xb)
+                t.append_log(version, "sparse", [r[0] for r in recs])
+                t.put_meta("version", version)
+            self._storage.write(tx)
+            self._version = version
+            with self._rw.write:
+                self._sparse_index().upsert(labels, parsed)
+        return id_list
+
+    def _allowed_labels(self: "Collection", where: str | None) -> np.ndarray | None:
+        if where is None:
+            return None
+        mask = self._where_mask(where) & self._default.live[: self._default.n]
+        return np.sort(self._default.labels[np.flatnonzero(mask)])
+
+    def _label_result(self: "Collection", labels: np.ndarray, scores: np.ndarray, k: int,
+                      return_fields: bool, index: str) -> SearchResult:
+        pos = np.fromiter((self._default.pos_of[int(lb)] for lb in labels), dtype=np.int64, count=len(labels))
+        return self._result(self._default, pos, scores, k, return_fields, index=index)
+
+    def sparse_search(self: "Collection", vector: Any, k: int = 10, where: str | None = None,
+                      return_fields: bool = False) -> SearchResult:
+        """Exact sparse inner product: rows sharing at least one index with ``vector``, best first.
+
+        >>> col.sparse_search({3: 1.0}, k=5).index  # doctest: +SKIP
+        'SPARSE-FLAT-IP'
+        """
+        from .indexes.sparse import parse_sparse
+        self._check_open()
+        k = v.check_k(k)
+        idx, val = parse_sparse(vector, param="vector")
+        with self._rw.read:
+            if self._sparse is None:
+                return self._label_result(np.empty(0, np.uint64), np.empty(0, np.float32), k, return_fields, "SPARSE-FLAT-IP")
+            labels, scores = self._sparse.search(idx, val, k, allowed=self._allowed_labels(where))
+            return self._label_result(labels, scores, k, return_fields, "SPARSE-FLAT-IP")
+
+    # ----------------------------------------------------------------- text (BM25) ----------
+    def _text_dirty(self: "Collection", labels: np.ndarray) -> None:
+        # The tantivy index is caught up lazily (at the next text search, flush or checkpoint):
+        # a tantivy commit per write call would dominate small writes.
+        if self._text is not None:
+            self._text_pending.update(int(x) for x in labels)
+
+    def _text_catch_up(self: "Collection") -> None:
+        if self._text is None or not self._text_pending:
+            return
+        lab = np.fromiter(self._text_pending, dtype=np.uint64, count=len(self._text_pending))
+        pos = np.fromiter((self._default.pos_of.get(int(x), -1) for x in lab), dtype=np.int64, count=len(lab))
+        live = np.zeros(len(lab), dtype=bool)
+        live[pos >= 0] = self._default.live[pos[pos >= 0]]
+        if (~live).any():
+            self._text.delete(lab[~live])
+        if live.any():
+            self._text.upsert(lab[live], [self._fields[p] for p in pos[live].tolist()])
+        self._text.commit()
+        self._text_pending.clear()
+        if not self._read_only:
+            version = self._version
+            self._storage.write(lambda t: t.put_meta("text", {"version": version}))
+
+    def _ensure_text(self: "Collection") -> None:
+        """Open (catching up from the log) or build the tantivy index on first use."""
+        if self._text is not None:
+            return
+        from .text import TextIndex
+        directory = self.path / "text"
+        with self._storage.read() as t:
+            rec = t.get_meta("text")
+        self._text_pending: set[int] = set()
+        if rec is not None and directory.exists():
+            try:
+                self._text = TextIndex.open(directory)
+                with self._storage.read() as t:
+                    self._text_pending = {lb for _, _, labels in t.iter_log(rec["version"]) for lb in labels}
+                return
+            except Exception as e:  # a damaged derived index is rebuilt, never trusted
+                log.warning("%s: text index unusable (%s); rebuilding", self.path, e)
+                self._text = None
+        shutil.rmtree(directory, ignore_errors=True)
+        self._text = TextIndex.open(directory)
+        self._text_pending = {int(x) for x in self._default.live_labels()}
+
+    def text_search(self: "Collection", text: str, text_fields: Sequence[str] | None = None, k: int = 10,
+                    where: str | None = None, return_fields: bool = False) -> SearchResult:
+        """BM25 (tantivy) over the string fields of live rows; ``text_fields`` picks the fields
+        (default: all). Only rows with a positive score come back.
+
+        >>> col.text_search("vector database", text_fields=["title"], k=5).ids  # doctest: +SKIP
+        (12, 3)
+        """
+        self._check_open()
+        text = v.check_str(text, param="text")
+        k = v.check_k(k)
+        if text_fields is not None:
+            if isinstance(text_fields, str) or not all(isinstance(f, str) for f in text_fields):
+                raise InvalidArgumentError(f"text_fields: expected a list of field names, got {text_fields!r}")
+            text_fields = list(text_fields)
+        with self._wlock:
+            self._ensure_text()
+            self._text_catch_up()
+        with self._rw.read:
+            labels, scores = self._text.search(text, k, text_fields=text_fields, allowed=self._allowed_labels(where))
+            return self._label_result(labels, scores, k, return_fields, "BM25")
+
+    bm25_search = text_search
+
+    # ----------------------------------------------------------------- hybrid ---------------
+    def hybrid_search(self: "Collection", vector: Any = None, text: str | None = None,
+                      text_fields: Sequence[str] | None = None, k: int = 10, where: str | None = None,
+                      fusion: str = "rrf", vector_weight: float = 1.0, text_weight: float = 1.0,
+                      rrf_k: float = 60.0, candidate_limit: int | None = None, return_fields: bool = False,
+                      nprobe: int | None = None, vector_field: str = "default") -> SearchResult:
+        """Fuse a vector search and a BM25 search: reciprocal rank fusion (``fusion="rrf"``) or
+        weighted min-max-normalised scores (``"weighted"``). Either side may be omitted.
+
+        >>> col.hybrid_search(vector=q, text="vector database", k=10, fusion="rrf").index  # doctest: +SKIP
+        'HYBRID-RRF'
+        """
+        from .fusion import fuse
+        from .indexes.base import higher_is_better
+        self._check_open()
+        if vector is None and text is None:
+            raise InvalidArgumentError("hybrid_search: expected a vector, a text, or both; got neither")
+        if fusion not in ("rrf", "weighted"):
+            raise InvalidArgumentError(f"fusion: expected 'rrf' or 'weighted', got {fusion!r}")
+        k = v.check_k(k)
+        limit = max(v.check_positive_int(candidate_limit, param="candidate_limit") or 4 * k, k)
+        vector_weight = v.check_number(vector_weight, param="vector_weight")
+        text_weight = v.check_number(text_weight, param="text_weight")
+        rrf_k = v.check_number(rrf_k, param="rrf_k")
+        legs = []
+        if vector is not None:
+            r = self.search(vector, k=limit, where=where, nprobe=nprobe, vector_field=vector_field)
+            legs.append((self._labels_of(r.ids), r.scores, vector_weight,
+                         higher_is_better(self._space(vector_field).metric)))
+        if text is not None:
+            r = self.text_search(text, text_fields=text_fields, k=limit, where=where)
+            legs.append((self._labels_of(r.ids), r.scores, text_weight, True))
+        labels, scores = fuse(legs, k, fusion=fusion, rrf_k=rrf_k)
+        with self._rw.read:
+            return self._label_result(np.asarray(labels, dtype=np.uint64), scores, k, return_fields,
+                                      "HYBRID-RRF" if fusion == "rrf" else "HYBRID-WEIGHTED")
+
+    def _labels_of(self: "Collection", ids: Sequence[Id]) -> np.ndarray:
+        return np.fromiter((int(self._default.labels[self._id_pos[i]]) for i in ids), dtype=np.uint64, count=len(ids))

@@ -1,0 +1,1 @@
+"""Derived vector indexes. Each is rebuildable from LMDB; see ``base.VectorIndex``."""

@@ -1,0 +1,160 @@
+"""Metrics, index-mode names and the interface every derived vector index implements.
+
+Vectors reach an index already validated (float32, C-contiguous, finite, right dimension) and,
+for the cosine metric, already normalised to unit length, so every index computes cosine as
+``1 - dot``. Scores leave an index in the public convention (LynseDB §8.2):
+
+- ``ip``: the dot product, higher is better;
+- ``l2``: the squared Euclidean distance, lower is better;
+- ``cosine``: the cosine distance ``1 - cos``, lower is better.
+
+>>> parse_index_mode("hnsw-cos", default_metric="ip")
+IndexMode(kind='HNSW', metric='cosine', name='hnsw-cos')
+>>> parse_index_mode("IVF", default_metric="l2").canonical
+'IVF-L2'
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from ..errors import InvalidArgumentError
+
+Metric = Literal["ip", "l2", "cosine"]
+METRICS: tuple[str, ...] = ("ip", "l2", "cosine")
+_METRIC_ALIASES = {
+    "ip": "ip", "inner_product": "ip", "inner": "ip", "dot": "ip",
+    "l2": "l2", "l2sq": "l2", "l2_squared": "l2", "euclidean": "l2",
+    "cosine": "cosine", "cos": "cosine", "cosine_distance": "cosine",
+}
+_METRIC_TOKEN = {"ip": "IP", "l2": "L2", "cosine": "COS"}
+KINDS: tuple[str, ...] = ("FLAT", "HNSW", "IVF")
+
+
+def parse_metric(value: Any, *, param: str = "metric") -> Metric:
+    """Normalise a metric name (``"IP"``, ``"dot"``, ``"cos"``, ``"euclidean"`` ...).
+
+    >>> parse_metric("COS")
+    'cosine'
+    """
+    key = str(value).strip().lower() if isinstance(value, str) else None
+    if key not in _METRIC_ALIASES:
+        raise InvalidArgumentError(
+            f"{param}: expected one of ip, l2, cosine (or an alias such as dot, euclidean, cos), got {value!r}")
+    return _METRIC_ALIASES[key]  # type: ignore[return-value]
+
+
+def higher_is_better(metric: str) -> bool:
+    """True for inner product, whose score is a similarity; distances sort ascending."""
+    return metric == "ip"
+
+
+@dataclass(frozen=True)
+class IndexMode:
+    """A parsed index mode: ``kind`` (FLAT, HNSW, IVF), ``metric`` and the ``name`` as given."""
+
+    kind: str
+    metric: Metric
+    name: str
+
+    @property
+    def canonical(self) -> str:
+        return f"{self.kind}-{_METRIC_TOKEN[self.metric]}"
+
+
+def parse_index_mode(mode: Any, *, default_metric: str, param: str = "index_mode") -> IndexMode:
+    """Parse ``FLAT``, ``HNSW-COS``, ``IVF-L2``, ``FLAT-COSINE`` ... (case-insensitive).
+
+    A bare kind takes the collection's metric. Quantised variants (``-SQ8``, ``-PQ``) and other
+    kinds are refused with a clear error rather than silently treated as something else.
+    """
+    if not isinstance(mode, str) or not mode.strip():
+        raise InvalidArgumentError(f"{param}: expected an index mode such as 'HNSW-COS', got {mode!r}")
+    tokens = mode.strip().upper().replace("_", "-").split("-")
+    kind = tokens[0]
+    if kind not in KINDS:
+        raise InvalidArgumentError(
+            f"{param}: unknown index type {mode!r}; expected FLAT, HNSW or IVF with an optional "
+            f"metric suffix (-IP, -L2, -COS)")
+    rest = tokens[1:]
+    if len(rest) > 1 or (rest and rest[0].lower() not in _METRIC_ALIASES):
+        raise InvalidArgumentError(
+            f"{param}: unsupported index mode {mode!r}; expected {kind}, {kind}-IP, {kind}-L2 or {kind}-COS")
+    metric = parse_metric(rest[0]) if rest else parse_metric(default_metric)
+    return IndexMode(kind=kind, metric=metric, name=mode.strip())
+
+
+class VectorIndex(ABC):
+    """An approximate index over ``(label, vector)`` pairs of one vector field.
+
+    Labels are the collection's internal ``uint64`` row labels. The index never decides what is
+    live: the collection tells it (``add`` / ``remove``). Implementations are thread-safe: any
+    number of concurrent ``search`` calls, and ``add`` / ``remove`` / ``save`` serialised against
+    searches (hnswlib must not see a search during an insert).
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, dim: int, metric: Metric, **params: Any) -> None:
+        self.dim = dim
+        self.metric = metric
+
+    @property
+    @abstractmethod
+    def params(self) -> dict:
+        """The build parameters, persisted with the index (e.g. ``{"M": 16, ...}``)."""
+
+    @abstractmethod
+    def build(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """Replace the content with these rows (bulk path; may be faster than ``add``)."""
+
+    @abstractmethod
+    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert rows, or replace the vector of labels already present."""
+
+    @abstractmethod
+    def remove(self, labels: np.ndarray) -> None:
+        """Drop labels from search results; unknown labels are ignored."""
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int, *, breadth: int | None = None,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+        """k nearest labels for each query row.
+
+        ``breadth`` is the search width (HNSW ``ef``, IVF ``nprobe``); ``allowed`` is a sorted
+        ``uint64`` array of the labels that may be returned (``None``: all). Returns
+        ``(labels int64 (m, k), scores float32 (m, k), visited)`` with ``-1`` labels padding rows
+        that found fewer than k, scores in the public convention, and ``visited`` the number of
+        candidates scored (for ``search_profile``).
+        """
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of live labels."""
+
+    @abstractmethod
+    def save(self, directory: Path, stem: str) -> list[str]:
+        """Write the index as files named ``stem*`` in ``directory``; return their names.
+        Files are fsynced; the caller commits the LMDB record pointing at them afterwards."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path, files: list[str], dim: int, metric: Metric,
+             params: dict) -> "VectorIndex":
+        """Read an index written by ``save``; raise ``CorruptionError`` if it does not check."""
+
+
+def fsync_file(path: Path) -> None:
+    """fsync a written file so the LMDB commit that points at it cannot outlive it."""
+    import os
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,344 @@
+"""All LMDB access: one environment per collection, its sub-databases and key encodings.
+
+LMDB is the single source of truth of a collection (DESIGN §4). Everything else (the in-memory
+matrix, hnswlib and IVF files, the tantivy index) is derived from what is stored here and
+records the ``version`` it reflects.
+
+Layout of one environment (named sub-databases):
+
+=========  ===============================  ============================================
+sub-db     key                              value
+=========  ===============================  ============================================
+``meta``   utf-8 name                       msgpack (config, ``version``, index records)
+``rows``   label (u64 big-endian)           msgpack ``[id, fields, deleted, version]``
+``vec``    label                            float32 bytes of the ``default`` vector
+``ids``    encoded public id                label
+``named``  field name, NUL, label           float32 bytes of a named vector
+``sparse`` label                            msgpack ``[indices u32 bytes, values f32 bytes]``
+``log``    version (u64 big-endian)         msgpack ``[op, [labels...]]``: what a commit touched
+``jobs``   job id (utf-8)                   msgpack job record
+=========  ===============================  ============================================
+
+Labels are big-endian so that a cursor walks rows in insertion (storage) order.
+
+>>> import tempfile, pathlib
+>>> s = Storage(pathlib.Path(tempfile.mkdtemp()))
+>>> s.write(lambda t: t.put_meta("hello", {"a": 1}))
+>>> with s.read() as t:
+...     t.get_meta("hello")
+{'a': 1}
+>>> s.close()
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import struct
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import lmdb
+import msgpack
+
+from .errors import CorruptionError, LockedError, ReadOnlyError, StorageFullError, VecstoreError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_U64 = struct.Struct(">Q")
+_SUBDBS = ("meta", "rows", "vec", "ids", "named", "sparse", "log", "jobs")
+DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB of address space to start; the file itself is sparse
+STORE_FORMAT = 1
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def _unpack(raw: bytes | memoryview) -> Any:
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+
+
+def label_key(label: int) -> bytes:
+    return _U64.pack(label)
+
+
+def id_key(public_id: int | str) -> bytes:
+    """Ints and strings never collide: a one-byte type tag comes first."""
+    if isinstance(public_id, str):
+        return b"s" + public_id.encode("utf-8")
+    return b"i" + _U64.pack(public_id)
+
+
+class Txn:
+    """A transaction over one collection environment, with typed accessors.
+
+    Obtain one with :meth:`Storage.read` or inside :meth:`Storage.write`; never keep it after
+    the ``with`` block or the write callback returns.
+    """
+
+    def __init__(self, env: lmdb.Environment, dbs: dict[str, Any], txn: lmdb.Transaction) -> None:
+        self._env = env
+        self._dbs = dbs
+        self._txn = txn
+
+    # -- meta -------------------------------------------------------------------------------
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        raw = self._txn.get(key.encode(), db=self._dbs["meta"])
+        return default if raw is None else _unpack(raw)
+
+    def put_meta(self, key: str, value: Any) -> None:
+        self._txn.put(key.encode(), _pack(value), db=self._dbs["meta"])
+
+    def delete_meta(self, key: str) -> None:
+        self._txn.delete(key.encode(), db=self._dbs["meta"])
+
+    def iter_meta(self, prefix: str) -> Iterator[tuple[str, Any]]:
+        cur = self._txn.cursor(db=self._dbs["meta"])
+        p = prefix.encode()
+        if cur.set_range(p):
+            for k, v in cur:
+                if not k.startswith(p):
+                    break
+                yield k.decode(), _unpack(v)
+
+    # -- rows -------------------------------------------------------------------------------
+    def get_row(self, label: int) -> list | None:
+        raw = self._txn.get(label_key(label), db=self._dbs["rows"])
+        return None if raw is None else _unpack(raw)
+
+    def put_row(self, label: int, public_id: int | str, fields: dict, deleted: bool, version: int) -> None:
+        self._txn.put(label_key(label), _pack([public_id, fields, deleted, version]), db=self._dbs["rows"])
+
+    def delete_row(self, label: int) -> None:
+        self._txn.delete(label_key(label), db=self._dbs["rows"])
+        self._txn.delete(label_key(label), db=self._dbs["vec"])
+        self._txn.delete(label_key(label), db=self._dbs["sparse"])
+
+    def iter_rows(self) -> Iterator[tuple[int, list]]:
+        """``(label, [id, fields, deleted, version])`` in storage order."""
+        for k, v in self._txn.cursor(db=self._dbs["rows"]):
+            yield _U64.unpack(k)[0], _unpack(v)
+
+    def count_rows(self) -> int:
+        return self._txn.stat(self._dbs["rows"])["entries"]
+
+    # -- default vectors ----------------------------------------------------------------------
+    def put_vec(self, label: int, data: bytes) -> None:
+        self._txn.put(label_key(label), data, db=self._dbs["vec"])
+
+    def get_vec(self, label: int) -> bytes | None:
+        return self._txn.get(label_key(label), db=self._dbs["vec"])
+
+    def iter_vecs(self) -> Iterator[tuple[bytes, bytes]]:
+        """``(label key, float32 bytes)`` in storage order (keys stay encoded: this is the hot
+        path of opening a collection)."""
+        return iter(self._txn.cursor(db=self._dbs["vec"]))
+
+    # -- ids ----------------------------------------------------------------------------------
+    def get_label(self, public_id: int | str) -> int | None:
+        raw = self._txn.get(id_key(public_id), db=self._dbs["ids"])
+        return None if raw is None else _U64.unpack(raw)[0]
+
+    def put_label(self, public_id: int | str, label: int) -> None:
+        self._txn.put(id_key(public_id), label_key(label), db=self._dbs["ids"])
+
+    def delete_label(self, public_id: int | str) -> None:
+        self._txn.delete(id_key(public_id), db=self._dbs["ids"])
+
+    # -- named vectors ------------------------------------------------------------------------
+    def put_named(self, field: str, label: int, data: bytes) -> None:
+        self._txn.put(field.encode() + b"\0" + label_key(label), data, db=self._dbs["named"])
+
+    def delete_named(self, field: str, label: int) -> None:
+        self._txn.delete(field.encode() + b"\0" + label_key(label), db=self._dbs["named"])
+
+    def iter_named(self, field: str) -> Iterator[tuple[int, bytes]]:
+        prefix = field.encode() + b"\0"
+        cur = self._txn.cursor(db=self._dbs["named"])
+        if cur.set_range(prefix):
+            for k, v in cur:
+                if not k.startswith(prefix):
+                    break
+                yield _U64.unpack(k[len(prefix):])[0], v
+
+    def drop_named(self, field: str) -> None:
+        labels = [label for label, _ in self.iter_named(field)]
+        for label in labels:
+            self.delete_named(field, label)
+
+    # -- sparse vectors -----------------------------------------------------------------------
+    def put_sparse(self, label: int, indices: bytes, values: bytes) -> None:
+        self._txn.put(label_key(label), _pack([indices, values]), db=self._dbs["sparse"])
+
+    def get_sparse(self, label: int) -> tuple[bytes, bytes] | None:
+        raw = self._txn.get(label_key(label), db=self._dbs["sparse"])
+        return None if raw is None else tuple(_unpack(raw))  # type: ignore[return-value]
+
+    def iter_sparse(self) -> Iterator[tuple[int, bytes, bytes]]:
+        for k, v in self._txn.cursor(db=self._dbs["sparse"]):
+            idx, val = _unpack(v)
+            yield _U64.unpack(k)[0], idx, val
+
+    # -- change log ---------------------------------------------------------------------------
+    def append_log(self, version: int, op: str, labels: list[int]) -> None:
+        self._txn.put(_U64.pack(version), _pack([op, labels]), db=self._dbs["log"])
+
+    def iter_log(self, after_version: int) -> Iterator[tuple[int, str, list[int]]]:
+        """Commits newer than ``after_version``, oldest first."""
+        cur = self._txn.cursor(db=self._dbs["log"])
+        if cur.set_range(_U64.pack(after_version + 1)):
+            for k, v in cur:
+                op, labels = _unpack(v)
+                yield _U64.unpack(k)[0], op, labels
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def put_job(self, job_id: str, record: dict) -> None:
+        self._txn.put(job_id.encode(), _pack(record), db=self._dbs["jobs"])
+
+    def get_job(self, job_id: str) -> dict | None:
+        raw = self._txn.get(job_id.encode(), db=self._dbs["jobs"])
+        return None if raw is None else _unpack(raw)
+
+    def iter_jobs(self) -> Iterator[dict]:
+        for _, v in self._txn.cursor(db=self._dbs["jobs"]):
+            yield _unpack(v)
+
+
+class Storage:
+    """One LMDB environment (a collection folder's ``data.mdb``).
+
+    ``durability="safe"`` (default) fsyncs every commit: when a write call returns, its rows
+    survive a power loss. ``durability="fast"`` skips the per-commit fsync (LMDB ``sync=False``;
+    a crash of the *process* still loses nothing, an OS crash may lose the last commits);
+    :meth:`sync` is then the barrier. A writer holds an exclusive ``flock`` on ``LOCK`` for as
+    long as it is open, so a second writing process gets :class:`LockedError` instead of
+    corrupting anything (LMDB itself would serialise the writers but not their in-memory
+    mirrors).
+    """
+
+    def __init__(self, path: Path, *, read_only: bool = False, durability: str = "safe",
+                 map_size: int | None = None) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._lock_fd: int | None = None
+        self._grow_lock = threading.Lock()
+        if not read_only:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = _take_writer_lock(self.path / "LOCK")
+        elif not (self.path / "data.mdb").exists():
+            raise VecstoreError(f"no collection store at {self.path}")
+        size = map_size or DEFAULT_MAP_SIZE
+        if (self.path / "data.mdb").exists():
+            size = max(size, (self.path / "data.mdb").stat().st_size * 2)
+        try:
+            # writemap stays off: with it, a full disk kills the process with SIGBUS.
+            self.env = lmdb.open(
+                str(self.path), map_size=size, max_dbs=len(_SUBDBS) + 2, readonly=read_only,
+                lock=True, sync=(durability != "fast"), metasync=(durability != "fast"),
+                max_readers=1024, max_spare_txns=4, subdir=True, create=not read_only)
+        except lmdb.Error as e:
+            self._release_lock()
+            raise _translate(e, "open") from e
+        self.env.reader_check()  # clears slots left by killed readers
+        try:
+            if read_only:
+                # A DBI opened inside a read txn dies with it; let py-lmdb open them itself.
+                self._dbs = {name: self.env.open_db(name.encode(), create=False) for name in _SUBDBS}
+            else:
+                with self.env.begin(write=True) as txn:
+                    self._dbs = {name: self.env.open_db(name.encode(), txn=txn) for name in _SUBDBS}
+        except lmdb.Error as e:
+            self.close()
+            raise _translate(e, "open") from e
+
+    @contextmanager
+    def read(self) -> Iterator[Txn]:
+        """A read transaction: a consistent snapshot while the block runs."""
+        with self.env.begin(write=False, buffers=False) as txn:
+            yield Txn(self.env, self._dbs, txn)
+
+    def write(self, fn: Callable[[Txn], T]) -> T:
+        """Run ``fn`` in one write transaction: all of it commits, or none of it.
+
+        On ``MapFullError`` the transaction is aborted, the map is doubled and ``fn`` runs again,
+        so ``fn`` must not have side effects outside the transaction. A full disk raises
+        :class:`StorageFullError` with nothing committed.
+        """
+        if self.read_only:
+            raise ReadOnlyError(f"collection store {self.path} is open read-only")
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    return fn(Txn(self.env, self._dbs, txn))
+            except lmdb.MapFullError:
+                self._grow()
+            except lmdb.Error as e:
+                raise _translate(e, "write") from e
+
+    def _grow(self) -> None:
+        # Only called with no transaction of ours open (the with-block has exited), and writes
+        # are serialised by the collection, so set_mapsize cannot race a live txn here.
+        with self._grow_lock:
+            new = self.env.info()["map_size"] * 2
+            log.info("growing LMDB map of %s to %d MiB", self.path, new >> 20)
+            self.env.set_mapsize(new)
+
+    def sync(self) -> None:
+        """Flush to disk (the barrier of ``durability="fast"``)."""
+        if not self.read_only:
+            try:
+                self.env.sync(True)
+            except lmdb.Error as e:
+                raise _translate(e, "sync") from e
+
+    def copy_to(self, directory: Path) -> None:
+        """A consistent, compacted copy of the environment into ``directory`` (snapshots)."""
+        try:
+            self.env.copy(str(directory), compact=True)
+        except lmdb.Error as e:
+            raise _translate(e, "copy") from e
+
+    def close(self) -> None:
+        env = getattr(self, "env", None)
+        if env is not None:
+            env.close()
+            self.env = None  # type: ignore[assignment]
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the fd drops the flock
+            self._lock_fd = None
+
+
+def _take_writer_lock(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise LockedError(
+            f"{path.parent} is open for writing by {holder}; open it read-only "
+            f"(vecstore.connect(..., read_only=True)) or serve it with python -m vecstore.server") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+    return fd
+
+
+def _translate(e: lmdb.Error, what: str) -> VecstoreError:
+    """LMDB errors as vecstore errors: a full disk is StorageFullError; corruption says so."""
+    text = str(e)
+    if isinstance(e, (lmdb.DiskError,)) or "No space left" in text or "Input/output error" in text \
+            or getattr(e, "errno", None) in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
+        return StorageFullError(f"{what}: the disk is full or failing ({text}); nothing committed was lost")
+    if isinstance(e, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
+                      lmdb.VersionMismatchError)):
+        return CorruptionError(f"{what}: the LMDB store is damaged or not an LMDB file ({text})")
+    return VecstoreError(f"{what}: LMDB error: {text}")

@@ -1,0 +1,169 @@
+"""Typed, frozen result values shared by the local and the remote API.
+
+Every value has ``to_dict()`` (the JSON shape the server sends) and a ``from_dict()`` twin the
+remote client uses, so a result looks the same whichever transport produced it.
+
+>>> r = SearchResult(ids=(3, 1), scores=np.array([0.9, 0.5], dtype=np.float32), fields=None, k=2)
+>>> ids, scores, fields = r
+>>> ids, [round(float(s), 2) for s in scores], fields
+((3, 1), [0.9, 0.5], None)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Union
+
+import numpy as np
+
+Id = Union[int, str]
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python scalars, so results JSON-encode as they are."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+@dataclass(frozen=True, eq=False)
+class SearchResult:
+    """Hits of one query, best first.
+
+    ``ids`` and ``scores`` line up; ``fields`` is one dict per hit when fields were asked for,
+    else ``None``. Scores follow the metric: inner product (higher is better), squared L2 and
+    cosine distance ``1 - cos`` (lower is better); text, sparse and hybrid scores are higher-is-better.
+    ``index`` names what answered (``"FLAT-IP"``, ``"HNSW-COS"``, ``"BM25"``, ``"SPARSE-FLAT-IP"``,
+    ``"HYBRID-RRF"``...). The result unpacks as ``ids, scores, fields``.
+    """
+
+    ids: tuple[Id, ...]
+    scores: np.ndarray
+    fields: tuple[dict, ...] | None
+    k: int
+    index: str = "FLAT"
+    vector_field: str = "default"
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.ids, self.scores, self.fields))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"SearchResult(ids={list(self.ids)!r}, scores={np.round(self.scores, 4).tolist()!r}, index={self.index!r})"
+
+    def to_dict(self) -> dict:
+        """The wire shape of LynseDB's ``items``: ``{"k", "ids", "scores", "fields", ...}``."""
+        return {
+            "k": self.k,
+            "ids": [_plain(i) for i in self.ids],
+            "scores": [float(s) for s in self.scores],
+            "fields": list(self.fields) if self.fields is not None else [],
+            "index": self.index,
+            "vector_field": self.vector_field,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, *, with_fields: bool = False) -> "SearchResult":
+        fields = d.get("fields")
+        return cls(
+            ids=tuple(d["ids"]),
+            scores=np.asarray(d.get("scores", d.get("distances", [])), dtype=np.float32),
+            fields=tuple(fields) if (with_fields and fields is not None) else None,
+            k=int(d.get("k", len(d["ids"]))),
+            index=d.get("index", "FLAT"),
+            vector_field=d.get("vector_field", "default"),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Rows:
+    """Rows read back (head, tail, read_by_only_id, query_vectors).
+
+    Unpacks as ``vectors, ids, fields`` — LynseDB's order — and ``len()`` is the row count.
+    """
+
+    vectors: np.ndarray
+    ids: tuple[Id, ...]
+    fields: tuple[dict, ...]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.vectors, self.ids, self.fields))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to_dict(self) -> list:
+        """LynseDB's ``[vectors, ids, fields]`` triple."""
+        return [self.vectors.tolist(), [_plain(i) for i in self.ids], list(self.fields)]
+
+    @classmethod
+    def from_dict(cls, triple: list, dim: int) -> "Rows":
+        vectors = np.asarray(triple[0], dtype=np.float32).reshape(-1, dim)
+        return cls(vectors=vectors, ids=tuple(triple[1]), fields=tuple(triple[2]))
+
+
+@dataclass(frozen=True)
+class CollectionStats:
+    """Counts of a collection. ``n_vectors`` includes soft-deleted rows; ``max_id`` is -1 when
+    there is no integer id."""
+
+    n_vectors: int
+    n_live: int
+    n_tombstoned: int
+    dimension: int
+    index_mode: str
+    max_id: int
+    version: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CollectionStats":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass(frozen=True)
+class CollectionConfig:
+    """What a collection was created with (persisted; reopening needs no arguments)."""
+
+    dim: int
+    metric: str
+    description: str | None
+    chunk_size: int = 100_000
+    durability: str = "safe"
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CollectionConfig":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass(frozen=True)
+class VectorFieldInfo:
+    """A vector field: ``default`` (the primary vector) or a named one."""
+
+    name: str
+    dimension: int
+    metric: str
+    index_mode: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True, eq=False)
+class ProfiledSearch:
+    """A search result with how it was produced: ``plan`` (``"exact"``, ``"exact_filtered"``,
+    ``"index"``, ``"index_filtered"``, ``"index_overfetch"``), what answered, how many
+    candidates were scored, how many rows the filter allowed, and microseconds per stage."""
+
+    result: SearchResult
+    profile: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"items": self.result.to_dict(), "profile": dict(self.profile)}

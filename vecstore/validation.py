@@ -1,0 +1,212 @@
+"""Input checks done once, at the public boundary (Client, Database, Collection).
+
+Every error names the parameter and the value ("Expected X, got Y"), and is raised before
+anything is written, so a rejected call changes nothing.
+
+>>> check_name("items", what="collection_name")
+'items'
+>>> check_name("../etc", what="collection_name")
+Traceback (most recent call last):
+...
+vecstore.errors.InvalidNameError: collection_name: expected 1-128 characters of [A-Za-z0-9._-] without '..', got '../etc'
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import DimensionMismatchError, InvalidArgumentError, InvalidNameError
+
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+MAX_STR_ID_BYTES = 400  # LMDB keys are at most 511 bytes; leave room for the type tag
+MAX_INT_ID = 2**63 - 1
+_MAX_FIELD_DEPTH = 8
+
+
+def _sample(values: Sequence[Any], limit: int = 5) -> str:
+    shown = ", ".join(repr(v) for v in list(values)[:limit])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+def check_name(name: Any, *, what: str) -> str:
+    """A database, collection or field name: ``[A-Za-z0-9._-]``, 1-128 chars, no ``..``, so a
+    name can never leave the data folder."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name or name in (".",):
+        raise InvalidNameError(
+            f"{what}: expected 1-128 characters of [A-Za-z0-9._-] without '..', got {name!r}")
+    return name
+
+
+def check_id(value: Any, *, param: str = "id") -> int | str:
+    """A public id: a non-negative int (< 2**63) or a non-empty string."""
+    if isinstance(value, (bool, np.bool_)):
+        raise InvalidArgumentError(f"{param}: expected a non-negative int or a string, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        v = int(value)
+        if 0 <= v <= MAX_INT_ID:
+            return v
+        raise InvalidArgumentError(f"{param}: expected an int in [0, 2**63), got {v!r}")
+    if isinstance(value, str):
+        if value and len(value.encode("utf-8")) <= MAX_STR_ID_BYTES:
+            return value
+        raise InvalidArgumentError(
+            f"{param}: expected a non-empty string of at most {MAX_STR_ID_BYTES} bytes, got {value[:40]!r}")
+    raise InvalidArgumentError(f"{param}: expected a non-negative int or a string, got {type(value).__name__} {value!r}")
+
+
+def check_ids(values: Any, *, param: str = "ids", allow_empty: bool = False) -> list[int | str]:
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise InvalidArgumentError(f"{param}: expected a list of ids, got {values!r}")
+    out = [check_id(v, param=param) for v in values]
+    if not out and not allow_empty:
+        raise InvalidArgumentError(f"{param}: expected at least one id, got an empty list")
+    return out
+
+
+def check_unique(ids: Sequence[Any], *, param: str = "ids") -> None:
+    if len(set(ids)) != len(ids):
+        seen: set = set()
+        dups = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
+        raise InvalidArgumentError(f"{param}: expected unique ids, found {len(dups)} duplicated: {_sample(dups)}")
+
+
+def check_vectors(values: Any, dim: int, *, param: str = "vectors", normalise: bool = False) -> np.ndarray:
+    """A 2-D float32, C-contiguous, finite ``(n, dim)`` matrix (a copy: callers may reuse theirs)."""
+    try:
+        arr = np.array(values, dtype=np.float32, copy=True, order="C")
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(f"{param}: expected numbers of shape (n, {dim}), got {_brief(values)} ({e})") from None
+    if arr.ndim == 1 and arr.size == 0:
+        arr = arr.reshape(0, dim)
+    if arr.ndim != 2:
+        raise DimensionMismatchError(f"{param}: expected a 2-D array of shape (n, {dim}), got shape {arr.shape}")
+    if arr.shape[1] != dim:
+        raise DimensionMismatchError(f"{param}: expected dimension {dim}, got {arr.shape[1]}")
+    _check_finite(arr, param)
+    if normalise:
+        _normalise(arr, param)
+    return arr
+
+
+def check_vector(value: Any, dim: int, *, param: str = "vector", normalise: bool = False) -> np.ndarray:
+    """One vector as a ``(1, dim)`` float32 matrix."""
+    try:
+        arr = np.array(value, dtype=np.float32, copy=True, order="C")
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(f"{param}: expected {dim} numbers, got {_brief(value)} ({e})") from None
+    if arr.ndim != 1:
+        raise DimensionMismatchError(f"{param}: expected a 1-D vector of dimension {dim}, got shape {arr.shape}")
+    if arr.shape[0] != dim:
+        raise DimensionMismatchError(f"{param}: expected dimension {dim}, got {arr.shape[0]}")
+    arr = arr.reshape(1, dim)
+    _check_finite(arr, param)
+    if normalise:
+        _normalise(arr, param)
+    return arr
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_finite(arr: np.ndarray, param: str) -> None:
+    if not np.isfinite(arr).all():
+        bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+        raise InvalidArgumentError(f"{param}: expected finite numbers, found NaN or inf in row(s) {_sample(bad.tolist())}")
+
+
+def _normalise(arr: np.ndarray, param: str) -> None:
+    norms = np.linalg.norm(arr, axis=1)
+    if (norms == 0).any():
+        bad = np.flatnonzero(norms == 0)
+        raise InvalidArgumentError(f"{param}: a zero vector has no cosine direction, in row(s) {_sample(bad.tolist())}")
+    arr /= norms[:, None]
+
+
+def check_fields(value: Any, *, param: str = "field") -> dict:
+    """Metadata of one row: a dict of str keys to JSON-like values. Dates and datetimes become ISO
+    strings; numpy scalars become Python scalars; tuples become lists."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidArgumentError(f"{param}: expected a dict of metadata, got {type(value).__name__} {_brief(value)}")
+    return _clean_dict(value, param, 0)
+
+
+def _clean_dict(d: dict, param: str, depth: int) -> dict:
+    if depth > _MAX_FIELD_DEPTH:
+        raise InvalidArgumentError(f"{param}: metadata nested deeper than {_MAX_FIELD_DEPTH} levels")
+    out = {}
+    for k, v in d.items():
+        if not isinstance(k, str) or not k:
+            raise InvalidArgumentError(f"{param}: expected non-empty string keys, got key {k!r}")
+        out[k] = _clean_value(v, f"{param}[{k!r}]", depth)
+    return out
+
+
+def _clean_value(v: Any, where: str, depth: int) -> Any:
+    if v is None or isinstance(v, (bool, str)):
+        return v
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        iv = int(v)
+        if not -(2**63) <= iv < 2**64:
+            raise InvalidArgumentError(f"{where}: integer {iv} does not fit in 64 bits")
+        return iv
+    if isinstance(v, (float, np.floating)):
+        fv = float(v)
+        if not math.isfinite(fv):
+            raise InvalidArgumentError(f"{where}: expected a finite number, got {fv!r}")
+        return fv
+    if isinstance(v, _dt.datetime):
+        return v.isoformat()
+    if isinstance(v, _dt.date):
+        return v.isoformat()
+    if isinstance(v, (list, tuple)):
+        return [_clean_value(x, where, depth + 1) for x in v]
+    if isinstance(v, dict):
+        return _clean_dict(v, where, depth + 1)
+    raise InvalidArgumentError(
+        f"{where}: unsupported field type {type(v).__name__}; expected str, int, float, bool, None, "
+        f"date, a list or a dict of those")
+
+
+def check_k(k: Any, *, param: str = "k", limit: int = 1_000_000) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= limit:
+        raise InvalidArgumentError(f"{param}: expected an int in [1, {limit}], got {k!r}")
+    return int(k)
+
+
+def check_bool(v: Any, *, param: str) -> bool:
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    raise InvalidArgumentError(f"{param}: expected true or false, got {v!r}")
+
+
+def check_str(v: Any, *, param: str, allow_none: bool = False) -> str | None:
+    if v is None and allow_none:
+        return None
+    if not isinstance(v, str):
+        raise InvalidArgumentError(f"{param}: expected a string, got {_brief(v)}")
+    return v
+
+
+def check_number(v: Any, *, param: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(float(v)):
+        raise InvalidArgumentError(f"{param}: expected a finite number, got {v!r}")
+    return float(v)
+
+
+def check_positive_int(v: Any, *, param: str, allow_none: bool = True) -> int | None:
+    if v is None and allow_none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 1:
+        raise InvalidArgumentError(f"{param}: expected a positive int, got {v!r}")
+    return int(v)
