@@ -24,6 +24,8 @@ from . import validation as v
 from .collection import Collection
 from .errors import AlreadyExistsError, ClosedError, DimensionMismatchError, InvalidArgumentError, NotFoundError
 from .indexes.base import parse_metric
+from .jobs import JobManager, RefreshJob
+from .portability import ClientPortability, DatabasePortability
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ def connect(path: str | os.PathLike, *, api_key: str | None = None, read_only: b
     return Client(Path(text), read_only=read_only, durability=durability)
 
 
-class Client:
+class Client(ClientPortability):
     """A root folder holding databases. Use :func:`vecstore.connect`."""
 
     def __init__(self, root: Path, *, read_only: bool = False, durability: str = "safe") -> None:
@@ -155,7 +157,7 @@ def _close_under(path: Path) -> None:
                 col.close()
 
 
-class Database:
+class Database(DatabasePortability):
     """A folder of collections. Obtain one from :meth:`Client.create_database` or
     :meth:`Client.get_database`."""
 
@@ -165,9 +167,44 @@ class Database:
         self.path = path
         self._collections: dict[str, Collection] = {}
         self._closed = False
+        self._job_manager: JobManager | None = None
 
     def __repr__(self) -> str:
         return f"<vecstore.Database {self.name!r}>"
+
+    # -- jobs (refreshes of external collections and materialized views) ----------------------
+    def _jobs(self) -> JobManager:
+        with _OPEN_LOCK:
+            if self._job_manager is None:
+                self._job_manager = JobManager(self.path / ".jobs")
+            return self._job_manager
+
+    def describe_refresh_job(self, job_id: int) -> RefreshJob:
+        """The record of a refresh job: state, progress 0-100, times in ms, reason when failed.
+
+        >>> db.describe_refresh_job(job_id).state  # doctest: +SKIP
+        'COMPLETED'
+        """
+        self._check_open()
+        return self._jobs().describe(job_id)
+
+    def list_refresh_jobs(self, collection_name: str | None = None) -> list[RefreshJob]:
+        """Refresh jobs of one collection or view, or of all of them, oldest first."""
+        self._check_open()
+        if collection_name is not None:
+            v.check_name(collection_name, what="collection_name")
+        return self._jobs().list(collection_name)
+
+    def wait_refresh_job(self, job_id: int, timeout: float | None = None, *,
+                         raise_on_failure: bool = False) -> RefreshJob:
+        """Block until a job ends; ``TimeoutError_`` after ``timeout`` seconds."""
+        self._check_open()
+        return self._jobs().wait(job_id, timeout, raise_on_failure=raise_on_failure)
+
+    def cancel_refresh_job(self, job_id: int) -> RefreshJob:
+        """Stop a pending or running job; what it did is never committed."""
+        self._check_open()
+        return self._jobs().cancel(job_id)
 
     def _col_path(self, name: str) -> Path:
         return self.path / v.check_name(name, what="collection_name")
@@ -229,7 +266,17 @@ class Database:
 
     def create_collection(self, name: str, dim: int | None, metric: str = "ip", description: str | None = None,
                           durability: str | None = None) -> Collection:
-        """Create a new collection; AlreadyExistsError if the name is taken."""
+        """Create a new collection; AlreadyExistsError if the name is taken.
+
+        >>> db.create_collection("items", dim=4, metric="l2")  # doctest: +SKIP
+        <Collection app/items dim=4 0 rows>
+        """
+        return self._create(name, dim, metric=metric, description=description, durability=durability)
+
+    def _create(self, name: str, dim: int | None, *, metric: str = "ip", description: str | None = None,
+                durability: str | None = None, kind: str = "collection", meta: dict | None = None) -> Collection:
+        """Create a collection of ``kind`` (``collection``, ``external``, ``view``), storing the
+        extra ``meta`` keys (e.g. an external source and spec) in its first transaction."""
         self._check_open()
         if self.client.read_only:
             from .errors import ReadOnlyError
@@ -247,7 +294,8 @@ class Database:
         if durability not in _DURABILITY:
             raise InvalidArgumentError(f"durability: expected 'safe' or 'fast', got {durability!r}")
         create = {"dim": dim, "metric": parse_metric(metric), "description": description,
-                  "chunk_size": 100_000, "durability": durability, "name": name}
+                  "chunk_size": 100_000, "durability": durability, "name": name, "kind": kind,
+                  "meta": meta or {}}
         return self._open(name, create, durability)
 
     def get_collection(self, name: str) -> Collection:
@@ -260,7 +308,8 @@ class Database:
     def show_collections(self) -> list[str]:
         """Collection names, sorted."""
         self._check_open()
-        return sorted(p.name for p in self.path.iterdir() if (p / "data.mdb").exists())
+        return sorted(p.name for p in self.path.iterdir()
+                      if not p.name.startswith(".") and (p / "data.mdb").exists())
 
     list_collections = show_collections
 
@@ -289,7 +338,10 @@ class Database:
         shutil.rmtree(path)
 
     def close(self) -> None:
-        """Close every collection opened through this database. Idempotent."""
+        """Stop its jobs and close every collection opened through this database. Idempotent."""
+        if self._job_manager is not None:
+            self._job_manager.close()
+            self._job_manager = None
         for col in list(self._collections.values()):
             col.close()
         self._collections.clear()

@@ -28,6 +28,7 @@ from . import validation as v
 from .errors import (AlreadyExistsError, ClosedError, CorruptionError, InvalidArgumentError,
                      NotFoundError, ReadOnlyError)
 from .collection_ext import DerivedIndexes
+from .portability import CollectionPortability
 from .filters import FieldColumns, compile_where
 from .indexes.base import IndexMode, higher_is_better, parse_index_mode, parse_metric
 from .indexes.rwlock import RWLock
@@ -57,7 +58,7 @@ def _progress(iterable: Iterable, total: int | None, enabled: bool, desc: str):
     return tqdm(iterable, total=total, desc=desc, unit="rows", disable=None)
 
 
-class Collection(DerivedIndexes):
+class Collection(DerivedIndexes, CollectionPortability):
     """Rows with a public id, a dense ``default`` vector, optional named and sparse vectors and
     metadata ``fields``; searchable by k-NN, filters, BM25, sparse and hybrid queries.
 
@@ -87,11 +88,15 @@ class Collection(DerivedIndexes):
 
     # ------------------------------------------------------------------ lifecycle / loading --
     def _init_new(self, create: dict) -> None:
+        extra = create.pop("meta", None) or {}
+
         def tx(t):
             if t.get_meta("config") is None:
                 t.put_meta("config", {"format": STORE_FORMAT, **create})
                 t.put_meta("version", 0)
                 t.put_meta("next_label", 0)
+                for key, value in extra.items():
+                    t.put_meta(key, value)
         self._storage.write(tx)
 
     def _load(self) -> None:
@@ -162,10 +167,32 @@ class Collection(DerivedIndexes):
         if self._closed:
             raise ClosedError(f"collection {self.name!r} is closed")
 
-    def _check_writable(self) -> None:
+    def _check_writable(self, *, rows: bool = True) -> None:
+        """``rows=False`` for structural changes (indexes, description) that external
+        collections and materialized views still allow; their rows change only by refresh."""
         self._check_open()
         if self._read_only:
             raise ReadOnlyError(f"collection {self.name!r} is read-only")
+        kind = self._config.get("kind", "collection")
+        if rows and kind != "collection":
+            raise ReadOnlyError(
+                f"collection {self.name!r} is {'an external collection' if kind == 'external' else 'a materialized view'}; "
+                f"its rows change only by refresh")
+
+    def _get_meta(self, key: str, default: Any = None) -> Any:
+        """A value stored with the collection (sync state of external collections and views)."""
+        with self._storage.read() as t:
+            return t.get_meta(key, default)
+
+    @property
+    def version(self) -> int:
+        """The commit counter: every write call that changed something increments it."""
+        return self._version
+
+    @property
+    def kind(self) -> str:
+        """``"collection"``, ``"external"`` (synced from Iceberg) or ``"view"`` (materialized)."""
+        return self._config.get("kind", "collection")
 
     def close(self) -> None:
         """Write derived index files (so the next open replays nothing) and release the store.
@@ -242,7 +269,7 @@ class Collection(DerivedIndexes):
         >>> col.update_description("product embeddings")  # doctest: +SKIP
         'product embeddings'
         """
-        self._check_writable()
+        self._check_writable(rows=False)
         description = v.check_str(description, param="description")
         with self._wlock:
             cfg = {**self._config, "description": description}
@@ -352,25 +379,43 @@ class Collection(DerivedIndexes):
 
     def _commit_rows(self, op: str, ids: list, vectors: np.ndarray, fields: list, labels: list) -> None:
         """Write rows in one transaction, then mirror them. ``labels[i]`` is None for a new row."""
+        self._commit(op, rows=(ids, vectors, fields, labels))
+
+    def _commit(self, op: str, *, rows: tuple | None = None, delete_pos: np.ndarray | None = None,
+                meta: dict | None = None) -> int:
+        """The one write path: rows to insert or replace, positions to soft-delete and meta keys
+        to set, all in ONE LMDB transaction; then the mirror and the derived indexes follow.
+        Returns the new version. Callers hold ``_wlock``."""
         version = self._version + 1
         first = self._next_label
-        new_count = sum(1 for lb in labels if lb is None)
         assigned: list[int] = []
-        nl = first
-        for lb in labels:
-            if lb is None:
-                assigned.append(nl)
-                nl += 1
-            else:
-                assigned.append(lb)
-        blobs = [row.tobytes() for row in vectors]
+        blobs: list[bytes] = []
+        if rows is not None:
+            ids, vectors, fields, labels = rows
+            nl = first
+            for lb in labels:
+                if lb is None:
+                    assigned.append(nl)
+                    nl += 1
+                else:
+                    assigned.append(lb)
+            blobs = [row.tobytes() for row in vectors]
+        new_count = sum(1 for lb in (rows[3] if rows is not None else ()) if lb is None)
+        dead: list[tuple] = []
+        if delete_pos is not None and len(delete_pos):
+            dead = [(int(self._default.labels[p]), self._ids[p], self._fields[p]) for p in delete_pos.tolist()]
 
         def tx(t):
-            for lb, i, f, blob in zip(assigned, ids, fields, blobs):
-                t.put_row(lb, i, f, False, version)
-                t.put_vec(lb, blob)
-                t.put_label(i, lb)
-            t.append_log(version, op, assigned)
+            if rows is not None:
+                for lb, i, f, blob in zip(assigned, rows[0], rows[2], blobs):
+                    t.put_row(lb, i, f, False, version)
+                    t.put_vec(lb, blob)
+                    t.put_label(i, lb)
+            for lb, i, f in dead:
+                t.put_row(lb, i, f, True, version)
+            for key, value in (meta or {}).items():
+                t.put_meta(key, value)
+            t.append_log(version, op, assigned + [d[0] for d in dead])
             t.put_meta("version", version)
             if new_count:
                 t.put_meta("next_label", first + new_count)
@@ -378,10 +423,16 @@ class Collection(DerivedIndexes):
         # Committed: now the mirror and the derived indexes.
         self._version = version
         self._next_label = first + new_count
-        lab = np.asarray(assigned, dtype=np.uint64)
+        if rows is not None:
+            self._mirror_rows(rows[0], rows[1], rows[2], np.asarray(assigned, dtype=np.uint64))
+        if dead:
+            self._mirror_deleted(np.asarray(delete_pos, dtype=np.int64), True)
+        return version
+
+    def _mirror_rows(self, ids: list, vectors: np.ndarray, fields: list, lab: np.ndarray) -> None:
         with self._rw.write:
             new_pos, old_pos = [], []
-            for p_i, (lb, i, f) in enumerate(zip(assigned, ids, fields)):
+            for p_i, (i, f) in enumerate(zip(ids, fields)):
                 pos = self._id_pos.get(i)
                 if pos is None:
                     self._id_pos[i] = len(self._ids)
@@ -398,10 +449,28 @@ class Collection(DerivedIndexes):
                 self._columns.append([ids[j] for j in new_pos], [fields[j] for j in new_pos])
             if old_pos:
                 self._columns.set([p for p, _ in old_pos], [ids[j] for _, j in old_pos], [fields[j] for _, j in old_pos])
-            if old_pos:  # a revived row makes its named vectors live again
-                self._set_named_live(lab, True)
+                self._set_named_live(lab, True)  # a revived row makes its named vectors live again
         self._index_apply(self._default, lab, vectors)
         self._text_dirty(lab)
+
+    def _apply_changes(self, op: str, *, upsert: tuple[list, np.ndarray, list] | None = None,
+                       delete_ids: Iterable[Id] = (), meta: dict | None = None) -> int:
+        """Apply a refresh (external collections, materialized views) atomically: upsert rows
+        ``(ids, vectors, fields)`` (vectors already validated and, for cosine, normalised),
+        soft-delete ``delete_ids`` (unknown ids ignored) and set ``meta`` keys, in one
+        transaction. Readers see the previous version until it commits. Returns the version."""
+        with self._wlock:
+            self._check_open()
+            rows = None
+            if upsert is not None and len(upsert[0]):
+                ids, vectors, fields = upsert
+                labels = [None if (p := self._id_pos.get(i)) is None else int(self._default.labels[p]) for i in ids]
+                rows = (list(ids), vectors, list(fields), labels)
+            up = set(upsert[0]) if upsert is not None else set()
+            pos = [self._id_pos[i] for i in delete_ids if i in self._id_pos and i not in up]
+            pos_arr = np.asarray(sorted(pos), dtype=np.int64)
+            pos_arr = pos_arr[self._default.live[pos_arr]] if len(pos_arr) else pos_arr
+            return self._commit(op, rows=rows, delete_pos=pos_arr, meta=meta)
 
     def upsert_items(self, items: Iterable[dict], *, progress: bool = False) -> list[Id]:
         """Insert or replace rows given as ``{"vector", "id", "field"?}`` (every item needs an id).
@@ -514,18 +583,24 @@ class Collection(DerivedIndexes):
         return out if out is not None else np.empty(0, np.int64)
 
     def _set_deleted(self, pos: np.ndarray, deleted: bool, op: str) -> None:
+        if deleted:
+            self._commit(op, delete_pos=pos)
+            return
         version = self._version + 1
         labels = self._default.labels[pos].tolist()
         records = [(lb, self._ids[p], self._fields[p]) for lb, p in zip(labels, pos.tolist())]
 
         def tx(t):
             for lb, i, f in records:
-                t.put_row(lb, i, f, deleted, version)
+                t.put_row(lb, i, f, False, version)
             t.append_log(version, op, labels)
             t.put_meta("version", version)
         self._storage.write(tx)
         self._version = version
-        lab = np.asarray(labels, dtype=np.uint64)
+        self._mirror_deleted(pos, False)
+
+    def _mirror_deleted(self, pos: np.ndarray, deleted: bool) -> None:
+        lab = self._default.labels[pos].astype(np.uint64)
         with self._rw.write:
             self._default.set_live(pos, not deleted)
             self._set_named_live(lab, not deleted)
@@ -558,7 +633,7 @@ class Collection(DerivedIndexes):
     def compact(self) -> int:
         """Remove soft-deleted rows for good and rebuild what indexes them; returns how many rows
         were removed. Their ids become free for new rows."""
-        self._check_writable()
+        self._check_writable(rows=False)
         with self._wlock:
             dead = self._default.dead_positions().copy()
             if not len(dead):
@@ -591,21 +666,21 @@ class Collection(DerivedIndexes):
     def commit(self, items: Iterable[dict] | None = None) -> None:
         """Add pending ``items`` (if given), then make everything durable on disk (the barrier of
         ``durability="fast"``; cheap in the default mode, where every write is already durable)."""
-        self._check_writable()
+        self._check_writable(rows=False)
         if items:
             self.bulk_add_items(items)
         self._storage.sync()
 
     def flush(self) -> None:
         """Bring every derived index up to the committed version (text index included)."""
-        self._check_writable()
+        self._check_writable(rows=False)
         with self._wlock:
             self._text_catch_up()
         self._storage.sync()
 
     def checkpoint(self) -> None:
         """``flush()``, then write the derived index files so the next open replays nothing."""
-        self._check_writable()
+        self._check_writable(rows=False)
         with self._wlock:
             self._text_catch_up()
             for space in [self._default, *self._named.values()]:

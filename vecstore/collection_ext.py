@@ -213,12 +213,12 @@ class DerivedIndexes:
         >>> col.build_index("HNSW-COS", M=16, ef_construction=200)  # doctest: +SKIP
         {'index_mode': 'HNSW-COS', 'n_clusters': None}
         """
-        self._check_writable()
+        self._check_writable(rows=False)
         return self._build(self._default, index_mode, n_clusters, params)
 
     def remove_index(self: "Collection") -> None:
         """Drop the default vector's index; searches become exact."""
-        self._check_writable()
+        self._check_writable(rows=False)
         with self._wlock:
             self._set_mode(self._default, None, {})
 
@@ -230,7 +230,7 @@ class DerivedIndexes:
         >>> col.create_vector_field("title_vec", dim=384, metric="cosine", index_mode="HNSW")  # doctest: +SKIP
         VectorFieldInfo(name='title_vec', dimension=384, metric='cosine', index_mode='HNSW')
         """
-        self._check_writable()
+        self._check_writable(rows=False)
         if not isinstance(field_name, str) or not _FIELD_NAME.match(field_name) or field_name == "default":
             raise InvalidNameError(f"field_name: expected 1-64 characters of [A-Za-z0-9_-], not 'default', got {field_name!r}")
         dim = v.check_positive_int(dim, param="dim", allow_none=False)
@@ -298,13 +298,13 @@ class DerivedIndexes:
     def build_vector_field_index(self: "Collection", field_name: str, index_mode: str = "FLAT",
                                  n_clusters: int | None = None, **params: Any) -> dict:
         """:meth:`build_index` for a named vector field."""
-        self._check_writable()
+        self._check_writable(rows=False)
         out = self._build(self._named_space(field_name), index_mode, n_clusters, params)
         return {"field_name": field_name, **out}
 
     def remove_vector_field_index(self: "Collection", field_name: str) -> None:
         """Drop a named field's index; its searches become exact."""
-        self._check_writable()
+        self._check_writable(rows=False)
         with self._wlock:
             self._set_mode(self._named_space(field_name), None, {})
 

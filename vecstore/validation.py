@@ -8,7 +8,7 @@ anything is written, so a rejected call changes nothing.
 >>> check_name("../etc", what="collection_name")
 Traceback (most recent call last):
 ...
-vecstore.errors.InvalidNameError: collection_name: expected 1-128 characters of [A-Za-z0-9._-] without '..', got '../etc'
+vecstore.errors.InvalidNameError: collection_name: expected 1-128 characters of [A-Za-z0-9._-], not starting with '.' and without '..', got '../etc'
 """
 
 from __future__ import annotations
@@ -34,11 +34,13 @@ def _sample(values: Sequence[Any], limit: int = 5) -> str:
 
 
 def check_name(name: Any, *, what: str) -> str:
-    """A database, collection or field name: ``[A-Za-z0-9._-]``, 1-128 chars, no ``..``, so a
-    name can never leave the data folder."""
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name or name in (".",):
+    """A database, collection or field name: ``[A-Za-z0-9._-]``, 1-128 chars, no leading dot,
+    no ``..``, so a name can never leave the data folder."""
+    # A leading dot is refused too: vecstore keeps its own folders (``.jobs``) under dot-names.
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name or name.startswith("."):
         raise InvalidNameError(
-            f"{what}: expected 1-128 characters of [A-Za-z0-9._-] without '..', got {name!r}")
+            f"{what}: expected 1-128 characters of [A-Za-z0-9._-], not starting with '.' and "
+            f"without '..', got {name!r}")
     return name
 
 

@@ -1,0 +1,1663 @@
+"""The source side of external collections: an Apache Iceberg table read with pyiceberg.
+
+This module knows nothing about collections. It answers four questions for a refresh job:
+
+1. *Where is the table?* :class:`ExternalSource` parses ``externalSource`` (a pyiceberg catalog,
+   a ``metadata.json`` location, or a Zilliz-style ``volume://`` URL mapped to a local folder) and
+   loads a fresh :class:`pyiceberg.table.Table` per job.
+2. *How do its columns map to rows?* :class:`ExternalSpec` parses ``externalSpec`` (primary key,
+   vector column(s), scalar fields, full-text fields, snapshot pin) and :meth:`ExternalSpec.bind`
+   resolves it against the table schema into a :class:`BoundSpec` that holds Iceberg **field ids**,
+   so a later column rename at the source is harmless. ``BoundSpec.to_json()`` is what the
+   collection persists.
+3. *What changed since the last sync?* :func:`plan_refresh` compares snapshots and data-file sets
+   and returns a :class:`ChangePlan` (``noop`` / ``full`` / ``append`` / ``diff``).
+4. *Give me the rows.* :func:`read_files` streams only the planned data files (projected columns,
+   positional deletes applied); :meth:`BoundSpec.convert` turns a record batch into ids,
+   a float32 ``(n, dim)`` matrix and JSON-like field dicts, validating as it goes.
+
+File identity. A data file is identified by a *file key*: its path, plus a digest of the
+positional-delete files that apply to it (``<path>#deletes=<sha1-16>``). A new delete file on an
+old data file therefore shows up as "old key removed, new key added", which the diff path handles
+like any rewrite. Tables written by pyiceberg (copy-on-write) never have delete files, so their
+keys are plain paths.
+
+Failure semantics. Every problem raises a :class:`~vecstore.errors.VecstoreError` whose message
+names the parameter (``externalSource``, ``externalSpec.<key>``) or the source column and shows a
+sample of the offending primary keys. Nothing here writes to the source; a ``sql`` catalog is
+opened with ``init_catalog_tables=false`` so a mistyped URI cannot create an empty catalog.
+
+pyiceberg 0.12 limits handled here (see ``shared/research/refresh.md`` §4):
+
+* equality-delete files cannot be read: planning raises, and we refuse with a clear reason;
+* positional deletes (and v3 deletion vectors) are applied per file by pyiceberg's ``ArrowScan``;
+* ``StaticTable`` cannot ``refresh()``: :meth:`ExternalSource.load_table` builds a new one per call;
+* ``incremental_append_scan`` ignores deletes and overwrites, so it is only used when every
+  snapshot in the range is a pure append (``append`` operation, no delete files added).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import decimal
+import hashlib
+import json
+import math
+import os
+import re
+import uuid as _uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import DimensionMismatchError, InvalidArgumentError, NotFoundError, VecstoreError
+from .indexes.base import parse_index_mode, parse_metric
+
+if TYPE_CHECKING:  # pyiceberg is imported lazily: `import vecstore` must not pay for it
+    from pyiceberg.schema import Schema
+    from pyiceberg.table import FileScanTask, Table
+
+__all__ = [
+    "ExternalSource", "ExternalSpec", "VectorSpec", "FieldSpec", "BoundSpec", "BoundColumn",
+    "BoundVector", "ConvertedRows", "ChangePlan", "plan_refresh", "read_files", "read_keys",
+    "deleted_keys", "snapshot_schema", "file_key", "redact",
+]
+
+SOURCE = "externalSource"
+SPEC = "externalSpec"
+_SAMPLE = 5
+
+
+def _sample(values: Sequence[Any], limit: int = _SAMPLE) -> str:
+    values = list(values)
+    shown = ", ".join(repr(v) for v in values[:limit])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+def _load_json(value: Any, param: str) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode("utf-8")
+    if isinstance(value, str) and value.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as e:
+            raise InvalidArgumentError(f"{param}: not valid JSON ({e.msg} at position {e.pos})") from None
+    return value
+
+
+def _check_keys(d: dict, allowed: Iterable[str], param: str) -> None:
+    unknown = sorted(set(d) - set(allowed))
+    if unknown:
+        raise InvalidArgumentError(
+            f"{param}: unknown key(s) {', '.join(map(repr, unknown))}; expected some of {', '.join(sorted(allowed))}")
+
+
+# --------------------------------------------------------------------------------------------
+# externalSource
+# --------------------------------------------------------------------------------------------
+
+_SECRET_KEY = re.compile(r"secret|password|passwd|token|credential|access[-_.]?key|session|private|signature",
+                         re.IGNORECASE)
+_URI_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/:@\s]+:)(?P<pw>[^@/\s]+)(?P<tail>@)", re.IGNORECASE)
+
+
+def redact(value: Any) -> Any:
+    """A copy of a JSON-like value with credentials masked: values of keys that look secret
+    (``s3.secret-access-key``, ``token``, ``password``, ``access_key_value``...) become ``"***"``
+    and passwords inside URIs (``postgresql://u:pw@host``) become ``***``. Used for job records.
+
+    >>> redact({"uri": "postgresql://me:pw@db/x", "s3.secret-access-key": "abc", "n": 1})
+    {'uri': 'postgresql://me:***@db/x', 's3.secret-access-key': '***', 'n': 1}
+    """
+    if isinstance(value, dict):
+        return {k: ("***" if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "")
+                    else redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return _URI_PASSWORD.sub(r"\g<head>***\g<tail>", value)
+    return value
+
+
+def _local_path(location: str) -> Path | None:
+    """The local filesystem path of ``file://…`` or a plain path; None for other schemes."""
+    parsed = urlparse(location)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and location[1:3] in (":\\", ":/")):  # C:\ on Windows
+        return Path(location)
+    return None
+
+
+_META_VERSION = re.compile(r"^(?:v)?(\d+)(?:[-.].*)?\.metadata\.json$")
+
+
+def _newest_metadata_file(table_dir: Path) -> Path:
+    """The current ``metadata.json`` of a table folder without a catalog: the one named by
+    ``metadata/version-hint.text`` if present, else the highest ``NNNNN-<uuid>.metadata.json`` /
+    ``vN.metadata.json`` (ties broken by modification time)."""
+    meta = table_dir / "metadata"
+    if not meta.is_dir():
+        raise NotFoundError(f"{SOURCE}: {table_dir} is not an Iceberg table folder (no metadata/ sub-folder)")
+    hint = meta / "version-hint.text"
+    if hint.is_file():
+        content = hint.read_text().strip()
+        for candidate in (content, f"v{content}.metadata.json", f"{content}.metadata.json"):
+            if (meta / candidate).is_file():
+                return meta / candidate
+    best: tuple[int, float] | None = None
+    best_path: Path | None = None
+    for p in meta.iterdir():
+        m = _META_VERSION.match(p.name)
+        if m and p.is_file():
+            rank = (int(m.group(1)), p.stat().st_mtime)
+            if best is None or rank > best:
+                best, best_path = rank, p
+    if best_path is None:
+        raise NotFoundError(f"{SOURCE}: no *.metadata.json file in {meta}")
+    return best_path
+
+
+@dataclass(frozen=True)
+class ExternalSource:
+    """A parsed ``externalSource``. Exactly one of three forms:
+
+    * ``{"type": "iceberg", "catalog": {pyiceberg catalog properties}, "table": "ns.table"}``;
+      ``catalog.name`` must be the name the writer used (a ``SqlCatalog`` keys its rows by it;
+      default ``"default"``). ``table`` may also be a list ``["ns", "table"]``.
+    * ``{"type": "iceberg", "metadataLocation": ".../metadata/00003-….metadata.json"}`` (Milvus
+      style; a table folder is accepted too and resolved to its newest metadata file).
+    * ``{"type": "volume", "path": "volume://NAME/path/to/table"}`` (Zilliz Cloud style), with
+      ``NAME`` mapped to a local folder by ``volumes``; the table folder's newest metadata file
+      is read, so a volume source always sees the latest commit.
+
+    A plain string is accepted as well: a JSON object, a ``volume://`` URL, or a path/URI of a
+    ``.metadata.json`` file or table folder. ``to_json()`` gives the canonical dict (what a job
+    record stores; pass ``redact_secrets=True`` to mask credentials).
+    """
+
+    kind: str  # "catalog" | "metadata" | "volume"
+    catalog: dict | None = None
+    table: tuple[str, ...] | None = None
+    metadata_location: str | None = None
+    volume: str | None = None
+    volume_path: str | None = None
+    local_path: str | None = None  # the resolved folder of a volume source
+
+    @classmethod
+    def parse(cls, value: str | dict, *, volumes: dict[str, str | os.PathLike] | None = None) -> "ExternalSource":
+        """Parse and validate; raises :class:`InvalidArgumentError` naming the bad key.
+
+        >>> ExternalSource.parse('{"type": "iceberg", "metadataLocation": "/lake/t/metadata/v2.metadata.json"}').kind
+        'metadata'
+        >>> ExternalSource.parse("volume://lake/db/books", volumes={"lake": "/data/lake"}).local_path
+        '/data/lake/db/books'
+        """
+        value = _load_json(value, SOURCE)
+        if isinstance(value, ExternalSource):
+            return value
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                raise InvalidArgumentError(f"{SOURCE}: expected a JSON object or a location, got an empty string")
+            if text.lower().startswith("volume://"):
+                value = {"type": "volume", "path": text}
+            else:
+                value = {"type": "iceberg", "metadataLocation": text}
+        if not isinstance(value, dict):
+            raise InvalidArgumentError(
+                f"{SOURCE}: expected a JSON object (or a metadata.json / volume:// location), got {type(value).__name__}")
+        kind = value.get("type")
+        if kind is None:
+            kind = "volume" if "path" in value and "catalog" not in value else "iceberg"
+        if not isinstance(kind, str) or kind.lower() not in ("iceberg", "iceberg-table", "volume"):
+            raise InvalidArgumentError(f"{SOURCE}.type: expected 'iceberg' or 'volume', got {kind!r}")
+        kind = kind.lower()
+        if kind == "volume":
+            _check_keys(value, ("type", "path"), SOURCE)
+            return cls._parse_volume(value.get("path"), volumes)
+        _check_keys(value, ("type", "catalog", "table", "metadataLocation", "metadata_location", "path"), SOURCE)
+        location = value.get("metadataLocation", value.get("metadata_location"))
+        if location is None and isinstance(value.get("path"), str):
+            if value["path"].lower().startswith("volume://"):
+                return cls._parse_volume(value["path"], volumes)
+            location = value["path"]
+        has_catalog = "catalog" in value or "table" in value
+        if has_catalog and location is not None:
+            raise InvalidArgumentError(
+                f"{SOURCE}: give either catalog + table or metadataLocation, not both")
+        if location is not None:
+            if not isinstance(location, str) or not location.strip():
+                raise InvalidArgumentError(f"{SOURCE}.metadataLocation: expected a path or URI, got {location!r}")
+            return cls(kind="metadata", metadata_location=location.strip())
+        if not has_catalog:
+            raise InvalidArgumentError(
+                f"{SOURCE}: expected catalog + table, metadataLocation, or a volume:// path; got keys {sorted(value)}")
+        catalog = value.get("catalog")
+        if not isinstance(catalog, dict) or not catalog:
+            raise InvalidArgumentError(
+                f"{SOURCE}.catalog: expected an object of pyiceberg catalog properties such as "
+                f'{{"type": "sql", "name": "lake", "uri": "sqlite:///…", "warehouse": "file:///…"}}, got {catalog!r}')
+        props: dict[str, str] = {}
+        for k, v in catalog.items():
+            if not isinstance(k, str) or not k:
+                raise InvalidArgumentError(f"{SOURCE}.catalog: expected string keys, got {k!r}")
+            if isinstance(v, bool):
+                v = "true" if v else "false"
+            if not isinstance(v, (str, int, float)):
+                raise InvalidArgumentError(f"{SOURCE}.catalog.{k}: expected a string, got {type(v).__name__}")
+            props[k] = str(v)
+        table = value.get("table")
+        if isinstance(table, str):
+            parts = tuple(table.split("."))
+        elif isinstance(table, (list, tuple)):
+            parts = tuple(table)
+        else:
+            raise InvalidArgumentError(f"{SOURCE}.table: expected 'namespace.table' or a list of names, got {table!r}")
+        if len(parts) < 2 or not all(isinstance(p, str) and p for p in parts):
+            raise InvalidArgumentError(f"{SOURCE}.table: expected 'namespace.table' (at least two parts), got {table!r}")
+        return cls(kind="catalog", catalog=props, table=parts)
+
+    @classmethod
+    def _parse_volume(cls, path: Any, volumes: dict | None) -> "ExternalSource":
+        if not isinstance(path, str) or not path.lower().startswith("volume://"):
+            raise InvalidArgumentError(f"{SOURCE}.path: expected 'volume://NAME/path/to/table', got {path!r}")
+        rest = path[len("volume://"):]
+        name, _, sub = rest.partition("/")
+        sub = sub.strip("/")
+        if not name:
+            raise InvalidArgumentError(f"{SOURCE}.path: missing volume name in {path!r}")
+        parts = [p for p in sub.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            raise InvalidArgumentError(f"{SOURCE}.path: '.' and '..' are not allowed in a volume path, got {path!r}")
+        if not volumes or name not in volumes:
+            known = ", ".join(sorted(volumes)) if volumes else "none"
+            raise InvalidArgumentError(
+                f"{SOURCE}.path: volume {name!r} is not mapped to a local folder (volumes configured: {known})")
+        root = Path(os.fspath(volumes[name]))
+        local = root.joinpath(*parts) if parts else root
+        return cls(kind="volume", volume=name, volume_path=sub, local_path=str(local))
+
+    def to_json(self, *, redact_secrets: bool = False) -> dict:
+        """The canonical JSON form (round-trips through :meth:`parse`). A volume source is stored
+        by its URL, not its local folder, so remapping a volume needs no migration."""
+        if self.kind == "catalog":
+            cat = dict(self.catalog or {})
+            out = {"type": "iceberg", "catalog": redact(cat) if redact_secrets else cat, "table": ".".join(self.table or ())}
+            return out
+        if self.kind == "metadata":
+            return {"type": "iceberg", "metadataLocation": self.metadata_location}
+        return {"type": "volume", "path": f"volume://{self.volume}/{self.volume_path}".rstrip("/")}
+
+    def describe(self) -> str:
+        if self.kind == "catalog":
+            return f"table {'.'.join(self.table or ())!r} in catalog {self.catalog.get('name', 'default')!r}"  # type: ignore[union-attr]
+        if self.kind == "metadata":
+            return f"metadata {self.metadata_location!r}"
+        return f"volume://{self.volume}/{self.volume_path} ({self.local_path})"
+
+    def load_table(self) -> "Table":
+        """A fresh, read-only view of the table (new metadata every call: a refresh must see the
+        latest commit, and ``StaticTable.refresh()`` is not implemented in pyiceberg 0.12).
+
+        Raises :class:`NotFoundError` for a missing catalog file, namespace, table, metadata
+        file or folder, and :class:`InvalidArgumentError` for unusable catalog properties.
+        """
+        if self.kind == "catalog":
+            return self._load_from_catalog()
+        if self.kind == "metadata":
+            return self._load_static(self.metadata_location or "")
+        local = Path(self.local_path or "")
+        if not local.exists():
+            raise NotFoundError(f"{SOURCE}: {self.describe()} does not exist")
+        target = local if local.name.endswith(".metadata.json") else _newest_metadata_file(local)
+        return self._load_static(str(target))
+
+    def _load_static(self, location: str) -> "Table":
+        from pyiceberg.table import StaticTable
+
+        local = _local_path(location)
+        if local is not None:
+            if local.is_dir():
+                location = str(_newest_metadata_file(local))
+            elif not local.is_file():
+                raise NotFoundError(f"{SOURCE}: metadata file {location!r} does not exist")
+        elif not location.endswith(".metadata.json"):
+            raise InvalidArgumentError(
+                f"{SOURCE}.metadataLocation: a remote location must name a *.metadata.json file, got {location!r}")
+        try:
+            return StaticTable.from_metadata(location)
+        except FileNotFoundError as e:
+            raise NotFoundError(f"{SOURCE}: metadata file {location!r} not found ({e})") from None
+        except (ValueError, KeyError, json.JSONDecodeError) as e:
+            raise InvalidArgumentError(
+                f"{SOURCE}: {location!r} is not a readable Iceberg metadata file ({type(e).__name__}: {e})") from None
+
+    def _load_from_catalog(self) -> "Table":
+        from pyiceberg.catalog import load_catalog
+        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+        props = dict(self.catalog or {})
+        name = props.pop("name", "default")
+        ctype = props.get("type", "").lower()
+        if ctype == "sql":
+            uri = props.get("uri")
+            if not uri:
+                raise InvalidArgumentError(f"{SOURCE}.catalog.uri: required for a sql catalog (e.g. 'sqlite:////data/lake/catalog.db')")
+            if uri.startswith("sqlite:///"):
+                db_file = Path(uri[len("sqlite:///"):])
+                if not db_file.is_file():
+                    raise NotFoundError(f"{SOURCE}.catalog.uri: sqlite catalog file {str(db_file)!r} does not exist")
+            props.setdefault("init_catalog_tables", "false")  # a read-only source must never create a catalog
+        try:
+            catalog = load_catalog(name, **props)
+        except (ValueError, NotImplementedError, ImportError, TypeError) as e:
+            raise InvalidArgumentError(f"{SOURCE}.catalog: cannot open catalog {name!r}: {type(e).__name__}: {e}") from None
+        except Exception as e:  # driver errors (sqlalchemy, network) surface with their type
+            raise NotFoundError(f"{SOURCE}.catalog: cannot open catalog {name!r}: {type(e).__name__}: {e}") from None
+        try:
+            return catalog.load_table(self.table)  # type: ignore[arg-type]
+        except (NoSuchTableError, NoSuchNamespaceError) as e:
+            hint = (" (a sql catalog keys tables by catalog name: is catalog.name the name the writer used?)"
+                    if ctype == "sql" else "")
+            raise NotFoundError(f"{SOURCE}: table {'.'.join(self.table or ())!r} not found in catalog {name!r}{hint}: {e}") from None
+        except VecstoreError:
+            raise
+        except Exception as e:
+            raise NotFoundError(
+                f"{SOURCE}: cannot load table {'.'.join(self.table or ())!r} from catalog {name!r}: {type(e).__name__}: {e}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# externalSpec
+# --------------------------------------------------------------------------------------------
+
+_ENCODINGS = {
+    "auto": "auto",
+    "list": "list", "list<float>": "list", "list<double>": "list", "float_list": "list",
+    "fixed": "fixed_f32le", "fixed_f32le": "fixed_f32le", "fixed[4*dim]": "fixed_f32le", "f32le": "fixed_f32le",
+    "binary": "binary_f32le", "binary_f32le": "binary_f32le",
+}
+_VECTOR_TYPES = ("float_vector", "vector", "floatvector")
+# vecstore field type -> accepted Iceberg type families (a light check; conversion is by Iceberg type)
+_FIELD_TYPES = {
+    "int64": {"int", "long"}, "int32": {"int"}, "int": {"int", "long"}, "integer": {"int", "long"},
+    "int16": {"int"}, "int8": {"int"},
+    "float": {"float", "double", "decimal"}, "double": {"float", "double", "decimal"},
+    "number": {"int", "long", "float", "double", "decimal"},
+    "varchar": {"string", "uuid"}, "string": {"string", "uuid"}, "text": {"string"},
+    "bool": {"boolean"}, "boolean": {"boolean"},
+    "date": {"date"}, "timestamp": {"timestamp", "timestamptz", "timestamp_ns", "timestamptz_ns"},
+    "time": {"time"}, "json": {"list", "struct", "map", "string"}, "array": {"list"},
+    "binary": {"binary", "fixed"},
+}
+_SPEC_KEYS = (
+    "format", "snapshotId", "snapshot_id", "primaryKey", "primary_key", "fields", "vector", "vectors",
+    "vectorField", "vector_field", "index", "fullText", "full_text", "textFields", "rowFilter", "row_filter",
+    "onNullVector", "onDuplicatePk", "allowEmpty", "skipUnchanged", "batchRows", "binary", "extfs",
+)
+
+
+@dataclass(frozen=True)
+class VectorSpec:
+    """One vector field: vecstore ``name`` (``"default"`` for the primary vector), source
+    ``column``, ``dim`` (None: detected at bind), ``metric``, index ``kind`` (FLAT/HNSW/IVF),
+    ``encoding`` (auto | list | fixed_f32le | binary_f32le) and index ``params`` (M, efConstruction…)."""
+
+    name: str
+    column: str
+    dim: int | None = None
+    metric: str = "cosine"
+    index: str = "HNSW"
+    encoding: str = "auto"
+    params: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def index_mode(self) -> str:
+        """The wire name, e.g. ``HNSW-COS``."""
+        return parse_index_mode(self.index, default_metric=self.metric).canonical
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "externalField": self.column, "dim": self.dim, "metric": self.metric,
+                "index": self.index, "encoding": self.encoding, "params": dict(self.params)}
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """A scalar field: vecstore ``name`` from source ``column``; ``type`` is an optional check."""
+
+    name: str
+    column: str
+    type: str | None = None
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "externalField": self.column, "type": self.type}
+
+
+def _str(v: Any, param: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise InvalidArgumentError(f"{param}: expected a non-empty string, got {v!r}")
+    return v
+
+
+def _int_or_none(v: Any, param: str, *, positive: bool = True) -> int | None:
+    if v is None or v == "":
+        return None
+    if isinstance(v, str) and re.fullmatch(r"-?\d+", v.strip()):  # Milvus sends snapshot_id as a string
+        v = int(v.strip())
+    if isinstance(v, bool) or not isinstance(v, int) or (positive and v < 1):
+        raise InvalidArgumentError(f"{param}: expected {'a positive ' if positive else 'an '}integer, got {v!r}")
+    return v
+
+
+def _choice(v: Any, choices: tuple[str, ...], param: str) -> str:
+    if not isinstance(v, str) or v.lower() not in choices:
+        raise InvalidArgumentError(f"{param}: expected one of {', '.join(choices)}, got {v!r}")
+    return v.lower()
+
+
+def _parse_vector(name: str, v: Any, param: str, defaults: dict) -> VectorSpec:
+    if isinstance(v, str):
+        v = {"externalField": v}
+    if not isinstance(v, dict):
+        raise InvalidArgumentError(f"{param}: expected a column name or an object with externalField, dim, metric, got {v!r}")
+    _check_keys(v, ("name", "externalField", "column", "dim", "metric", "index", "indexMode", "index_mode",
+                    "encoding", "type", "params", "M", "efConstruction", "nullable"), param)
+    column = _str(v.get("externalField", v.get("column", name)), f"{param}.externalField")
+    dim = _int_or_none(v.get("dim"), f"{param}.dim")
+    index_val = v.get("index", v.get("indexMode", v.get("index_mode", defaults.get("index", "HNSW"))))
+    params = dict(defaults.get("params", {}))
+    if isinstance(index_val, dict):  # §5.2.3 style {"metric":…, "type":…, "M":…}
+        idx = dict(index_val)
+        if "metric" in idx:
+            v = {**v, "metric": v.get("metric", idx.pop("metric"))}
+        index_val = idx.pop("type", idx.pop("mode", idx.pop("kind", "HNSW")))
+        params.update(idx)
+    for k in ("M", "efConstruction"):
+        if k in v:
+            params[k] = v[k]
+    if isinstance(v.get("params"), dict):
+        params.update(v["params"])
+    metric = parse_metric(v.get("metric", defaults.get("metric", "cosine")), param=f"{param}.metric")
+    mode = parse_index_mode(index_val, default_metric=metric, param=f"{param}.index")
+    metric = mode.metric
+    enc_raw = v.get("encoding", "auto")
+    enc = _ENCODINGS.get(enc_raw.lower() if isinstance(enc_raw, str) else None)  # type: ignore[arg-type]
+    if enc is None:
+        raise InvalidArgumentError(
+            f"{param}.encoding: expected auto, list (list<float|double>) or fixed_f32le (fixed[4*dim]), got {enc_raw!r}")
+    for k, pv in params.items():
+        if isinstance(pv, bool) or not isinstance(pv, (int, float, str)):
+            raise InvalidArgumentError(f"{param}.params.{k}: expected a number or string, got {pv!r}")
+    return VectorSpec(name=name, column=column, dim=dim, metric=metric, index=mode.kind, encoding=enc, params=params)
+
+
+@dataclass(frozen=True)
+class ExternalSpec:
+    """A parsed ``externalSpec``: how the Iceberg columns map to vecstore rows.
+
+    Canonical form (``to_json()``)::
+
+        {"format": "iceberg-table", "snapshotId": null, "primaryKey": "book_id",
+         "vectors": [{"name": "default", "externalField": "vec", "dim": 768, "metric": "cosine",
+                      "index": "HNSW", "encoding": "auto", "params": {"M": 16}}],
+         "fields": [{"name": "title", "externalField": "title", "type": "varchar"}] | null,
+         "fullText": ["title"], "rowFilter": null, "onNullVector": "error",
+         "onDuplicatePk": "error", "allowEmpty": false, "skipUnchanged": true,
+         "batchRows": 65536, "binary": "skip"}
+
+    Also accepted: the ``refresh.md`` §5.2.3 shape (``float_vector`` entries inside ``fields`` plus
+    ``vectorField`` and ``index``), a compact ``"vector": "vec"`` or ``{"externalField": …}``,
+    ``"vectors": {name: …}``, ``"fields": ["a", "b"]`` or ``{"name": "column"}``, and Milvus'
+    ``snapshot_id`` (string or int). ``fields: null`` (the default) maps every other top-level
+    column at bind time. ``primaryKey`` names a source column, or a field ``name`` whose
+    ``externalField`` is the column; it is required (no virtual primary key here).
+    """
+
+    primary_key: str
+    vectors: tuple[VectorSpec, ...]
+    fields: tuple[FieldSpec, ...] | None = None
+    full_text: tuple[str, ...] = ()
+    snapshot_id: int | None = None
+    row_filter: str | None = None
+    on_null_vector: str = "error"
+    on_duplicate_pk: str = "error"
+    allow_empty: bool = False
+    skip_unchanged: bool = True
+    batch_rows: int = 65536
+    binary: str = "skip"
+    extfs: dict | None = field(default=None, compare=False)
+
+    @classmethod
+    def parse(cls, value: str | dict) -> "ExternalSpec":
+        """Parse and validate; raises :class:`InvalidArgumentError` naming ``externalSpec.<key>``.
+
+        >>> s = ExternalSpec.parse('{"primaryKey": "id", "vector": {"externalField": "vec", "dim": 4}}')
+        >>> (s.primary_key, s.vectors[0].name, s.vectors[0].dim, s.vectors[0].metric)
+        ('id', 'default', 4, 'cosine')
+        """
+        if isinstance(value, ExternalSpec):
+            return value
+        value = _load_json(value, SPEC)
+        if not isinstance(value, dict):
+            raise InvalidArgumentError(f"{SPEC}: expected a JSON object, got {type(value).__name__}")
+        _check_keys(value, _SPEC_KEYS, SPEC)
+        fmt = value.get("format", "iceberg-table")
+        if fmt not in ("iceberg-table", "iceberg"):
+            raise InvalidArgumentError(f"{SPEC}.format: only 'iceberg-table' is supported, got {fmt!r}")
+        index_defaults: dict = {}
+        index = value.get("index")
+        if index is not None:
+            if isinstance(index, str):
+                index_defaults["index"] = index
+            elif isinstance(index, dict):
+                idx = dict(index)
+                if "metric" in idx:
+                    index_defaults["metric"] = idx.pop("metric")
+                index_defaults["index"] = idx.pop("type", idx.pop("mode", idx.pop("kind", "HNSW")))
+                index_defaults["params"] = idx
+            else:
+                raise InvalidArgumentError(f"{SPEC}.index: expected an index mode or an object, got {index!r}")
+
+        # fields: list of names / objects, or {name: column}; float_vector entries are vectors
+        raw_fields = value.get("fields")
+        field_specs: list[FieldSpec] | None = None
+        vector_entries: dict[str, Any] = {}
+        if raw_fields is not None:
+            if isinstance(raw_fields, dict):
+                raw_fields = [{"name": k, "externalField": c} for k, c in raw_fields.items()]
+            if not isinstance(raw_fields, list):
+                raise InvalidArgumentError(f"{SPEC}.fields: expected a list of column names or objects, got {raw_fields!r}")
+            field_specs = []
+            for i, f in enumerate(raw_fields):
+                p = f"{SPEC}.fields[{i}]"
+                if isinstance(f, str):
+                    field_specs.append(FieldSpec(name=f, column=f))
+                    continue
+                if not isinstance(f, dict):
+                    raise InvalidArgumentError(f"{p}: expected a column name or an object, got {f!r}")
+                ftype = f.get("type")
+                if isinstance(ftype, str) and ftype.lower() in _VECTOR_TYPES:
+                    vname = _str(f.get("name", f.get("externalField")), f"{p}.name")
+                    vector_entries[vname] = {k: v for k, v in f.items() if k not in ("type", "name", "nullable")}
+                    continue
+                _check_keys(f, ("name", "externalField", "column", "type", "nullable", "maxLength", "max_length"), p)
+                name = _str(f.get("name", f.get("externalField", f.get("column"))), f"{p}.name")
+                column = _str(f.get("externalField", f.get("column", name)), f"{p}.externalField")
+                if ftype is not None and (not isinstance(ftype, str) or ftype.lower() not in _FIELD_TYPES):
+                    raise InvalidArgumentError(
+                        f"{p}.type: expected one of {', '.join(sorted(_FIELD_TYPES))} or float_vector, got {ftype!r}")
+                field_specs.append(FieldSpec(name=name, column=column, type=ftype.lower() if ftype else None))
+
+        vectors: list[VectorSpec] = []
+        default_name = value.get("vectorField", value.get("vector_field"))
+        if "vector" in value:
+            vectors.append(_parse_vector("default", value["vector"], f"{SPEC}.vector", index_defaults))
+        raw_vectors = value.get("vectors")
+        if raw_vectors is not None:
+            if isinstance(raw_vectors, list):
+                items = []
+                for i, v in enumerate(raw_vectors):
+                    if not isinstance(v, dict) or not isinstance(v.get("name"), str):
+                        raise InvalidArgumentError(f"{SPEC}.vectors[{i}]: expected an object with a name, got {v!r}")
+                    items.append((v["name"], {k: x for k, x in v.items() if k != "name"}))
+            elif isinstance(raw_vectors, dict):
+                items = list(raw_vectors.items())
+            else:
+                raise InvalidArgumentError(f"{SPEC}.vectors: expected an object {{name: vector}} or a list, got {raw_vectors!r}")
+            for name, v in items:
+                vname = "default" if name == default_name else name
+                vectors.append(_parse_vector(vname, v, f"{SPEC}.vectors.{name}", index_defaults))
+        for name, v in vector_entries.items():
+            vname = "default" if (name == default_name or (default_name is None and len(vector_entries) == 1
+                                                             and not vectors)) else name
+            if "externalField" not in v and "column" not in v:
+                v = {**v, "externalField": name}
+            vectors.append(_parse_vector(vname, v, f"{SPEC}.fields[{name}]", index_defaults))
+        if not vectors:
+            raise InvalidArgumentError(
+                f"{SPEC}: no vector column; give \"vector\": \"<column>\" (or a float_vector entry in fields)")
+        if default_name is not None and not any(v.name == "default" for v in vectors):
+            raise InvalidArgumentError(f"{SPEC}.vectorField: {default_name!r} is not a vector field of this spec")
+        if not any(v.name == "default" for v in vectors):
+            if len(vectors) == 1:
+                vectors[0] = dataclasses.replace(vectors[0], name="default")
+            else:
+                raise InvalidArgumentError(f"{SPEC}.vectorField: several vectors ({', '.join(v.name for v in vectors)}); "
+                                           "name the default one with vectorField")
+        names = [v.name for v in vectors]
+        if len(set(names)) != len(names):
+            raise InvalidArgumentError(f"{SPEC}.vectors: duplicate vector field names {_sample(names)}")
+        vectors.sort(key=lambda v: (v.name != "default", v.name))
+
+        pk = value.get("primaryKey", value.get("primary_key"))
+        if pk is None:
+            raise InvalidArgumentError(f"{SPEC}.primaryKey: required (the source column holding each row's id)")
+        pk = _str(pk, f"{SPEC}.primaryKey")
+        if field_specs is not None:
+            mapped = [f for f in field_specs if f.name == pk]
+            if mapped:  # §5.2.3: primaryKey names a vecstore field whose externalField is the column
+                pk = mapped[0].column
+                field_specs = [f for f in field_specs if f.name != mapped[0].name]
+            names = [f.name for f in field_specs]
+            if len(set(names)) != len(names):
+                raise InvalidArgumentError(f"{SPEC}.fields: duplicate field names {_sample(sorted(n for n in names if names.count(n) > 1))}")
+
+        full_text = value.get("fullText", value.get("full_text", value.get("textFields", [])))
+        if isinstance(full_text, str):
+            full_text = [full_text]
+        if not isinstance(full_text, list) or not all(isinstance(x, str) and x for x in full_text):
+            raise InvalidArgumentError(f"{SPEC}.fullText: expected a list of field names, got {full_text!r}")
+        if field_specs is not None:
+            unknown = [t for t in full_text if t not in {f.name for f in field_specs}]
+            if unknown:
+                raise InvalidArgumentError(f"{SPEC}.fullText: {_sample(unknown)} not among the mapped fields")
+        row_filter = value.get("rowFilter", value.get("row_filter"))
+        if row_filter is not None:
+            row_filter = _str(row_filter, f"{SPEC}.rowFilter")
+            try:
+                from pyiceberg.expressions.parser import parse as _parse_filter
+
+                _parse_filter(row_filter)
+            except Exception as e:
+                raise InvalidArgumentError(f"{SPEC}.rowFilter: cannot parse {row_filter!r}: {e}") from None
+        for key in ("allowEmpty", "skipUnchanged"):
+            if key in value and not isinstance(value[key], bool):
+                raise InvalidArgumentError(f"{SPEC}.{key}: expected true or false, got {value[key]!r}")
+        extfs = value.get("extfs")
+        if extfs is not None and not isinstance(extfs, dict):
+            raise InvalidArgumentError(f"{SPEC}.extfs: expected an object, got {extfs!r}")
+        return cls(
+            primary_key=pk,
+            vectors=tuple(vectors),
+            fields=tuple(field_specs) if field_specs is not None else None,
+            full_text=tuple(full_text),
+            snapshot_id=_int_or_none(value.get("snapshotId", value.get("snapshot_id")), f"{SPEC}.snapshotId",
+                                     positive=False),
+            row_filter=row_filter,
+            on_null_vector=_choice(value.get("onNullVector", "error"), ("error", "skip"), f"{SPEC}.onNullVector"),
+            on_duplicate_pk=_choice(value.get("onDuplicatePk", "error"), ("error", "last_wins"), f"{SPEC}.onDuplicatePk"),
+            allow_empty=value.get("allowEmpty", False),
+            skip_unchanged=value.get("skipUnchanged", True),
+            batch_rows=_int_or_none(value.get("batchRows", 65536), f"{SPEC}.batchRows") or 65536,
+            binary=_choice(value.get("binary", "skip"), ("skip", "base64"), f"{SPEC}.binary"),
+            extfs=extfs,
+        )
+
+    @property
+    def vector(self) -> VectorSpec:
+        """The default vector field."""
+        return self.vectors[0]
+
+    def to_json(self, *, redact_secrets: bool = False) -> dict:
+        out = {
+            "format": "iceberg-table",
+            "snapshotId": self.snapshot_id,
+            "primaryKey": self.primary_key,
+            "vectors": [v.to_json() for v in self.vectors],
+            "fields": [f.to_json() for f in self.fields] if self.fields is not None else None,
+            "fullText": list(self.full_text),
+            "rowFilter": self.row_filter,
+            "onNullVector": self.on_null_vector,
+            "onDuplicatePk": self.on_duplicate_pk,
+            "allowEmpty": self.allow_empty,
+            "skipUnchanged": self.skip_unchanged,
+            "batchRows": self.batch_rows,
+            "binary": self.binary,
+        }
+        if self.extfs is not None:
+            out["extfs"] = redact(self.extfs) if redact_secrets else dict(self.extfs)
+        return out
+
+    def bind(self, source: "Schema | Table", *, snapshot_id: int | None = None) -> "BoundSpec":
+        """Resolve column names to Iceberg field ids and check types.
+
+        ``source`` is a pyiceberg ``Schema`` or a ``Table``. With a table, the schema of
+        ``snapshot_id`` (default: the spec's pin, else current) is used, and a ``list<float>``
+        vector without ``dim`` gets its dimension from the first non-null value in the data.
+        Raises :class:`InvalidArgumentError` naming the missing column or the wrong type.
+        """
+        from pyiceberg.table import Table as _Table
+
+        table = source if isinstance(source, _Table) else None
+        if table is not None:
+            sid = snapshot_id if snapshot_id is not None else self.snapshot_id
+            if sid is not None and table.metadata.snapshot_by_id(sid) is None:
+                raise NotFoundError(f"{SPEC}.snapshotId: snapshot {sid} not found in the table (expired?)")
+            schema = snapshot_schema(table, sid)
+        else:
+            schema = source
+        top = {f.name: f for f in schema.fields}
+
+        def find(column: str, what: str):
+            f = top.get(column)
+            if f is None:
+                raise InvalidArgumentError(
+                    f"{SPEC}: {what} column {column!r} does not exist in the source table; "
+                    f"columns: {', '.join(top) or 'none'}")
+            return f
+
+        pk_f = find(self.primary_key, "primaryKey")
+        pk_kind = _family(pk_f.field_type)
+        if pk_kind not in ("int", "long", "string", "uuid"):
+            raise InvalidArgumentError(
+                f"{SPEC}.primaryKey: column {pk_f.name!r} has type {pk_f.field_type}; expected int, long, string or uuid")
+        pk = BoundColumn(name=pk_f.name, field_id=pk_f.field_id, column=pk_f.name, iceberg_type=str(pk_f.field_type),
+                         conv="uuid" if pk_kind == "uuid" else "plain")
+
+        vectors = []
+        for v in self.vectors:
+            vf = find(v.column, f"vector field {v.name!r}:")
+            encoding, dim = _vector_encoding(vf, v)
+            if dim is None:
+                dim = _detect_dim(table, vf.name, snapshot_id if snapshot_id is not None else self.snapshot_id) \
+                    if table is not None else None
+                if dim is None:
+                    raise InvalidArgumentError(
+                        f"{SPEC}.vectors.{v.name}.dim: required for list column {vf.name!r} "
+                        f"(it could not be detected: bind against a table with at least one non-null vector)")
+            vectors.append(BoundVector(name=v.name, field_id=vf.field_id, column=vf.name, iceberg_type=str(vf.field_type),
+                                       encoding=encoding, dim=dim, metric=v.metric, index=v.index, params=dict(v.params)))
+        used = {pk.field_id} | {v.field_id for v in vectors}
+
+        fields: list[BoundColumn] = []
+        skipped: list[str] = []
+        if self.fields is None:
+            for f in schema.fields:
+                if f.field_id in used:
+                    continue
+                conv = _conversion(f.field_type)
+                if conv == "unsupported" or (conv == "binary" and self.binary == "skip"):
+                    skipped.append(f.name)
+                    continue
+                fields.append(BoundColumn(name=f.name, field_id=f.field_id, column=f.name,
+                                          iceberg_type=str(f.field_type), conv=conv))
+        else:
+            for fs in self.fields:
+                f = find(fs.column, f"field {fs.name!r}:")
+                fam = _family(f.field_type)
+                if fs.type is not None and fam not in _FIELD_TYPES[fs.type]:
+                    raise InvalidArgumentError(
+                        f"{SPEC}.fields: field {fs.name!r} is declared {fs.type} but column {f.name!r} has type {f.field_type}")
+                conv = _conversion(f.field_type)
+                if conv == "unsupported":
+                    raise InvalidArgumentError(
+                        f"{SPEC}.fields: field {fs.name!r} (column {f.name!r}) has type {f.field_type}, "
+                        f"which vecstore cannot map to a JSON value")
+                if conv == "binary" and self.binary == "skip":
+                    raise InvalidArgumentError(
+                        f"{SPEC}.fields: field {fs.name!r} (column {f.name!r}) is {f.field_type}; "
+                        f"set \"binary\": \"base64\" to map binary columns")
+                fields.append(BoundColumn(name=fs.name, field_id=f.field_id, column=f.name,
+                                          iceberg_type=str(f.field_type), conv=conv))
+        by_name = {f.name: f for f in fields}
+        for t in self.full_text:
+            f = by_name.get(t)
+            if f is None:
+                raise InvalidArgumentError(f"{SPEC}.fullText: {t!r} is not a mapped field")
+            if f.conv != "plain" or _family(f.iceberg_type) != "string":
+                raise InvalidArgumentError(f"{SPEC}.fullText: field {t!r} has type {f.iceberg_type}; expected string")
+        return BoundSpec(spec=self, primary_key=pk, vectors=tuple(vectors), fields=tuple(fields),
+                         full_text=tuple(self.full_text), skipped_columns=tuple(skipped),
+                         table_uuid=str(table.metadata.table_uuid) if table is not None else None,
+                         schema_id=schema.schema_id)
+
+
+def _family(t: Any) -> str:
+    """A short family name of an Iceberg type (from its string form, which is also what
+    ``BoundSpec.to_json`` stores): int, long, float, double, decimal, string, uuid, boolean,
+    date, time, timestamp, timestamptz (``_ns`` variants folded in), binary, fixed, list,
+    struct, map, or the type's own name (unknown, variant, geometry...)."""
+    text = str(t).strip().lower()
+    if text.startswith("timestamp"):
+        return "timestamptz" if "tz" in text else "timestamp"
+    return re.split(r"[\[<(]", text, maxsplit=1)[0].strip()
+
+
+def _conversion(t: Any) -> str:
+    fam = _family(t)
+    if fam in ("int", "long", "string", "boolean"):
+        return "plain"
+    if fam in ("float", "double"):
+        return "float"
+    if fam == "decimal":
+        return "decimal"
+    if fam in ("date", "time", "timestamp", "timestamptz"):
+        return "temporal"
+    if fam in ("binary", "fixed"):
+        return "binary"
+    if fam == "uuid":
+        return "uuid"
+    if fam in ("list", "struct", "map"):
+        return "nested"
+    return "unsupported"  # unknown, variant, geometry, geography: no JSON form here
+
+
+def _vector_encoding(f: Any, v: VectorSpec) -> tuple[str, int | None]:
+    from pyiceberg import types as it
+
+    t = f.field_type
+    where = f"{SPEC}.vectors.{v.name}: column {f.name!r}"
+    if isinstance(t, it.ListType):
+        if not isinstance(t.element_type, (it.FloatType, it.DoubleType)):
+            raise InvalidArgumentError(f"{where} is {t}; a list vector must be list<float> or list<double>")
+        if v.encoding not in ("auto", "list"):
+            raise InvalidArgumentError(f"{where} is {t} but encoding {v.encoding!r} was asked for")
+        return "list", v.dim
+    if isinstance(t, it.FixedType):
+        if v.encoding not in ("auto", "fixed_f32le"):
+            raise InvalidArgumentError(f"{where} is {t} but encoding {v.encoding!r} was asked for")
+        width = len(t)
+        if width % 4:
+            raise InvalidArgumentError(f"{where} is {t}; fixed_f32le needs a width of 4*dim bytes")
+        if v.dim is not None and width != 4 * v.dim:
+            raise DimensionMismatchError(f"{where} is {t}, which holds dim {width // 4}, but dim {v.dim} was given")
+        return "fixed_f32le", width // 4
+    if isinstance(t, it.BinaryType):
+        if v.encoding not in ("auto", "binary_f32le", "fixed_f32le"):
+            raise InvalidArgumentError(f"{where} is {t} but encoding {v.encoding!r} was asked for")
+        return "binary_f32le", v.dim
+    raise InvalidArgumentError(
+        f"{where} has type {t}; expected list<float>, list<double> or fixed[4*dim] (little-endian float32)")
+
+
+def _detect_dim(table: "Table", column: str, snapshot_id: int | None) -> int | None:
+    """Dimension of the first non-null vector, reading one data file's first batch only."""
+    from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.io.pyarrow import ArrowScan
+
+    schema = snapshot_schema(table, snapshot_id)
+    for task in table.scan(snapshot_id=snapshot_id).plan_files():
+        if task.file.record_count == 0:
+            continue
+        scan = ArrowScan(table.metadata, table.io, schema.select(column), AlwaysTrue())
+        for batch in scan.to_record_batches([task]):
+            arr = batch.column(0)
+            lengths = pc.list_value_length(arr) if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) \
+                else pc.binary_length(arr)
+            valid = lengths.drop_null()
+            if len(valid):
+                n = int(valid[0].as_py())
+                return n if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) else (n // 4 or None)
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# BoundSpec and conversion
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BoundColumn:
+    """A source column bound by Iceberg ``field_id``; ``column`` is its name at bind time,
+    ``conv`` how values become JSON-like (plain, float, decimal, temporal, binary, uuid, nested)."""
+
+    name: str
+    field_id: int
+    column: str
+    iceberg_type: str
+    conv: str = "plain"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "fieldId": self.field_id, "column": self.column,
+                "icebergType": self.iceberg_type, "conv": self.conv}
+
+
+@dataclass(frozen=True)
+class BoundVector:
+    name: str
+    field_id: int
+    column: str
+    iceberg_type: str
+    encoding: str  # list | fixed_f32le | binary_f32le
+    dim: int
+    metric: str
+    index: str
+    params: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def index_mode(self) -> str:
+        return parse_index_mode(self.index, default_metric=self.metric).canonical
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "fieldId": self.field_id, "column": self.column, "icebergType": self.iceberg_type,
+                "encoding": self.encoding, "dim": self.dim, "metric": self.metric, "index": self.index,
+                "params": dict(self.params)}
+
+
+@dataclass(frozen=True, eq=False)
+class ConvertedRows:
+    """One batch ready for a collection: ``ids`` (int or str), ``vectors`` (the default vector
+    field, float32 ``(n, dim)``, C-contiguous, writable), ``named_vectors`` (other vector fields),
+    ``fields`` (one JSON-like dict per row), ``skipped`` (keys of rows dropped by
+    ``onNullVector: skip``) and ``file`` (the source file key, from :meth:`BoundSpec.read`)."""
+
+    ids: list
+    vectors: np.ndarray
+    fields: list[dict]
+    named_vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    skipped: list = field(default_factory=list)
+    file: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class BoundSpec:
+    """An :class:`ExternalSpec` resolved against a schema: columns are held by Iceberg field id,
+    vector encodings and dimensions are known. Persist ``to_json()`` with the collection and
+    rebuild it with :meth:`from_json`; :meth:`columns_for` gives the *current* column names, so a
+    rename at the source needs no re-bind."""
+
+    spec: ExternalSpec
+    primary_key: BoundColumn
+    vectors: tuple[BoundVector, ...]
+    fields: tuple[BoundColumn, ...]
+    full_text: tuple[str, ...] = ()
+    skipped_columns: tuple[str, ...] = ()
+    table_uuid: str | None = None
+    schema_id: int | None = None
+
+    @property
+    def vector(self) -> BoundVector:
+        return self.vectors[0]
+
+    @property
+    def mapping_hash(self) -> str:
+        """A digest of everything that decides row *content* (field ids, conversions, encodings,
+        dims, row filter, null/duplicate policy). Column names (renames), the snapshot pin,
+        batch size and index/metric parameters are excluded: compare those separately. A change
+        means every file must be re-read (rebuild)."""
+        payload = {
+            "pk": self.primary_key.field_id,
+            "vectors": [(v.name, v.field_id, v.encoding, v.dim) for v in self.vectors],
+            "fields": [(f.name, f.field_id, f.conv) for f in self.fields],
+            "rowFilter": self.spec.row_filter, "onNullVector": self.spec.on_null_vector,
+            "onDuplicatePk": self.spec.on_duplicate_pk, "binary": self.spec.binary,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+    def to_json(self) -> dict:
+        return {
+            "version": 1,
+            "spec": self.spec.to_json(),
+            "primaryKey": self.primary_key.to_json(),
+            "vectors": [v.to_json() for v in self.vectors],
+            "fields": [f.to_json() for f in self.fields],
+            "fullText": list(self.full_text),
+            "skippedColumns": list(self.skipped_columns),
+            "tableUuid": self.table_uuid,
+            "schemaId": self.schema_id,
+            "mappingHash": self.mapping_hash,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict | str) -> "BoundSpec":
+        if isinstance(d, str):
+            d = json.loads(d)
+        if not isinstance(d, dict) or d.get("version") != 1:
+            raise InvalidArgumentError(f"bound externalSpec: unsupported record {str(d)[:80]!r}")
+        return cls(
+            spec=ExternalSpec.parse(d["spec"]),
+            primary_key=BoundColumn(**_from_camel(d["primaryKey"])),
+            vectors=tuple(BoundVector(**_from_camel(v)) for v in d["vectors"]),
+            fields=tuple(BoundColumn(**_from_camel(f)) for f in d["fields"]),
+            full_text=tuple(d.get("fullText", ())),
+            skipped_columns=tuple(d.get("skippedColumns", ())),
+            table_uuid=d.get("tableUuid"),
+            schema_id=d.get("schemaId"),
+        )
+
+    def _all_columns(self) -> list[BoundColumn | BoundVector]:
+        return [self.primary_key, *self.vectors, *self.fields]
+
+    def names_by_id(self, schema: "Schema") -> dict[int, str]:
+        """Field id -> current column name for every bound column, checked against ``schema``:
+        :class:`InvalidArgumentError` if a column was dropped or retyped beyond Iceberg's allowed
+        promotions (int->long, float->double, decimal precision)."""
+        top = {f.field_id: f for f in schema.fields}
+        out: dict[int, str] = {}
+        for c in self._all_columns():
+            f = top.get(c.field_id)
+            if f is None:
+                raise InvalidArgumentError(
+                    f"{SPEC}: source column {c.column!r} (field id {c.field_id}, mapped to {c.name!r}) no longer "
+                    f"exists in the source table (dropped?); re-create the mapping with a new externalSpec")
+            now, was = _family(f.field_type), _family(c.iceberg_type)
+            if now != was and (was, now) not in (("int", "long"), ("float", "double")):
+                raise InvalidArgumentError(
+                    f"{SPEC}: source column {f.name!r} (mapped to {c.name!r}) changed type from {c.iceberg_type} "
+                    f"to {f.field_type}")
+            if isinstance(c, BoundVector) and str(f.field_type) != c.iceberg_type and now == "fixed":
+                raise DimensionMismatchError(
+                    f"{SPEC}: vector column {f.name!r} changed from {c.iceberg_type} to {f.field_type}")
+            out[c.field_id] = f.name
+        return out
+
+    def columns_for(self, schema: "Schema") -> list[str]:
+        """The current names of the bound columns in ``schema``: primary key, vectors, fields,
+        each once. Renamed columns come back under their new name (binding is by field id)."""
+        return list(dict.fromkeys(self.names_by_id(schema).values()))
+
+    def read(self, table: "Table", files: "ChangePlan | Sequence[str | FileScanTask]", *,
+             snapshot_id: int | None = None, batch_rows: int | None = None,
+             seen_keys: set | None = None) -> Iterator["ConvertedRows"]:
+        """:func:`read_files` + :meth:`convert` for the bound columns, names resolved in the
+        snapshot's schema; each result carries the ``file`` key it came from. Given a
+        :class:`ChangePlan`, reads its added files at its ``to_snapshot``."""
+        if isinstance(files, ChangePlan):
+            files, snapshot_id = files.added_tasks or files.added_files, files.to_snapshot
+        schema = snapshot_schema(table, snapshot_id)
+        columns = self.columns_for(schema)
+        for key, batch in read_files(table, files, columns, snapshot_id=snapshot_id, with_file=True,
+                                     batch_rows=batch_rows or self.spec.batch_rows, row_filter=self.spec.row_filter):
+            yield dataclasses.replace(self.convert(batch, schema=schema, seen_keys=seen_keys), file=key)
+
+    def convert(self, batch: pa.RecordBatch | pa.Table, *, schema: "Schema | None" = None,
+                seen_keys: set | None = None) -> ConvertedRows:
+        """Turn source rows into ids, float32 vectors and JSON-like field dicts.
+
+        Columns are looked up by their names in ``schema`` (default: the names at bind time).
+        Checks, each raising with the column and a sample of primary keys: null or invalid
+        primary keys (vecstore ids are non-negative ints or non-empty strings of ≤ 400 bytes),
+        duplicate keys in the batch (or already in ``seen_keys``, which is updated), null vectors
+        (unless ``onNullVector: skip``), wrong dimension, NaN/inf components.
+
+        Field values: ints, strings, bools as they are; floats with NaN/inf become ``None``;
+        decimals become floats; dates, times and timestamps ISO-8601 strings (timestamptz with
+        ``+00:00``); UUIDs strings; binary skipped (default) or base64 (``binary: base64``);
+        lists, structs and maps nested JSON (maps with string keys as dicts).
+        """
+        lookup = self.names_by_id(schema) if schema is not None else {c.field_id: c.column for c in self._all_columns()}
+        if isinstance(batch, pa.Table):
+            arrays = {n: batch.column(n).combine_chunks() if batch.column(n).num_chunks != 1 else batch.column(n).chunk(0)
+                      for n in batch.column_names}
+        else:
+            arrays = {n: batch.column(i) for i, n in enumerate(batch.schema.names)}
+
+        def column(c) -> pa.Array:
+            n = lookup[c.field_id]
+            if n not in arrays:
+                raise InvalidArgumentError(
+                    f"{SPEC}: column {n!r} (mapped to {c.name!r}) is not in the batch; batch columns: {', '.join(arrays)}")
+            return arrays[n]
+
+        pk_col = lookup[self.primary_key.field_id]  # current names in messages
+        pk_arr = column(self.primary_key)
+        n = len(pk_arr)
+        ids = _convert_ids(pk_arr, self.primary_key, pk_col)
+
+        keep = np.ones(n, dtype=bool)
+        skipped: list = []
+        for v in self.vectors:
+            arr = column(v)
+            if arr.null_count:
+                null_rows = np.flatnonzero(np.asarray(arr.is_null().to_numpy(zero_copy_only=False)))
+                if self.spec.on_null_vector == "error":
+                    raise InvalidArgumentError(
+                        f"{SPEC}: vector column {lookup[v.field_id]!r} (field {v.name!r}) is null in {len(null_rows)} row(s); "
+                        f"keys: {_sample([ids[i] for i in null_rows])} (set onNullVector: skip to drop such rows)")
+                keep[null_rows] = False
+        if not keep.all():
+            skipped = [ids[i] for i in np.flatnonzero(~keep)]
+
+        # duplicate primary keys in this batch
+        live_ids = ids if keep.all() else [ids[i] for i in np.flatnonzero(keep)]
+        if len(set(live_ids)) != len(live_ids):
+            if self.spec.on_duplicate_pk == "error":
+                seen: set = set()
+                dups = sorted({k for k in live_ids if k in seen or seen.add(k)}, key=repr)  # type: ignore[func-returns-value]
+                raise InvalidArgumentError(
+                    f"{SPEC}: primary key column {pk_col!r} has {len(dups)} duplicated value(s) in one batch: "
+                    f"{_sample(dups)} (set onDuplicatePk: last_wins to keep the last)")
+            last: dict = {}
+            for i in np.flatnonzero(keep):
+                last[ids[i]] = i
+            keep[:] = False
+            keep[list(last.values())] = True
+        if seen_keys is not None:
+            again = [ids[i] for i in np.flatnonzero(keep) if ids[i] in seen_keys]
+            if again:
+                raise InvalidArgumentError(
+                    f"{SPEC}: primary key column {pk_col!r} repeats {len(again)} key(s) already read from other rows "
+                    f"or files: {_sample(again)}")
+        sel = None if keep.all() else pa.array(keep)
+        if sel is not None:
+            ids = [ids[i] for i in np.flatnonzero(keep)]
+        if seen_keys is not None:
+            seen_keys.update(ids)
+
+        vectors: dict[str, np.ndarray] = {}
+        for v in self.vectors:
+            arr = column(v)
+            if sel is not None:
+                arr = arr.filter(sel)
+            vectors[v.name] = _convert_vectors(arr, v, ids, lookup[v.field_id])
+
+        field_lists = []
+        field_names = []
+        for f in self.fields:
+            arr = column(f)
+            if sel is not None:
+                arr = arr.filter(sel)
+            field_names.append(f.name)
+            field_lists.append(_convert_field(arr, f.conv, self.spec.binary))
+        m = len(ids)
+        if field_names:
+            rows = [dict(zip(field_names, vals)) for vals in zip(*field_lists)]
+        else:
+            rows = [{} for _ in range(m)]
+        default = vectors.pop(self.vectors[0].name)
+        return ConvertedRows(ids=ids, vectors=default, fields=rows, named_vectors=vectors, skipped=skipped)
+
+
+def _from_camel(d: dict) -> dict:
+    m = {"fieldId": "field_id", "icebergType": "iceberg_type"}
+    return {m.get(k, k): v for k, v in d.items()}
+
+
+def _convert_ids(arr: pa.Array, pk: BoundColumn, col: str) -> list:
+    where = f"{SPEC}: primary key column {col!r}"
+    if arr.null_count:
+        rows = np.flatnonzero(np.asarray(arr.is_null().to_numpy(zero_copy_only=False)))
+        raise InvalidArgumentError(f"{where} is null in {len(rows)} row(s) (row positions in the batch: {_sample(rows.tolist())})")
+    if pa.types.is_integer(arr.type):
+        if len(arr) and pc.min(arr).as_py() < 0:
+            neg = arr.filter(pc.less(arr, 0)).to_pylist()
+            raise InvalidArgumentError(f"{where} has negative value(s) {_sample(neg)}; vecstore ids are non-negative")
+        return arr.to_pylist()
+    if pk.conv == "uuid" or pa.types.is_fixed_size_binary(arr.type) or isinstance(arr.type, pa.ExtensionType):
+        return [str(v) if isinstance(v, _uuid.UUID) else str(_uuid.UUID(bytes=v)) for v in arr.to_pylist()]
+    ids = arr.to_pylist()
+    if not all(ids) or any(len(s.encode("utf-8")) > 400 for s in ids if len(s) > 100):
+        bad = [s for s in ids if not s or len(s.encode("utf-8")) > 400]
+        raise InvalidArgumentError(f"{where}: ids must be non-empty strings of at most 400 bytes; bad: {_sample([b[:40] for b in bad])}")
+    return ids
+
+
+def _convert_vectors(arr: pa.Array, v: BoundVector, ids: list, column: str) -> np.ndarray:
+    n, dim = len(arr), v.dim
+    where = f"{SPEC}: vector column {column!r} (field {v.name!r})"
+    t = arr.type
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        lengths = pc.list_value_length(arr)
+        bad = pc.not_equal(lengths, dim).to_numpy(zero_copy_only=False)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            got = sorted({int(x) for x in lengths.filter(pa.array(bad)).to_numpy(zero_copy_only=False)})
+            raise DimensionMismatchError(
+                f"{where}: expected dimension {dim}, got {_sample(got)} in {len(rows)} row(s); keys: {_sample([ids[i] for i in rows])}")
+        values = arr.flatten()
+        out = values.to_numpy(zero_copy_only=False)
+        if len(out) != n * dim:  # cannot happen after the length check; guard the reshape anyway
+            raise DimensionMismatchError(f"{where}: expected {n * dim} values, got {len(out)}")
+        out = out.reshape(n, dim)
+        if values.null_count:
+            bad_rows = np.flatnonzero(np.isnan(out).any(axis=1))
+            raise InvalidArgumentError(
+                f"{where}: null components in {len(bad_rows)} row(s); keys: {_sample([ids[i] for i in bad_rows])}")
+    elif pa.types.is_fixed_size_binary(t):
+        width = t.byte_width
+        if width != 4 * dim:
+            raise DimensionMismatchError(f"{where}: fixed[{width}] holds dim {width // 4}, expected {dim}")
+        buf = arr.buffers()[1]
+        out = np.frombuffer(buf, dtype="<f4", count=n * dim, offset=arr.offset * width).reshape(n, dim) if n \
+            else np.empty((0, dim), dtype=np.float32)
+    elif pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        lengths = pc.binary_length(arr).to_numpy(zero_copy_only=False)
+        bad = lengths != 4 * dim
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise DimensionMismatchError(
+                f"{where}: expected {4 * dim} bytes (dim {dim}), got {_sample(sorted({int(x) for x in lengths[rows]}))} "
+                f"in {len(rows)} row(s); keys: {_sample([ids[i] for i in rows])}")
+        if n:
+            off_type = np.int64 if pa.types.is_large_binary(t) else np.int32
+            offsets = np.frombuffer(arr.buffers()[1], dtype=off_type, count=n + 1, offset=arr.offset * off_type().itemsize)
+            out = np.frombuffer(arr.buffers()[2], dtype="<f4", count=n * dim, offset=int(offsets[0])).reshape(n, dim)
+        else:
+            out = np.empty((0, dim), dtype=np.float32)
+    else:
+        raise InvalidArgumentError(f"{where}: unsupported Arrow type {t}")
+    out = np.array(out, dtype=np.float32, order="C", copy=True)  # owned, writable, native byte order
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        rows = np.flatnonzero(~finite)
+        raise InvalidArgumentError(
+            f"{where}: NaN or infinite components in {len(rows)} row(s); keys: {_sample([ids[i] for i in rows])}")
+    return out
+
+
+def _convert_field(arr: pa.Array, conv: str, binary: str) -> list:
+    if conv == "plain":
+        return arr.to_pylist()
+    if conv == "float":
+        finite = pc.is_finite(arr)
+        if pc.all(finite).as_py() is False:  # NaN / inf are not JSON: they become null
+            arr = pc.if_else(finite, arr, pa.scalar(None, arr.type))
+        return arr.to_pylist()
+    if conv == "decimal":
+        return pc.cast(arr, pa.float64()).to_pylist()
+    if conv == "temporal":
+        t = arr.type
+        if pa.types.is_timestamp(t) and t.unit == "ns":
+            arr = pc.cast(arr, pa.timestamp("us", tz=t.tz), safe=False)
+        elif pa.types.is_time64(t) and t.unit == "ns":
+            arr = pc.cast(arr, pa.time64("us"), safe=False)
+        return [None if x is None else x.isoformat() for x in arr.to_pylist()]
+    if conv == "binary":
+        if binary == "base64":
+            return [None if x is None else base64.b64encode(x).decode("ascii") for x in arr.to_pylist()]
+        return [None] * len(arr)
+    if conv == "uuid":
+        return [None if x is None else str(x if isinstance(x, _uuid.UUID) else _uuid.UUID(bytes=x)) for x in arr.to_pylist()]
+    return [_jsonify(x, binary) for x in arr.to_pylist()]
+
+
+def _jsonify(x: Any, binary: str) -> Any:
+    if x is None or isinstance(x, (bool, int, str)):
+        return x
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, decimal.Decimal):
+        return float(x)
+    if isinstance(x, (_dt.datetime, _dt.date, _dt.time)):
+        return x.isoformat()
+    if isinstance(x, _uuid.UUID):
+        return str(x)
+    if isinstance(x, (bytes, bytearray)):
+        return base64.b64encode(bytes(x)).decode("ascii") if binary == "base64" else None
+    if isinstance(x, dict):
+        return {str(k): _jsonify(v, binary) for k, v in x.items()}
+    if isinstance(x, list):
+        if x and all(isinstance(e, tuple) and len(e) == 2 for e in x):  # a map
+            if all(isinstance(k, str) for k, _ in x):
+                return {k: _jsonify(v, binary) for k, v in x}
+            return [[_jsonify(k, binary), _jsonify(v, binary)] for k, v in x]
+        return [_jsonify(e, binary) for e in x]
+    return str(x)
+
+
+# --------------------------------------------------------------------------------------------
+# Planning
+# --------------------------------------------------------------------------------------------
+
+_DELETES_TAG = "#deletes="
+
+
+def file_key(task: "FileScanTask") -> str:
+    """The identity of a data file as read: its path, plus a digest of the positional-delete
+    files applied to it (a new delete file changes the key, so the diff re-reads the file)."""
+    path = task.file.file_path
+    if not task.delete_files:
+        return path
+    digest = hashlib.sha1("\n".join(sorted(d.file_path for d in task.delete_files)).encode()).hexdigest()[:16]
+    return f"{path}{_DELETES_TAG}{digest}"
+
+
+def _key_path(key: str) -> tuple[str, bool]:
+    path, tag, _ = key.partition(_DELETES_TAG)
+    return path, bool(tag)
+
+
+def snapshot_schema(table: "Table", snapshot_id: int | None = None) -> "Schema":
+    """The schema a snapshot was written with (the current schema when ``snapshot_id`` is None
+    or the snapshot records no schema id)."""
+    if snapshot_id is not None:
+        snap = table.metadata.snapshot_by_id(snapshot_id)
+        if snap is None:
+            raise NotFoundError(f"{SPEC}.snapshotId: snapshot {snapshot_id} not found in the table (expired?)")
+        if snap.schema_id is not None:
+            for s in table.metadata.schemas:
+                if s.schema_id == snap.schema_id:
+                    return s
+    return table.schema()
+
+
+def _summary(snap: Any) -> dict:
+    if snap is None or snap.summary is None:
+        return {}
+    return dict(snap.summary.additional_properties)
+
+
+def _op(snap: Any) -> str:
+    if snap is None or snap.summary is None:
+        return "unknown"
+    op = snap.summary.operation
+    return getattr(op, "value", str(op))
+
+
+def _plan_live(table: "Table", snapshot_id: int | None) -> dict[str, "FileScanTask"]:
+    if snapshot_id is None:
+        return {}
+    snap = table.metadata.snapshot_by_id(snapshot_id)
+    if int(_summary(snap).get("total-equality-deletes", "0") or 0) > 0:
+        raise InvalidArgumentError(_equality_msg(snapshot_id))
+    try:
+        tasks = table.scan(snapshot_id=snapshot_id).plan_files()
+    except ValueError as e:
+        if "equality" in str(e).lower():
+            raise InvalidArgumentError(_equality_msg(snapshot_id)) from None
+        raise
+    return {file_key(t): t for t in tasks}
+
+
+def _equality_msg(snapshot_id: int | None) -> str:
+    return (f"{SOURCE}: snapshot {snapshot_id} has equality-delete files (merge-on-read, e.g. Flink/Spark "
+            f"upserts), which pyiceberg 0.12 cannot apply; compact the table (rewrite_data_files) or "
+            f"switch its writers to copy-on-write, then refresh")
+
+
+@dataclass
+class ChangePlan:
+    """What a refresh must read to bring a collection from ``from_snapshot`` to ``to_snapshot``.
+
+    ``kind``:
+
+    * ``noop``: no data file changed (``to_snapshot`` may still differ: record it);
+    * ``full``: nothing synced yet; read ``added_files`` (every live file);
+    * ``append``: every snapshot in between is a pure append; read only ``added_files``,
+      nothing to delete;
+    * ``diff``: anything else (delete, overwrite, compaction, rollback, a pin to an older
+      snapshot, expired history). Rows of ``added_files`` are upserts; keys that were in
+      ``removed_files`` and are not in ``added_files`` must be deleted (:func:`deleted_keys`,
+      or the labels the collection stored per file).
+
+    ``files_after`` is the synced file-key set once the plan is applied (persist it with
+    ``to_snapshot``). ``deletes_everything`` is true when the target snapshot is empty while
+    files were synced: the caller refuses unless ``allowEmpty``. ``added_tasks`` carries the
+    planned pyiceberg tasks so :func:`read_files` need not plan again (not persisted).
+    """
+
+    from_snapshot: int | None
+    to_snapshot: int | None
+    kind: str
+    added_files: list[str]
+    removed_files: list[str]
+    files_after: set[str] = field(default_factory=set, repr=False)
+    reason: str = ""
+    table_uuid: str | None = None
+    schema_id: int | None = None
+    source_records: int = 0
+    added_records: int = 0
+    added_bytes: int = 0
+    empty: bool = False
+    deletes_everything: bool = False
+    added_tasks: list = field(default_factory=list, repr=False, compare=False)
+
+    def to_stats(self) -> dict:
+        """The job-record view: ``mode`` uses the names of refresh.md §5.1."""
+        mode = {"noop": "no_op", "full": "rebuild", "append": "append", "diff": "file_diff"}[self.kind]
+        return {"mode": mode, "fromSnapshotId": self.from_snapshot, "toSnapshotId": self.to_snapshot,
+                "filesAdded": len(self.added_files), "filesRemoved": len(self.removed_files),
+                "recordsToRead": self.added_records, "bytesToRead": self.added_bytes}
+
+
+def plan_refresh(table: "Table", from_snapshot: int | None, to_snapshot: int | None,
+                 synced_files: set[str] | None) -> ChangePlan:
+    """Plan the change from the last synced state to ``to_snapshot`` (None: the current one).
+
+    ``from_snapshot`` / ``synced_files`` describe the collection: the snapshot id and the file
+    keys (:func:`file_key`) it was last synced to; ``synced_files=None`` means nothing synced yet
+    (or a rebuild is wanted). Only metadata is read (manifests), never data files.
+
+    Raises :class:`NotFoundError` if ``to_snapshot`` is not in the table metadata, and
+    :class:`InvalidArgumentError` if the target has equality-delete files.
+    """
+    meta = table.metadata
+    if to_snapshot is None:
+        cur = meta.current_snapshot()
+        to_id = cur.snapshot_id if cur is not None else None
+    else:
+        if meta.snapshot_by_id(to_snapshot) is None:
+            raise NotFoundError(
+                f"{SPEC}.snapshotId: snapshot {to_snapshot} not found in table metadata (expired, or from another table?)")
+        to_id = to_snapshot
+    to_snap = meta.snapshot_by_id(to_id) if to_id is not None else None
+    summary = _summary(to_snap)
+    source_records = max(0, int(summary.get("total-records", 0) or 0) - int(summary.get("total-position-deletes", 0) or 0))
+    schema_id = to_snap.schema_id if to_snap is not None and to_snap.schema_id is not None else meta.current_schema_id
+    base = dict(from_snapshot=from_snapshot, to_snapshot=to_id, table_uuid=str(meta.table_uuid),
+                schema_id=schema_id, source_records=source_records)
+    synced = set(synced_files) if synced_files is not None else None
+
+    def finish(kind: str, added: dict, removed: list[str], files_after: set[str], reason: str,
+               live_empty: bool) -> ChangePlan:
+        if kind in ("append", "diff") and not added and not removed:
+            kind, reason = "noop", reason + "; no data file changed"
+        keys = sorted(added)
+        return ChangePlan(kind=kind, added_files=keys, removed_files=sorted(removed), files_after=files_after,
+                          reason=reason, added_records=sum(added[k].file.record_count for k in keys),
+                          added_bytes=sum(added[k].file.file_size_in_bytes for k in keys),
+                          empty=live_empty, deletes_everything=live_empty and bool(synced),
+                          added_tasks=[added[k] for k in keys], **base)
+
+    # 1. nothing changed
+    if synced is not None and from_snapshot is not None and from_snapshot == to_id:
+        return ChangePlan(kind="noop", added_files=[], removed_files=[], files_after=synced,
+                          reason=f"already at snapshot {to_id}", empty=not synced and source_records == 0,
+                          **base)
+
+    # 2. first sync (or rebuild)
+    if synced is None or (not synced and from_snapshot is None):
+        live = _plan_live(table, to_id)
+        return finish("full", live, [], set(live), "first sync" if synced is None else "nothing synced yet",
+                      live_empty=not live or source_records == 0)
+
+    # 3. append fast path: every snapshot in (from, to] is a pure append
+    if from_snapshot is not None and to_id is not None:
+        chain = _append_chain(table, from_snapshot, to_id)
+        if chain is not None:
+            tasks = table.incremental_append_scan(from_snapshot_id_exclusive=from_snapshot,
+                                                  to_snapshot_id_inclusive=to_id).plan_files()
+            added = {file_key(t): t for t in tasks}
+            added = {k: t for k, t in added.items() if k not in synced}
+            after = synced | set(added)
+            return finish("append", added, [], after,
+                          f"{chain} append snapshot(s) since {from_snapshot}",
+                          live_empty=not after and source_records == 0)
+
+    # 4. anything else: diff the live file set against what was synced
+    live = _plan_live(table, to_id)
+    added = {k: t for k, t in live.items() if k not in synced}
+    removed = [k for k in synced if k not in live]
+    reason = _diff_reason(table, from_snapshot, to_id)
+    return finish("diff", added, removed, set(live), reason, live_empty=not live or source_records == 0)
+
+
+def _append_chain(table: "Table", from_id: int, to_id: int) -> int | None:
+    """Number of snapshots in ``(from, to]`` if ``from`` is an ancestor of ``to`` and every
+    snapshot in between is an append that added no delete files; else None."""
+    from pyiceberg.table.snapshots import ancestors_between_ids, is_parent_ancestor_of
+
+    meta = table.metadata
+    try:
+        if not is_parent_ancestor_of(to_id, from_id, meta):
+            return None
+        snaps = list(ancestors_between_ids(from_snapshot_id_exclusive=from_id, to_snapshot_id_inclusive=to_id,
+                                           table_metadata=meta))
+    except ValueError:
+        return None
+    for s in snaps:
+        summ = _summary(s)
+        if _op(s) != "append" or int(summ.get("added-delete-files", 0) or 0) > 0 \
+                or int(summ.get("added-equality-delete-files", 0) or 0) > 0:
+            return None
+    return len(snaps)
+
+
+def _diff_reason(table: "Table", from_id: int | None, to_id: int | None) -> str:
+    from pyiceberg.table.snapshots import ancestors_between_ids, is_ancestor_of, is_parent_ancestor_of
+
+    meta = table.metadata
+    if to_id is None:
+        return "the table has no snapshot"
+    if from_id is None:
+        return "no synced snapshot recorded"
+    try:
+        if meta.snapshot_by_id(from_id) is not None and is_ancestor_of(from_id, to_id, meta):
+            return f"snapshot {to_id} is older than the synced snapshot {from_id} (pinned back)"
+        if not is_parent_ancestor_of(to_id, from_id, meta):
+            return f"synced snapshot {from_id} is not an ancestor of {to_id} (rollback, expiry or another branch)"
+        ops = sorted({_op(s) for s in ancestors_between_ids(from_id, to_id, meta)})
+        return f"operations since {from_id}: {', '.join(ops)}"
+    except ValueError as e:
+        return f"history not comparable ({e})"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def _synth_task(path: str) -> "FileScanTask":
+    from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+    from pyiceberg.table import FileScanTask
+    from pyiceberg.typedef import Record
+
+    fmt = FileFormat.ORC if path.lower().endswith(".orc") else \
+        FileFormat.AVRO if path.lower().endswith(".avro") else FileFormat.PARQUET
+    df = DataFile.from_args(content=DataFileContent.DATA, file_path=path, file_format=fmt, partition=Record(),
+                            record_count=0, file_size_in_bytes=0)
+    df.spec_id = 0
+    return FileScanTask(df)
+
+
+def _resolve_tasks(table: "Table", files: Sequence["str | FileScanTask"], snapshot_id: int | None) -> list:
+    from pyiceberg.table import FileScanTask
+
+    wanted = [f for f in files if not isinstance(f, FileScanTask)]
+    live: dict = {}
+    if wanted:
+        sid = snapshot_id
+        if sid is None:
+            cur = table.metadata.current_snapshot()
+            sid = cur.snapshot_id if cur is not None else None
+        if sid is not None and table.metadata.snapshot_by_id(sid) is not None:
+            live = _plan_live(table, sid)
+    out = []
+    for f in files:
+        if isinstance(f, FileScanTask):
+            out.append(f)
+            continue
+        if not isinstance(f, str):
+            raise InvalidArgumentError(f"files: expected file keys or FileScanTasks, got {type(f).__name__}")
+        t = live.get(f)
+        if t is None:
+            path, has_deletes = _key_path(f)
+            if has_deletes:
+                raise NotFoundError(
+                    f"{SOURCE}: data file {path!r} was synced with positional deletes that are not in snapshot "
+                    f"{snapshot_id} any more (expired?); its rows cannot be re-read exactly; do a full refresh")
+            t = _synth_task(path)  # a file without deletes reads the same from any snapshot
+        out.append(t)
+    return out
+
+
+def read_files(table: "Table", files: Sequence["str | FileScanTask"], columns: Sequence[str | int], *,
+               snapshot_id: int | None = None, batch_rows: int = 65536, row_filter: str | None = None,
+               with_file: bool = False) -> Iterator[Any]:
+    """Stream the rows of exactly these data files, projected to ``columns``.
+
+    ``files`` are file keys from a :class:`ChangePlan` (resolved against ``snapshot_id``'s plan,
+    default current, so their positional deletes are applied) or the plan's ``added_tasks``.
+    ``columns`` are names in the snapshot's schema (:meth:`BoundSpec.columns_for`) or Iceberg
+    field ids; files written before a rename or an added column are read by field id, as
+    Iceberg requires (a column added later reads as null).
+    Batches have at most ``batch_rows`` rows. One file is decoded at a time, so memory is
+    bounded by the projected size of the largest data file, not the table. With
+    ``with_file=True`` yields ``(file_key, batch)`` pairs (for per-file bookkeeping).
+
+    Raises :class:`NotFoundError` if a data file vanished (expired snapshot cleaned up while the
+    job ran: a transient error worth one retry), :class:`InvalidArgumentError` for an unknown
+    column.
+    """
+    from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.io.pyarrow import ArrowScan
+
+    if batch_rows < 1:
+        raise InvalidArgumentError(f"batch_rows: expected a positive int, got {batch_rows!r}")
+    tasks = _resolve_tasks(table, files, snapshot_id)
+    schema = snapshot_schema(table, snapshot_id)
+    try:
+        top = {f.field_id: f.name for f in schema.fields}
+        names = []
+        for c in columns:
+            if isinstance(c, int) and not isinstance(c, bool):
+                if c not in top:
+                    raise ValueError(f"no column with field id {c}")
+                c = top[c]
+            names.append(c)
+        projected = schema.select(*names)
+    except ValueError as e:
+        raise InvalidArgumentError(f"columns: {e}; table columns: {', '.join(f.name for f in schema.fields)}") from None
+    if row_filter:
+        from pyiceberg.expressions.parser import parse as _parse_filter
+
+        bound_filter = _parse_filter(row_filter)
+    else:
+        bound_filter = AlwaysTrue()
+    order = [f.name for f in projected.fields]
+    for task in tasks:
+        scan = ArrowScan(table.metadata, table.io, projected, bound_filter)
+        key = file_key(task)
+        try:
+            batches = scan.to_record_batches([task])  # decodes this one file (pyiceberg materialises per task)
+            for batch in batches:
+                if batch.schema.names != order:
+                    batch = batch.select(order)
+                for off in range(0, batch.num_rows, batch_rows):
+                    part = batch.slice(off, batch_rows) if batch.num_rows > batch_rows else batch
+                    yield (key, part) if with_file else part
+        except FileNotFoundError as e:
+            raise NotFoundError(
+                f"{SOURCE}: data file {task.file.file_path!r} vanished while reading ({e}); "
+                f"was the snapshot expired and its files cleaned up? retry the refresh") from None
+
+
+def read_keys(table: "Table", files: Sequence["str | FileScanTask"], key_column: str | int, *,
+              snapshot_id: int | None = None, row_filter: str | None = None) -> set:
+    """The primary keys in these files (only the key column is read; ``key_column`` is a name in
+    the snapshot's schema or, rename-proof, a field id).
+
+    For a plan's ``removed_files`` pass ``snapshot_id=plan.from_snapshot`` so that positional
+    deletes in force at the last sync are applied; a file without deletes is read directly even
+    if that snapshot expired.
+    """
+    out: set = set()
+    for batch in read_files(table, files, [key_column], snapshot_id=snapshot_id, batch_rows=1 << 20,
+                            row_filter=row_filter):
+        col = batch.column(0)
+        if col.null_count:
+            col = col.drop_null()
+        out.update(col.to_pylist())
+    return out
+
+
+def deleted_keys(table: "Table", plan: ChangePlan, key_field_id: int, *, row_filter: str | None = None) -> set:
+    """Keys to delete for a ``diff`` plan: keys in the removed files that the added files do not
+    bring back (with ``row_filter``, rows that stop matching count as deleted). Empty for the
+    other kinds. ``key_field_id`` is ``BoundSpec.primary_key.field_id``, so the key is found in
+    old files whatever the column was called then.
+
+    A collection that stores the labels of each synced file (refresh.md §5.2.4) does not need
+    this: it deletes a removed file's rows without reading it.
+    """
+    if plan.kind != "diff" or not plan.removed_files:
+        return set()
+    old = plan.from_snapshot if plan.from_snapshot is not None and \
+        table.metadata.snapshot_by_id(plan.from_snapshot) is not None else None
+    removed = read_keys(table, plan.removed_files, key_field_id, snapshot_id=old)
+    if not removed or not plan.added_files:
+        return removed
+    added = read_keys(table, plan.added_tasks or plan.added_files, key_field_id, snapshot_id=plan.to_snapshot,
+                      row_filter=row_filter)
+    return removed - added
