@@ -43,13 +43,20 @@ def _remote_available() -> bool:
 @pytest.fixture
 def server_url(tmp_path):
     """A live server on an ephemeral loopback port, over a fresh data folder."""
-    from vecstore.server.app import serve_in_thread
-    server = serve_in_thread(tmp_path / "served", host="127.0.0.1", port=0)
+    import threading
+
+    from vecstore.server.app import ServerConfig, make_server
+    data = tmp_path / "served"
+    data.mkdir()
+    backing = vecstore.connect(data)
+    server = make_server(ServerConfig(data_dir=data, host="127.0.0.1", port=0), backing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield server.url
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
+        backing.close()
 
 
 MODES = ["local", "remote"] if _remote_available() else ["local"]

@@ -1,0 +1,633 @@
+"""The route table: every HTTP path, the library method it calls and its request schema.
+
+One :class:`Route` per path. The generic handler in :mod:`.app` does everything else (auth,
+limits, decoding, validation, the call, encoding, errors), so adding an endpoint is adding
+one entry here. Paths, field names and response keys are LynseDB's
+(``shared/research/lynse_api.md`` §2-§6, §11); the seed document's variant field names are
+accepted as aliases (``field_name`` for ``vector_field``, ``dimension`` for ``dim``,
+top-level ``vector/id/field`` for ``/add_item``'s nested ``item``, ``ids/vectors/fields`` for
+``/upsert_items``'s ``items``).
+
+Defaults live only in the library's method signatures: a parameter the request leaves out
+(or sends as ``null``) is not passed at all.
+
+A route is::
+
+    Route(path, target, call, params, respond, method="POST", body="json", reply="json", ...)
+
+- ``target``: what ``call`` runs on. ``"collection"`` (resolved from the required
+  ``database_name`` + ``collection_name``, which are added automatically), ``"database"``
+  (from ``database_name``, added automatically), ``"client"`` or ``"server"``.
+- ``call``: a method name on the target, or a function ``f(target, **kwargs)`` for the few
+  routes that adapt the wire to the library (binary bodies, the two-shape ``/upsert_items``).
+- ``params``: :class:`Param` entries. ``kwarg`` renames a parameter for the call (``""``
+  means "validate and echo, don't pass"); ``aliases`` are other accepted JSON keys; ``limit``
+  names a server limit (``"top_k"``, ``"batch"``) the value must respect.
+- ``respond(result, call)``: the endpoint-specific part of the reply. For ``reply="json"`` a
+  dict merged into ``params`` after the ``database_name``/``collection_name`` echo; for
+  ``"binary"`` bytes; for ``"raw"`` the whole JSON body (or a :class:`Reply`).
+- ``body``: ``"json"`` (parameters from the JSON object), ``"binary"`` (parameters from the
+  query string, raw body passed to ``call`` as ``body=``) or ``"none"`` (query string only).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from vecstore import wire
+from vecstore.errors import InvalidArgumentError
+
+# --------------------------------------------------------------------------------------------
+# Parameter types: convert a JSON (or query-string) value, or raise InvalidArgumentError that
+# names the parameter. Each type also has the JSON Schema /openapi.json shows.
+
+
+def _bad(name: str, expected: str, value: Any) -> InvalidArgumentError:
+    got = "null" if value is None else type(value).__name__
+    got = {"str": "string", "dict": "object", "list": "array", "bool": "boolean", "float": "number", "int": "integer"}.get(got, got)
+    return InvalidArgumentError(f"{name}: expected {expected}, got {got}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _str(v, name, q):
+    if not isinstance(v, str):
+        raise _bad(name, "a string", v)
+    return v
+
+
+def _int(v, name, q):
+    if q and isinstance(v, str):
+        try:
+            return int(v)
+        except ValueError:
+            raise InvalidArgumentError(f"{name}: expected an integer, got {v!r}") from None
+    if not _is_int(v):
+        raise _bad(name, "an integer", v)
+    return v
+
+
+def _uint(v, name, q):
+    v = _int(v, name, q)
+    if v < 0:
+        raise InvalidArgumentError(f"{name}: expected a non-negative integer, got {v}")
+    return v
+
+
+def _float(v, name, q):
+    if q and isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            raise InvalidArgumentError(f"{name}: expected a number, got {v!r}") from None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _bad(name, "a number", v)
+    v = float(v)
+    if not math.isfinite(v):
+        raise InvalidArgumentError(f"{name}: expected a finite number, got {v}")
+    return v
+
+
+def _bool(v, name, q):
+    if q and isinstance(v, str) and v.lower() in ("true", "false", "1", "0"):
+        return v.lower() in ("true", "1")
+    if not isinstance(v, bool):
+        raise _bad(name, "a boolean", v)
+    return v
+
+
+def _id(v, name, q):
+    if q and isinstance(v, str) and v.isdigit():
+        return int(v)
+    if _is_int(v) and v >= 0:
+        return v
+    if isinstance(v, str) and v:
+        return v
+    if _is_int(v):
+        raise InvalidArgumentError(f"{name}: ids must be non-negative, got {v}")
+    raise _bad(name, "a non-negative integer or a non-empty string id", v)
+
+
+def _list(v, name, expected="an array"):
+    if not isinstance(v, list):
+        raise _bad(name, expected, v)
+    return v
+
+
+def _ids(v, name, q):
+    return [_id(x, f"{name}[{i}]", q) for i, x in enumerate(_list(v, name, "an array of ids"))]
+
+
+def _id_or_ids(v, name, q):
+    return _ids(v, name, q) if isinstance(v, list) else _id(v, name, q)
+
+
+def _numbers(v, name: str, ndim: int) -> np.ndarray:
+    expected = "an array of numbers" if ndim == 1 else "an array of arrays of numbers"
+    _list(v, name, expected)
+    try:
+        arr = np.asarray(v)
+    except (ValueError, TypeError):  # ragged rows
+        raise InvalidArgumentError(f"{name}: expected {expected} of equal length") from None
+    if arr.size and arr.dtype.kind not in "iuf":
+        raise InvalidArgumentError(f"{name}: expected {expected}")
+    if arr.ndim != ndim or arr.size == 0:
+        raise InvalidArgumentError(f"{name}: expected {expected} (non-empty), got shape {arr.shape}")
+    with np.errstate(over="ignore"):
+        out = arr.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise InvalidArgumentError(f"{name}: values must be finite float32 numbers")
+    return out
+
+
+def _vector(v, name, q):
+    return _numbers(v, name, 1)
+
+
+def _vectors(v, name, q):
+    return _numbers(v, name, 2)
+
+
+def _sparse(v, name, q):
+    """``{"indices": [...], "values": [...]}`` (the wire form), ``{"3": 0.5}`` or ``[[3, 0.5]]``."""
+    if isinstance(v, dict) and set(v) == {"indices", "values"}:
+        idx, val = _list(v["indices"], f"{name}.indices"), _list(v["values"], f"{name}.values")
+        if len(idx) != len(val):
+            raise InvalidArgumentError(f"{name}: {len(idx)} indices but {len(val)} values")
+        pairs = zip(idx, val)
+    elif isinstance(v, dict):
+        pairs = ((int(k) if isinstance(k, str) and k.isdigit() else k, w) for k, w in v.items())
+    elif isinstance(v, list):
+        if not all(isinstance(p, list) and len(p) == 2 for p in v):
+            raise InvalidArgumentError(f"{name}: expected [index, weight] pairs")
+        pairs = (tuple(p) for p in v)
+    else:
+        raise _bad(name, 'a sparse vector {"indices": [...], "values": [...]}', v)
+    out: dict[int, float] = {}
+    for i, w in pairs:
+        out[_uint(i, f"{name} index", False)] = _float(w, f"{name} weight", False)
+    return out
+
+
+def _sparse_list(v, name, q):
+    return [_sparse(x, f"{name}[{i}]", q) for i, x in enumerate(_list(v, name))]
+
+
+def _object(v, name, q):
+    if not isinstance(v, dict):
+        raise _bad(name, "an object", v)
+    return v
+
+
+def _objects_or_null(v, name, q):
+    return [None if x is None else _object(x, f"{name}[{i}]", q) for i, x in enumerate(_list(v, name))]
+
+
+def _str_list(v, name, q):
+    return [_str(x, f"{name}[{i}]", q) for i, x in enumerate(_list(v, name, "an array of strings"))]
+
+
+def _items(v, name, q):
+    """``[{"vector": [...], "id": ..., "field": {...}}]``; null ``id``/``field`` are left out."""
+    rows = []
+    for i, item in enumerate(_list(v, name, "an array of objects")):
+        where = f"{name}[{i}]"
+        if not isinstance(item, dict):
+            raise _bad(where, "an object", item)
+        if item.get("vector") is None:
+            raise InvalidArgumentError(f"{where}.vector: missing required parameter")
+        row = {"vector": item["vector"]}
+        if item.get("id") is not None:
+            row["id"] = _id(item["id"], f"{where}.id", q)
+        fields = item.get("field", item.get("fields"))
+        if fields is not None:
+            row["field"] = _object(fields, f"{where}.field", q)
+        rows.append(row)
+    try:  # one conversion for the whole batch (the common case: one dimension)
+        vectors = list(_numbers([r["vector"] for r in rows], name, 2)) if rows else []
+    except InvalidArgumentError:  # find the culprit, or keep ragged rows for the library to judge
+        vectors = [_vector(r["vector"], f"{name}[{i}].vector", q) for i, r in enumerate(rows)]
+    for row, vector in zip(rows, vectors):
+        row["vector"] = vector
+    return rows
+
+
+def _path(v, name, q):
+    # Confinement to the allowed folders happens in the app, which knows them.
+    return _str(v, name, q)
+
+
+_ID_SCHEMA = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "minLength": 1}]}
+_VECTOR_SCHEMA = {"type": "array", "items": {"type": "number"}, "minItems": 1}
+_SPARSE_SCHEMA = {"type": "object", "properties": {
+    "indices": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+    "values": {"type": "array", "items": {"type": "number"}}}, "required": ["indices", "values"]}
+_OBJECT_SCHEMA = {"type": "object", "additionalProperties": True}
+_ITEM_SCHEMA = {"type": "object", "properties": {
+    "vector": _VECTOR_SCHEMA, "id": _ID_SCHEMA, "field": _OBJECT_SCHEMA}, "required": ["vector"]}
+
+
+@dataclass(frozen=True)
+class ParamType:
+    convert: Callable[[Any, str, bool], Any]
+    schema: dict
+
+
+TYPES: dict[str, ParamType] = {
+    "str": ParamType(_str, {"type": "string"}),
+    "int": ParamType(_int, {"type": "integer"}),
+    "uint": ParamType(_uint, {"type": "integer", "minimum": 0}),
+    "float": ParamType(_float, {"type": "number"}),
+    "bool": ParamType(_bool, {"type": "boolean"}),
+    "id": ParamType(_id, _ID_SCHEMA),
+    "ids": ParamType(_ids, {"type": "array", "items": _ID_SCHEMA}),
+    "id_or_ids": ParamType(_id_or_ids, {"oneOf": [_ID_SCHEMA, {"type": "array", "items": _ID_SCHEMA}]}),
+    "vector": ParamType(_vector, _VECTOR_SCHEMA),
+    "vectors": ParamType(_vectors, {"type": "array", "items": _VECTOR_SCHEMA, "minItems": 1}),
+    "sparse": ParamType(_sparse, _SPARSE_SCHEMA),
+    "sparse_list": ParamType(_sparse_list, {"type": "array", "items": _SPARSE_SCHEMA}),
+    "object": ParamType(_object, _OBJECT_SCHEMA),
+    "objects_or_null": ParamType(_objects_or_null, {"type": "array", "items": {"type": ["object", "null"]}}),
+    "str_list": ParamType(_str_list, {"type": "array", "items": {"type": "string"}}),
+    "items": ParamType(_items, {"type": "array", "items": _ITEM_SCHEMA}),
+    "path": ParamType(_path, {"type": "string", "description": "a path on the server, inside the data or backup folder"}),
+}
+
+# --------------------------------------------------------------------------------------------
+# Table entries
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    required: bool = False
+    aliases: tuple[str, ...] = ()
+    kwarg: str | None = None  # name of the keyword in the call; "" = don't pass
+    limit: str | None = None  # "top_k" | "batch"
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in TYPES:
+            raise ValueError(f"param {self.name}: unknown type {self.type!r}")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A complete response, for routes whose status or body is not the usual envelope."""
+
+    status: int
+    body: Any
+    content_type: str = "application/json"
+
+
+def _nothing(result: Any, call: Any) -> dict:
+    return {}
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str
+    target: str
+    call: str | Callable[..., Any]
+    params: tuple[Param, ...] = ()
+    respond: Callable[[Any, Any], Any] = _nothing
+    method: str = "POST"
+    body: str = "json"
+    reply: str = "json"
+    nested: str | None = None
+    echo: bool = True
+    tag: str = "collection"
+    summary: str = ""
+    returns: str = ""
+
+    def __post_init__(self) -> None:
+        assert self.target in ("server", "client", "database", "collection"), self.target
+        assert self.body in ("json", "binary", "none") and self.reply in ("json", "binary", "raw")
+
+    @property
+    def all_params(self) -> tuple[Param, ...]:
+        """The declared params, preceded by the ones that name the target."""
+        lead: tuple[Param, ...] = ()
+        if self.target in ("database", "collection"):
+            lead = (DB,)
+        if self.target == "collection":
+            lead = (DB, COLL)
+        return lead + self.params
+
+
+DB = Param("database_name", "str", True, kwarg="", doc="the database")
+COLL = Param("collection_name", "str", True, kwarg="", doc="the collection")
+
+
+def P(name: str, type: str, required: bool = False, **kw: Any) -> Param:
+    return Param(name, type, required, **kw)
+
+
+# Common parameter sets -------------------------------------------------------------------------
+
+K = P("k", "int", limit="top_k", doc="number of hits")
+WHERE = P("where", "str", doc="filter expression")
+RETURN_FIELDS = P("return_fields", "bool", doc="include each hit's fields")
+NPROBE = P("nprobe", "int", doc="IVF lists to probe / HNSW ef")
+VECTOR_FIELD = P("vector_field", "str", aliases=("field_name",), doc="vector field to search")
+VECTOR = P("vector", "vector", True)
+IDS = P("ids", "ids", True, limit="batch")
+SNAPSHOT_PATH = P("snapshot_path", "path", True, kwarg="path")
+EXPORT_PATH = P("export_path", "path", True, kwarg="path")
+OVERWRITE = P("overwrite", "bool")
+COLL_AS_NAME = P("collection_name", "str", True, kwarg="name")
+DB_AS_NAME = P("database_name", "str", True, kwarg="name")
+DIM_Q = P("dim", "uint", True)
+ENCODING_Q = P("vector_encoding", "str")
+
+
+# Adapters: the few routes whose wire shape differs from the library call ----------------------
+
+def _shape(c):
+    return c.shape
+
+
+def _path_of(c):
+    return c.path
+
+
+def _upsert_items(c, items=None, **kw):
+    """Seed shape ``items`` -> ``upsert_items``; the seed doc's ``ids/vectors/fields`` -> ``upsert``."""
+    if items is not None:
+        return c.upsert_items(items)
+    if "ids" not in kw or "vectors" not in kw:
+        raise InvalidArgumentError("items: missing required parameter (or send ids and vectors)")
+    return c.upsert(**kw)
+
+
+def _bulk_add_binary(c, body, dim, n_vectors, vector_encoding=None):
+    return c.add(vectors=wire.decode_vectors(body, n_vectors, dim, vector_encoding))  # ids assigned
+
+
+def _records(method: str):
+    def call(c, body, dim, n_vectors, vector_encoding=None, ids_encoding=None, ids_start=None):
+        vectors, ids, fields = wire.decode_records(body, n_vectors, dim, vector_encoding, ids_encoding, ids_start)
+        return getattr(c, method)(ids=ids, vectors=vectors, **({"fields": fields} if fields is not None else {}))
+    return call
+
+
+def _search_binary(c, body, dim, vector_encoding=None, **kw):
+    return c.search(wire.decode_vector(body, dim, vector_encoding), **kw)
+
+
+def _batch_search_binary(c, body, dim, n_queries, vector_encoding=None, **kw):
+    return c.batch_search(wire.decode_vectors(body, n_queries, dim, vector_encoding), **kw)
+
+
+def _build_index(c, params=None, **kw):
+    extra = params or {}
+    clash = sorted(set(extra) & set(kw))
+    if clash:
+        raise InvalidArgumentError(f"params: {', '.join(clash)} given twice (top level and in params)")
+    return c.build_index(**kw, **extra)
+
+
+def _field_info(c, name):
+    return next((f for f in c.list_vector_fields() if f.name == name), None)
+
+
+# Response shapes ---------------------------------------------------------------------------------
+
+def _items_reply(r, call):
+    return {"items": r.to_dict()}
+
+
+def _ids_reply(r, call):
+    return {"ids": list(r)}
+
+
+def _range_reply(r, call):
+    d = r.to_dict()
+    # "fields" is an addition to LynseDB's shape (which has none); clients ignore unknown keys.
+    return {"result": {"ids": d["ids"], "distances": d["scores"], "fields": d["fields"]}}
+
+
+def _rows_block(r, call):
+    return wire.encode_rows_block(r.vectors, r.ids, r.fields)
+
+
+def _echo(*names: str):
+    return lambda r, call: {n: call.args.get(n) for n in names}
+
+
+# The table ---------------------------------------------------------------------------------------
+
+SEARCH_PARAMS = (K, WHERE, RETURN_FIELDS, NPROBE, VECTOR_FIELD)
+BINARY_SEARCH_PARAMS = (DIM_Q, ENCODING_Q, K, WHERE, RETURN_FIELDS, NPROBE, VECTOR_FIELD)
+RECORDS_PARAMS = (DIM_Q, P("n_vectors", "uint", True, limit="batch"), ENCODING_Q,
+                  P("ids_encoding", "str"), P("ids_start", "uint"), P("return_ids", "bool", kwarg=""))
+
+
+def _system(path, call, respond, summary, **kw):
+    return Route(path, "server", call, respond=respond, method="GET", body="none", reply="raw",
+                 echo=False, tag="system", summary=summary, **kw)
+
+
+ROUTES: tuple[Route, ...] = (
+    # -- system ---------------------------------------------------------------------------------
+    _system("/", "root", lambda r, c: r, "Service banner; LynseDB clients require status=success."),
+    _system("/healthz", "healthz", lambda r, c: r, "Liveness."),
+    _system("/readyz", "readyz", lambda r, c: r, "Readiness: 200 ready, 503 not_ready."),
+    _system("/metrics", "metrics", lambda r, c: r, "Prometheus text metrics."),
+    _system("/openapi.json", "openapi", lambda r, c: r, "This document."),
+
+    # -- databases (Client) ---------------------------------------------------------------------
+    Route("/create_database", "client", "create_database", (DB_AS_NAME, P("drop_if_exists", "bool")),
+          tag="database", summary="Create a database (existing: no-op)."),
+    Route("/drop_database", "client", "drop_database", (DB_AS_NAME,), tag="database",
+          summary="Drop a database; missing is fine."),
+    Route("/delete_database", "client", "drop_database", (DB_AS_NAME,), tag="database",
+          summary="Alias of /drop_database (used by VectorDBClient.drop_database)."),
+    Route("/database_exists", "client", "database_exists", (DB_AS_NAME,),
+          lambda r, c: {"exists": bool(r)}, tag="database", returns='{"exists": bool}'),
+    Route("/list_databases", "client", "list_databases", (), lambda r, c: {"databases": list(r)},
+          method="GET", body="none", tag="database", returns='{"databases": [str]}'),
+    Route("/snapshot_database", "client", "snapshot_database", (DB_AS_NAME, SNAPSHOT_PATH),
+          _echo("snapshot_path"), tag="database", summary="Snapshot a database to a server folder."),
+    Route("/restore_database", "client", "restore_database", (DB_AS_NAME, SNAPSHOT_PATH, OVERWRITE),
+          _echo("snapshot_path"), tag="database"),
+
+    # -- collections (Database) -----------------------------------------------------------------
+    Route("/required_collection", "database", "require_collection",
+          (COLL_AS_NAME, P("dim", "uint"), P("metric", "str"), P("description", "str"), P("drop_if_exists", "bool")),
+          tag="collection", summary="Create or open a collection (dim may be null for an existing one)."),
+    Route("/drop_collection", "database", "drop_collection", (COLL_AS_NAME,),
+          summary="Drop a collection; missing is fine."),
+    Route("/show_collections", "database", "show_collections", (),
+          lambda r, c: {"collections": list(r)}, returns='{"collections": [str]}'),
+    Route("/show_collections_details", "database", "show_collections_details", (),
+          lambda r, c: {"collections": r}, returns='{"collections": {name: {...}}}'),
+    Route("/is_collection_exists", "database", "collection_exists", (COLL_AS_NAME,),
+          lambda r, c: {"exists": bool(r)}, returns='{"exists": bool}'),
+    Route("/restore_collection", "database", "restore_collection", (COLL_AS_NAME, SNAPSHOT_PATH, OVERWRITE),
+          _echo("snapshot_path"), tag="backup"),
+    Route("/import_collection", "database", "import_collection", (COLL_AS_NAME, EXPORT_PATH, OVERWRITE),
+          _echo("export_path"), tag="backup"),
+
+    # -- collection management ------------------------------------------------------------------
+    Route("/collection_shape", "collection", _shape, (), lambda r, c: {"shape": list(r)},
+          returns='{"shape": [n_vectors, dim]}'),
+    Route("/stats", "collection", "stats", (), lambda r, c: {"stats": r.to_dict()}),
+    Route("/get_collection_config", "collection", "get_collection_config", (),
+          lambda r, c: {"config": r.to_dict()}),
+    Route("/update_description", "collection", "update_description", (P("description", "str", True),),
+          _echo("description")),
+    Route("/update_collection_description", "collection", "update_description",
+          (P("description", "str", True),), _echo("description"), summary="Alias of /update_description."),
+    Route("/get_collection_path", "collection", _path_of, (), lambda r, c: {"collection_path": str(r)}),
+    # The server shares one handle per collection among all requests: "close" is a checkpoint
+    # (index files written, nothing left to replay), never a close under other requests' feet.
+    Route("/close_collection", "collection", "checkpoint", summary="Flush and checkpoint (the handle stays open)."),
+
+    # -- writes ---------------------------------------------------------------------------------
+    Route("/add_item", "collection", "add_item", (VECTOR, P("id", "id"), P("field", "object")),
+          lambda r, c: {"item": {"id": r}}, nested="item", tag="write",
+          summary='Add one row: {"item": {"vector", "id", "field"}} (top-level keys accepted too).'),
+    Route("/bulk_add_items", "collection", "bulk_add_items", (P("items", "items", True, limit="batch"),),
+          _ids_reply, tag="write"),
+    Route("/upsert_items", "collection", _upsert_items,
+          (P("items", "items", limit="batch"), P("ids", "ids", limit="batch"), P("vectors", "vectors"),
+           P("fields", "objects_or_null")), _ids_reply, tag="write",
+          summary="Insert or replace rows: items (seed) or ids/vectors/fields."),
+    Route("/bulk_add_binary", "collection", _bulk_add_binary,
+          (DIM_Q, P("n_vectors", "uint", True, limit="batch"), ENCODING_Q, P("return_ids", "bool", kwarg="")),
+          lambda r, c: {"n_vectors": len(r), **({"ids": list(r)} if c.args.get("return_ids") else {})},
+          body="binary", tag="write", summary="Add raw float32 vectors (ids assigned)."),
+    Route("/commit", "collection", "commit", (P("items", "items", limit="batch"),),
+          lambda r, c: {"status": "Success", "result": {"database_name": c.args["database_name"],
+                                                         "collection_name": c.args["collection_name"]}},
+          echo=False, tag="write", summary="Add pending items (if any) and commit."),
+    Route("/flush", "collection", "flush", tag="write"),
+    Route("/checkpoint", "collection", "checkpoint", tag="write"),
+    Route("/add", "collection", "add", (IDS, P("vectors", "vectors", True), P("fields", "objects_or_null")),
+          _ids_reply, tag="write", summary="Add rows (HEAD-era name)."),
+    Route("/upsert", "collection", "upsert", (IDS, P("vectors", "vectors", True), P("fields", "objects_or_null")),
+          _ids_reply, tag="write", summary="Insert or replace rows (HEAD-era name)."),
+    Route("/add_records_binary", "collection", _records("add"), RECORDS_PARAMS, _ids_reply,
+          body="binary", tag="write", summary="Add rows: vectors, u64 ids, LDBF1 fields block."),
+    Route("/upsert_records_binary", "collection", _records("upsert"), RECORDS_PARAMS, _ids_reply,
+          body="binary", tag="write"),
+
+    # -- indexes and vector fields ----------------------------------------------------------------
+    Route("/build_index", "collection", _build_index,
+          (P("index_mode", "str"), P("n_clusters", "uint"), P("params", "object")),
+          lambda r, c: {"index_mode": c.args.get("index_mode") or c.target.index_mode(),
+                        "n_clusters": c.args.get("n_clusters")}, tag="index"),
+    Route("/remove_index", "collection", "remove_index", tag="index"),
+    Route("/index_mode", "collection", "index_mode", (), lambda r, c: {"index_mode": r}, tag="index"),
+    Route("/build_vector_field_index", "collection", "build_vector_field_index",
+          (P("field_name", "str", True), P("index_mode", "str"), P("n_clusters", "uint")),
+          lambda r, c: {"field_name": c.args["field_name"], "n_clusters": c.args.get("n_clusters"),
+                        "index_mode": c.args.get("index_mode") or getattr(
+                            _field_info(c.target, c.args["field_name"]), "index_mode", None)}, tag="index"),
+    Route("/remove_vector_field_index", "collection", "remove_vector_field_index",
+          (P("field_name", "str", True),), _echo("field_name"), tag="index"),
+    Route("/create_vector_field", "collection", "create_vector_field",
+          (P("field_name", "str", True), P("dim", "uint", True, aliases=("dimension",)), P("metric", "str"),
+           P("index_mode", "str")), lambda r, c: {"field": r.to_dict()}, tag="index"),
+    Route("/list_vector_fields", "collection", "list_vector_fields", (),
+          lambda r, c: {"fields": [f.to_dict() for f in r]}, tag="index"),
+    Route("/add_named_vectors", "collection", "add_named_vectors",
+          (P("field_name", "str", True), P("vectors", "vectors", True), IDS),
+          lambda r, c: {"field_name": c.args["field_name"], "ids": list(r)}, tag="write"),
+    Route("/add_sparse_vectors", "collection", "add_sparse_vectors",
+          (P("vectors", "sparse_list", True, limit="batch"), IDS), _ids_reply, tag="write"),
+
+    # -- search -----------------------------------------------------------------------------------
+    Route("/search", "collection", "search",
+          (VECTOR, *SEARCH_PARAMS, P("approx", "bool"), P("eps", "float")), _items_reply, tag="search"),
+    Route("/search_binary", "collection", _search_binary,
+          (*BINARY_SEARCH_PARAMS, P("approx", "bool"), P("eps", "float")),
+          lambda r, c: wire.encode_search_block(r.ids, r.scores, r.fields),
+          body="binary", reply="binary", tag="search", summary="Search; float32 query in, search block out."),
+    Route("/batch_search", "collection", "batch_search",
+          (P("vectors", "vectors", True, limit="batch"), *SEARCH_PARAMS),
+          lambda r, c: {"results": [x.to_dict() for x in r]}, tag="search"),
+    Route("/batch_search_binary", "collection", _batch_search_binary,
+          (*BINARY_SEARCH_PARAMS, P("n_queries", "uint", True, limit="batch")),
+          lambda r, c: wire.encode_batch_search([(x.ids, x.scores, x.fields) for x in r]),
+          body="binary", reply="binary", tag="search"),
+    Route("/search_range", "collection", "search_range",
+          (VECTOR, P("threshold", "float", True), P("max_results", "int", limit="top_k"), WHERE, RETURN_FIELDS,
+           VECTOR_FIELD),
+          _range_reply,
+          tag="search", returns='{"result": {"ids": [...], "distances": [...]}}'),
+    Route("/search_profile", "collection", "search_profile",
+          (VECTOR, *SEARCH_PARAMS, P("approx", "bool"), P("eps", "float")),
+          lambda r, c: r.to_dict(), tag="search", returns='{"items": {...}, "profile": {...}}'),
+    Route("/text_search", "collection", "text_search",
+          (P("text", "str", True), P("text_fields", "str_list"), K, WHERE, RETURN_FIELDS),
+          _items_reply, tag="search", summary="BM25 over text fields."),
+    Route("/bm25_search", "collection", "text_search",
+          (P("text", "str", True), P("text_fields", "str_list"), K, WHERE, RETURN_FIELDS),
+          _items_reply, tag="search", summary="HEAD-era name of /text_search."),
+    Route("/sparse_search", "collection", "sparse_search",
+          (P("vector", "sparse", True), K, WHERE, RETURN_FIELDS), _items_reply, tag="search"),
+    Route("/hybrid_search", "collection", "hybrid_search",
+          (P("vector", "vector"), P("text", "str"), P("text_fields", "str_list"), K, WHERE,
+           P("fusion", "str"), P("vector_weight", "float"), P("text_weight", "float"), P("rrf_k", "float"),
+           P("candidate_limit", "int", limit="top_k"), RETURN_FIELDS, NPROBE, VECTOR_FIELD),
+          _items_reply, tag="search"),
+
+    # -- retrieval --------------------------------------------------------------------------------
+    Route("/query", "collection", "query",
+          (WHERE, P("filter_ids", "ids", limit="batch"), P("return_ids_only", "bool")),
+          lambda r, c: {"result": list(r)}, tag="read"),
+    Route("/query_vectors", "collection", "query_vectors", (WHERE, P("filter_ids", "ids", limit="batch")),
+          lambda r, c: {"result": r.to_dict()}, tag="read", returns='{"result": [vectors, ids, fields]}'),
+    Route("/head", "collection", "head", (P("n", "int", limit="top_k"),), lambda r, c: {"head": r.to_dict()},
+          tag="read"),
+    Route("/tail", "collection", "tail", (P("n", "int", limit="top_k"),), lambda r, c: {"tail": r.to_dict()},
+          tag="read"),
+    Route("/head_binary", "collection", "head", (P("n", "int", limit="top_k"),), _rows_block,
+          method="GET", body="none", reply="binary", tag="read"),
+    Route("/tail_binary", "collection", "tail", (P("n", "int", limit="top_k"),), _rows_block,
+          method="GET", body="none", reply="binary", tag="read"),
+    Route("/read_by_only_id", "collection", "read_by_only_id", (P("id", "id_or_ids", True),),
+          lambda r, c: {"item": r.to_dict()}, tag="read"),
+    Route("/list_fields", "collection", "list_fields", (), lambda r, c: {"fields": list(r)}, tag="read"),
+    Route("/is_id_exists", "collection", "is_id_exists", (P("id", "id", True),),
+          lambda r, c: {"is_id_exists": bool(r)}, tag="read"),
+    Route("/max_id", "collection", "max_id", (), lambda r, c: {"max_id": r}, tag="read"),
+
+    # -- delete, restore, compact -------------------------------------------------------------------
+    Route("/delete_items", "collection", "delete_items", (P("ids", "ids", limit="batch"), WHERE),
+          lambda r, c: {"status": "ok", "n_deleted": r}, tag="delete", summary="Soft-delete by ids or where."),
+    Route("/delete", "collection", "delete_items", (P("ids", "ids", limit="batch"), WHERE),
+          lambda r, c: {"status": "ok", "n_deleted": r}, tag="delete", summary="HEAD-era name of /delete_items."),
+    Route("/restore_items", "collection", "restore_items", (IDS,),
+          lambda r, c: {"status": "ok", "n_restored": r}, tag="delete"),
+    Route("/restore", "collection", "restore_items", (IDS,),
+          lambda r, c: {"status": "ok", "n_restored": r}, tag="delete", summary="HEAD-era name of /restore_items."),
+    Route("/list_deleted_ids", "collection", "list_deleted_ids", (), _ids_reply, tag="delete"),
+    Route("/compact", "collection", "compact", (), lambda r, c: {"vectors_removed": r}, tag="delete"),
+
+    # -- backup -------------------------------------------------------------------------------------
+    Route("/snapshot_collection", "collection", "snapshot_to", (SNAPSHOT_PATH,), _echo("snapshot_path"),
+          tag="backup"),
+    Route("/export_collection", "collection", "export_to", (EXPORT_PATH,), _echo("export_path"), tag="backup"),
+)
+
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz"})
+
+
+def route_map(routes: tuple[Route, ...] = ROUTES) -> dict[str, Route]:
+    """Routes by path; a path must not appear twice."""
+    out: dict[str, Route] = {}
+    for r in routes:
+        if r.path in out:
+            raise ValueError(f"duplicate route {r.path}")
+        out[r.path] = r
+    return out

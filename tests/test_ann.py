@@ -1,0 +1,184 @@
+"""ANN indexes through the collection: recall against numpy brute force on clustered data,
+writes after the build, persistence across a killed process, threads, named vector fields."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import vecstore
+from conftest import clustered
+
+
+def brute_ids(x: np.ndarray, live: np.ndarray, q: np.ndarray, metric: str, k: int) -> np.ndarray:
+    m = x[live]
+    if metric == "ip":
+        order = np.argsort(-(m @ q), kind="stable")
+    elif metric == "l2":
+        order = np.argsort(((m - q) ** 2).sum(1), kind="stable")
+    else:
+        mn = m / np.linalg.norm(m, axis=1, keepdims=True)
+        order = np.argsort(-(mn @ (q / np.linalg.norm(q))), kind="stable")
+    return live[order[:k]]
+
+
+def recall(col, x, live, queries, metric, k=10, **kw) -> float:
+    hits = 0
+    for q in queries:
+        truth = set(brute_ids(x, live, q, metric, k).tolist())
+        hits += len(truth & set(col.search(q, k=k, **kw).ids))
+    return hits / (k * len(queries))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return clustered(8000, 32, clusters=40, seed=11), clustered(40, 32, clusters=40, seed=11)[::-1].copy() + 0.01
+
+
+@pytest.mark.parametrize("kind, floor", [("HNSW", 0.95), ("IVF", 0.90)])
+@pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
+def test_recall_at_default_parameters(local_client, data, kind, floor, metric):
+    x, queries = data
+    col = local_client.create_database("app").require_collection("c", dim=32, metric=metric)
+    col.add(x)
+    mode = f"{kind}-{ {'ip': 'IP', 'l2': 'L2', 'cosine': 'COS'}[metric] }"
+    col.build_index(mode)
+    assert col.index_mode() == mode and col.stats().index_mode == mode
+    live = np.arange(len(x))
+    assert recall(col, x, live, queries, metric) >= floor
+    assert col.search(queries[0], k=10).index == mode
+    # writes after the build are searchable without a rebuild
+    extra = clustered(500, 32, clusters=40, seed=12)
+    col.add(extra, ids=list(range(len(x), len(x) + 500)))
+    allx = np.vstack([x, extra])
+    col.delete_items(list(range(0, 8000, 5)))
+    live = np.setdiff1d(np.arange(len(allx)), np.arange(0, 8000, 5))
+    r = recall(col, allx, live, queries, metric)
+    assert r >= floor - 0.02
+    for q in queries[:10]:
+        assert not set(col.search(q, k=10).ids) & set(range(0, 8000, 5))  # deleted never come back
+    col.restore_items([0])
+    if metric == "l2":  # a restored row is back in the index
+        assert col.search(x[0], k=1).ids == (0,)
+
+
+def test_unknown_and_mismatched_modes(local_client):
+    col = local_client.create_database("app").require_collection("c", dim=4)
+    col.add(np.eye(4))
+    with pytest.raises(vecstore.InvalidArgumentError, match="index"):
+        col.build_index("BOGUS")
+    with pytest.raises(vecstore.InvalidArgumentError, match="n_clusters"):
+        col.build_index("HNSW", n_clusters=4)
+    col.build_index("FLAT-IP")
+    assert col.index_mode() == "FLAT-IP"
+    col.remove_index()
+    assert col.index_mode() is None
+
+
+def test_metric_suffix_retargets_the_collection(local_client):
+    col = local_client.create_database("app").require_collection("c", dim=2)
+    col.add([[3, 4], [1, 0]], ids=[1, 2])
+    col.build_index("FLAT-L2")
+    assert col.get_collection_config().metric == "l2"
+    assert col.search([3, 4], k=1).ids == (1,)
+    assert np.isclose(col.search([3, 4], k=1).scores[0], 0.0)
+
+
+def test_index_caught_up_after_kill(tmp_path, data):
+    """Build, write more, kill the process (no checkpoint, no close), reopen: the index
+    answers for every row."""
+    x, _ = data
+    path = tmp_path / "store"
+    child = textwrap.dedent(f"""
+        import numpy as np, vecstore, os, signal
+        x = np.load({str(tmp_path / 'x.npy')!r})
+        col = vecstore.connect({str(path)!r}).create_database("app").require_collection("c", dim=32, metric="l2")
+        col.add(x[:6000])
+        col.build_index("HNSW-L2")      # index files written, version recorded
+        col.add(x[6000:], ids=list(range(6000, {len(x)})))  # only in LMDB's log
+        col.delete_items([1, 2, 3])
+        print("done", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    np.save(tmp_path / "x.npy", x)
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL and "done" in proc.stdout, proc.stderr
+    with vecstore.connect(path) as client:
+        col = client.get_database("app").get_collection("c")
+        assert col.index_mode() == "HNSW-L2"
+        found = sum(col.search(x[i], k=1).ids == (i,) for i in range(5990, 6100))
+        assert found >= 108  # rows written after the index files are in the index
+        assert all(col.search(x[i], k=5).ids.count(i) == 0 for i in (1, 2, 3))
+
+
+def test_concurrent_search_and_writes(local_client):
+    col = local_client.create_database("app").require_collection("c", dim=16, metric="l2")
+    x = clustered(3000, 16, seed=5)
+    col.add(x[:1000])
+    col.build_index("HNSW-L2")
+    errors: list = []
+    stop = threading.Event()
+
+    def reader():
+        rng = np.random.default_rng()
+        while not stop.is_set():
+            try:
+                r = col.search(x[rng.integers(0, 1000)], k=5)
+                assert all(isinstance(i, int) for i in r.ids)
+            except Exception as e:  # noqa: BLE001 - any exception is a failure here
+                errors.append(e)
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for start in range(1000, 3000, 100):
+        col.add(x[start:start + 100], ids=list(range(start, start + 100)))
+        col.delete_items([start - 500])
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert col.search(x[2999], k=1).ids == (2999,)
+
+
+def test_named_vector_fields(local_client):
+    col = local_client.create_database("app").require_collection("c", dim=4, metric="l2")
+    col.add(np.eye(4), ids=[1, 2, 3, 4])
+    info = col.create_vector_field("title_vec", dim=3, metric="cosine")
+    assert info.name == "title_vec" and info.dimension == 3
+    col.add_named_vectors("title_vec", [[1, 0, 0], [0, 1, 0], [0, 0, 1]], ids=[1, 2, 3])
+    assert col.search([1, 0.1, 0], k=2, vector_field="title_vec").ids == (1, 2)
+    assert col.search([1, 0.1, 0], k=2, field_name="title_vec").ids == (1, 2)  # the seed doc's name
+    col.build_vector_field_index("title_vec", "HNSW")
+    assert [f.index_mode for f in col.list_vector_fields()] == ["FLAT-L2", "HNSW"]
+    assert col.search([0, 0, 1], k=1, vector_field="title_vec").ids == (3,)
+    col.delete_items([3])
+    assert 3 not in col.search([0, 0, 1], k=3, vector_field="title_vec").ids
+    col.remove_vector_field_index("title_vec")
+    with pytest.raises(vecstore.NotFoundError):
+        col.add_named_vectors("title_vec", [[1, 0, 0]], ids=[99])
+    with pytest.raises(vecstore.DimensionMismatchError):
+        col.add_named_vectors("title_vec", [[1, 0]], ids=[1])
+    with pytest.raises(vecstore.AlreadyExistsError):
+        col.create_vector_field("title_vec", dim=3)
+
+
+def test_search_profile_reports_the_plan(local_client):
+    col = local_client.create_database("app").require_collection("c", dim=8, metric="l2")
+    x = clustered(20_000, 8, seed=2)
+    col.add(x, fields=[{"b": i % 1000} for i in range(len(x))])
+    col.build_index("HNSW-L2")
+    p = col.search_profile(x[0], k=10).profile
+    assert p["index_path"] == "ann_index" and p["index"] == "HNSW-L2"
+    p = col.search_profile(x[0], k=10, where="b < 5").profile      # 0.5%: exact over the allowed rows
+    assert p["index_path"] == "flat_mmap_filtered" and p["filter_matches"] == 100
+    p = col.search_profile(x[0], k=10, where="b < 500").profile    # 50%: the index, steered by the filter
+    assert p["index_path"] == "ann_index_filtered" and p["filter_matches"] == 10_000
+    for key in ("filter_us", "search_us", "total_us", "scanned_vectors", "result_count"):
+        assert key in p

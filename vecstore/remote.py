@@ -1,0 +1,545 @@
+"""The same Client / Database / Collection API over HTTP, against ``python -m vecstore.server``.
+
+``vecstore.connect("http://127.0.0.1:7637", api_key=...)`` returns a :class:`RemoteClient`.
+Results are the same typed values as locally and errors the same exception classes (the
+server sends each error's ``code``; :func:`vecstore.errors.error_class_for` maps it back).
+Connections are kept alive, one per thread. Integer-id writes with many rows go over the
+binary records protocol (``/add_records_binary``), which avoids JSON-encoding every float.
+
+>>> client = vecstore.connect("http://127.0.0.1:7637")          # doctest: +SKIP
+>>> col = client.create_database("app").require_collection("items", dim=4)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from typing import Any, Iterable, Sequence
+from urllib.parse import urlencode, urlsplit
+
+import numpy as np
+
+from . import validation as v
+from . import wire
+from .errors import (AlreadyExistsError, ClosedError, InvalidArgumentError, NotFoundError, VecstoreError,
+                     error_class_for)
+from .jobs import RefreshJob
+from .types import (CollectionConfig, CollectionStats, Id, ProfiledSearch, Rows, SearchResult,
+                    VectorFieldInfo)
+
+_BATCH = 50_000  # rows per request: the server refuses more than 100,000 per call
+
+
+class _Transport:
+    """HTTP/1.1 with keep-alive: one connection per thread, re-opened once if the server
+    closed an idle one."""
+
+    def __init__(self, url: str, api_key: str | None, timeout: float) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise VecstoreError(f"url: expected http://host:port, got {url!r}")
+        self._cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        self._host, self._port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 7637)
+        self._base = parts.path.rstrip("/")
+        self._timeout = timeout
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._local = threading.local()
+        self.url = url
+
+    def _conn(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._cls(self._host, self._port, timeout=self._timeout)
+        return conn
+
+    def request(self, method: str, path: str, body: bytes | None = None, *, query: dict | None = None,
+                content_type: str = "application/json") -> tuple[int, str, bytes]:
+        target = self._base + path + (("?" + urlencode(query)) if query else "")
+        headers = {**self._headers, "Content-Type": content_type}
+        for attempt in (0, 1):
+            conn = self._conn()
+            reused = getattr(self._local, "used", False)
+            try:
+                conn.request(method, target, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self._local.used = True
+                return resp.status, resp.getheader("Content-Type", ""), data
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+                conn.close()
+                self._local.conn = None
+                self._local.used = False
+                if attempt or not reused:  # only a stale keep-alive connection is retried
+                    raise VecstoreError(f"{method} {path}: connection to {self.url} failed: {e}") from e
+            except OSError as e:
+                conn.close()
+                self._local.conn = None
+                raise VecstoreError(f"{method} {path}: cannot reach {self.url}: {e}") from e
+        raise AssertionError("unreachable")
+
+    def call(self, path: str, body: dict | None = None, *, method: str = "POST") -> dict:
+        """A JSON route: returns its ``params``; raises the server's error as its class."""
+        try:
+            payload = None if body is None else json.dumps({k: x for k, x in body.items() if x is not None},
+                                                           separators=(",", ":")).encode()
+        except (TypeError, ValueError) as e:  # a value JSON cannot carry (a set, bytes, an object)
+            raise InvalidArgumentError(f"{path}: the request cannot be sent as JSON: {e}") from None
+        status, ctype, data = self.request(method, path, payload)
+        return self._params(path, status, ctype, data)
+
+    def call_binary(self, path: str, query: dict, data: bytes, *, reply: str = "json") -> Any:
+        status, ctype, out = self.request("POST", path, data, query={k: x for k, x in query.items() if x is not None},
+                                          content_type="application/octet-stream")
+        if reply == "binary" and status == 200:
+            return out
+        return self._params(path, status, ctype, out)
+
+    @staticmethod
+    def _params(path: str, status: int, ctype: str, data: bytes) -> dict:
+        if status == 200:
+            doc = json.loads(data)
+            return doc.get("params", doc)
+        try:
+            doc = json.loads(data) if data else {}
+        except ValueError:
+            doc = {"error": data.decode("utf-8", "replace")}
+        if status == 404 and not data:
+            raise VecstoreError(f"{path}: the server does not serve this path")
+        raise error_class_for(doc.get("code"), status)(doc.get("error") or f"{path}: HTTP {status}")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def _vec(x: Any) -> list:
+    return np.asarray(x, dtype=np.float32).tolist() if isinstance(x, np.ndarray) else list(x)
+
+
+def _vecs(x: Any) -> list:
+    return np.asarray(x, dtype=np.float32).tolist()
+
+
+def _chunks(n: int, size: int = _BATCH) -> Iterable[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+class RemoteClient:
+    """A vecstore server, with the API of :class:`vecstore.Client`."""
+
+    def __init__(self, url: str, *, api_key: str | None = None, timeout: float = 60.0) -> None:
+        self._t = _Transport(url, api_key, timeout)
+        self._closed = False
+        self._t.call("/list_databases", method="GET")  # fail early on a wrong url or key
+
+    def __repr__(self) -> str:
+        return f"<vecstore.RemoteClient {self._t.url!r}>"
+
+    def __enter__(self) -> "RemoteClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _call(self, path: str, body: dict | None = None, **kw: Any) -> dict:
+        if self._closed:
+            raise ClosedError("client is closed")
+        return self._t.call(path, body, **kw)
+
+    def create_database(self, name: str, drop_if_exists: bool = False) -> "RemoteDatabase":
+        self._call("/create_database", {"database_name": name, "drop_if_exists": drop_if_exists})
+        return RemoteDatabase(self, name)
+
+    def get_database(self, name: str) -> "RemoteDatabase":
+        v.check_name(name, what="database_name")
+        if not self.database_exists(name):
+            raise NotFoundError(f"database_name: no database {name!r}")
+        return RemoteDatabase(self, name)
+
+    def list_databases(self) -> list[str]:
+        return sorted(self._call("/list_databases", method="GET")["databases"])
+
+    def database_exists(self, name: str) -> bool:
+        return bool(self._call("/database_exists", {"database_name": name})["exists"])
+
+    def drop_database(self, name: str, missing_ok: bool = True) -> None:
+        if not missing_ok and not self.database_exists(name):
+            raise NotFoundError(f"database_name: no database {name!r}")
+        self._call("/drop_database", {"database_name": name})
+
+    delete_database = drop_database
+
+    def snapshot_database(self, name: str, path: str) -> str:
+        """``path`` is on the server's filesystem, inside its data or backup folder."""
+        return self._call("/snapshot_database", {"database_name": name, "snapshot_path": str(path)})["snapshot_path"]
+
+    def restore_database(self, name: str, path: str, overwrite: bool = False) -> "RemoteDatabase":
+        self._call("/restore_database", {"database_name": name, "snapshot_path": str(path), "overwrite": overwrite})
+        return RemoteDatabase(self, name)
+
+    def close(self) -> None:
+        self._closed = True
+        self._t.close()
+
+
+class RemoteDatabase:
+    """A database on a server, with the API of :class:`vecstore.Database`."""
+
+    def __init__(self, client: RemoteClient, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<vecstore.RemoteDatabase {self.name!r}>"
+
+    def _call(self, path: str, body: dict | None = None) -> dict:
+        return self.client._call(path, {"database_name": self.name, **(body or {})})
+
+    def collection_exists(self, name: str) -> bool:
+        return bool(self._call("/is_collection_exists", {"collection_name": name})["exists"])
+
+    is_collection_exists = collection_exists
+
+    def require_collection(self, name: str, dim: int | None = None, metric: str = "ip",
+                           description: str | None = None, drop_if_exists: bool = False,
+                           durability: str | None = None) -> "RemoteCollection":
+        self._call("/required_collection", {"collection_name": name, "dim": dim, "metric": metric,
+                                            "description": description, "drop_if_exists": drop_if_exists})
+        return RemoteCollection(self, name)
+
+    def create_collection(self, name: str, dim: int | None, metric: str = "ip", description: str | None = None,
+                          durability: str | None = None) -> "RemoteCollection":
+        v.check_name(name, what="collection_name")
+        if self.collection_exists(name):
+            raise AlreadyExistsError(f"collection_name: collection {name!r} already exists")
+        return self.require_collection(name, dim, metric, description)
+
+    def get_collection(self, name: str) -> "RemoteCollection":
+        v.check_name(name, what="collection_name")
+        if not self.collection_exists(name):
+            raise NotFoundError(f"collection_name: no collection {name!r} in database {self.name!r}")
+        return RemoteCollection(self, name)
+
+    def show_collections(self) -> list[str]:
+        return sorted(self._call("/show_collections")["collections"])
+
+    list_collections = show_collections
+
+    def show_collections_details(self) -> dict[str, dict]:
+        return self._call("/show_collections_details")["collections"]
+
+    def drop_collection(self, name: str, missing_ok: bool = True) -> None:
+        if not missing_ok and not self.collection_exists(name):
+            raise NotFoundError(f"collection_name: no collection {name!r}")
+        self._call("/drop_collection", {"collection_name": name})
+
+    def snapshot_collection(self, name: str, path: str) -> str:
+        return RemoteCollection(self, name).snapshot_to(path)
+
+    def restore_collection(self, name: str, path: str, overwrite: bool = False) -> "RemoteCollection":
+        self._call("/restore_collection", {"collection_name": name, "snapshot_path": str(path), "overwrite": overwrite})
+        return RemoteCollection(self, name)
+
+    def export_collection(self, name: str, path: str) -> str:
+        return RemoteCollection(self, name).export_to(path)
+
+    def import_collection(self, name: str, path: str, overwrite: bool = False, *,
+                          progress: bool = False) -> "RemoteCollection":
+        self._call("/import_collection", {"collection_name": name, "export_path": str(path), "overwrite": overwrite})
+        return RemoteCollection(self, name)
+
+    def close(self) -> None:
+        """Nothing to release: the server owns the collections."""
+
+
+class RemoteCollection:
+    """A collection on a server, with the API of :class:`vecstore.Collection`."""
+
+    def __init__(self, db: RemoteDatabase, name: str) -> None:
+        self.database = db
+        self.name = name
+        self._closed = False
+        self._config: CollectionConfig | None = None
+
+    def __repr__(self) -> str:
+        return f"<vecstore.RemoteCollection {self.database.name}/{self.name}>"
+
+    def __enter__(self) -> "RemoteCollection":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _call(self, path: str, body: dict | None = None) -> dict:
+        if self._closed:
+            raise ClosedError(f"collection {self.name!r} is closed")
+        return self.database._call(path, {"collection_name": self.name, **(body or {})})
+
+    def _query(self) -> dict:
+        return {"database_name": self.database.name, "collection_name": self.name}
+
+    # -- config and stats ------------------------------------------------------------------------
+    def get_collection_config(self) -> CollectionConfig:
+        self._config = CollectionConfig.from_dict(self._call("/get_collection_config")["config"])
+        return self._config
+
+    @property
+    def dim(self) -> int:
+        return (self._config or self.get_collection_config()).dim
+
+    @property
+    def metric(self) -> str:
+        return self.get_collection_config().metric
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        n, d = self._call("/collection_shape")["shape"]
+        return (n, d)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __contains__(self, id: Id) -> bool:
+        return self.is_id_exists(id)
+
+    def stats(self) -> CollectionStats:
+        return CollectionStats.from_dict(self._call("/stats")["stats"])
+
+    @property
+    def version(self) -> int:
+        return self.stats().version
+
+    def update_description(self, description: str) -> str:
+        return self._call("/update_description", {"description": description})["description"]
+
+    def get_collection_path(self) -> str:
+        return self._call("/get_collection_path")["collection_path"]
+
+    def index_mode(self) -> str | None:
+        return self._call("/index_mode")["index_mode"]
+
+    def close(self) -> None:
+        """Forget this handle (the server keeps the collection open for its other clients)."""
+        self._closed = True
+
+    # -- writes ----------------------------------------------------------------------------------
+    def add_item(self, vector: Any, id: Id | None = None, field: dict | None = None) -> Id:
+        return self._call("/add_item", {"item": {"vector": _vec(vector), "id": id, "field": field}})["item"]["id"]
+
+    def bulk_add_items(self, items: Iterable[dict], *, progress: bool = False) -> list[Id]:
+        items = [{**it, "vector": _vec(it["vector"])} if isinstance(it, dict) and "vector" in it else it
+                 for it in items]
+        if not items:
+            return self._call("/bulk_add_items", {"items": []})["ids"]
+        out: list[Id] = []
+        for s in _chunks(len(items)):
+            out.extend(self._call("/bulk_add_items", {"items": items[s]})["ids"])
+        return out
+
+    def add(self, vectors: Any, ids: Sequence[Id] | None = None, fields: Sequence[dict | None] | None = None,
+            *, progress: bool = False) -> list[Id]:
+        arr = np.asarray(vectors, dtype=np.float32)
+        if ids is None or any(i is None for i in ids):
+            items = [{"vector": row, "id": None if ids is None else ids[j],
+                      "field": None if fields is None else fields[j]} for j, row in enumerate(arr)]
+            return self.bulk_add_items(items)
+        return self._write_rows("add", arr, list(ids), fields)
+
+    def upsert(self, vectors: Any, ids: Sequence[Id], fields: Sequence[dict | None] | None = None,
+               *, progress: bool = False) -> list[Id]:
+        return self._write_rows("upsert", np.asarray(vectors, dtype=np.float32), list(ids), fields)
+
+    def _write_rows(self, op: str, arr: np.ndarray, ids: list, fields: Sequence | None) -> list[Id]:
+        out: list[Id] = []
+        binary = arr.ndim == 2 and all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) and i >= 0
+                                       for i in ids)
+        for s in _chunks(len(ids)):
+            f = None if fields is None else list(fields[s])
+            if binary:
+                body = wire.encode_records(arr[s], ids[s], f)
+                query = {**self._query(), "dim": arr.shape[1], "n_vectors": len(ids[s]),
+                         "ids_encoding": "raw", "return_ids": "true"}
+                out.extend(self.database.client._t.call_binary(f"/{op}_records_binary", query, body)["ids"])
+            else:
+                out.extend(self._call(f"/{op}", {"ids": ids[s], "vectors": _vecs(arr[s]), "fields": f})["ids"])
+        return out
+
+    def upsert_items(self, items: Iterable[dict], *, progress: bool = False) -> list[Id]:
+        items = [{**it, "vector": _vec(it["vector"])} if isinstance(it, dict) and "vector" in it else it
+                 for it in items]
+        out: list[Id] = []
+        for s in _chunks(max(len(items), 1)):
+            out.extend(self._call("/upsert_items", {"items": items[s]})["ids"])
+        return out
+
+    def delete_items(self, ids: Sequence[Id] | None = None, where: str | None = None) -> int:
+        return self._call("/delete_items", {"ids": None if ids is None else list(ids), "where": where})["n_deleted"]
+
+    delete = delete_items
+
+    def restore_items(self, ids: Sequence[Id]) -> int:
+        return self._call("/restore_items", {"ids": list(ids)})["n_restored"]
+
+    restore = restore_items
+
+    def list_deleted_ids(self) -> list[Id]:
+        return self._call("/list_deleted_ids")["ids"]
+
+    def compact(self) -> int:
+        return self._call("/compact")["vectors_removed"]
+
+    def commit(self, items: Iterable[dict] | None = None) -> None:
+        self._call("/commit", {"items": [{**it, "vector": _vec(it["vector"])} for it in items] if items else None})
+
+    def flush(self) -> None:
+        self._call("/flush")
+
+    def checkpoint(self) -> None:
+        self._call("/checkpoint")
+
+    # -- reads -----------------------------------------------------------------------------------
+    def _rows(self, triple: list) -> Rows:
+        return Rows.from_dict(triple, self.dim)
+
+    def head(self, n: int = 5) -> Rows:
+        return self._rows(self._call("/head", {"n": n})["head"])
+
+    def tail(self, n: int = 5) -> Rows:
+        return self._rows(self._call("/tail", {"n": n})["tail"])
+
+    def read_by_only_id(self, id: Id | Sequence[Id]) -> Rows:
+        body_id = id if isinstance(id, (int, str, np.integer)) else list(id)
+        if isinstance(body_id, np.integer):
+            body_id = int(body_id)
+        return self._rows(self._call("/read_by_only_id", {"id": body_id})["item"])
+
+    def query(self, where: str | None = None, filter_ids: Sequence[Id] | None = None,
+              return_ids_only: bool = False) -> list:
+        return self._call("/query", {"where": where, "filter_ids": None if filter_ids is None else list(filter_ids),
+                                     "return_ids_only": return_ids_only})["result"]
+
+    def query_vectors(self, where: str | None = None, filter_ids: Sequence[Id] | None = None) -> Rows:
+        return self._rows(self._call("/query_vectors", {"where": where, "filter_ids":
+                                                        None if filter_ids is None else list(filter_ids)})["result"])
+
+    def list_fields(self) -> list[str]:
+        return self._call("/list_fields")["fields"]
+
+    def is_id_exists(self, id: Id) -> bool:
+        return self._call("/is_id_exists", {"id": id})["is_id_exists"]
+
+    def max_id(self) -> int:
+        return self._call("/max_id")["max_id"]
+
+    # -- search ----------------------------------------------------------------------------------
+    def search(self, vector: Any, k: int = 10, where: str | None = None, return_fields: bool = False,
+               nprobe: int | None = None, vector_field: str = "default", *, field_name: str | None = None,
+               approx: bool = False, eps: float = 1e-4) -> SearchResult:
+        vf = field_name if vector_field == "default" and field_name else vector_field
+        items = self._call("/search", {"vector": _vec(vector), "k": k, "where": where, "return_fields": return_fields,
+                                       "nprobe": nprobe, "vector_field": vf, "approx": approx, "eps": eps})["items"]
+        return SearchResult.from_dict(items, with_fields=return_fields)
+
+    def batch_search(self, vectors: Any, k: int = 10, where: str | None = None, return_fields: bool = False,
+                     nprobe: int | None = None, vector_field: str = "default", *,
+                     field_name: str | None = None) -> list[SearchResult]:
+        vf = field_name if vector_field == "default" and field_name else vector_field
+        res = self._call("/batch_search", {"vectors": _vecs(vectors), "k": k, "where": where,
+                                           "return_fields": return_fields, "nprobe": nprobe, "vector_field": vf})
+        return [SearchResult.from_dict({**r, "k": k}, with_fields=return_fields) for r in res["results"]]
+
+    def search_range(self, vector: Any, threshold: float, max_results: int = 1000, where: str | None = None,
+                     vector_field: str = "default", return_fields: bool = False) -> SearchResult:
+        r = self._call("/search_range", {"vector": _vec(vector), "threshold": threshold, "max_results": max_results,
+                                         "where": where, "vector_field": vector_field,
+                                         "return_fields": return_fields})["result"]
+        return SearchResult.from_dict({**r, "k": max_results}, with_fields=return_fields)
+
+    def search_profile(self, vector: Any, k: int = 10, where: str | None = None, nprobe: int | None = None,
+                       return_fields: bool = False, vector_field: str = "default", *,
+                       approx: bool = False, eps: float = 1e-4) -> ProfiledSearch:
+        p = self._call("/search_profile", {"vector": _vec(vector), "k": k, "where": where, "nprobe": nprobe,
+                                           "return_fields": return_fields, "vector_field": vector_field})
+        return ProfiledSearch(result=SearchResult.from_dict(p["items"], with_fields=return_fields),
+                              profile=p["profile"])
+
+    def text_search(self, text: str, text_fields: Sequence[str] | None = None, k: int = 10,
+                    where: str | None = None, return_fields: bool = False) -> SearchResult:
+        items = self._call("/text_search", {"text": text, "text_fields": None if text_fields is None else list(text_fields),
+                                            "k": k, "where": where, "return_fields": return_fields})["items"]
+        return SearchResult.from_dict(items, with_fields=return_fields)
+
+    bm25_search = text_search
+
+    def sparse_search(self, vector: Any, k: int = 10, where: str | None = None,
+                      return_fields: bool = False) -> SearchResult:
+        from .indexes.sparse import parse_sparse
+        idx, val = parse_sparse(vector, param="vector")
+        items = self._call("/sparse_search", {"vector": {"indices": idx.tolist(), "values": val.tolist()}, "k": k,
+                                              "where": where, "return_fields": return_fields})["items"]
+        return SearchResult.from_dict(items, with_fields=return_fields)
+
+    def hybrid_search(self, vector: Any = None, text: str | None = None, text_fields: Sequence[str] | None = None,
+                      k: int = 10, where: str | None = None, fusion: str = "rrf", vector_weight: float = 1.0,
+                      text_weight: float = 1.0, rrf_k: float = 60.0, candidate_limit: int | None = None,
+                      return_fields: bool = False, nprobe: int | None = None,
+                      vector_field: str = "default") -> SearchResult:
+        items = self._call("/hybrid_search", {
+            "vector": None if vector is None else _vec(vector), "text": text,
+            "text_fields": None if text_fields is None else list(text_fields), "k": k, "where": where,
+            "fusion": fusion, "vector_weight": vector_weight, "text_weight": text_weight, "rrf_k": rrf_k,
+            "candidate_limit": candidate_limit, "return_fields": return_fields, "nprobe": nprobe,
+            "vector_field": vector_field})["items"]
+        return SearchResult.from_dict(items, with_fields=return_fields)
+
+    # -- indexes and vector fields -----------------------------------------------------------------
+    def build_index(self, index_mode: str = "FLAT", n_clusters: int | None = None, **params: Any) -> dict:
+        r = self._call("/build_index", {"index_mode": index_mode, "n_clusters": n_clusters, "params": params or None})
+        return {"index_mode": r["index_mode"], "n_clusters": r.get("n_clusters")}
+
+    def remove_index(self) -> None:
+        self._call("/remove_index")
+
+    def create_vector_field(self, field_name: str, dim: int, metric: str = "ip",
+                            index_mode: str | None = None) -> VectorFieldInfo:
+        f = self._call("/create_vector_field", {"field_name": field_name, "dim": dim, "metric": metric,
+                                                "index_mode": index_mode})["field"]
+        return VectorFieldInfo(**f)
+
+    def list_vector_fields(self) -> list[VectorFieldInfo]:
+        return [VectorFieldInfo(**f) for f in self._call("/list_vector_fields")["fields"]]
+
+    def add_named_vectors(self, field_name: str, vectors: Any, ids: Sequence[Id]) -> list[Id]:
+        return self._call("/add_named_vectors", {"field_name": field_name, "vectors": _vecs(vectors),
+                                                 "ids": list(ids)})["ids"]
+
+    def build_vector_field_index(self, field_name: str, index_mode: str = "FLAT", n_clusters: int | None = None,
+                                 **params: Any) -> dict:
+        r = self._call("/build_vector_field_index", {"field_name": field_name, "index_mode": index_mode,
+                                                     "n_clusters": n_clusters})
+        return {"field_name": field_name, "index_mode": r["index_mode"], "n_clusters": r.get("n_clusters")}
+
+    def remove_vector_field_index(self, field_name: str) -> None:
+        self._call("/remove_vector_field_index", {"field_name": field_name})
+
+    def add_sparse_vectors(self, vectors: Sequence[Any], ids: Sequence[Id]) -> list[Id]:
+        from .indexes.sparse import parse_sparse
+        wire_vectors = []
+        for i, x in enumerate(vectors):
+            idx, val = parse_sparse(x, param=f"vectors[{i}]")
+            wire_vectors.append({"indices": idx.tolist(), "values": val.tolist()})
+        return self._call("/add_sparse_vectors", {"vectors": wire_vectors, "ids": list(ids)})["ids"]
+
+    # -- portability (paths on the server) ---------------------------------------------------------
+    def snapshot_to(self, path: str, *, progress: bool = False) -> str:
+        return self._call("/snapshot_collection", {"snapshot_path": str(path)})["snapshot_path"]
+
+    def export_to(self, path: str, *, progress: bool = False) -> str:
+        return self._call("/export_collection", {"export_path": str(path)})["export_path"]
+
+
+__all__ = ["RemoteClient", "RemoteDatabase", "RemoteCollection", "RefreshJob"]
