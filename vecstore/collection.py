@@ -17,6 +17,7 @@ the committed version. Reads never touch LMDB: they run on the mirror.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -214,6 +215,8 @@ class Collection(DerivedIndexes, CollectionPortability):
             self._closed = True
             if self._text is not None:
                 self._text.close()
+            if getattr(self, "_text_private", None) is not None:  # a read-only process's own index
+                shutil.rmtree(self._text_private, ignore_errors=True)
             self._storage.close()
         self.database._forget(self)
 

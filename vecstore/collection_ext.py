@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -407,24 +408,32 @@ class DerivedIndexes:
             self._storage.write(lambda t: t.put_meta("text", {"version": version}))
 
     def _ensure_text(self: "Collection") -> None:
-        """Open (catching up from the log) or build the tantivy index on first use."""
+        """Open (catching up from the log) or build the tantivy index on first use.
+
+        A read-only process never takes tantivy's writer lock: it uses the on-disk index when
+        that is current, and otherwise builds a private one in a temporary folder."""
         if self._text is not None:
             return
         from .text import TextIndex
         directory = self.path / "text"
-        with self._storage.read() as t:
-            rec = t.get_meta("text")
+        rec = self._get_meta("text")
         self._text_pending: set[int] = set()
         if rec is not None and directory.exists():
-            try:
-                self._text = TextIndex.open(directory)
-                with self._storage.read() as t:
-                    self._text_pending = {lb for _, _, labels in t.iter_log(rec["version"]) for lb in labels}
-                return
-            except Exception as e:  # a damaged derived index is rebuilt, never trusted
-                log.warning("%s: text index unusable (%s); rebuilding", self.path, e)
-                self._text = None
-        shutil.rmtree(directory, ignore_errors=True)
+            with self._storage.read() as t:
+                pending = {lb for _, _, labels in t.iter_log(rec["version"]) for lb in labels}
+            if not (self._read_only and pending):
+                try:
+                    self._text = TextIndex.open(directory)
+                    self._text_pending = pending
+                    return
+                except Exception as e:  # a damaged derived index is rebuilt, never trusted
+                    log.warning("%s: text index unusable (%s); rebuilding", self.path, e)
+                    self._text = None
+        if self._read_only:
+            directory = Path(tempfile.mkdtemp(prefix="vecstore-text-"))
+            self._text_private = directory
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
         self._text = TextIndex.open(directory)
         self._text_pending = {int(x) for x in self._default.live_labels()}
 

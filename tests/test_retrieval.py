@@ -1,0 +1,158 @@
+"""Text (BM25), sparse and hybrid search through the collection, locally and remotely: ranking
+against oracles, `where` in every mode, deleted rows never returned, persistence across a
+killed process, and a read-only reader."""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import vecstore
+
+DOCS = [
+    {"title": "apple pie recipe", "body": "bake the apple pie slowly", "lang": "en"},
+    {"title": "apple", "body": "a fruit", "lang": "en"},
+    {"title": "vector database", "body": "store vectors and search them fast", "lang": "en"},
+    {"title": "apple apple apple", "body": "", "lang": "de"},
+    {"title": "banana bread", "body": "no apple here at all, just banana", "lang": "en"},
+    {"title": "database tuning", "body": "vector indexes and filters", "lang": "de"},
+]
+
+
+@pytest.fixture
+def col(db):
+    c = db.require_collection("docs", dim=4, metric="l2")
+    rng = np.random.default_rng(3)
+    c.add(rng.standard_normal((len(DOCS), 4)), ids=list(range(len(DOCS))), fields=DOCS)
+    c.add_sparse_vectors([{1: 1.0, 3: 0.5}, {3: 2.0}, {7: 1.0}, [(1, 0.25), (2, 4.0)], {"9": 1.0}, {3: 1.0, 7: 1.0}],
+                         ids=list(range(len(DOCS))))
+    return c
+
+
+def bm25_title(query_terms, docs, k1=1.2, b=0.75):
+    """Textbook BM25 over the `title` field (tantivy's formula; lengths exact below 40 tokens)."""
+    toks = [d["title"].split() for d in docs]
+    n = len(toks)
+    avgdl = sum(len(t) for t in toks) / n
+    out = {}
+    for i, t in enumerate(toks):
+        s = 0.0
+        for term in set(query_terms):
+            tf = t.count(term)
+            if not tf:
+                continue
+            df = sum(term in x for x in toks)
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            s += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(t) / avgdl))
+        if s > 0:
+            out[i] = s
+    return out
+
+
+def test_text_search_matches_bm25(col):
+    r = col.text_search("apple", text_fields=["title"], k=10)
+    oracle = bm25_title(["apple"], DOCS)
+    assert list(r.ids) == sorted(oracle, key=lambda i: (-oracle[i], i))
+    np.testing.assert_allclose(r.scores, [oracle[i] for i in r.ids], rtol=1e-4)
+    assert r.index == "BM25"
+    assert col.bm25_search("apple", text_fields=["title"], k=10).ids == r.ids
+    # every string field by default; `where` applies; deleted rows never appear
+    assert 4 in col.text_search("apple", k=10).ids
+    assert set(col.text_search("apple", k=10, where="lang = 'en'").ids) == {0, 1, 4}
+    col.delete_items([1])
+    assert 1 not in col.text_search("apple", k=10).ids
+    col.upsert_items([{"vector": [0, 0, 0, 0], "id": 2, "field": {"title": "apple tart"}}])
+    assert 2 in col.text_search("tart", k=10).ids
+    assert col.text_search("zzz-nothing", k=10).ids == ()
+    with pytest.raises(vecstore.QuerySyntaxError):
+        col.text_search('"unbalanced', k=5)
+
+
+def test_sparse_search_matches_dense_oracle(col):
+    dense = np.zeros((len(DOCS), 10), dtype=np.float32)
+    for i, d in enumerate([{1: 1.0, 3: 0.5}, {3: 2.0}, {7: 1.0}, {1: 0.25, 2: 4.0}, {9: 1.0}, {3: 1.0, 7: 1.0}]):
+        for j, w in d.items():
+            dense[i, j] = w
+    q = np.zeros(10, dtype=np.float32)
+    q[[1, 3, 7]] = [1.0, 1.0, 0.5]
+    s = dense @ q
+    expect = [i for i in np.argsort(-s, kind="stable") if s[i] != 0]
+    r = col.sparse_search({"indices": [1, 3, 7], "values": [1.0, 1.0, 0.5]}, k=10)
+    assert list(r.ids) == expect and r.index == "SPARSE-FLAT-IP"
+    np.testing.assert_allclose(r.scores, s[expect], rtol=1e-6)
+    assert set(col.sparse_search({3: 1.0}, k=10, where="lang = 'de'").ids) == {5}
+    col.delete_items([1])
+    assert 1 not in col.sparse_search({3: 1.0}, k=10).ids
+    col.restore_items([1])
+    assert col.sparse_search({3: 1.0}, k=1).ids == (1,)
+    with pytest.raises(vecstore.InvalidArgumentError):
+        col.sparse_search({"indices": [1, 2], "values": [1.0]}, k=3)
+
+
+def plain_rrf(legs, k, rrf_k=60.0):
+    scores: dict = {}
+    for ids, weight in legs:
+        for rank, i in enumerate(ids):
+            scores[i] = scores.get(i, 0.0) + weight / (rrf_k + rank + 1)
+    return sorted(scores.items(), key=lambda kv: -kv[1])[:k]
+
+
+def test_hybrid_search_rrf_and_weighted(col):
+    q = np.asarray(col.read_by_only_id(2).vectors[0])
+    vec = col.search(q, k=24)
+    txt = col.text_search("apple", k=24)
+    r = col.hybrid_search(vector=q, text="apple", k=4, fusion="rrf")
+    expect = plain_rrf([(vec.ids, 1.0), (txt.ids, 1.0)], 4)
+    np.testing.assert_allclose(r.scores, [s for _, s in expect], rtol=1e-6)
+    assert set(r.ids) == {i for i, _ in expect} and r.index == "HYBRID-RRF"
+    w = col.hybrid_search(vector=q, text="apple", k=3, fusion="weighted", vector_weight=0.7, text_weight=0.3)
+    assert w.index == "HYBRID-WEIGHTED" and len(w) == 3 and w.scores[0] <= 1.0 + 1e-6
+    assert col.hybrid_search(text="apple", k=3).ids == col.hybrid_search(text="apple", k=3, vector=None).ids
+    assert all(DOCS[i]["lang"] == "de" for i in col.hybrid_search(vector=q, text="apple", k=5, where="lang = 'de'").ids)
+    with pytest.raises(vecstore.InvalidArgumentError):
+        col.hybrid_search(k=3)
+    with pytest.raises(vecstore.InvalidArgumentError, match="fusion"):
+        col.hybrid_search(text="apple", fusion="max")
+
+
+def test_text_and_sparse_survive_a_killed_process(tmp_path):
+    path = tmp_path / "store"
+    child = textwrap.dedent(f"""
+        import os, signal, vecstore
+        col = vecstore.connect({str(path)!r}).create_database("app").require_collection("docs", dim=2)
+        col.add([[1, 0], [0, 1]], ids=[1, 2], fields=[{{"t": "alpha beta"}}, {{"t": "gamma"}}])
+        col.text_search("alpha", k=1)                # the text index exists and is committed
+        col.add([[1, 1]], ids=[3], fields=[{{"t": "alpha delta"}}])   # only in LMDB's log
+        col.add_sparse_vectors([{{5: 1.0}}], ids=[3])
+        col.delete_items([1])
+        print("done", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL and "done" in proc.stdout, proc.stderr
+    with vecstore.connect(path) as client:
+        col = client.get_database("app").get_collection("docs")
+        assert col.text_search("alpha", k=5).ids == (3,)
+        assert col.sparse_search({5: 2.0}, k=5).ids == (3,)
+
+
+def test_read_only_reader_searches_text_while_a_writer_holds_the_store(tmp_path):
+    path = tmp_path / "store"
+    with vecstore.connect(path) as client:
+        col = client.create_database("app").require_collection("docs", dim=2)
+        col.add([[1, 0], [0, 1]], ids=[1, 2], fields=[{"t": "alpha"}, {"t": "beta"}])
+        col.text_search("alpha", k=1)
+        col.add([[1, 1]], ids=[3], fields=[{"t": "alpha again"}])  # the on-disk text index is behind
+        reader = textwrap.dedent(f"""
+            import vecstore
+            c = vecstore.connect({str(path)!r}, read_only=True).get_database("app").get_collection("docs")
+            print(sorted(c.text_search("alpha", k=5).ids))
+        """)
+        proc = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True, timeout=120)
+        assert proc.stdout.strip() == "[1, 3]", proc.stderr
