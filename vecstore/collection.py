@@ -114,7 +114,8 @@ class Collection(DerivedIndexes, CollectionPortability):
             self._next_label = t.get_meta("next_label", 0)
             rows = list(t.iter_rows())
             vec_items = list(t.iter_vecs())
-            named_defs = dict(t.iter_meta("vfield:"))
+            # creation order, which list_vector_fields() reports (LMDB would give name order)
+            named_defs = dict(sorted(t.iter_meta("vfield:"), key=lambda kv: (kv[1].get("order", 0), kv[0])))
             named_data = {key[len("vfield:"):]: list(t.iter_named(key[len("vfield:"):])) for key in named_defs}
             index_records = dict(t.iter_meta("index:"))
             sparse_rows = list(t.iter_sparse())

@@ -175,7 +175,7 @@ class DerivedIndexes:
             if name == "default":
                 t.put_meta("config", {**self._config, "metric": metric})
             else:
-                t.put_meta(f"vfield:{name}", {"dim": space.dim, "metric": metric})
+                t.put_meta(f"vfield:{name}", {**t.get_meta(f"vfield:{name}"), "metric": metric})
         self._storage.write(tx)
         fresh = VectorSpace(name, space.dim, metric)
         if space.n:
@@ -239,7 +239,8 @@ class DerivedIndexes:
         with self._wlock:
             if field_name in self._named:
                 raise AlreadyExistsError(f"field_name: vector field {field_name!r} already exists")
-            self._storage.write(lambda t: t.put_meta(f"vfield:{field_name}", {"dim": dim, "metric": metric}))
+            order = len(self._named) + 1
+            self._storage.write(lambda t: t.put_meta(f"vfield:{field_name}", {"dim": dim, "metric": metric, "order": order}))
             with self._rw.write:
                 self._named[field_name] = VectorSpace(field_name, dim, metric)
             if index_mode is not None:

@@ -209,6 +209,18 @@ class Txn:
         for _, v in self._txn.cursor(db=self._dbs["jobs"]):
             yield _unpack(v)
 
+    # -- raw records (snapshots, portability.py) ----------------------------------------------
+    def iter_raw(self, subdb: str) -> Iterator[tuple[bytes, bytes]]:
+        """Every ``(key, value)`` of one sub-database exactly as stored, in key order."""
+        return iter(self._txn.cursor(db=self._dbs[subdb]))
+
+    def count_raw(self, subdb: str) -> int:
+        return self._txn.stat(self._dbs[subdb])["entries"]
+
+    def put_raw(self, subdb: str, key: bytes, value: bytes) -> None:
+        """Store a record as given (a restore writing back what :meth:`iter_raw` read)."""
+        self._txn.put(key, value, db=self._dbs[subdb])
+
 
 class Storage:
     """One LMDB environment (a collection folder's ``data.mdb``).
@@ -227,7 +239,7 @@ class Storage:
         self.path = Path(path)
         self.read_only = read_only
         self._lock_fd: int | None = None
-        self._grow_lock = threading.Lock()
+        self._map_guard = _MapGuard()
         if not read_only:
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock_fd = _take_writer_lock(self.path / "LOCK")
@@ -259,9 +271,11 @@ class Storage:
 
     @contextmanager
     def read(self) -> Iterator[Txn]:
-        """A read transaction: a consistent snapshot while the block runs."""
-        with self.env.begin(write=False, buffers=False) as txn:
-            yield Txn(self.env, self._dbs, txn)
+        """A read transaction: a consistent snapshot while the block runs (however long: a
+        snapshot export holds one while writers go on)."""
+        with self._map_guard.read():
+            with self.env.begin(write=False, buffers=False) as txn:
+                yield Txn(self.env, self._dbs, txn)
 
     def write(self, fn: Callable[[Txn], T]) -> T:
         """Run ``fn`` in one write transaction: all of it commits, or none of it.
@@ -282,9 +296,10 @@ class Storage:
                 raise _translate(e, "write") from e
 
     def _grow(self) -> None:
-        # Only called with no transaction of ours open (the with-block has exited), and writes
-        # are serialised by the collection, so set_mapsize cannot race a live txn here.
-        with self._grow_lock:
+        # set_mapsize re-maps the file under every open read transaction of this process, so it
+        # waits until no read is open; the write transaction that hit the limit has already
+        # been aborted, and writes are serialised by the caller.
+        with self._map_guard.exclusive():
             new = self.env.info()["map_size"] * 2
             log.info("growing LMDB map of %s to %d MiB", self.path, new >> 20)
             self.env.set_mapsize(new)
@@ -297,13 +312,6 @@ class Storage:
             except lmdb.Error as e:
                 raise _translate(e, "sync") from e
 
-    def copy_to(self, directory: Path) -> None:
-        """A consistent, compacted copy of the environment into ``directory`` (snapshots)."""
-        try:
-            self.env.copy(str(directory), compact=True)
-        except lmdb.Error as e:
-            raise _translate(e, "copy") from e
-
     def close(self) -> None:
         env = getattr(self, "env", None)
         if env is not None:
@@ -315,6 +323,50 @@ class Storage:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the fd drops the flock
             self._lock_fd = None
+
+    @staticmethod
+    def subdb_names() -> tuple[str, ...]:
+        """The named sub-databases of every environment (what a snapshot holds)."""
+        return _SUBDBS
+
+
+
+class _MapGuard:
+    """Reads shared (and re-entrant: a reader never waits for another reader); growing the map
+    exclusive. Reader-preferring on purpose: a grow waits for reads to drain, and blocks new
+    reads only while it re-maps, so a thread holding a read can always open another."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._growing = False
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._growing:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._readers or self._growing:
+                self._cond.wait()
+            self._growing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._growing = False
+                self._cond.notify_all()
 
 
 def _take_writer_lock(path: Path) -> int:

@@ -1,0 +1,574 @@
+"""Snapshots, restores, exports and imports (issue 6).
+
+Round trips are checked read by read (query, head/tail, searches, named and sparse searches,
+vector fields, stats, deleted ids) for every combination of id type, named vectors, sparse
+vectors and soft deletes; then index modes, a snapshot taken while a writer runs, damaged
+inputs (target untouched), overwrite semantics, byte-identical re-export, LynseDB's export
+format, database snapshots, a 60k-row streaming run and the server's path confinement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import struct
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vecstore.portability as portability
+from conftest import clustered
+from vecstore.errors import (AlreadyExistsError, ClosedError, CorruptionError, ForbiddenPathError,
+                             InvalidArgumentError, NotFoundError, UnsupportedFormatError)
+from vecstore.portability import _FOOT, _SnapshotWriter, resolve_confined
+from vecstore.storage import Storage
+
+N, DIM = 200, 8
+
+
+@pytest.fixture
+def db(local_client):
+    return local_client.create_database("app")
+
+
+def make_id(i: int, kind: str):
+    if kind == "int":
+        return 1000 + i
+    if kind == "str":
+        return f"doc-{i:04d}"
+    return 1000 + i if i % 2 == 0 else f"doc-{i:04d}"
+
+
+def build(db, name, *, ids="int", named=False, sparse=False, deleted=False, metric="l2", n=N):
+    col = db.require_collection(name, dim=DIM, metric=metric, description="test rows")
+    vecs = clustered(n, DIM, seed=1)
+    id_list = [make_id(i, ids) for i in range(n)]
+    fields = [{"i": i, "grp": i % 5, "name": f"row {i} é", "tags": ["a", "b", "c"][: i % 3],
+               "score": i / 7, "when": "2024-01-02", "nested": {"x": i % 2 == 0}} for i in range(n)]
+    col.add(vecs, ids=id_list, fields=fields)
+    col.upsert(vecs[:3] * 2, ids=id_list[:3])           # rewritten rows keep their place
+    if named:
+        rng = np.random.default_rng(2)
+        col.create_vector_field("title", dim=6, metric="cosine")
+        col.add_named_vectors("title", rng.standard_normal((n // 2, 6)), ids=id_list[::2])
+        col.create_vector_field("img", dim=3, metric="l2")
+        col.add_named_vectors("img", rng.standard_normal((len(id_list[::3]), 3)), ids=id_list[::3])
+    if sparse:
+        col.add_sparse_vectors([{i % 50: 1.0 + i, 50 + (i * 7) % 50: 0.5} for i in range(0, n, 4)],
+                               ids=id_list[::4])
+    if deleted:
+        col.delete_items([id_list[i] for i in range(n) if i % 10 == 3] + [id_list[12], id_list[24]])
+    return col
+
+
+def same_rows(a, b):
+    assert a.ids == b.ids
+    assert a.fields == b.fields
+    np.testing.assert_array_equal(a.vectors, b.vectors)
+
+
+def same_result(a, b):
+    assert a.ids == b.ids
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-5)
+    assert a.fields == b.fields
+
+
+def fields_of(col) -> list[dict]:
+    """Vector fields, named ones by name: a reopened collection lists them in name order, a live
+    one in creation order."""
+    first, *rest = col.list_vector_fields()
+    return [first.to_dict()] + sorted((f.to_dict() for f in rest), key=lambda d: d["name"])
+
+
+def assert_same_reads(a, b, *, exact_copy: bool):
+    """Every read of ``b`` equals the same read of ``a``. ``exact_copy``: a snapshot (deleted
+    rows and the commit counter survive); otherwise an export (only live rows travel)."""
+    assert a.query() == b.query()
+    assert a.query(where="grp = 2 AND score > 3", return_ids_only=True) == \
+        b.query(where="grp = 2 AND score > 3", return_ids_only=True)
+    same_rows(a.head(7), b.head(7))
+    same_rows(a.tail(7), b.tail(7))
+    assert len(a) == len(b) and a.max_id() == b.max_id() and a.list_fields() == b.list_fields()
+    assert fields_of(a) == fields_of(b)
+    qs = clustered(6, DIM, seed=7)
+    for q in qs:
+        same_result(a.search(q, k=10, return_fields=True), b.search(q, k=10, return_fields=True))
+        same_result(a.search(q, k=5, where="grp != 1"), b.search(q, k=5, where="grp != 1"))
+    rng = np.random.default_rng(3)
+    for info in a.list_vector_fields()[1:]:
+        q = rng.standard_normal(info.dimension)
+        same_result(a.search(q, k=8, vector_field=info.name), b.search(q, k=8, vector_field=info.name))
+    for q in ({4: 1.0, 60: 2.0}, {i: 1.0 for i in range(0, 100, 3)}):
+        same_result(a.sparse_search(q, k=10, return_fields=True), b.sparse_search(q, k=10, return_fields=True))
+    sa, sb = a.stats(), b.stats()
+    if exact_copy:
+        assert sa == sb
+        assert a.list_deleted_ids() == b.list_deleted_ids()
+        assert a.get_collection_config() == b.get_collection_config()
+    else:
+        assert (sb.n_vectors, sb.n_live, sb.n_tombstoned) == (sa.n_live, sa.n_live, 0)
+        assert (sa.dimension, sa.index_mode, sa.max_id) == (sb.dimension, sb.index_mode, sb.max_id)
+        assert b.list_deleted_ids() == []
+        assert a.get_collection_config().description == b.get_collection_config().description
+
+
+# ------------------------------------------------------------------ round trips ---------------
+COMBOS = list(itertools.product(["int", "str", "mixed"], [False, True], [False, True], [False, True]))
+
+
+@pytest.mark.parametrize("ids,named,sparse,deleted", COMBOS,
+                         ids=[f"{i}-named{int(n)}-sparse{int(s)}-del{int(d)}" for i, n, s, d in COMBOS])
+def test_round_trips(db, tmp_path, ids, named, sparse, deleted):
+    col = build(db, "items", ids=ids, named=named, sparse=sparse, deleted=deleted)
+
+    snap = col.snapshot_to(tmp_path / "backups" / "items.snap")
+    restored = db.restore_collection("restored", snap)
+    assert_same_reads(col, restored, exact_copy=True)
+
+    out = col.export_to(tmp_path / "exports" / "items")
+    imported = db.import_collection("imported", out)
+    assert_same_reads(col, imported, exact_copy=False)
+    if deleted:   # a deleted row can be restored in the snapshot copy, not in the export copy
+        gone = col.list_deleted_ids()[0]
+        assert restored.restore_items([gone]) == 1 and restored.is_id_exists(gone)
+        assert not imported.is_id_exists(gone)
+    assert sorted(db.show_collections()) == ["imported", "items", "restored"]
+
+
+def test_index_modes_survive_and_indexes_are_rebuilt(db, tmp_path):
+    col = build(db, "items", named=True, deleted=True, metric="cosine")
+    col.build_index("HNSW", M=8, ef_construction=64)
+    col.build_vector_field_index("img", "IVF", n_clusters=4)
+    col.build_vector_field_index("title", "FLAT")
+    expected = fields_of(col)
+    snap = col.snapshot_to(tmp_path / "s.snap")
+    exp = col.export_to(tmp_path / "e")
+    manifest = json.loads((Path(exp) / "export_manifest.json").read_text())
+    assert manifest["index_mode"] == "HNSW" and manifest["index_params"]["M"] == 8
+    q = clustered(1, DIM, seed=11)[0]
+    want = set(col.search(q, k=10).ids)
+    for other in (db.restore_collection("r", snap), db.import_collection("i", exp)):
+        assert other.index_mode() == "HNSW"
+        assert fields_of(other) == expected
+        prof = other.search_profile(q, k=10).profile
+        assert prof["index_path"] == "ann_index"
+        assert len(want & set(other.search(q, k=10).ids)) >= 8
+        assert len(other.search(np.ones(3), k=5, vector_field="img")) == 5
+        # The index files are ours, built from the rows after the restore.
+        assert any(p.name.startswith("default.") for p in (other.path / "indexes").iterdir())
+    # Reopening loads the rebuilt files rather than rebuilding again.
+    db.get_collection("r").close()
+    assert db.get_collection("r").index_mode() == "HNSW"
+
+
+def test_snapshot_is_consistent_while_a_writer_runs(db, tmp_path):
+    col = db.require_collection("w", dim=4)
+    batch, stop, errors = 40, threading.Event(), []
+
+    def writer():
+        try:
+            for b in range(2000):
+                if stop.is_set():
+                    return
+                col.add(np.full((batch, 4), b, np.float32), ids=list(range(b * batch, (b + 1) * batch)),
+                        fields=[{"batch": b}] * batch)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        while len(col) < 5 * batch:
+            time.sleep(0.005)
+        snaps = []
+        for k in range(5):
+            snaps.append(col.snapshot_to(tmp_path / f"w{k}.snap"))
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        t.join()
+    assert not errors
+    sizes = []
+    for k, snap in enumerate(snaps):
+        r = db.restore_collection(f"r{k}", snap)
+        ids = r.query(return_ids_only=True)
+        sizes.append(len(ids))
+        assert len(ids) % batch == 0 and ids == list(range(len(ids))), "a batch was split by the snapshot"
+        vectors, got, fields = r.tail(1)
+        assert vectors[0, 0] == fields[0]["batch"] == got[0] // batch
+    assert sizes == sorted(sizes) and 0 < sizes[0] < len(col) and sizes[-1] <= len(col)
+
+
+def test_map_growth_waits_for_a_snapshot_read(tmp_path):
+    """Growing the LMDB map re-maps the file under open read transactions; a writer that must
+    grow waits until the snapshot's read transaction ends (Storage.read holds the map guard)."""
+    st = Storage(tmp_path / "s", map_size=1 << 20)
+    try:
+        st.write(lambda t: t.put_meta("a", 1))
+        done = threading.Event()
+
+        def big_write():
+            st.write(lambda t: [t.put_raw("vec", struct.pack(">Q", i), b"x" * 4000) for i in range(1000)])
+            done.set()
+
+        with st.read() as t:
+            w = threading.Thread(target=big_write)
+            w.start()
+            assert not done.wait(0.3), "the map grew under an open snapshot read"
+            assert [k for k, _ in t.iter_raw("vec")] == []
+        w.join(10)
+        assert done.is_set()
+        with st.read() as t:
+            assert t.count_raw("vec") == 1000
+    finally:
+        st.close()
+
+
+# ------------------------------------------------------------------ damaged inputs ------------
+def _rewrite_manifest(data: bytes, change) -> bytes:
+    """A snapshot with its manifest changed and a correct checksum again."""
+    offset, length, _, end = _FOOT.unpack(data[-_FOOT.size:])
+    manifest = json.loads(data[offset:offset + length])
+    change(manifest)
+    body = data[:offset] + json.dumps(manifest, sort_keys=True).encode()
+    return body + _FOOT.pack(offset, len(body) - offset, hashlib.sha256(body).digest(), end)
+
+
+@pytest.fixture
+def snapshot_and_target(db, tmp_path):
+    src = build(db, "src", ids="mixed", named=True, sparse=True, deleted=True)
+    snap = Path(src.snapshot_to(tmp_path / "good.snap"))
+    target = build(db, "items", n=30)
+    return snap, target, target.query()
+
+
+def _assert_untouched(db, before):
+    assert db.get_collection("items").query() == before
+    assert not db.collection_exists("fresh")
+    assert [p for p in os.listdir(db.path) if p.startswith(".vecstore-tmp")] == []
+
+
+def test_damaged_snapshots_fail_clearly_and_change_nothing(db, tmp_path, snapshot_and_target, monkeypatch):
+    snap, _, before = snapshot_and_target
+
+    class NoStore(Storage):
+        def __init__(self, *a, **k):
+            raise AssertionError("an LMDB store was created before the snapshot was verified")
+    monkeypatch.setattr(portability, "Storage", NoStore)
+    data = snap.read_bytes()
+    size = len(data)
+    offset = struct.unpack("<Q", data[-_FOOT.size:-_FOOT.size + 8])[0]
+    bad: dict[str, bytes] = {}
+    for pos in [0, 7, 9, 12, 100, size // 2, offset - 1, offset + 5, size - 40, size - 1]:
+        flipped = bytearray(data)
+        flipped[pos] ^= 0x5A
+        bad[f"flip@{pos}"] = bytes(flipped)
+    for cut in [0, 5, 12, 60, size // 2, offset + 3, size - _FOOT.size, size - 1]:
+        bad[f"truncated@{cut}"] = data[:cut]
+    bad["garbage"] = np.random.default_rng(0).bytes(5000)
+    bad["text"] = b"hello, I am not a snapshot\n" * 10
+    bad["appended"] = data + b"\0"
+    for label, content in bad.items():
+        p = tmp_path / f"{label}.snap"
+        p.write_bytes(content)
+        for name, overwrite in (("items", True), ("fresh", False)):
+            with pytest.raises(CorruptionError) as info:
+                db.restore_collection(name, p, overwrite=overwrite)
+            assert str(p) in str(info.value), label
+        _assert_untouched(db, before)
+
+
+def test_wrong_version_snapshots_are_refused(db, tmp_path, snapshot_and_target):
+    snap, _, before = snapshot_and_target
+    data = snap.read_bytes()
+    cases = {
+        "container": data[:8] + struct.pack("<I", 2) + data[12:],
+        "format_version": _rewrite_manifest(data, lambda m: m.update(format_version=2)),
+        "store_format": _rewrite_manifest(data, lambda m: m["collections"][0].update(store_format=99)),
+    }
+    for label, content in cases.items():
+        p = tmp_path / f"{label}.snap"
+        p.write_bytes(content)
+        with pytest.raises(UnsupportedFormatError):
+            db.restore_collection("items", p, overwrite=True)
+        _assert_untouched(db, before)
+
+
+def test_checksummed_but_broken_content_is_refused(db, tmp_path, snapshot_and_target):
+    """A file with a correct checksum whose records are nonsense (a crafted snapshot) fails at
+    the validation open, before anything replaces the target."""
+    _, _, before = snapshot_and_target
+    for rows in ([(struct.pack(">Q", 0), b"\xc1\xc1 not msgpack")], [(b"", b"x")]):
+        p = tmp_path / f"crafted{len(rows[0][0])}.snap"
+        with open(p, "wb") as fp:
+            w = _SnapshotWriter(fp)
+            for s in ("meta", "rows"):
+                w.member(f"items/{s}", rows if s == "rows" else [], _NullBar())
+            w.finish({"kind": "collection", "collections": [
+                {"name": "items", "subdbs": ["meta", "rows"], "counts": {"rows": 1}, "store_format": 1}]})
+        with pytest.raises(CorruptionError):
+            db.restore_collection("items", p, overwrite=True)
+        _assert_untouched(db, before)
+    missing = tmp_path / "nope.snap"
+    with pytest.raises(NotFoundError, match="snapshot path does not exist"):
+        db.restore_collection("items", missing, overwrite=True)
+    with pytest.raises(CorruptionError):
+        db.restore_collection("items", tmp_path, overwrite=True)   # a directory
+    _assert_untouched(db, before)
+
+
+class _NullBar:
+    def update(self, n=1):
+        pass
+
+
+def test_damaged_exports_fail_clearly_and_change_nothing(db, tmp_path, snapshot_and_target):
+    _, _, before = snapshot_and_target
+    good = Path(db.get_collection("src").export_to(tmp_path / "good"))
+
+    def variant(label, edit):
+        d = tmp_path / label
+        d.mkdir()
+        for f in good.iterdir():
+            (d / f.name).write_bytes(f.read_bytes())
+        edit(d)
+        return d
+
+    def flip(name, pos):
+        def edit(d):
+            b = bytearray((d / name).read_bytes())
+            b[pos] ^= 1
+            (d / name).write_bytes(bytes(b))
+        return edit
+
+    def manifest(change):
+        def edit(d):
+            m = json.loads((d / "export_manifest.json").read_text())
+            change(m)
+            (d / "export_manifest.json").write_text(json.dumps(m))
+        return edit
+
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text((good / "metadata.jsonl").read_text())
+
+    def symlinked(d):
+        (d / "metadata.jsonl").unlink()
+        (d / "metadata.jsonl").symlink_to(outside)
+
+    cases = {
+        "flip-vectors": (flip("vectors.npy", 200), CorruptionError),
+        "flip-metadata": (flip("metadata.jsonl", 30), CorruptionError),
+        "flip-named": (flip("vectors.title.rows.npy", 130), CorruptionError),
+        "truncated": (lambda d: (d / "vectors.npy").write_bytes((d / "vectors.npy").read_bytes()[:-4]), CorruptionError),
+        "missing-file": (lambda d: (d / "vectors.img.npy").unlink(), CorruptionError),
+        "no-manifest": (lambda d: (d / "export_manifest.json").unlink(), CorruptionError),
+        "garbage-manifest": (lambda d: (d / "export_manifest.json").write_bytes(b"\x00garbage"), CorruptionError),
+        "version": (manifest(lambda m: m.update(export_version=2)), UnsupportedFormatError),
+        "foreign": (manifest(lambda m: m.update(export_type="something-else")), UnsupportedFormatError),
+        "escape": (manifest(lambda m: m.update(vectors_file="../good/vectors.npy")), ForbiddenPathError),
+        "symlink-out": (symlinked, ForbiddenPathError),
+        "count": (manifest(lambda m: m.update(count=m["count"] + 1)), CorruptionError),
+    }
+    for label, (edit, error) in cases.items():
+        d = variant(label, edit)
+        for name, overwrite in (("items", True), ("fresh", False)):
+            with pytest.raises(error):
+                db.import_collection(name, d, overwrite=overwrite)
+        _assert_untouched(db, before)
+    with pytest.raises(NotFoundError, match="export path does not exist"):
+        db.import_collection("items", tmp_path / "nope", overwrite=True)
+    _assert_untouched(db, before)
+
+
+# ------------------------------------------------------------------ overwrite semantics -------
+def test_overwrite_semantics(db, tmp_path):
+    src = build(db, "src", ids="str", sparse=True, deleted=True)
+    snap = src.snapshot_to(tmp_path / "s.snap")
+    exp = src.export_to(tmp_path / "e")
+    old = build(db, "items", n=20)
+    before = old.query()
+    with pytest.raises(AlreadyExistsError):
+        db.restore_collection("items", snap)
+    with pytest.raises(AlreadyExistsError):
+        db.import_collection("items", exp, overwrite=False)
+    assert old.query() == before                      # the open handle still works
+    with pytest.raises(AlreadyExistsError, match="snapshot target already exists"):
+        src.snapshot_to(snap)
+    with pytest.raises(AlreadyExistsError, match="export target already exists"):
+        db.export_collection("src", exp)
+
+    new = db.restore_collection("items", snap, overwrite=True)
+    assert_same_reads(src, new, exact_copy=True)
+    with pytest.raises(ClosedError):                  # the replaced handle was closed
+        old.query()
+    assert db.get_collection("items") is new
+    again = db.import_collection("items", exp, overwrite=True)
+    assert_same_reads(src, again, exact_copy=False)
+    assert sorted(db.show_collections()) == ["items", "src"]
+    assert [p for p in os.listdir(db.path) if p.startswith(".")] == [".vecstore-database"]
+    assert db.snapshot_collection("items", tmp_path / "via-db.snap").endswith("via-db.snap")
+
+
+# ------------------------------------------------------------------ export format -------------
+def _export_files(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+def test_export_import_export_is_byte_identical(local_client, tmp_path):
+    db = local_client.create_database("app")
+    col = build(db, "items", ids="mixed", named=True, sparse=True, deleted=True, metric="cosine")
+    col.build_index("HNSW-COS", M=12)
+    col.build_vector_field_index("img", "IVF", n_clusters=3)
+    a = Path(col.export_to(tmp_path / "a"))
+    db.import_collection("copy", a)
+    b = Path(db.export_collection("copy", tmp_path / "b"))
+    fa, fb = _export_files(a), _export_files(b)
+    assert fa.keys() == fb.keys()
+    for name in fa:
+        if name != "export_manifest.json":
+            assert fa[name] == fb[name], name
+    ma, mb = json.loads(fa["export_manifest.json"]), json.loads(fb["export_manifest.json"])
+    assert mb.pop("collection_name") == "copy" and ma.pop("collection_name") == "items"
+    assert ma == mb
+    # Under the same name (another database) even the manifest is identical.
+    other = local_client.create_database("other")
+    other.import_collection("items", a)
+    c = Path(other.export_collection("items", tmp_path / "c"))
+    assert _export_files(c) == fa
+
+
+def test_export_is_readable_without_vecstore(db, tmp_path):
+    col = build(db, "items", ids="mixed", named=True, sparse=True, deleted=True)
+    d = Path(col.export_to(tmp_path / "e"))
+    m = json.loads((d / "export_manifest.json").read_text())
+    lines = [json.loads(x) for x in (d / m["metadata_file"]).read_text().splitlines()]
+    vectors = np.load(d / m["vectors_file"])
+    live = col.query_vectors()
+    assert m["count"] == len(lines) == len(live) and vectors.shape == (len(live), m["dimension"])
+    assert [x["id"] for x in lines] == list(live.ids)
+    assert [x["field"] for x in lines] == list(live.fields)
+    np.testing.assert_array_equal(vectors, live.vectors)
+    assert sum("sparse" in x for x in lines) == m["counts"]["sparse"] > 0
+    img = next(f for f in m["vector_fields"] if f["name"] == "img")
+    rows, vecs = np.load(d / img["rows_file"]), np.load(d / img["vectors_file"])
+    assert len(rows) == len(vecs) == img["count"] and (np.diff(rows) > 0).all()
+    for r, vec in zip(rows[:5], vecs[:5]):      # each named vector is its row's nearest
+        assert col.search(vec, k=1, vector_field="img").ids[0] == lines[r]["id"]
+    for key in ("export_type", "export_format", "export_version", "collection_name", "dimension",
+                "count", "vector_dtype", "byte_order", "metadata_file", "vectors_file"):
+        assert key in m
+
+
+@pytest.mark.parametrize("era", ["0.2.0", "0.9.0"])
+def test_import_lynsedb_export(db, tmp_path, era):
+    d = tmp_path / "lynse"
+    d.mkdir()
+    vecs = clustered(30, DIM, seed=4)
+    (d / "vectors.f32").write_bytes(vecs.astype("<f4").tobytes())
+    with open(d / "metadata.jsonl", "w") as f:
+        for i in range(30):
+            rec = {"id": i, "field": {"n": i}} if era == "0.2.0" else \
+                {"id": i, "external_id": f"ext-{i}" if i % 2 else i, "field": {"n": i}}
+            f.write(json.dumps(rec) + "\n")
+    (d / "export_manifest.json").write_text(json.dumps({
+        "export_type": "lynsedb-collection-export", "collection_name": "items",
+        "export_format": "lynsedb-collection-jsonl-binary-export", "export_version": 1, "dimension": DIM,
+        "chunk_size": 100000, "count": 30, "vector_dtype": "f32" if era == "0.2.0" else "float32",
+        "byte_order": "little-endian", "vectors_file": "vectors.f32", "metadata_file": "metadata.jsonl"}))
+    col = db.import_collection("items", d)
+    want = list(range(30)) if era == "0.2.0" else [f"ext-{i}" if i % 2 else i for i in range(30)]
+    assert col.query(return_ids_only=True) == want
+    assert col.query()[5]["n"] == 5 and col.index_mode() is None
+    np.testing.assert_array_equal(col.query_vectors().vectors, vecs)
+    (d / "vectors.f32").write_bytes(vecs.astype("<f4").tobytes()[:-4])
+    with pytest.raises(CorruptionError, match="expected count x dimension"):
+        db.import_collection("items", d, overwrite=True)
+
+
+# ------------------------------------------------------------------ databases -----------------
+def test_database_snapshot_round_trip(local_client, tmp_path):
+    db = local_client.create_database("app")
+    a = build(db, "a", ids="mixed", named=True, sparse=True, deleted=True)
+    a.build_index("HNSW")
+    b = build(db, "b", ids="str", n=50)
+    snap = local_client.snapshot_database("app", tmp_path / "app.snap")
+    with pytest.raises(AlreadyExistsError):
+        local_client.snapshot_database("app", snap)
+    db2 = local_client.restore_database("app2", snap)
+    assert db2.show_collections() == ["a", "b"] and (db2.path / ".vecstore-database").exists()
+    assert sorted(local_client.list_databases()) == ["app", "app2"]
+    assert_same_reads(a, db2.get_collection("a"), exact_copy=True)
+    assert_same_reads(b, db2.get_collection("b"), exact_copy=True)
+    with pytest.raises(AlreadyExistsError):
+        local_client.restore_database("app2", snap)
+    with pytest.raises(InvalidArgumentError, match="database snapshot"):
+        db.restore_collection("x", snap)
+    with pytest.raises(InvalidArgumentError, match="collection snapshot"):
+        local_client.restore_database("app3", a.snapshot_to(tmp_path / "a.snap"))
+
+    db2.get_collection("b").delete_items(["doc-0001"])
+    old_handle = db2.get_collection("a")
+    db3 = local_client.restore_database("app2", snap, overwrite=True)
+    with pytest.raises(ClosedError):
+        old_handle.query()
+    assert db3.get_collection("b").query() == b.query()
+    bad = tmp_path / "bad.snap"
+    bad.write_bytes(Path(snap).read_bytes()[:-10])
+    with pytest.raises(CorruptionError):
+        local_client.restore_database("app2", bad, overwrite=True)
+    assert db3.get_collection("b").query() == b.query()
+    assert [p for p in os.listdir(local_client.root) if p.startswith(".")] == []
+
+
+# ------------------------------------------------------------------ streaming -----------------
+def test_streaming_60k_rows(db, tmp_path):
+    n = 60_000
+    col = db.require_collection("big", dim=DIM, metric="l2")
+    vecs = clustered(n, DIM, seed=5)
+    col.add(vecs, ids=list(range(n)), fields=[{"i": i} for i in range(n)])
+    col.create_vector_field("extra", dim=2)
+    col.add_named_vectors("extra", np.ones((n // 4, 2)), ids=list(range(0, n, 4)))
+    col.add_sparse_vectors([{i % 97: 1.0} for i in range(0, n, 10)], ids=list(range(0, n, 10)))
+    col.delete_items(list(range(5, n, 1000)))
+    exp = col.export_to(tmp_path / "big", progress=True)
+    imp = db.import_collection("big2", exp, progress=True)
+    snap = col.snapshot_to(tmp_path / "big.snap", progress=True)
+    res = db.restore_collection("big3", snap)
+    for other in (imp, res):
+        assert len(other) == len(col) == n - 60
+        same_rows(col.tail(3), other.tail(3))
+        assert other.search(vecs[123], k=5).ids == col.search(vecs[123], k=5).ids
+        assert other.sparse_search({7: 1.0}, k=3).ids == col.sparse_search({7: 1.0}, k=3).ids
+        assert other.search([1, 1], k=1, vector_field="extra").ids == col.search([1, 1], k=1, vector_field="extra").ids
+
+
+# ------------------------------------------------------------------ path confinement ----------
+def test_resolve_confined(tmp_path):
+    root = tmp_path / "data"
+    (root / "snaps").mkdir(parents=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    real = root.resolve()
+    assert resolve_confined("snaps/a.snap", [root]) == real / "snaps" / "a.snap"
+    assert resolve_confined("new/deeper/x", [root]) == real / "new" / "deeper" / "x"
+    assert resolve_confined(str(root / "snaps" / "a.snap"), [root]) == real / "snaps" / "a.snap"
+    assert resolve_confined(str(other / "x"), [root, other]) == other.resolve() / "x"
+    (root / "inside-link").symlink_to(root / "snaps")
+    assert resolve_confined("inside-link/a", [root]) == real / "snaps" / "a"
+    (root / "out-link").symlink_to(other)
+    (root / "dangling").symlink_to(tmp_path / "nowhere" / "file")
+    refused = ["../other/x", "snaps/../../other/x", "snaps/..", "..", str(other / "x"), "/etc/passwd",
+               "out-link/x", "out-link", "dangling", "snaps/a\x00b", "", "   ", ".", str(root),
+               "snaps\\..\\..\\x"]
+    for bad in refused:
+        with pytest.raises(ForbiddenPathError):
+            resolve_confined(bad, [root])
+    with pytest.raises(ForbiddenPathError):
+        resolve_confined("a", [])
+    with pytest.raises(ForbiddenPathError):
+        resolve_confined(b"snaps/a", [root])  # type: ignore[arg-type]

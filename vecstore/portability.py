@@ -1,0 +1,1052 @@
+"""Snapshots, restores, exports and imports of collections and databases.
+
+Two formats, for two jobs:
+
+**Snapshot** (``col.snapshot_to(p)``, ``client.snapshot_database(name, p)``): one file, private
+to vecstore, that restores *exactly* what was stored: rows, soft-deleted rows, labels, named
+and sparse vectors, config, index modes, the commit counter. It is written from **one LMDB read
+transaction** per collection, so it is a consistent point in time even while writers run. It
+holds the LMDB records (not the LMDB file, and never the derived hnswlib/IVF/tantivy files):
+restoring writes them into a fresh store and rebuilds every index from the rows, so a snapshot
+from someone else can never feed a crafted binary to LMDB, hnswlib or tantivy. Layout::
+
+    header   8 bytes b"VECSNAP\\n", u32 LE container version (1)
+    members  back to back; each is records: u32 LE key length, u32 LE value length, key, value
+    manifest JSON (sorted keys): {"format": "vecstore-snapshot", "format_version": 1,
+             "kind": "collection" | "database", "database_name", "collection_name", "dim",
+             "metric", "counts", "collections": [{"name", "dim", "metric", "store_format",
+             "version", "counts" (records per sub-database), "index_modes", "subdbs"}],
+             "members": [{"name": "<collection>/<sub-database>", "offset", "size", "entries",
+             "sha256"}]}
+    footer   u64 LE manifest offset, u64 LE manifest length,
+             32 bytes sha256 of every byte before the footer, 8 bytes b"VECSEND\\n"
+
+A restore checks the magic, the version, the end marker and the whole-file sha256 *before*
+it creates anything, then checks each member's sha256 again as it reads it.
+
+**Export** (``col.export_to(p)``): a directory any program can read (LynseDB §9.1 where the
+keys agree)::
+
+    export_manifest.json   export_type "vecstore-collection-export", export_format,
+                           export_version 1, format/format_version, collection_name, dimension,
+                           metric, count, vector_dtype "float32", byte_order, metadata_file,
+                           vectors_file, index_mode, index_params, description, chunk_size,
+                           counts, vector_fields [...], files {name: {"bytes", "sha256"}}
+    metadata.jsonl         one line per live row, in storage order:
+                           {"field": {...}, "id": ..., "sparse": {"indices", "values"}?}
+    vectors.npy            (count, dim) float32, row i = line i of metadata.jsonl
+    vectors.<f>.npy        named field f: (n_f, dim_f) float32, only rows that have one ...
+    vectors.<f>.rows.npy   ... and their line numbers in metadata.jsonl (int64, ascending)
+
+Every file is deterministic (sorted keys, fixed separators, no timestamps), so exporting an
+import of an export gives the same bytes. Soft-deleted rows are not exported. LynseDB's own
+export (``vectors.f32`` + ``metadata.jsonl``) imports too.
+
+Restores and imports build the new collection (or database) completely under a staging folder
+next to the target, then swap it in with renames; a failure leaves the target as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import tempfile
+from array import array
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator
+
+import numpy as np
+
+from . import validation as v
+from .errors import (AlreadyExistsError, CorruptionError, ForbiddenPathError, InvalidArgumentError,
+                     LockedError, NotFoundError, ReadOnlyError, StorageFullError,
+                     UnsupportedFormatError, VecstoreError)
+from .storage import STORE_FORMAT, Storage, _take_writer_lock, label_key
+
+if TYPE_CHECKING:
+    from .client import Client, Database
+    from .collection import Collection
+
+SNAPSHOT_FORMAT = "vecstore-snapshot"
+SNAPSHOT_VERSION = 1
+EXPORT_TYPE = "vecstore-collection-export"
+EXPORT_FORMAT = "vecstore-collection-jsonl-npy-export"
+EXPORT_VERSION = 1
+LYNSE_EXPORT_TYPE = "lynsedb-collection-export"
+
+_MAGIC, _END = b"VECSNAP\n", b"VECSEND\n"
+_HEAD = struct.Struct("<8sI")
+_FOOT = struct.Struct("<QQ32s8s")
+_REC = struct.Struct("<II")
+_STAGING = ".vecstore-tmp-"
+_CHUNK = 50_000              # rows per import transaction
+_BATCH_BYTES = 16 << 20      # raw records per restore transaction
+_IO = 1 << 20
+_FIELD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
+_UNIT_TOL = 1e-4             # a cosine vector this close to unit length is stored as given
+
+
+# =========================================================================== paths ==========
+def resolve_confined(path: str, roots: list[Path]) -> Path:
+    """Resolve a path a remote caller gave (the server's snapshot/export paths) and refuse it
+    unless it lies strictly inside one of ``roots``: no ``..`` component, no NUL byte, no
+    absolute path elsewhere, no symlink (anywhere along the path) that leads outside. A
+    relative path is taken relative to the first root. Returns the resolved path.
+
+    The check is made now; a symlink planted inside a root afterwards is the server's own
+    folder, which only the server writes.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> resolve_confined("snaps/a.snap", [root]) == root.resolve() / "snaps" / "a.snap"
+    True
+    >>> resolve_confined("../etc/passwd", [root])
+    Traceback (most recent call last):
+    ...
+    vecstore.errors.ForbiddenPathError: path: '..' is not allowed, got '../etc/passwd'
+    """
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        raise ForbiddenPathError(f"path: expected a string, got {type(path).__name__}")
+    if "\x00" in path:
+        raise ForbiddenPathError("path: contains a NUL byte")
+    if not path.strip():
+        raise ForbiddenPathError("path: expected a non-empty path")
+    if ".." in re.split(r"[\\/]+", path):
+        raise ForbiddenPathError(f"path: '..' is not allowed, got {path!r}")
+    if not roots:
+        raise ForbiddenPathError("path: no folder is allowed for server-side paths")
+    real_roots = [os.path.realpath(os.fspath(r)) for r in roots]
+    candidate = path if os.path.isabs(path) else os.path.join(real_roots[0], path)
+    resolved = os.path.realpath(candidate)
+    for root in real_roots:
+        if resolved != root and os.path.commonpath([root, resolved]) == root:
+            return Path(resolved)
+    raise ForbiddenPathError(f"path: {path!r} is outside the folders allowed for server-side paths")
+
+
+def _as_path(path: Any, param: str) -> Path:
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str) or not path.strip():
+        raise InvalidArgumentError(f"{param}: expected a path, got {path!r}")
+    if "\x00" in path:
+        raise InvalidArgumentError(f"{param}: contains a NUL byte")
+    return Path(path)
+
+
+def _new_target(path: Any, param: str, what: str) -> Path:
+    target = _as_path(path, param)
+    if target.exists() or target.is_symlink():
+        raise AlreadyExistsError(f"{what} target already exists: {path}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+@contextmanager
+def _atomic_file(target: Path, what: str) -> Iterator[BinaryIO]:
+    """Write under a temporary name in the target's folder, fsync, then link it into place
+    (``link`` refuses an existing target, where ``rename`` would replace it)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb", buffering=_IO) as fp:
+            yield fp
+            fp.flush()
+            os.fsync(fp.fileno())
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise AlreadyExistsError(f"{what} target already exists: {target}") from None
+        except OSError:  # a filesystem without hard links
+            if target.exists():
+                raise AlreadyExistsError(f"{what} target already exists: {target}") from None
+            os.rename(tmp, target)
+        _fsync_dir(target.parent)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _staging(parent: Path) -> Path:
+    """A private folder next to the target: same filesystem (renames are atomic), and hidden
+    from ``show_collections``/``list_databases`` (no store or marker at its top level)."""
+    return Path(tempfile.mkdtemp(prefix=_STAGING, dir=parent))
+
+
+def _json_bytes(obj: Any, *, indent: int | None = None) -> bytes:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, allow_nan=False, indent=indent,
+                      separators=(",", ": ") if indent else (",", ":")).encode("utf-8")
+
+
+def _bar(enabled: bool, total: int | None, desc: str, unit: str = "rows"):
+    from tqdm.auto import tqdm
+    # disable=None: tqdm switches itself off when stderr is not a terminal.
+    return tqdm(total=total, desc=desc, unit=unit, disable=None if enabled else True)
+
+
+def _writable(client: "Client") -> None:
+    if client.read_only:
+        raise ReadOnlyError("the client is read-only")
+
+
+# =========================================================================== snapshot =======
+class _SnapshotWriter:
+    def __init__(self, fp: BinaryIO) -> None:
+        self.fp = fp
+        self.hash = hashlib.sha256()
+        self.pos = 0
+        self.members: list[dict] = []
+        self._write(_HEAD.pack(_MAGIC, SNAPSHOT_VERSION))
+
+    def _write(self, data: bytes) -> None:
+        self.fp.write(data)
+        self.hash.update(data)
+        self.pos += len(data)
+
+    def member(self, name: str, records: Iterable[tuple[bytes, bytes]], bar: Any) -> int:
+        start, mh, n = self.pos, hashlib.sha256(), 0
+        buf: list[bytes] = []
+        size = 0
+        for k, val in records:
+            buf += (_REC.pack(len(k), len(val)), k, val)
+            size += 8 + len(k) + len(val)
+            n += 1
+            if size >= _IO:
+                data = b"".join(buf)
+                mh.update(data)
+                self._write(data)
+                bar.update(len(buf) // 3)
+                buf, size = [], 0
+        if buf:
+            data = b"".join(buf)
+            mh.update(data)
+            self._write(data)
+            bar.update(len(buf) // 3)
+        self.members.append({"name": name, "offset": start, "size": self.pos - start,
+                             "entries": n, "sha256": mh.hexdigest()})
+        return n
+
+    def finish(self, manifest: dict) -> None:
+        body = _json_bytes({**manifest, "format": SNAPSHOT_FORMAT, "format_version": SNAPSHOT_VERSION,
+                            "members": self.members})
+        offset = self.pos
+        self._write(body)
+        self.fp.write(_FOOT.pack(offset, len(body), self.hash.digest(), _END))
+
+
+def _dump_collection(col: "Collection", w: _SnapshotWriter, progress: bool) -> dict:
+    """Every record of the collection's store, from one read transaction."""
+    subdbs = Storage.subdb_names()
+    with col._storage.read() as t:
+        cfg = t.get_meta("config")
+        counts = {s: t.count_raw(s) for s in subdbs}
+        bar = _bar(progress, sum(counts.values()), f"snapshot {col.name}", "records")
+        try:
+            for s in subdbs:
+                w.member(f"{col.name}/{s}", t.iter_raw(s), bar)
+        finally:
+            bar.close()
+        index_modes = {k[len("index:"):]: rec.get("mode") for k, rec in t.iter_meta("index:")}
+        version = t.get_meta("version", 0)
+    return {"name": col.name, "dim": cfg["dim"], "metric": cfg["metric"],
+            "store_format": cfg.get("format", 1), "version": version, "counts": counts,
+            "index_modes": index_modes, "subdbs": list(subdbs)}
+
+
+class _SnapshotReader:
+    """Opens a snapshot and verifies it whole before anything reads its records."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.fp = open(path, "rb", buffering=_IO)
+        except FileNotFoundError:
+            raise NotFoundError(f"snapshot path does not exist: {path}") from None
+        except IsADirectoryError:
+            raise CorruptionError(f"{path}: is a directory, not a vecstore snapshot file") from None
+        try:
+            self.manifest = self._verify()
+        except BaseException:
+            self.fp.close()
+            raise
+
+    def __enter__(self) -> "_SnapshotReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.fp.close()
+
+    def _bad(self, why: str) -> CorruptionError:
+        return CorruptionError(f"{self.path}: {why}")
+
+    def _verify(self) -> dict:
+        fp, p = self.fp, self.path
+        size = os.fstat(fp.fileno()).st_size
+        head = fp.read(_HEAD.size)
+        if len(head) < _HEAD.size or head[:8] != _MAGIC:
+            raise self._bad("not a vecstore snapshot (no VECSNAP header)")
+        version = _HEAD.unpack(head)[1]
+        if version != SNAPSHOT_VERSION:
+            raise UnsupportedFormatError(
+                f"{p}: snapshot container version {version}; this vecstore reads version {SNAPSHOT_VERSION}")
+        if size < _HEAD.size + _FOOT.size:
+            raise self._bad("truncated: the snapshot was not completely written")
+        fp.seek(size - _FOOT.size)
+        offset, length, digest, end = _FOOT.unpack(fp.read(_FOOT.size))
+        if end != _END:
+            raise self._bad("truncated or damaged: no end marker (the snapshot was not completely written)")
+        if offset < _HEAD.size or offset + length != size - _FOOT.size:
+            raise self._bad("damaged: the footer does not match the file size")
+        fp.seek(0)
+        h, left = hashlib.sha256(), size - _FOOT.size
+        while left:
+            chunk = fp.read(min(_IO, left))
+            if not chunk:
+                raise self._bad("truncated while reading")
+            h.update(chunk)
+            left -= len(chunk)
+        if h.digest() != digest:
+            raise self._bad("checksum mismatch: the snapshot file is damaged")
+        fp.seek(offset)
+        try:
+            manifest = json.loads(fp.read(length))
+        except ValueError as e:
+            raise self._bad(f"unreadable manifest ({e})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != SNAPSHOT_FORMAT:
+            raise self._bad("not a vecstore snapshot manifest")
+        fv = manifest.get("format_version")
+        if fv != SNAPSHOT_VERSION:
+            raise UnsupportedFormatError(f"{p}: snapshot format_version {fv!r}; this vecstore reads {SNAPSHOT_VERSION}")
+        self.members: dict[str, dict] = {}
+        pos = _HEAD.size
+        for m in manifest.get("members") or []:
+            ok = (isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("size"), int)
+                  and m.get("offset") == pos and isinstance(m.get("entries"), int)
+                  and isinstance(m.get("sha256"), str) and m["name"] not in self.members and m["size"] >= 0)
+            if not ok:
+                raise self._bad(f"bad member entry in the manifest: {str(m)[:120]}")
+            self.members[m["name"]] = m
+            pos += m["size"]
+        if pos != offset:
+            raise self._bad("the members do not fill the file")
+        cols = manifest.get("collections")
+        if manifest.get("kind") not in ("collection", "database") or not isinstance(cols, list):
+            raise self._bad("manifest has no kind or collections")
+        for c in cols:
+            if not isinstance(c, dict) or not isinstance(c.get("subdbs"), list) or not isinstance(c.get("counts"), dict):
+                raise self._bad(f"bad collection entry in the manifest: {str(c)[:120]}")
+            try:
+                v.check_name(c.get("name"), what="collection_name")
+            except InvalidArgumentError as e:
+                raise self._bad(str(e)) from None
+            if c.get("store_format", 1) > STORE_FORMAT:
+                raise UnsupportedFormatError(f"{p}: store format {c['store_format']} is newer than this vecstore")
+            for s in c["subdbs"]:
+                if s not in Storage.subdb_names() or f"{c['name']}/{s}" not in self.members:
+                    raise self._bad(f"unknown or missing member {c['name']}/{s}")
+        return manifest
+
+    def records(self, name: str) -> Iterator[tuple[bytes, bytes]]:
+        """The records of one member, re-checking its sha256 as they are read."""
+        m = self.members[name]
+        fp = self.fp
+        fp.seek(m["offset"])
+        left, h, n = m["size"], hashlib.sha256(), 0
+        while left:
+            head = fp.read(8)
+            if len(head) < 8 or left < 8:
+                raise self._bad(f"member {name} ends inside a record")
+            kl, vl = _REC.unpack(head)
+            if 8 + kl + vl > left:
+                raise self._bad(f"member {name}: a record runs past the member")
+            key, val = fp.read(kl), fp.read(vl)
+            h.update(head)
+            h.update(key)
+            h.update(val)
+            left -= 8 + kl + vl
+            n += 1
+            yield key, val
+        if h.hexdigest() != m["sha256"] or n != m["entries"]:
+            raise self._bad(f"member {name} changed while it was read (checksum mismatch)")
+
+
+def _restore_store(r: _SnapshotReader, entry: dict, dest: Path, name: str) -> None:
+    """Write the snapshot's records into a new store at ``dest``; drop what must be rebuilt
+    (index file names, the text index watermark)."""
+    size = os.fstat(r.fp.fileno()).st_size
+    st = Storage(dest, durability="fast", map_size=max(1 << 30, 4 * size))
+    try:
+        for s in entry["subdbs"]:
+            batch: list[tuple[bytes, bytes]] = []
+            nbytes = 0
+            for k, val in r.records(f"{entry['name']}/{s}"):
+                batch.append((k, val))
+                nbytes += len(k) + len(val)
+                if nbytes >= _BATCH_BYTES or len(batch) >= _CHUNK:
+                    _put_raw(st, s, batch)
+                    batch, nbytes = [], 0
+            if batch:
+                _put_raw(st, s, batch)
+
+        def fix(t) -> None:
+            cfg = t.get_meta("config")
+            if not isinstance(cfg, dict):
+                raise CorruptionError(f"{r.path}: collection {entry['name']!r} has no config")
+            t.put_meta("config", {**cfg, "name": name})
+            for key, rec in list(t.iter_meta("index:")):
+                if not isinstance(rec, dict):
+                    raise CorruptionError(f"{r.path}: bad index record {key!r}")
+                # Never trust index files named by a snapshot: the open rebuilds from the rows.
+                t.put_meta(key, {k: x for k, x in rec.items() if k != "files"})
+            if t.get_meta("text") is not None:
+                t.delete_meta("text")
+        st.write(fix)
+        st.sync()
+    except (VecstoreError, OSError):
+        raise
+    except Exception as e:  # msgpack or type errors from a crafted store
+        raise CorruptionError(f"{r.path}: collection {entry['name']!r} does not restore ({e})") from e
+    finally:
+        st.close()
+
+
+def _put_raw(st: Storage, subdb: str, batch: list[tuple[bytes, bytes]]) -> None:
+    def tx(t) -> None:
+        for k, val in batch:
+            t.put_raw(subdb, k, val)
+    try:
+        st.write(tx)
+    except (StorageFullError, LockedError):
+        raise
+    except VecstoreError as e:  # LMDB refused a key (empty, longer than 511 bytes)
+        raise CorruptionError(f"bad record in sub-database {subdb}: {e}") from e
+
+
+def _open_restored(db: "Database", name: str, dest: Path, entry: dict, source: Path) -> None:
+    """Open the restored store once (the same checks as any open, and the index rebuild), check
+    the row count against the manifest, then close it, which writes the rebuilt index files."""
+    from .collection import Collection
+    try:
+        col = Collection(db, name, dest, create=None, durability=db.client.durability)
+    except (CorruptionError, StorageFullError, LockedError):
+        raise
+    except Exception as e:
+        raise CorruptionError(f"{source}: collection {entry['name']!r} in it does not load ({e})") from e
+    try:
+        if col.stats().n_vectors != entry["counts"].get("rows"):
+            raise CorruptionError(f"{source}: collection {entry['name']!r} has "
+                                  f"{col.stats().n_vectors} rows, the manifest says {entry['counts'].get('rows')}")
+        col.close()
+    except BaseException:
+        col._discard()
+        raise
+
+
+def _swap_in(new: Path, final: Path, staging: Path, *, exists: Callable[[], bool], overwrite: bool, what: str,
+             close_old: Callable[[], None]) -> None:
+    """Rename ``new`` to ``final``; an existing ``final`` (only with ``overwrite``) is closed,
+    locked against other processes, moved into ``staging`` and deleted with it."""
+    from .client import _OPEN_LOCK
+    with _OPEN_LOCK:
+        if not overwrite and exists():
+            raise AlreadyExistsError(f"{what} already exists")
+        fds: list[int] = []
+        old = staging / "old"
+        try:
+            if final.exists() or final.is_symlink():
+                close_old()
+                for lock in [final / "LOCK", *final.glob("*/LOCK")]:
+                    fds.append(_take_writer_lock(lock))
+                os.rename(final, old)
+            try:
+                os.rename(new, final)
+            except BaseException:
+                if old.exists():
+                    os.rename(old, final)
+                raise
+            _fsync_dir(final.parent)
+        finally:
+            for fd in fds:
+                os.close(fd)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _discard_under(path: Path) -> None:
+    from .client import _OPEN, _OPEN_LOCK
+    with _OPEN_LOCK:
+        for key, col in list(_OPEN.items()):
+            if key.startswith(str(path.resolve()) + os.sep):
+                col._discard()
+
+
+# =========================================================================== export =========
+class _NpyWriter:
+    """A ``.npy`` file written row by row: the header is rewritten with the final row count
+    (its length does not change: numpy pads 2-D headers to 128 bytes)."""
+
+    def __init__(self, path: Path, descr: str, tail: tuple[int, ...]) -> None:
+        self.path, self.descr, self.tail, self.n = path, descr, tail, 0
+        self.fp = open(path, "wb", buffering=_IO)
+        self.head_len = len(self._header(0))
+        self.fp.write(self._header(0))
+
+    def _header(self, n: int) -> bytes:
+        import io
+        out = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            out, {"descr": self.descr, "fortran_order": False, "shape": (n, *self.tail)})
+        return out.getvalue()
+
+    def write(self, data: bytes, rows: int) -> None:
+        self.fp.write(data)
+        self.n += rows
+
+    def close(self) -> None:
+        head = self._header(self.n)
+        assert len(head) == self.head_len, "npy header length changed"
+        self.fp.seek(0)
+        self.fp.write(head)
+        self.fp.flush()
+        os.fsync(self.fp.fileno())
+        self.fp.close()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_IO), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_export(col: "Collection", d: Path, progress: bool) -> None:
+    """Stream the live rows of one read transaction into the export files in ``d``."""
+    f32 = np.dtype(np.float32).str
+    with col._storage.read() as t:
+        cfg = t.get_meta("config")
+        dim = cfg["dim"]
+        named = [(k[len("vfield:"):], spec) for k, spec in t.iter_meta("vfield:")]
+        records = {k[len("index:"):]: rec for k, rec in t.iter_meta("index:")}
+        live = array("Q")
+        n_sparse = 0
+        bar = _bar(progress, t.count_rows(), f"export {col.name}")
+        vw = _NpyWriter(d / "vectors.npy", f32, (dim,))
+        try:
+            with open(d / "metadata.jsonl", "wb", buffering=_IO) as mf:
+                sparse = t.iter_sparse()
+                nxt = next(sparse, None)
+                vecs = t.iter_vecs()
+                for label, row in t.iter_rows():
+                    key, blob = next(vecs, (None, None))
+                    if key != label_key(label) or len(blob) != 4 * dim:
+                        raise CorruptionError(f"{col.path}: row {label} has no matching vector")
+                    bar.update(1)
+                    while nxt is not None and nxt[0] < label:
+                        nxt = next(sparse, None)
+                    if row[2]:
+                        continue
+                    line: dict = {"id": row[0], "field": row[1]}
+                    if nxt is not None and nxt[0] == label:
+                        line["sparse"] = {"indices": np.frombuffer(nxt[1], np.uint32).tolist(),
+                                          "values": np.frombuffer(nxt[2], np.float32).tolist()}
+                        n_sparse += 1
+                    mf.write(_json_bytes(line) + b"\n")
+                    vw.write(blob, 1)
+                    live.append(label)
+                mf.flush()
+                os.fsync(mf.fileno())
+        finally:
+            vw.close()
+            bar.close()
+        live_labels = np.frombuffer(live, dtype=np.uint64) if len(live) else np.empty(0, np.uint64)
+        fields = []
+        for fname, spec in named:
+            vf, rf = f"vectors.{fname}.npy", f"vectors.{fname}.rows.npy"
+            fw = _NpyWriter(d / vf, f32, (spec["dim"],))
+            rw = _NpyWriter(d / rf, np.dtype("<i8").str, ())
+            try:
+                for chunk in _chunked(t.iter_named(fname), _CHUNK):
+                    labels = np.fromiter((lb for lb, _ in chunk), dtype=np.uint64, count=len(chunk))
+                    pos = np.searchsorted(live_labels, labels)
+                    ok = pos < len(live_labels)
+                    ok[ok] = live_labels[pos[ok]] == labels[ok]
+                    for (_, blob), p, keep in zip(chunk, pos.tolist(), ok.tolist()):
+                        if keep:
+                            fw.write(blob, 1)
+                            rw.write(struct.pack("<q", p), 1)
+            finally:
+                fw.close()
+                rw.close()
+            rec = records.get(fname) or {}
+            fields.append({"name": fname, "dimension": spec["dim"], "metric": spec["metric"],
+                           "index_mode": rec.get("mode"), "index_params": rec.get("params"),
+                           "count": fw.n, "vectors_file": vf, "rows_file": rf})
+    rec = records.get("default") or {}
+    manifest = {
+        "export_type": EXPORT_TYPE, "export_format": EXPORT_FORMAT, "export_version": EXPORT_VERSION,
+        "format": "vecstore-export", "format_version": EXPORT_VERSION,
+        "collection_name": col.name, "dimension": dim, "metric": cfg["metric"], "count": vw.n,
+        "vector_dtype": "float32", "byte_order": "little-endian" if f32[0] == "<" else "big-endian",
+        "metadata_file": "metadata.jsonl", "vectors_file": "vectors.npy",
+        "index_mode": rec.get("mode"), "index_params": rec.get("params"),
+        "description": cfg.get("description"), "chunk_size": cfg.get("chunk_size", 100_000),
+        "counts": {"rows": vw.n, "sparse": n_sparse, "vector_fields": {f["name"]: f["count"] for f in fields}},
+        "vector_fields": fields,
+    }
+    names = ["metadata.jsonl", "vectors.npy"] + [n for f in fields for n in (f["vectors_file"], f["rows_file"])]
+    manifest["files"] = {n: {"bytes": (d / n).stat().st_size, "sha256": _sha256_file(d / n)} for n in names}
+    (d / "export_manifest.json").write_bytes(_json_bytes(manifest, indent=2) + b"\n")
+    _fsync_file(d / "export_manifest.json")
+
+
+def _chunked(it: Iterable, n: int) -> Iterator[list]:
+    buf: list = []
+    for x in it:
+        buf.append(x)
+        if len(buf) >= n:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+# =========================================================================== import =========
+class _Export:
+    """A validated export directory (ours or LynseDB's), its arrays opened read-only."""
+
+    def __init__(self, src: Path) -> None:
+        self.src = src
+        mpath = src / "export_manifest.json"
+        if not src.is_dir() or not mpath.is_file():
+            raise CorruptionError(f"{src}: not an export directory (no export_manifest.json)")
+        try:
+            m = json.loads(mpath.read_bytes())
+        except ValueError as e:
+            raise CorruptionError(f"{mpath}: unreadable manifest ({e})") from None
+        if not isinstance(m, dict):
+            raise CorruptionError(f"{mpath}: expected a JSON object")
+        kind = m.get("export_type")
+        if kind not in (EXPORT_TYPE, LYNSE_EXPORT_TYPE):
+            raise UnsupportedFormatError(f"{mpath}: export_type {kind!r} is not a vecstore or LynseDB export")
+        if m.get("export_version") != EXPORT_VERSION or (kind == EXPORT_TYPE and m.get("format_version") != EXPORT_VERSION):
+            raise UnsupportedFormatError(f"{mpath}: export version {m.get('export_version')!r}; "
+                                         f"this vecstore reads version {EXPORT_VERSION}")
+        self.m, self.lynse = m, kind == LYNSE_EXPORT_TYPE
+        self.dim = self._int(m.get("dimension"), 1, 65536, "dimension")
+        self.count = self._int(m.get("count"), 0, 1 << 62, "count")
+        self.metric = self._metric(m.get("metric", "ip"), "metric")
+        desc = m.get("description")
+        self.description = desc if isinstance(desc, str) else None
+        cs = m.get("chunk_size", 100_000)
+        self.chunk_size = cs if isinstance(cs, int) and not isinstance(cs, bool) and cs > 0 else 100_000
+        if not self.lynse:
+            self._check_files()
+        self.metadata = self._file(m.get("metadata_file", "metadata.jsonl"))
+        if self.lynse:
+            if m.get("vector_dtype", "f32") not in ("f32", "float32") or m.get("byte_order", "little-endian") != "little-endian":
+                raise UnsupportedFormatError(f"{mpath}: vectors must be little-endian float32")
+            vpath = self._file(m.get("vectors_file", "vectors.f32"))
+            if vpath.stat().st_size != self.count * self.dim * 4:
+                raise CorruptionError(f"{vpath}: {vpath.stat().st_size} bytes, expected count x dimension x 4 = "
+                                      f"{self.count * self.dim * 4}")
+            self.vectors = (np.memmap(vpath, dtype="<f4", mode="r", shape=(self.count, self.dim))
+                            if self.count else np.empty((0, self.dim), np.float32))
+            self.index_mode, self.index_params, self.fields = None, None, []
+            return
+        self.vectors = self._npy(m.get("vectors_file"), (self.count, self.dim), "f")
+        self.index_mode, self.index_params = m.get("index_mode"), m.get("index_params")
+        self.fields = []
+        specs = m.get("vector_fields") or []
+        if not isinstance(specs, list):
+            raise CorruptionError(f"{mpath}: vector_fields must be a list")
+        for f in specs:
+            if not isinstance(f, dict) or not isinstance(f.get("name"), str) or not _FIELD_NAME.match(f["name"]) \
+                    or f["name"] == "default":
+                raise CorruptionError(f"{mpath}: bad vector field entry {str(f)[:120]}")
+            fdim = self._int(f.get("dimension"), 1, 65536, f"{f['name']}.dimension")
+            n = self._int(f.get("count"), 0, self.count, f"{f['name']}.count")
+            rows = np.asarray(self._npy(f.get("rows_file"), (n,), "i"), dtype=np.int64)
+            if n and (rows[0] < 0 or rows[-1] >= self.count or (np.diff(rows) <= 0).any()):
+                raise CorruptionError(f"{src / f['rows_file']}: row numbers must ascend within [0, {self.count})")
+            self.fields.append({"name": f["name"], "dim": fdim, "metric": self._metric(f.get("metric"), f["name"]),
+                                "mode": f.get("index_mode"), "params": f.get("index_params"),
+                                "rows": rows, "vectors": self._npy(f.get("vectors_file"), (n, fdim), "f")})
+
+    def _int(self, x: Any, lo: int, hi: int, key: str) -> int:
+        if not isinstance(x, int) or isinstance(x, bool) or not lo <= x <= hi:
+            raise CorruptionError(f"{self.src}: manifest {key} must be an int in [{lo}, {hi}], got {x!r}")
+        return x
+
+    def _metric(self, x: Any, what: str) -> str:
+        from .indexes.base import parse_metric
+        try:
+            return parse_metric(x, param=what)
+        except InvalidArgumentError as e:
+            raise CorruptionError(f"{self.src}: {e}") from None
+
+    def _file(self, name: Any) -> Path:
+        """A file the manifest names: a plain name inside the export, never a path elsewhere."""
+        if not isinstance(name, str) or not _FILE_NAME.match(name):
+            raise ForbiddenPathError(f"{self.src}: the manifest names a file outside the export: {str(name)[:80]!r}")
+        p = self.src / name
+        real = os.path.realpath(p)
+        if os.path.dirname(real) != os.path.realpath(self.src):
+            raise ForbiddenPathError(f"{self.src}: {name} leads outside the export (symlink)")
+        if not p.is_file():
+            raise CorruptionError(f"{self.src}: {name} is missing")
+        return p
+
+    def _check_files(self) -> None:
+        files = self.m.get("files")
+        if not isinstance(files, dict):
+            raise CorruptionError(f"{self.src}: manifest has no file checksums")
+        for name, info in files.items():
+            p = self._file(name)
+            if not isinstance(info, dict) or p.stat().st_size != info.get("bytes") or _sha256_file(p) != info.get("sha256"):
+                raise CorruptionError(f"{p}: checksum mismatch: the export is damaged or incomplete")
+        wanted = [self.m.get("metadata_file"), self.m.get("vectors_file")]
+        for f in self.m.get("vector_fields") or []:
+            if isinstance(f, dict):
+                wanted += [f.get("vectors_file"), f.get("rows_file")]
+        for w in wanted:
+            self._file(w)
+        missing = [w for w in wanted if w not in files]
+        if missing:
+            raise CorruptionError(f"{self.src}: files without checksums in the manifest: {missing}")
+
+    def _npy(self, name: Any, shape: tuple[int, ...], kind: str) -> np.ndarray:
+        path = self._file(name)
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                if version != (1, 0):
+                    raise ValueError(f"npy version {version}")
+                hshape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        except ValueError as e:
+            raise CorruptionError(f"{path}: not a readable .npy file ({e})") from None
+        ok_dtype = dtype == np.dtype("<f4" if kind == "f" else "<i8") or dtype == np.dtype(">f4" if kind == "f" else ">i8")
+        if tuple(hshape) != shape or fortran or not ok_dtype:
+            raise CorruptionError(f"{path}: expected {'float32' if kind == 'f' else 'int64'} of shape {shape}, "
+                                  f"got {dtype} of shape {tuple(hshape)}")
+        if not shape[0]:
+            return np.empty(shape, np.float32 if kind == "f" else np.int64)
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as e:
+            raise CorruptionError(f"{path}: {e}") from None
+
+
+def _unit(vecs: np.ndarray) -> np.ndarray:
+    """Normalise rows that are not already unit length; unit rows keep their exact bits (a
+    second normalisation would change the last bits, and an export would not round-trip)."""
+    norms = np.linalg.norm(vecs, axis=1)
+    if (norms == 0).any():
+        raise InvalidArgumentError("a zero vector has no cosine direction")
+    off = np.abs(norms - 1.0) > _UNIT_TOL
+    if off.any():
+        vecs[off] /= norms[off, None]
+    return vecs
+
+
+def _import_rows(col: "Collection", ex: _Export, progress: bool) -> None:
+    """Rows in chunks of 50,000 (each an add, then its sparse and named vectors), then the
+    indexes, built once over all rows."""
+    cosine_named = [f["name"] for f in ex.fields if f["metric"] == "cosine"]
+    for f in ex.fields:
+        # Cosine fields load as "ip" (no second normalisation of unit vectors, see _unit), and
+        # take their metric back below, before any index is built.
+        col.create_vector_field(f["name"], f["dim"], metric="ip" if f["metric"] == "cosine" else f["metric"])
+    bar = _bar(progress, ex.count, f"import {col.name}")
+    start, line_no = 0, 0
+    try:
+        with open(ex.metadata, "rb") as fp:
+            lines = (ln for ln in fp if ln.strip())
+            for chunk in _chunked(lines, _CHUNK):
+                ids, fields, sp_ids, sp_vecs = [], [], [], []
+                for raw in chunk:
+                    line_no += 1
+                    try:
+                        rec = json.loads(raw)
+                        if not isinstance(rec, dict):
+                            raise ValueError("expected a JSON object")
+                        rid = rec.get("external_id", rec.get("id")) if ex.lynse else rec.get("id")
+                        i = v.check_id(rid, param="id")
+                        field = v.check_fields(rec.get("field"), param="field")
+                    except (ValueError, InvalidArgumentError) as e:
+                        raise CorruptionError(f"{ex.metadata}: line {line_no}: {e}") from None
+                    ids.append(i)
+                    fields.append(field)
+                    if rec.get("sparse") is not None:
+                        sp_ids.append(i)
+                        sp_vecs.append(rec["sparse"])
+                end = start + len(ids)
+                if end > ex.count:
+                    raise CorruptionError(f"{ex.metadata}: more lines than the manifest's count {ex.count}")
+                try:
+                    _add_chunk(col, ex, start, ids, fields, sp_ids, sp_vecs)
+                except (AlreadyExistsError, InvalidArgumentError) as e:
+                    raise CorruptionError(f"{ex.src}: rows {start + 1}-{end}: {e}") from None
+                bar.update(len(ids))
+                start = end
+    finally:
+        bar.close()
+    if start != ex.count:
+        raise CorruptionError(f"{ex.metadata}: {start} rows, the manifest says {ex.count}")
+    for name in cosine_named:
+        col._storage.write(lambda t, name=name: t.put_meta(
+            f"vfield:{name}", {**t.get_meta(f"vfield:{name}"), "metric": "cosine"}))
+        col._named[name].metric = "cosine"
+    try:
+        if ex.index_mode is not None:
+            col.build_index(ex.index_mode, **_params(ex.index_params))
+        for f in ex.fields:
+            if f["mode"] is not None:
+                col.build_vector_field_index(f["name"], f["mode"], **_params(f["params"]))
+    except InvalidArgumentError as e:
+        raise CorruptionError(f"{ex.src}: the exported index cannot be rebuilt ({e})") from None
+
+
+def _add_chunk(col: "Collection", ex: _Export, start: int, ids: list, fields: list, sp_ids: list,
+               sp_vecs: list) -> None:
+    """One chunk of rows, then the sparse and named vectors of those rows."""
+    end = start + len(ids)
+    vecs = v.check_vectors(np.asarray(ex.vectors[start:end], dtype=np.float32), ex.dim, param="vectors")
+    col._insert(ids, _unit(vecs) if col.metric == "cosine" else vecs, fields, progress=False)
+    if sp_ids:
+        col.add_sparse_vectors(sp_vecs, ids=sp_ids)
+    for f in ex.fields:
+        lo, hi = np.searchsorted(f["rows"], [start, end]).tolist()
+        if hi > lo:
+            fv = v.check_vectors(np.asarray(f["vectors"][lo:hi], dtype=np.float32), f["dim"], param=f["name"])
+            col.add_named_vectors(f["name"], _unit(fv) if f["metric"] == "cosine" else fv,
+                                  [ids[r - start] for r in f["rows"][lo:hi].tolist()])
+
+
+def _params(p: Any) -> dict:
+    return {k: x for k, x in p.items() if x is not None} if isinstance(p, dict) else {}
+
+
+# =========================================================================== mixins =========
+class CollectionPortability:
+    """Mixin of :class:`vecstore.Collection`: snapshots and exports."""
+
+    def snapshot_to(self: "Collection", path: str | os.PathLike, *, progress: bool = False) -> str:
+        """Write a snapshot of this collection to the file ``path`` (which must not exist) and
+        return the path. It is one consistent point in time even while writers run, holds
+        soft-deleted rows too, and restores with :meth:`Database.restore_collection`.
+
+        >>> col.snapshot_to("backups/items.snap")  # doctest: +SKIP
+        'backups/items.snap'
+        """
+        self._check_open()
+        target = _new_target(path, "snapshot_path", "snapshot")
+        with _atomic_file(target, "snapshot") as fp:
+            w = _SnapshotWriter(fp)
+            entry = _dump_collection(self, w, progress)
+            w.finish({"kind": "collection", "database_name": self.database.name, "collection_name": self.name,
+                      "dim": entry["dim"], "metric": entry["metric"], "counts": entry["counts"],
+                      "collections": [entry]})
+        return str(target)
+
+    def export_to(self: "Collection", path: str | os.PathLike, *, progress: bool = False) -> str:
+        """Export the live rows to the new directory ``path``: ``export_manifest.json``,
+        ``metadata.jsonl`` (ids, fields, sparse vectors) and ``.npy`` vectors, readable without
+        vecstore (see the module docstring). Soft-deleted rows are left out. Memory stays
+        bounded: rows stream from one read transaction.
+
+        >>> col.export_to("exports/items")  # doctest: +SKIP
+        'exports/items'
+        """
+        self._check_open()
+        target = _new_target(path, "export_path", "export")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        try:
+            _write_export(self, tmp, progress)
+            _fsync_dir(tmp)
+            if target.exists() or target.is_symlink():
+                raise AlreadyExistsError(f"export target already exists: {path}")
+            os.rename(tmp, target)
+            _fsync_dir(target.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return str(target)
+
+
+class DatabasePortability:
+    """Mixin of :class:`vecstore.Database`: snapshot, restore, export and import of collections."""
+
+    def snapshot_collection(self: "Database", name: str, path: str | os.PathLike) -> str:
+        """:meth:`Collection.snapshot_to` by collection name.
+
+        >>> db.snapshot_collection("items", "backups/items.snap")  # doctest: +SKIP
+        'backups/items.snap'
+        """
+        return self.get_collection(name).snapshot_to(path)
+
+    def export_collection(self: "Database", name: str, path: str | os.PathLike) -> str:
+        """:meth:`Collection.export_to` by collection name.
+
+        >>> db.export_collection("items", "exports/items")  # doctest: +SKIP
+        'exports/items'
+        """
+        return self.get_collection(name).export_to(path)
+
+    def _portability_target(self: "Database", name: str, overwrite: Any) -> tuple[Path, bool]:
+        self._check_open()
+        _writable(self.client)
+        final = self._col_path(name)
+        overwrite = v.check_bool(overwrite, param="overwrite")
+        if not overwrite and self.collection_exists(name):
+            raise AlreadyExistsError(f"collection_name: collection {name!r} already exists")
+        return final, overwrite
+
+    def _portability_publish(self: "Database", name: str, final: Path, staging: Path, overwrite: bool) -> "Collection":
+        from .client import _OPEN, _OPEN_LOCK
+
+        def close_old() -> None:
+            with _OPEN_LOCK:
+                col = _OPEN.get(str(final.resolve()))
+                if col is not None:
+                    col._discard()
+        _swap_in(staging / "new", final, staging, exists=lambda: self.collection_exists(name), overwrite=overwrite,
+                 what=f"collection_name: collection {name!r}", close_old=close_old)
+        return self.get_collection(name)
+
+    def restore_collection(self: "Database", name: str, path: str | os.PathLike,
+                           overwrite: bool = False) -> "Collection":
+        """Restore a snapshot file as collection ``name`` (rows, deletions, named and sparse
+        vectors, config, index modes; indexes are rebuilt from the rows). ``overwrite=False``
+        refuses an existing collection; ``overwrite=True`` replaces it only once the restored
+        one is complete (its open handle is closed). A damaged, truncated or foreign file raises
+        CorruptionError (UnsupportedFormatError for another version) and changes nothing.
+
+        >>> db.restore_collection("items", "backups/items.snap", overwrite=True)  # doctest: +SKIP
+        <Collection app/items dim=4 1000 rows>
+        """
+        final, overwrite = self._portability_target(name, overwrite)
+        src = _as_path(path, "snapshot_path")
+        with _SnapshotReader(src) as r:
+            if r.manifest["kind"] != "collection" or len(r.manifest["collections"]) != 1:
+                raise InvalidArgumentError(f"snapshot_path: {path} is a database snapshot; use Client.restore_database")
+            entry = r.manifest["collections"][0]
+            staging = _staging(self.path)
+            try:
+                _restore_store(r, entry, staging / "new", name)
+                _open_restored(self, name, staging / "new", entry, src)
+                return self._portability_publish(name, final, staging, overwrite)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def import_collection(self: "Database", name: str, path: str | os.PathLike, overwrite: bool = False,
+                          *, progress: bool = False) -> "Collection":
+        """Create collection ``name`` from an export directory (vecstore's, or LynseDB's
+        ``vectors.f32`` + ``metadata.jsonl``): config, named vector fields, sparse vectors, and
+        the exported index modes, built once at the end. Rows are added 50,000 at a time.
+        ``overwrite`` works as in :meth:`restore_collection`.
+
+        >>> db.import_collection("items2", "exports/items")  # doctest: +SKIP
+        <Collection app/items2 dim=4 1000 rows>
+        """
+        from .collection import Collection
+        final, overwrite = self._portability_target(name, overwrite)
+        src = _as_path(path, "export_path")
+        if not src.exists():
+            raise NotFoundError(f"export path does not exist: {path}")
+        ex = _Export(src)
+        staging = _staging(self.path)
+        try:
+            create = {"dim": ex.dim, "metric": ex.metric, "description": ex.description,
+                      "chunk_size": ex.chunk_size, "durability": self.client.durability, "name": name,
+                      "kind": "collection"}
+            col = Collection(self, name, staging / "new", create=create)
+            try:
+                _import_rows(col, ex, progress)
+                col.close()
+            except BaseException:
+                col._discard()
+                raise
+            return self._portability_publish(name, final, staging, overwrite)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+class ClientPortability:
+    """Mixin of :class:`vecstore.Client`: snapshot and restore of whole databases."""
+
+    def snapshot_database(self: "Client", name: str, path: str | os.PathLike) -> str:
+        """Write every collection of database ``name`` into one snapshot file. Each collection
+        is a consistent point in time (one read transaction each; there is no transaction across
+        collections).
+
+        >>> client.snapshot_database("app", "backups/app.snap")  # doctest: +SKIP
+        'backups/app.snap'
+        """
+        db = self.get_database(name)
+        target = _new_target(path, "snapshot_path", "snapshot")
+        with _atomic_file(target, "snapshot") as fp:
+            w = _SnapshotWriter(fp)
+            entries = [_dump_collection(db.get_collection(c), w, False) for c in db.show_collections()]
+            w.finish({"kind": "database", "database_name": name, "collections": entries})
+        return str(target)
+
+    def restore_database(self: "Client", name: str, path: str | os.PathLike,
+                         overwrite: bool = False) -> "Database":
+        """Restore a database snapshot as database ``name``, built completely next to it and
+        renamed into place. ``overwrite`` works as in :meth:`Database.restore_collection`.
+
+        >>> client.restore_database("app2", "backups/app.snap")  # doctest: +SKIP
+        <vecstore.Database 'app2'>
+        """
+        from .client import _DB_MARKER, Database
+        self._check_open()
+        _writable(self)
+        final = self._db_path(name)
+        overwrite = v.check_bool(overwrite, param="overwrite")
+        if not overwrite and self.database_exists(name):
+            raise AlreadyExistsError(f"database_name: database {name!r} already exists")
+        src = _as_path(path, "snapshot_path")
+        with _SnapshotReader(src) as r:
+            if r.manifest["kind"] != "database":
+                raise InvalidArgumentError(f"snapshot_path: {path} is a collection snapshot; use Database.restore_collection")
+            staging = _staging(self.root)
+            try:
+                new = staging / "new"
+                new.mkdir()
+                tmp_db = Database(self, name, new)
+                for entry in r.manifest["collections"]:
+                    _restore_store(r, entry, new / entry["name"], entry["name"])
+                    _open_restored(tmp_db, entry["name"], new / entry["name"], entry, src)
+                (new / _DB_MARKER).touch()
+                _fsync_dir(new)
+
+                def close_old() -> None:
+                    old = self._databases.pop(name, None)
+                    _discard_under(final)
+                    if old is not None:
+                        old.close()
+                _swap_in(new, final, staging, exists=lambda: self.database_exists(name), overwrite=overwrite,
+                         what=f"database_name: database {name!r}", close_old=close_old)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        return self.get_database(name)
+
