@@ -1,0 +1,1449 @@
+"""The ``where`` language: SQL-style boolean expressions over a row's fields (DESIGN §6).
+
+An expression is parsed once by :func:`compile_where` into a :class:`Filter` plan (cached), and
+the plan is evaluated vectorised over :class:`FieldColumns`, columnar copies of the rows' fields
+kept in sync with writes. :meth:`Filter.matches` evaluates one row in plain Python.
+
+>>> cols = FieldColumns()
+>>> cols.reset([1, 2, 3], [{"lang": "en", "n": 3, "tags": ["a", "b"]},
+...                        {"lang": "de", "n": 1},
+...                        {"lang": "en", "n": 5, "tags": ["b"]}])
+>>> f = compile_where("lang = 'en' AND (n > 4 OR tags CONTAINS 'a')")
+>>> f.mask(cols).tolist()
+[True, False, True]
+>>> sorted(f.fields)
+['lang', 'n', 'tags']
+>>> f.matches(2, {"lang": "en", "tags": ["a"]})
+True
+
+Grammar (EBNF; keywords are case-insensitive, names are case-sensitive)::
+
+    where      = or_expr ;
+    or_expr    = and_expr { "OR" and_expr } ;
+    and_expr   = not_expr { "AND" not_expr } ;
+    not_expr   = "NOT" not_expr | predicate ;
+    predicate  = sum [ cmp_op sum
+                     | [ "NOT" ] "IN" "(" sum { "," sum } ")"      (* items are constants *)
+                     | [ "NOT" ] "BETWEEN" sum "AND" sum           (* inclusive *)
+                     | [ "NOT" ] "LIKE" sum                        (* a constant string *)
+                     | [ "NOT" ] "CONTAINS" sum                    (* a constant *)
+                     | "IS" [ "NOT" ] "NULL" ] ;
+    cmp_op     = "=" | "!=" | "<>" | "<" | "<=" | ">" | ">=" ;
+    sum        = term { ( "+" | "-" ) term } ;
+    term       = unary { ( "*" | "/" ) unary } ;
+    unary      = ( "-" | "+" ) unary | atom ;
+    atom       = literal | name | "(" or_expr ")" ;
+    literal    = string | number | "TRUE" | "FALSE" | "NULL"
+               | "DATE" string | "TIMESTAMP" string ;
+    string     = "'" { any character except "'" | "''" } "'" ;       (* '' is one quote *)
+    number     = digits [ "." [ digits ] ] [ exponent ] | "." digits [ exponent ] ;
+    name       = identifier | '"' { any character except '"' | '""' } '"' ;
+    identifier = ( letter | "_" ) { letter | digit | "_" | "." } ;   (* not a keyword *)
+
+A predicate must end up boolean (``n`` alone is an error, ``(n + 1) * 2 > 5`` is fine); an
+operand of a comparison must be a value. Nesting (parentheses, ``NOT``, unary minus) is limited
+to :data:`MAX_DEPTH` levels so that hostile input cannot exhaust the stack. ``DATE`` and
+``TIMESTAMP`` are keywords only when a string follows, so a field may be called ``date``.
+
+Semantics:
+
+- **Names.** ``id`` (bare or quoted) is the row's public id, so a stored field called ``id`` is
+  not reachable. ``a.b`` is the key ``"a.b"`` if the row has it, else ``b`` inside the dict
+  ``a``. A missing key, or ``None``, is NULL.
+- **NULL and three-valued logic.** A comparison with NULL is UNKNOWN; ``NOT`` UNKNOWN is UNKNOWN
+  and only TRUE rows match, so on a row without ``x`` neither ``x = 1`` nor ``NOT (x = 1)``
+  nor ``x != 1`` matches (as in SQL). ``x = NULL`` never matches: use ``IS NULL``, which is
+  true for a missing key and for ``None``. ``IN`` is the OR of ``=``, ``BETWEEN`` the AND of
+  ``>=`` and ``<=``, each with the same three-valued rules.
+- **Types.** Values are numbers (int and float compare numerically), strings (code-point
+  order), bools (only with bools: ``ok = true``), lists and objects (dicts; comparable with
+  nothing). Two values of different types are incomparable: UNKNOWN for that row. But when each
+  side is *uniformly* of one type and the types differ -- a field whose values are all strings
+  against a number, ``ok = 1`` on an all-bool field, a number literal against a string literal
+  -- :class:`~vecstore.errors.FilterTypeError` is raised, since no row can ever match and the
+  expression is almost certainly a mistake (``comparing string field 'lang' with number 3``).
+  Fields with mixed types never raise; their rows of another type simply do not match.
+  Arithmetic is always of type number. Errors that need no data (two constants, arithmetic
+  against a string) are raised by :func:`compile_where`; the ones that depend on a column by
+  :meth:`Filter.mask`. :meth:`Filter.matches` sees one row and no column, so it cannot tell a
+  mistake from a mixed column: it never raises for data, a row of another type does not match
+  (views filter rows one at a time and must not fail on one odd row). Where ``mask`` does not
+  raise, ``matches`` agrees with it row for row.
+- **Arithmetic** (``+ - * /``) is done in double precision on numbers; any other operand makes
+  the result NULL, and so does a division by zero (as SQLite does).
+- **LIKE** is case-sensitive and matches the whole string; ``%`` is any run of characters,
+  ``_`` exactly one character, and there is no escape character. It is evaluated in linear time
+  (RE2 in pyarrow, a greedy segment matcher in Python), never with a backtracking regex.
+- **CONTAINS** is membership in a list field (``tags CONTAINS 'b'``), with the same type rules
+  as ``=`` per element and no type error. On a present non-list value (a string, a number) it
+  is FALSE rather than a substring test -- use ``LIKE '%b%'`` for that; on NULL it is UNKNOWN.
+- **Dates** are ISO strings in the fields, so ``DATE '2026-06-02'`` and ``TIMESTAMP
+  '2026-06-02T10:00:00'`` are validated and then compared as strings (ISO order is time order
+  when the fields use one format). ``datetime``/``date`` objects in fields are read as ISO
+  strings.
+- **Precision.** Integers beyond 2**53 mixed with floats in one column are compared exactly
+  (an object column); arithmetic is always float64.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import math
+import operator
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import FilterSyntaxError, FilterTypeError, InvalidArgumentError
+
+__all__ = ["MAX_DEPTH", "Column", "FieldColumns", "Filter", "compile_where"]
+
+MAX_DEPTH = 64
+"""Deepest nesting of parentheses, ``NOT`` and unary signs a ``where`` may have."""
+
+# ---------------------------------------------------------------------------------------------
+# Value categories. One code per row in a Column; NULL covers missing keys and None.
+
+NULL, NUM, STR, BOOL, LIST, OBJ = 0, 1, 2, 3, 4, 5
+_SCALARS = (NUM, STR, BOOL)
+_TYPE_NAMES = {NUM: "number", STR: "string", BOOL: "bool", LIST: "list", OBJ: "object"}
+_MISSING = object()
+_EXACT_FLOAT_INT = 2**53  # the largest magnitude up to which every int is exactly a float
+
+
+def _classify(v: Any) -> tuple[int, Any]:
+    """(category, normalised value) of one field value; the single source of truth for both the
+    columnar and the row path, so they cannot disagree about what a value is."""
+    t = type(v)
+    if t is str:
+        return STR, v
+    if v is None or v is _MISSING:
+        return NULL, None
+    if t is bool:
+        return BOOL, v
+    if t is int or t is float:
+        return NUM, v
+    if t is list or t is tuple:
+        return LIST, v
+    if t is dict:
+        return OBJ, v
+    # Slower checks for subclasses and numpy scalars (a bool is an int, so it goes first).
+    if isinstance(v, (bool, np.bool_)):
+        return BOOL, bool(v)
+    if isinstance(v, (int, np.integer)):
+        return NUM, int(v)
+    if isinstance(v, (float, np.floating)):
+        return NUM, float(v)
+    if isinstance(v, str):
+        return STR, str(v)
+    if isinstance(v, (_dt.date, _dt.datetime)):
+        return STR, v.isoformat()
+    if isinstance(v, (list, tuple)):
+        return LIST, v
+    return OBJ, v
+
+
+def _lookup(row: Any, name: str) -> Any:
+    """The value of ``name`` in a row: the literal key first, then a path into nested dicts."""
+    if not isinstance(row, Mapping):
+        return _MISSING
+    if name in row:
+        return row[name]
+    i = name.find(".")
+    while i != -1:
+        head = row.get(name[:i], _MISSING)
+        if isinstance(head, Mapping):
+            v = _lookup(head, name[i + 1:])
+            if v is not _MISSING:
+                return v
+        i = name.find(".", i + 1)
+    return _MISSING
+
+
+def _to_float(v: Any) -> float:
+    try:
+        return float(v)
+    except OverflowError:  # an int beyond the float range
+        return float("inf") if v > 0 else float("-inf")
+
+
+# ---------------------------------------------------------------------------------------------
+# Columns
+
+
+def _num_array(values: list) -> np.ndarray:
+    """int64 when all values are ints that fit, float64 when that is exact, else object (exact
+    Python comparisons, still run by numpy's C loop)."""
+    if not any(type(v) is float for v in values):
+        try:
+            return np.array(values, dtype=np.int64)
+        except OverflowError:
+            return np.array(values, dtype=object)
+    if any(type(v) is int and abs(v) > _EXACT_FLOAT_INT for v in values):
+        return np.array(values, dtype=object)
+    return np.array(values, dtype=np.float64)
+
+
+def _unify_num(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cast two number arrays to one dtype without losing exactness."""
+    if a.dtype == b.dtype:
+        return a, b
+    if a.dtype == object or b.dtype == object:
+        return a.astype(object), b.astype(object)
+    ints = a if a.dtype == np.int64 else b
+    if ints.size and int(np.abs(ints).max()) > _EXACT_FLOAT_INT:
+        return a.astype(object), b.astype(object)
+    return a.astype(np.float64), b.astype(np.float64)
+
+
+def _str_array(values: list) -> Any:
+    """A pyarrow string array (None = not a string); an object array for strings pyarrow cannot
+    encode (lone surrogates), with '' in the gaps so that comparisons never meet None."""
+    try:
+        return pa.array(values, type=pa.string())
+    except (UnicodeEncodeError, pa.ArrowInvalid, pa.ArrowTypeError):
+        return np.array(["" if v is None else v for v in values], dtype=object)
+
+
+def _utf8(s: Any) -> bool:
+    """False for a str pyarrow cannot encode (a lone surrogate); True for anything else."""
+    if not isinstance(s, str) or s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _str_to_object(arr: Any) -> np.ndarray:
+    if isinstance(arr, np.ndarray):
+        return arr
+    return np.array(["" if v is None else v for v in arr.to_pylist()], dtype=object)
+
+
+def _str_concat(a: Any, b: Any) -> Any:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.concatenate([_str_to_object(a), _str_to_object(b)])
+    return pa.concat_arrays([a, b])
+
+
+def _str_take(arr: Any, keep: np.ndarray) -> Any:
+    return arr[keep] if isinstance(arr, np.ndarray) else arr.filter(pa.array(keep))
+
+
+def _bool_np(res: Any) -> np.ndarray:
+    """A pyarrow boolean result (nulls = no) or a numpy result as a plain bool ndarray."""
+    if isinstance(res, np.ndarray):
+        return res.astype(bool, copy=False)
+    return res.fill_null(False).to_numpy(zero_copy_only=False).astype(bool, copy=False)
+
+
+class Column:
+    """One field over all rows, by category: what :meth:`FieldColumns.column` returns.
+
+    ``code[i]`` is the category of row ``i`` (NULL, NUM, STR, BOOL, LIST, OBJ); ``num``,
+    ``strs`` and ``bools`` hold the row's value where its code says so (garbage elsewhere) and
+    are ``None`` when no row has that category; ``elems`` maps a scalar category to
+    ``(rows, values)``, the exploded scalar elements of list values. Treat it as read-only.
+    """
+
+    __slots__ = ("_cats", "_f64", "_masks", "bools", "code", "elems", "n", "num", "strs")
+
+    def __init__(self, code: np.ndarray, num: np.ndarray | None = None, strs: Any = None,
+                 bools: np.ndarray | None = None, elems: dict | None = None) -> None:
+        self.n = len(code)
+        self.code = code
+        self.num = num
+        self.strs = strs
+        self.bools = bools
+        self.elems = elems or {}
+        self._masks: dict[int, np.ndarray] = {}
+        self._f64: np.ndarray | None = None
+        self._cats: frozenset[int] | None = None
+
+    @classmethod
+    def build(cls, values: Sequence) -> Column:
+        """The column of raw field values (the one per-row Python loop of the module)."""
+        n = len(values)
+        codes = bytearray(n)
+        num_i: list[int] = []
+        num_v: list = []
+        str_i: list[int] = []
+        str_v: list[str] = []
+        bool_i: list[int] = []
+        bool_v: list[bool] = []
+        ev: dict[int, tuple[list, list]] = {NUM: ([], []), STR: ([], []), BOOL: ([], [])}
+        for i, raw in enumerate(values):
+            c, v = _classify(raw)
+            codes[i] = c
+            if c == STR:
+                str_i.append(i)
+                str_v.append(v)
+            elif c == NUM:
+                num_i.append(i)
+                num_v.append(v)
+            elif c == BOOL:
+                bool_i.append(i)
+                bool_v.append(v)
+            elif c == LIST:
+                for e in v:
+                    ec, e = _classify(e)
+                    if ec in ev:
+                        ev[ec][0].append(i)
+                        ev[ec][1].append(e)
+        num = bools = strs = None
+        if num_i:
+            vals = _num_array(num_v)
+            num = np.zeros(n, dtype=vals.dtype)
+            num[num_i] = vals
+        if str_i:
+            full: list = [None] * n
+            for i, v in zip(str_i, str_v):
+                full[i] = v
+            strs = _str_array(full)
+        if bool_i:
+            bools = np.zeros(n, dtype=bool)
+            bools[bool_i] = bool_v
+        elems = {}
+        for c, (rows, vals) in ev.items():
+            if rows:
+                arr = (_num_array(vals) if c == NUM else _str_array(vals) if c == STR
+                       else np.array(vals, dtype=bool))
+                elems[c] = (np.array(rows, dtype=np.int64), arr)
+        return cls(np.frombuffer(bytes(codes), dtype=np.int8).copy(), num, strs, bools, elems)
+
+    def mask(self, code: int) -> np.ndarray:
+        """Rows of one category (cached; do not modify)."""
+        m = self._masks.get(code)
+        if m is None:
+            m = self._masks[code] = self.code == code
+        return m
+
+    @property
+    def cats(self) -> frozenset[int]:
+        """The non-NULL categories present (decides the uniform-type errors)."""
+        if self._cats is None:
+            counts = np.bincount(self.code, minlength=OBJ + 1)
+            self._cats = frozenset(c for c in range(NUM, OBJ + 1) if counts[c])
+        return self._cats
+
+    def f64(self) -> np.ndarray:
+        """Numbers as float64 (zeros elsewhere), for arithmetic."""
+        if self._f64 is None:
+            if self.num is None:
+                self._f64 = np.zeros(self.n)
+            elif self.num.dtype == object:
+                try:
+                    self._f64 = self.num.astype(np.float64)
+                except OverflowError:
+                    self._f64 = np.fromiter((_to_float(v) for v in self.num), np.float64, self.n)
+            else:
+                self._f64 = self.num.astype(np.float64, copy=False)
+        return self._f64
+
+    # -- incremental maintenance ---------------------------------------------------------------
+
+    def concat(self, other: Column) -> Column:
+        """This column followed by ``other`` (appended rows); copies in C, no Python per row."""
+        n, m = self.n, other.n
+        num = strs = bools = None
+        if self.num is not None or other.num is not None:
+            a = self.num if self.num is not None else np.zeros(n, np.int64)
+            b = other.num if other.num is not None else np.zeros(m, np.int64)
+            num = np.concatenate(_unify_num(a, b))
+        if self.strs is not None or other.strs is not None:
+            strs = _str_concat(self.strs if self.strs is not None else pa.nulls(n, pa.string()),
+                               other.strs if other.strs is not None else pa.nulls(m, pa.string()))
+        if self.bools is not None or other.bools is not None:
+            bools = np.concatenate([
+                self.bools if self.bools is not None else np.zeros(n, bool),
+                other.bools if other.bools is not None else np.zeros(m, bool)])
+        elems = dict(self.elems)
+        for c, (rows, vals) in other.elems.items():
+            if c in elems:
+                rows0, vals0 = elems[c]
+                rows = np.concatenate([rows0, rows + n])
+                vals = (_str_concat(vals0, vals) if c == STR
+                        else np.concatenate(_unify_num(vals0, vals)) if c == NUM
+                        else np.concatenate([vals0, vals]))
+                elems[c] = (rows, vals)
+            else:
+                elems[c] = (rows + n, vals)
+        return Column(np.concatenate([self.code, other.code]), num, strs, bools, elems)
+
+    def patched(self, positions: np.ndarray, new: Column) -> Column:
+        """A copy with the rows at sorted unique ``positions`` replaced by the rows of ``new``."""
+        n = self.n
+        replaced = np.zeros(n, bool)
+        replaced[positions] = True
+        code = self.code.copy()
+        code[positions] = new.code
+        num = strs = bools = None
+        if self.num is not None or new.num is not None:
+            a = self.num if self.num is not None else np.zeros(n, np.int64)
+            b = new.num if new.num is not None else np.zeros(new.n, np.int64)
+            a, b = _unify_num(a, b)
+            num = a.copy()
+            num[positions] = b
+        if self.bools is not None or new.bools is not None:
+            bools = self.bools.copy() if self.bools is not None else np.zeros(n, bool)
+            bools[positions] = new.bools if new.bools is not None else False
+        if self.strs is not None or new.strs is not None:
+            a = self.strs if self.strs is not None else pa.nulls(n, pa.string())
+            b = new.strs if new.strs is not None else pa.nulls(new.n, pa.string())
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                strs = _str_to_object(a).copy()
+                strs[positions] = _str_to_object(b)
+            else:  # replace_with_mask takes the replacements in row order: positions are sorted
+                strs = pc.replace_with_mask(a, pa.array(replaced), b)
+        elems = {}
+        for c in set(self.elems) | set(new.elems):
+            parts_rows, parts_vals = [], []
+            if c in self.elems:
+                rows, vals = self.elems[c]
+                keep = ~replaced[rows]
+                parts_rows.append(rows[keep])
+                parts_vals.append(_str_take(vals, keep) if c == STR else vals[keep])
+            if c in new.elems:
+                rows, vals = new.elems[c]
+                parts_rows.append(positions[rows])
+                parts_vals.append(vals)
+            rows = np.concatenate(parts_rows)
+            vals = parts_vals[0]
+            for more in parts_vals[1:]:
+                vals = (_str_concat(vals, more) if c == STR
+                        else np.concatenate(_unify_num(vals, more)) if c == NUM
+                        else np.concatenate([vals, more]))
+            if len(rows):
+                elems[c] = (rows, vals)
+        return Column(code, num, strs, bools, elems)
+
+    # -- vectorised predicates -----------------------------------------------------------------
+
+    def compare(self, op: str, code: int, value: Any) -> np.ndarray:
+        """Rows of category ``code`` whose value ``op`` the scalar ``value`` holds."""
+        if code == NUM and self.num is not None:
+            arr = self.num
+            if type(value) is int and abs(value) > _EXACT_FLOAT_INT and arr.dtype != np.int64:
+                arr = arr.astype(object)  # numpy would round the int (or overflow) to a float
+            return _bool_np(_NP_OPS[op](arr, value)) & self.mask(NUM)
+        if code == STR and self.strs is not None:
+            return _str_op(op, self.strs, value) & self.mask(STR)
+        if code == BOOL and self.bools is not None:
+            return _NP_OPS[op](self.bools, value) & self.mask(BOOL)
+        return np.zeros(self.n, bool)
+
+    def isin(self, code: int, values: list) -> np.ndarray:
+        """Rows of category ``code`` equal to one of ``values`` (all of that category)."""
+        if code == NUM and self.num is not None:
+            vals = [v for v in values if not (type(v) is float and math.isnan(v))]  # NaN = nothing
+            if self.num.dtype != object and all(
+                    type(v) is float or abs(v) <= _EXACT_FLOAT_INT for v in vals):
+                return np.isin(self.num, np.array(vals, dtype=self.num.dtype
+                                                  if all(type(v) is int for v in vals)
+                                                  else np.float64)) & self.mask(NUM)
+            hit = np.zeros(self.n, bool)
+            for v in vals:  # huge ints: compare exactly, one value at a time
+                hit |= self.compare("=", NUM, v)
+            return hit
+        if code == STR and self.strs is not None:
+            value_set = _str_array(values)
+            if isinstance(self.strs, np.ndarray) or isinstance(value_set, np.ndarray):
+                hit = np.zeros(self.n, bool)
+                strs = _str_to_object(self.strs)
+                for v in set(values):
+                    hit |= _bool_np(strs == v)
+            else:
+                hit = _bool_np(pc.is_in(self.strs, value_set=value_set))
+            return hit & self.mask(STR)
+        if code == BOOL and self.bools is not None:
+            hit = np.zeros(self.n, bool)
+            for v in set(values):
+                hit |= self.bools == v
+            return hit & self.mask(BOOL)
+        return np.zeros(self.n, bool)
+
+    def contains(self, code: int, value: Any) -> np.ndarray:
+        """Rows whose list value has an element of category ``code`` equal to ``value``."""
+        out = np.zeros(self.n, bool)
+        if code in self.elems:
+            rows, vals = self.elems[code]
+            if code == STR:
+                hit = _str_op("=", vals, value)
+            else:
+                hit = _bool_np(vals == value)
+            out[rows[hit]] = True
+        return out
+
+    def like(self, matcher: _LikeMatcher) -> np.ndarray:
+        if self.strs is None:
+            return np.zeros(self.n, bool)
+        if not isinstance(self.strs, np.ndarray) and _utf8(matcher.pattern):
+            return _bool_np(pc.match_like(self.strs, matcher.arrow_pattern)) & self.mask(STR)
+        # Rare fallback for strings pyarrow cannot hold: the linear matcher, row by row.
+        strs = _str_to_object(self.strs)
+        return np.fromiter((matcher.match(s) for s in strs), bool, self.n) & self.mask(STR)
+
+
+_NP_OPS: dict[str, Callable] = {
+    "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge,
+}
+_PC_OPS: dict[str, Callable] = {
+    "=": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
+    ">": pc.greater, ">=": pc.greater_equal,
+}
+_FLIP = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _str_op(op: str, a: Any, b: Any) -> np.ndarray:
+    """A comparison of string arrays (or an array and a str), whichever storage they use."""
+    if not (isinstance(a, np.ndarray) or isinstance(b, np.ndarray)) and _utf8(b):
+        return _bool_np(_PC_OPS[op](a, b))
+    # Strings pyarrow cannot hold (lone surrogates) are compared by numpy's object loop.
+    a = _str_to_object(a) if not isinstance(a, str) else a
+    b = _str_to_object(b) if not isinstance(b, str) else b
+    return _bool_np(_NP_OPS[op](a, b))
+
+
+class FieldColumns:
+    """Columnar copies of the rows' fields, aligned with row positions 0..n-1.
+
+    Rows are kept by reference (do not mutate a dict after handing it over; pass a new one to
+    :meth:`set`). A column is extracted from the rows the first time a filter asks for it, then
+    its raw values are kept in step with every write; the numpy/pyarrow form is brought up to
+    date lazily on the next read: appended rows are built and concatenated, replaced rows are
+    patched in place, so a one-row write never re-reads every row in Python. Built columns are
+    immutable snapshots and reads may run on several threads, but a write must not run while a
+    :meth:`Filter.mask` over the same object is in progress (the caller's write lock).
+
+    >>> cols = FieldColumns()
+    >>> cols.reset(["a"], [{"n": 1}])
+    >>> cols.append(["b"], [{"n": 2.5}])
+    >>> cols.column("n").f64().tolist(), cols.n
+    ([1.0, 2.5], 2)
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._ids: list = []
+        self._rows: list = []
+        self._raw: dict[str, list] = {}      # field -> raw values, in step with the rows
+        self._cols: dict[str, Column] = {}   # field -> built column (may lag behind _raw)
+        self._dirty: dict[str, set] = {}     # field -> replaced positions not yet patched
+        # Filters may run on several threads; building a column mutates the caches.
+        self._lock = threading.RLock()
+
+    @staticmethod
+    def _check(ids: Sequence, fields: Sequence) -> None:
+        if len(ids) != len(fields):
+            raise InvalidArgumentError(
+                f"fields: expected one dict per id ({len(ids)} ids), got {len(fields)}")
+
+    def reset(self, ids: Sequence, fields: Sequence[dict]) -> None:
+        """Replace every row."""
+        self._check(ids, fields)
+        with self._lock:
+            self._ids = list(ids)
+            self._rows = [f if f is not None else {} for f in fields]
+            self.n = len(self._ids)
+            self._raw.clear()
+            self._cols.clear()
+            self._dirty.clear()
+
+    def append(self, ids: Sequence, fields: Sequence[dict]) -> None:
+        """Add rows at the end."""
+        self._check(ids, fields)
+        with self._lock:
+            rows = [f if f is not None else {} for f in fields]
+            self._ids.extend(ids)
+            self._rows.extend(rows)
+            self.n = len(self._ids)
+            for name, raw in self._raw.items():
+                if name != "id":  # the id column is the _ids list itself
+                    raw.extend(_lookup(r, name) for r in rows)
+
+    def set(self, positions: Sequence[int], ids: Sequence, fields: Sequence[dict]) -> None:
+        """Replace the rows at ``positions`` (the last one wins for a repeated position)."""
+        self._check(ids, fields)
+        if len(positions) != len(ids):
+            raise InvalidArgumentError(
+                f"positions: expected one position per id ({len(ids)} ids), got {len(positions)}")
+        with self._lock:
+            for p in positions:
+                if not (isinstance(p, (int, np.integer)) and 0 <= p < self.n):
+                    raise InvalidArgumentError(
+                        f"positions: expected integers in [0, {self.n}), got {p!r}")
+            for p, i, f in zip(positions, ids, fields):
+                self._ids[p] = i
+                self._rows[p] = f if f is not None else {}
+            for name, raw in self._raw.items():
+                if name != "id":
+                    for p in positions:
+                        raw[p] = _lookup(self._rows[p], name)
+            for name in self._cols:
+                self._dirty.setdefault(name, set()).update(int(p) for p in positions)
+
+    def column(self, name: str) -> Column:
+        """The column of one field (``"id"``: the row ids), built on first use and cached."""
+        with self._lock:
+            raw = self._raw.get(name)
+            if raw is None:
+                raw = self._raw[name] = (self._ids if name == "id"
+                                         else [_lookup(r, name) for r in self._rows])
+            col = self._cols.get(name)
+            dirty = self._dirty.pop(name, None)
+            if col is not None and dirty and len(dirty) > col.n // 4:
+                col = None  # patching most rows costs more than building them again
+            if col is None:
+                col = Column.build(raw)
+            else:
+                if dirty:
+                    pos = np.array(sorted(p for p in dirty if p < col.n), dtype=np.int64)
+                    if len(pos):
+                        col = col.patched(pos, Column.build([raw[p] for p in pos]))
+                if col.n < self.n:
+                    col = col.concat(Column.build(raw[col.n:]))
+            self._cols[name] = col
+            return col
+
+
+# ---------------------------------------------------------------------------------------------
+# LIKE
+
+
+class _LikeMatcher:
+    """A LIKE pattern, matched in O(len(s) * len(pattern)) at worst: split at ``%``, the first
+    and last segments are anchored and every middle one is matched at its leftmost place
+    (greedy-leftmost is exact for patterns whose only variable-length wildcard is ``%``), so
+    there is no backtracking and ``'%a%a%a%a%b'`` stays linear."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        # pyarrow's LIKE treats backslash as its escape character; ours has none.
+        self.arrow_pattern = pattern.replace("\\", "\\\\")
+        self.segments = [(seg, re.compile("".join(
+            "." if ch == "_" else re.escape(ch) for ch in seg), re.DOTALL) if "_" in seg
+            else None) for seg in pattern.split("%")]
+
+    def match(self, s: str) -> bool:
+        segs = self.segments
+        if len(segs) == 1:
+            seg, rx = segs[0]
+            return bool(rx.fullmatch(s)) if rx else s == seg
+        (first, frx), (last, lrx) = segs[0], segs[-1]
+        end = len(s) - len(last)
+        if end < len(first):
+            return False
+        if not (frx.match(s, 0) if frx else s.startswith(first)):
+            return False
+        if not (lrx.match(s, end) if lrx else s.startswith(last, end)):
+            return False
+        pos = len(first)
+        for seg, rx in segs[1:-1]:
+            if rx:
+                m = rx.search(s, pos, end)
+                if m is None:
+                    return False
+                pos = m.end()
+            else:
+                i = s.find(seg, pos, end)
+                if i < 0:
+                    return False
+                pos = i + len(seg)
+        return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Plan nodes. Boolean nodes give (true, false) masks from mask() -- rows in neither are UNKNOWN
+# -- and True/False/None from row(). Value nodes give a Column from vector() and a (category,
+# value) pair from row(). ctx is (id, fields) for the row path.
+
+_Masks = tuple[np.ndarray, np.ndarray]
+
+
+def _describe(node: Any, types: frozenset) -> str:
+    tname = _TYPE_NAMES[next(iter(types))] if len(types) == 1 else "mixed"
+    if isinstance(node, _Field):
+        return f"{tname} field '{node.name}'"
+    if isinstance(node, _Const):
+        return f"{node.type_name} {_short(node.src)}"
+    return f"number expression {_short(node.src)!r}"
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check_types(a: Any, ta: frozenset, b: Any, tb: frozenset) -> None:
+    """The uniform-type rule: both sides of one known type each, and not the same type."""
+    if len(ta) == 1 and len(tb) == 1 and ta != tb:
+        raise FilterTypeError(f"where: comparing {_describe(a, ta)} with {_describe(b, tb)}")
+
+
+def _static_types(node: Any) -> frozenset | None:
+    """The types a node has whatever the data: known for constants and arithmetic only."""
+    if isinstance(node, _Const):
+        return node.types()
+    if isinstance(node, _Arith):
+        return frozenset((NUM,))
+    return None
+
+
+def _check_static(a: Any, b: Any) -> None:
+    """Type errors that need no data (``'a' = 1``, ``n * 2 = 'x'``): raised by compile_where."""
+    ta, tb = _static_types(a), _static_types(b)
+    if ta is not None and tb is not None:
+        _check_types(a, ta, b, tb)
+
+
+class _Node:
+    is_bool = False
+    pos = 0
+    src = ""
+
+
+class _Const(_Node):
+    """A literal, or a folded constant sub-expression (then possibly boolean)."""
+
+    def __init__(self, code: int, value: Any, src: str, is_bool: bool = False,
+                 type_name: str | None = None) -> None:
+        self.code, self.value, self.src, self.is_bool = code, value, src, is_bool
+        self.type_name = type_name or _TYPE_NAMES.get(code, "NULL")
+
+    def types(self, cols: Any = None, col: Any = None) -> frozenset:
+        return frozenset() if self.code == NULL else frozenset((self.code,))
+
+    def row(self, ctx: tuple) -> Any:
+        return self.value if self.is_bool else (self.code, self.value)
+
+    def mask(self, cols: FieldColumns) -> _Masks:
+        return np.full(cols.n, self.value is True), np.full(cols.n, self.value is False)
+
+
+class _Field(_Node):
+    def __init__(self, name: str, src: str) -> None:
+        self.name, self.src = name, src
+
+    def types(self, cols: Any, col: Column) -> frozenset:
+        return col.cats
+
+    def vector(self, cols: FieldColumns) -> Column:
+        return cols.column(self.name)
+
+    def row(self, ctx: tuple) -> tuple[int, Any]:
+        return _classify(ctx[0] if self.name == "id" else _lookup(ctx[1], self.name))
+
+
+class _Arith(_Node):
+    """``operands[0] ops[0] operands[1] ...`` left to right, in float64 (n-ary, so a long
+    ``a + b + c ...`` chain does not make a deep tree); ``ops[0]`` may be unary ``neg``."""
+
+    def __init__(self, operands: list, ops: list[str], src: str) -> None:
+        self.operands, self.ops, self.src = operands, ops, src
+
+    def types(self, cols: Any = None, col: Any = None) -> frozenset:
+        return frozenset((NUM,))
+
+    def _check(self, node: Any, types: frozenset) -> None:
+        if len(types) == 1 and NUM not in types:
+            raise FilterTypeError(f"where: arithmetic on {_describe(node, types)}")
+
+    @staticmethod
+    def _apply(op: str, x: Any, y: Any) -> Any:
+        if op == "+":
+            return x + y
+        if op == "-":
+            return x - y
+        if op == "*":
+            return x * y
+        return x / y
+
+    def vector(self, cols: FieldColumns) -> Column:
+        n = cols.n
+        valid = np.ones(n, bool)
+        values = []
+        for node in self.operands:
+            if isinstance(node, _Const):
+                if node.code != NUM:
+                    valid[:] = False
+                    values.append(0.0)
+                else:
+                    values.append(_to_float(node.value))
+                continue
+            col = node.vector(cols)
+            self._check(node, node.types(cols, col))
+            values.append(col.f64())
+            valid &= col.mask(NUM)
+        with np.errstate(all="ignore"):
+            if self.ops[0] == "neg":
+                acc = -np.asarray(values[0], dtype=np.float64)
+            else:
+                acc = np.asarray(values[0], dtype=np.float64)
+                for op, y in zip(self.ops, values[1:]):
+                    if op == "/":
+                        valid &= np.asarray(y) != 0
+                    acc = self._apply(op, acc, y)
+        acc = np.broadcast_to(acc, (n,)).astype(np.float64)
+        code = np.where(valid, NUM, NULL).astype(np.int8)
+        return Column(code, np.where(valid, acc, 0.0))
+
+    def row(self, ctx: tuple) -> tuple[int, Any]:
+        values, null = [], False
+        for node in self.operands:
+            cv = node.row(ctx)
+            if cv[0] != NUM:
+                null = True
+            else:
+                values.append(_to_float(cv[1]))
+        if null:
+            return NULL, None
+        if self.ops[0] == "neg":
+            return NUM, -values[0]
+        acc = values[0]
+        for op, y in zip(self.ops, values[1:]):
+            if op == "/" and y == 0:
+                return NULL, None
+            acc = self._apply(op, acc, y)
+        return NUM, acc
+
+
+class _Compare(_Node):
+    is_bool = True
+
+    def __init__(self, op: str, left: Any, right: Any) -> None:
+        if isinstance(left, _Const) and not isinstance(right, _Const):
+            left, right, op = right, left, _FLIP[op]  # keep the constant on the right
+        self.op, self.left, self.right = op, left, right
+        _check_static(left, right)
+
+    def mask(self, cols: FieldColumns) -> _Masks:
+        a, b, n = self.left, self.right, cols.n
+        va = a.vector(cols)
+        ta = a.types(cols, va)
+        if isinstance(b, _Const):
+            _check_types(a, ta, b, b.types())
+            if b.code not in _SCALARS:
+                return np.zeros(n, bool), np.zeros(n, bool)
+            t = va.compare(self.op, b.code, b.value)
+            return t, va.mask(b.code) & ~t
+        vb = b.vector(cols)
+        _check_types(a, ta, b, b.types(cols, vb))
+        t, f = np.zeros(n, bool), np.zeros(n, bool)
+        for code in _SCALARS:
+            both = va.mask(code) & vb.mask(code)
+            if not both.any():
+                continue
+            if code == NUM:
+                x, y = _unify_num(va.num, vb.num)
+                hit = _bool_np(_NP_OPS[self.op](x, y))
+            elif code == STR:
+                hit = _str_op(self.op, va.strs, vb.strs)
+            else:
+                hit = _NP_OPS[self.op](va.bools, vb.bools)
+            t |= hit & both
+            f |= both & ~hit
+        return t, f
+
+    def row(self, ctx: tuple) -> bool | None:
+        ca, cb = self.left.row(ctx), self.right.row(ctx)
+        if ca[0] != cb[0] or ca[0] not in _SCALARS:
+            return None
+        return bool(_NP_OPS[self.op](ca[1], cb[1]))
+
+
+class _In(_Node):
+    is_bool = True
+
+    def __init__(self, left: Any, items: list[_Const]) -> None:
+        self.left, self.items = left, items
+        self.codes = {it.code for it in items}
+        self.by_code = {c: [it.value for it in items if it.code == c] for c in self.codes}
+        for it in items:
+            _check_static(left, it)
+
+    def _check(self, ta: frozenset) -> None:
+        for it in self.items:
+            _check_types(self.left, ta, it, it.types())
+
+    def mask(self, cols: FieldColumns) -> _Masks:
+        va = self.left.vector(cols)
+        self._check(self.left.types(cols, va))
+        t = np.zeros(cols.n, bool)
+        for c, values in self.by_code.items():
+            if c in _SCALARS:
+                t |= va.isin(c, values)
+        if len(self.codes) == 1 and next(iter(self.codes)) in _SCALARS:
+            # FALSE only where the row is comparable with every item (no NULL, one type).
+            return t, va.mask(next(iter(self.codes))) & ~t
+        return t, np.zeros(cols.n, bool)
+
+    def row(self, ctx: tuple) -> bool | None:
+        cv = self.left.row(ctx)
+        unknown = False
+        for it in self.items:
+            if it.code != cv[0] or it.code not in _SCALARS:
+                unknown = True
+            elif cv[1] == it.value:
+                return True
+        return None if unknown else False
+
+
+class _LikeNode(_Node):
+    is_bool = True
+
+    def __init__(self, left: Any, pattern: _Const) -> None:
+        self.left, self.pattern = left, pattern
+        self.matcher = _LikeMatcher(pattern.value) if pattern.code == STR else None
+        if _static_types(left) is not None:
+            self._check(_static_types(left))
+
+    def _check(self, ta: frozenset) -> None:
+        if len(ta) == 1 and STR not in ta:
+            raise FilterTypeError(f"where: LIKE needs a string, got {_describe(self.left, ta)}")
+
+    def mask(self, cols: FieldColumns) -> _Masks:
+        va = self.left.vector(cols)
+        self._check(self.left.types(cols, va))
+        if self.matcher is None:
+            return np.zeros(cols.n, bool), np.zeros(cols.n, bool)
+        t = va.like(self.matcher)
+        return t, va.mask(STR) & ~t
+
+    def row(self, ctx: tuple) -> bool | None:
+        cv = self.left.row(ctx)
+        if self.matcher is None or cv[0] != STR:
+            return None
+        return self.matcher.match(cv[1])
+
+
+class _IsNull(_Node):
+    is_bool = True
+
+    def __init__(self, operand: Any) -> None:
+        self.operand = operand
+
+    def mask(self, cols: FieldColumns) -> _Masks:
+        t = self.operand.vector(cols).mask(NULL)
+        return t.copy(), ~t
+
+    def row(self, ctx: tuple) -> bool:
+        return self.operand.row(ctx)[0] == NULL
+
+
+class _Contains(_Node):
+    is_bool = True
+
+    def __init__(self, left: Any, item: _Const) -> None:
+        self.left, self.item = left, item
+
+    def mask(self, cols: FieldColumns) -> _Masks:
+        va = self.left.vector(cols)
+        if self.item.code not in _SCALARS:
+            return np.zeros(cols.n, bool), np.zeros(cols.n, bool)
+        t = va.contains(self.item.code, self.item.value)
+        return t, ~va.mask(NULL) & ~t
+
+    def row(self, ctx: tuple) -> bool | None:
+        code, value = self.left.row(ctx)
+        if code == NULL or self.item.code not in _SCALARS:
+            return None
+        if code != LIST:
+            return False
+        for e in value:
+            ec, e = _classify(e)
+            if ec == self.item.code and e == self.item.value:
+                return True
+        return False
+
+
+class _Not(_Node):
+    is_bool = True
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+
+    def mask(self, cols: FieldColumns) -> _Masks:
+        t, f = self.child.mask(cols)
+        return f, t
+
+    def row(self, ctx: tuple) -> bool | None:
+        v = self.child.row(ctx)
+        return None if v is None else not v
+
+
+class _And(_Node):
+    is_bool = True
+
+    def __init__(self, children: list) -> None:
+        self.children = children
+
+    def mask(self, cols: FieldColumns) -> _Masks:
+        # Every child is evaluated (no short cut), so type errors do not depend on data order.
+        masks = [c.mask(cols) for c in self.children]
+        t, f = masks[0][0].copy(), masks[0][1].copy()
+        for ct, cf in masks[1:]:
+            t &= ct
+            f |= cf
+        return t, f
+
+    def row(self, ctx: tuple) -> bool | None:
+        vals = [c.row(ctx) for c in self.children]
+        if False in vals:
+            return False
+        return None if None in vals else True
+
+
+class _Or(_And):
+    def mask(self, cols: FieldColumns) -> _Masks:
+        masks = [c.mask(cols) for c in self.children]
+        t, f = masks[0][0].copy(), masks[0][1].copy()
+        for ct, cf in masks[1:]:
+            t |= ct
+            f &= cf
+        return t, f
+
+    def row(self, ctx: tuple) -> bool | None:
+        vals = [c.row(ctx) for c in self.children]
+        if True in vals:
+            return True
+        return None if None in vals else False
+
+
+# ---------------------------------------------------------------------------------------------
+# Lexer and parser
+
+_TOKEN_RE = re.compile(r"""
+    (?P<ws>[ \t\r\n\f\v]+)
+  | (?P<num>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)
+  | (?P<str>'(?:[^']|'')*+')
+  | (?P<qid>"(?:[^"]|"")*+")
+  | (?P<ident>[A-Za-z_][A-Za-z0-9_.]*)
+  | (?P<op><>|!=|<=|>=|[=<>(),+\-*/])
+""", re.VERBOSE)
+_NAME_CHAR = re.compile(r"[A-Za-z0-9_.]")
+_KEYWORDS = frozenset(
+    ["AND", "OR", "NOT", "IN", "BETWEEN", "LIKE", "IS", "NULL", "CONTAINS", "TRUE", "FALSE"])
+_CMP_OPS = {"=": "=", "!=": "!=", "<>": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+class _Tok:
+    __slots__ = ("end", "kind", "pos", "text", "value")
+
+    def __init__(self, kind: str, value: Any, pos: int, end: int, text: str) -> None:
+        self.kind, self.value, self.pos, self.end, self.text = kind, value, pos, end, text
+
+    def show(self) -> str:
+        if self.kind == "eof":
+            return "end of input"
+        if self.kind in ("str", "qid"):
+            return _short(self.text)
+        return f"'{_short(self.text)}'"
+
+
+def _tokenize(text: str) -> list[_Tok]:
+    toks: list[_Tok] = []
+    pos, n = 0, len(text)
+    while pos < n:
+        m = _TOKEN_RE.match(text, pos)
+        if m is None:
+            ch = text[pos]
+            if ch in "'\"":
+                what = "string" if ch == "'" else "quoted name"
+                raise FilterSyntaxError(
+                    f"where: unterminated {what} starting at position {pos + 1}")
+            raise FilterSyntaxError(
+                f"where: unexpected character {ch!r} at position {pos + 1}")
+        kind, end = m.lastgroup, m.end()
+        raw = m.group()
+        if kind == "ws":
+            pass
+        elif kind == "num":
+            if end < n and _NAME_CHAR.match(text, end):
+                bad = re.compile(r"[A-Za-z0-9_.]*").match(text, end).end()
+                raise FilterSyntaxError(
+                    f"where: malformed number '{_short(text[pos:bad])}' at position {pos + 1}")
+            value = float(raw) if any(c in raw for c in ".eE") else int(raw)
+            toks.append(_Tok("num", value, pos, end, raw))
+        elif kind == "str":
+            toks.append(_Tok("str", raw[1:-1].replace("''", "'"), pos, end, raw))
+        elif kind == "qid":
+            name = raw[1:-1].replace('""', '"')
+            if not name:
+                raise FilterSyntaxError(f"where: empty quoted name at position {pos + 1}")
+            toks.append(_Tok("name", name, pos, end, raw))
+        elif kind == "ident":
+            up = raw.upper()
+            if up in _KEYWORDS:
+                toks.append(_Tok("kw", up, pos, end, raw))
+            else:
+                toks.append(_Tok("name", raw, pos, end, raw))
+        else:
+            toks.append(_Tok("op", raw, pos, end, raw))
+        pos = end
+    toks.append(_Tok("eof", None, n, n, ""))
+    return toks
+
+
+class _Parser:
+    """Recursive descent over the grammar in the module docstring, folding constant
+    sub-expressions as it goes (so ``1 = 1`` is a constant and ``'a' = 1`` fails here)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.toks = _tokenize(text)
+        self.i = 0
+        self.depth = 0
+        self.fields: set[str] = set()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def peek(self) -> _Tok:
+        return self.toks[self.i]
+
+    def take(self) -> _Tok:
+        tok = self.toks[self.i]
+        self.i += 1
+        return tok
+
+    def at_kw(self, *words: str) -> bool:
+        tok = self.toks[self.i]
+        return tok.kind == "kw" and tok.value in words
+
+    def at_op(self, *ops: str) -> bool:
+        tok = self.toks[self.i]
+        return tok.kind == "op" and tok.value in ops
+
+    def error(self, what: str) -> FilterSyntaxError:
+        tok = self.toks[self.i]
+        after = f" after {self.toks[self.i - 1].show()}" if self.i > 0 else ""
+        return FilterSyntaxError(
+            f"where: expected {what}{after} at position {tok.pos + 1}, got {tok.show()}")
+
+    def src(self, start: int) -> str:
+        return self.text[start:self.toks[self.i - 1].end].strip()
+
+    def enter(self, tok: _Tok) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise FilterSyntaxError(
+                f"where: expression nested deeper than {MAX_DEPTH} levels at position "
+                f"{tok.pos + 1}")
+
+    def need_bool(self, node: _Node) -> _Node:
+        if not node.is_bool:
+            raise self.error("a comparison operator")
+        return node
+
+    @staticmethod
+    def need_value(node: _Node) -> _Node:
+        if node.is_bool:
+            raise FilterSyntaxError(
+                f"where: expected a value at position {node.pos + 1}, got a condition")
+        return node
+
+    @staticmethod
+    def fold(node: _Node, operands: Iterable, pos: int, src: str) -> _Node:
+        """A constant in place of a node whose operands are all constants."""
+        if all(isinstance(o, _Const) for o in operands):
+            value = node.row((None, {}))
+            if node.is_bool:
+                node = _Const(NULL, value, src, is_bool=True)
+            else:
+                node = _Const(value[0], value[1], src)
+        node.pos, node.src = pos, node.src or src
+        return node
+
+    # -- grammar -------------------------------------------------------------------------------
+
+    def parse(self) -> _Node:
+        node = self.or_expr("a condition")
+        self.need_bool(node)
+        if self.peek().kind != "eof":
+            raise self.error("AND, OR or end of input")
+        return node
+
+    def or_expr(self, what: str) -> _Node:
+        start = self.peek().pos
+        children = [self.and_expr(what)]
+        while self.at_kw("OR"):
+            self.need_bool(children[-1])
+            self.take()
+            children.append(self.need_bool(self.and_expr("a condition")))
+        if len(children) == 1:
+            return children[0]
+        return self.fold(_Or(children), children, start, self.src(start))
+
+    def and_expr(self, what: str) -> _Node:
+        start = self.peek().pos
+        children = [self.not_expr(what)]
+        while self.at_kw("AND"):
+            self.need_bool(children[-1])
+            self.take()
+            children.append(self.need_bool(self.not_expr("a condition")))
+        if len(children) == 1:
+            return children[0]
+        return self.fold(_And(children), children, start, self.src(start))
+
+    def not_expr(self, what: str) -> _Node:
+        if self.at_kw("NOT"):
+            tok = self.take()
+            self.enter(tok)
+            child = self.need_bool(self.not_expr("a condition"))
+            self.depth -= 1
+            return self.fold(_Not(child), [child], tok.pos, self.src(tok.pos))
+        return self.predicate(what)
+
+    def predicate(self, what: str) -> _Node:
+        start = self.peek().pos
+        left = self.sum(what)
+        tok = self.peek()
+        if tok.kind == "op" and tok.value in _CMP_OPS:
+            self.need_value(left)
+            self.take()
+            right = self.need_value(self.sum("a value"))
+            node = _Compare(_CMP_OPS[tok.value], left, right)
+            return self.fold(node, [left, right], start, self.src(start))
+        if self.at_kw("IS"):
+            self.need_value(left)
+            self.take()
+            negate = self.at_kw("NOT")
+            if negate:
+                self.take()
+            if not self.at_kw("NULL"):
+                raise self.error("NULL")
+            self.take()
+            node = self.fold(_IsNull(left), [left], start, self.src(start))
+            return self.fold(_Not(node), [node], start, self.src(start)) if negate else node
+        negate = False
+        if self.at_kw("NOT") and self.toks[self.i + 1].kind == "kw" and \
+                self.toks[self.i + 1].value in ("IN", "BETWEEN", "LIKE", "CONTAINS"):
+            self.take()
+            negate = True
+        if self.at_kw("IN", "BETWEEN", "LIKE", "CONTAINS"):
+            self.need_value(left)
+            word = self.take().value
+            node = getattr(self, "tail_" + word.lower())(left, start)
+            if negate:
+                node = self.fold(_Not(node), [node], start, self.src(start))
+            return node
+        return left
+
+    def constant(self, what: str) -> _Const:
+        tok = self.peek()
+        node = self.need_value(self.sum(what))
+        if not isinstance(node, _Const):
+            raise FilterSyntaxError(
+                f"where: expected a constant at position {tok.pos + 1}, got "
+                f"'{_short(node.src)}'")
+        return node
+
+    def tail_in(self, left: _Node, start: int) -> _Node:
+        if not self.at_op("("):
+            raise self.error("'('")
+        self.take()
+        items = [self.constant("a value")]
+        while self.at_op(","):
+            self.take()
+            items.append(self.constant("a value"))
+        if not self.at_op(")"):
+            raise self.error("',' or ')'")
+        self.take()
+        return self.fold(_In(left, items), [left], start, self.src(start))
+
+    def tail_between(self, left: _Node, start: int) -> _Node:
+        low = self.need_value(self.sum("a value"))
+        if not self.at_kw("AND"):
+            raise self.error("AND")
+        self.take()
+        high = self.need_value(self.sum("a value"))
+        parts = [self.fold(_Compare(">=", left, low), [left, low], start, ""),
+                 self.fold(_Compare("<=", left, high), [left, high], start, "")]
+        return self.fold(_And(parts), parts, start, self.src(start))
+
+    def tail_like(self, left: _Node, start: int) -> _Node:
+        pattern = self.constant("a pattern")
+        if pattern.code not in (STR, NULL):
+            raise FilterTypeError(
+                f"where: LIKE needs a string pattern, got {pattern.type_name} "
+                f"{_short(pattern.src)}")
+        return self.fold(_LikeNode(left, pattern), [left], start, self.src(start))
+
+    def tail_contains(self, left: _Node, start: int) -> _Node:
+        item = self.constant("a value")
+        return self.fold(_Contains(left, item), [left], start, self.src(start))
+
+    def sum(self, what: str) -> _Node:
+        start = self.peek().pos
+        first = self.term(what)
+        if not self.at_op("+", "-"):
+            return first
+        operands, ops = [self.need_value(first)], []
+        while self.at_op("+", "-"):
+            ops.append(self.take().value)
+            operands.append(self.need_value(self.term("a value")))
+        return self.arith(operands, ops, start)
+
+    def term(self, what: str) -> _Node:
+        start = self.peek().pos
+        first = self.unary(what)
+        if not self.at_op("*", "/"):
+            return first
+        operands, ops = [self.need_value(first)], []
+        while self.at_op("*", "/"):
+            ops.append(self.take().value)
+            operands.append(self.need_value(self.unary("a value")))
+        return self.arith(operands, ops, start)
+
+    def arith(self, operands: list, ops: list[str], start: int) -> _Node:
+        src = self.src(start)
+        for o in operands:
+            if isinstance(o, _Const) and o.code not in (NUM, NULL):
+                raise FilterTypeError(f"where: arithmetic on {o.type_name} {_short(o.src)}")
+        return self.fold(_Arith(operands, ops, src), operands, start, src)
+
+    def unary(self, what: str) -> _Node:
+        if self.at_op("-", "+"):
+            tok = self.take()
+            self.enter(tok)
+            operand = self.need_value(self.unary("a value"))
+            self.depth -= 1
+            if tok.value == "-" and isinstance(operand, _Const) and operand.code == NUM \
+                    and type(operand.value) is int:  # keep -5 an exact int, not -5.0
+                return self.at(_Const(NUM, -operand.value, self.src(tok.pos)), tok)
+            if tok.value == "+":
+                return self.arith([operand, _Const(NUM, 0, "0")], ["+"], tok.pos)
+            return self.arith([operand], ["neg"], tok.pos)
+        return self.atom(what)
+
+    def atom(self, what: str) -> _Node:
+        tok = self.peek()
+        if tok.kind == "num":
+            self.take()
+            return self.at(_Const(NUM, tok.value, tok.text), tok)
+        if tok.kind == "str":
+            self.take()
+            return self.at(_Const(STR, tok.value, tok.text), tok)
+        if tok.kind == "kw" and tok.value in ("TRUE", "FALSE", "NULL"):
+            self.take()
+            if tok.value == "NULL":
+                return self.at(_Const(NULL, None, tok.text), tok)
+            return self.at(_Const(BOOL, tok.value == "TRUE", tok.text), tok)
+        if tok.kind == "name":
+            self.take()
+            if tok.text.upper() in ("DATE", "TIMESTAMP") and self.peek().kind == "str":
+                return self.date(tok, self.take())
+            self.fields.add(tok.value)
+            return self.at(_Field(tok.value, tok.text), tok)
+        if tok.kind == "op" and tok.value == "(":
+            self.take()
+            self.enter(tok)
+            inner = self.or_expr(what if what != "a condition" else "a condition or a value")
+            if not self.at_op(")"):
+                raise self.error("AND, OR or ')'" if inner.is_bool else "an operator or ')'")
+            self.take()
+            self.depth -= 1
+            inner.pos = tok.pos
+            return inner
+        raise self.error(what)
+
+    @staticmethod
+    def at(node: _Node, tok: _Tok) -> _Node:
+        node.pos = tok.pos
+        return node
+
+    def date(self, kw: _Tok, tok: _Tok) -> _Const:
+        word, value = kw.text.upper(), tok.value
+        try:
+            if word == "DATE":
+                if not _DATE_RE.fullmatch(value):
+                    raise ValueError
+                _dt.date.fromisoformat(value)
+            else:
+                if not _DATE_RE.match(value):
+                    raise ValueError
+                _dt.datetime.fromisoformat(value)
+                if len(value) > 10 and value[10] == " ":  # the fields use the 'T' form
+                    value = value[:10] + "T" + value[11:]
+        except ValueError:
+            raise FilterSyntaxError(
+                f"where: invalid {word} literal {_short(tok.text)} at position {kw.pos + 1}; "
+                f"expected ISO 8601 such as "
+                f"{'2026-06-02' if word == 'DATE' else '2026-06-02T10:00:00'}") from None
+        node = _Const(STR, value, f"{kw.text} {tok.text}", type_name=word.lower())
+        node.pos = kw.pos
+        return node
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+
+class Filter:
+    """A compiled ``where`` expression; get one from :func:`compile_where`.
+
+    ``expression`` is the text as given, ``fields`` the names it reads (``"id"`` included when
+    used), so a caller can fetch only those.
+
+    >>> f = compile_where("n * 2 > 5 OR lang IS NULL")
+    >>> f.matches(7, {"n": 3}), f.matches(7, {"n": 2, "lang": "en"}), f.matches(7, {})
+    (True, False, True)
+    """
+
+    __slots__ = ("_root", "expression", "fields")
+
+    def __init__(self, expression: str, fields: frozenset[str], root: _Node) -> None:
+        self.expression = expression
+        self.fields = fields
+        self._root = root
+
+    def mask(self, columns: FieldColumns) -> np.ndarray:
+        """A bool array, ``True`` for the rows at positions 0..n-1 that match.
+
+        :raises FilterTypeError: a side of a comparison is uniformly of a type the other side
+            cannot equal (see the module docstring), e.g. a string field against a number.
+        """
+        t, _ = self._root.mask(columns)
+        return np.array(t, dtype=bool, copy=True)
+
+    def matches(self, id: Any, fields: Mapping | None) -> bool:
+        """Whether one row matches: the row's entry of :meth:`mask`, except that a value of
+        another type than its comparison never raises here, it just does not match."""
+        return self._root.row((id, fields if fields is not None else {})) is True
+
+    def __repr__(self) -> str:
+        return f"Filter({self.expression!r})"
+
+
+@functools.lru_cache(maxsize=256)
+def _compile(expr: str) -> Filter:
+    parser = _Parser(expr)
+    root = parser.parse()
+    return Filter(expr, frozenset(parser.fields), root)
+
+
+def compile_where(expr: str) -> Filter:
+    """Parse a ``where`` expression into a :class:`Filter` (the last 256 are cached).
+
+    :raises FilterSyntaxError: the text does not parse; the message has the 1-based position,
+        the token found and what was expected.
+    :raises FilterTypeError: two constants, or a constant and arithmetic, of different types
+        are compared (``'a' = 1``, ``n * 2 = 'x'``).
+
+    >>> try:
+    ...     compile_where("lang = 'en' AND")
+    ... except FilterSyntaxError as e:
+    ...     print(e)
+    where: expected a condition after 'AND' at position 16, got end of input
+    """
+    if not isinstance(expr, str):
+        raise FilterSyntaxError(f"where: expected a string, got {type(expr).__name__}")
+    return _compile(expr)
