@@ -17,6 +17,7 @@ truth; every index is derived from it and rebuilt when needed.
 ``python -m vecstore.server``.
 """
 
+from . import functions
 from .client import Client, Database, connect
 from .collection import Collection
 from .errors import (AlreadyExistsError, ClosedError, ConflictError, CorruptionError,
