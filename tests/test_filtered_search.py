@@ -37,7 +37,9 @@ def test_filtered_recall(populated, mode, limit):
     x, bucket, cols = populated
     col = cols[mode]
     allowed = np.flatnonzero(bucket < limit)
-    queries = clustered(30, DIM, clusters=50, seed=77)
+    # queries from the data's own distribution (near stored rows), as real queries are
+    rng = np.random.default_rng(77)
+    queries = x[rng.choice(N, 30, replace=False)] + 0.05 * rng.standard_normal((30, DIM)).astype(np.float32)
     hits = 0
     for q in queries:
         d = ((x[allowed] - q) ** 2).sum(1)
