@@ -3,7 +3,6 @@ the server is importable, against ``vecstore.connect("http://...")`` on a live s
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest

@@ -3,7 +3,6 @@ writes after the build, persistence across a killed process, threads, named vect
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -54,7 +54,7 @@ def test_bad_names_never_escape(client, bad):
 
 
 def test_require_collection_create_open_and_drop(db):
-    c = db.require_collection("items", dim=4, description="demo")
+    db.require_collection("items", dim=4, description="demo")
     assert db.show_collections() == ["items"]
     assert db.collection_exists("items")
     again = db.require_collection("items")

@@ -31,7 +31,7 @@ from .types import (CollectionConfig, CollectionStats, ProfiledSearch, Rows, Sea
 __version__ = "0.1.0"
 
 __all__ = [
-    "connect", "Client", "Database", "Collection",
+    "connect", "Client", "Database", "Collection", "functions",
     "SearchResult", "Rows", "CollectionStats", "CollectionConfig", "VectorFieldInfo", "ProfiledSearch",
     "VecstoreError", "InvalidArgumentError", "DimensionMismatchError", "InvalidNameError",
     "FilterSyntaxError", "FilterTypeError", "QuerySyntaxError", "NotFoundError", "AlreadyExistsError",

@@ -25,7 +25,9 @@ from .collection import Collection
 from .errors import AlreadyExistsError, ClosedError, DimensionMismatchError, InvalidArgumentError, NotFoundError
 from .indexes.base import parse_metric
 from .jobs import JobManager, RefreshJob
+from .external.refresh import DatabaseExternal
 from .portability import ClientPortability, DatabasePortability
+from .views import DatabaseViews
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +159,7 @@ def _close_under(path: Path) -> None:
                 col.close()
 
 
-class Database(DatabasePortability):
+class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
     """A folder of collections. Obtain one from :meth:`Client.create_database` or
     :meth:`Client.get_database`."""
 

@@ -31,12 +31,11 @@ from .errors import (AlreadyExistsError, ClosedError, CorruptionError, InvalidAr
 from .collection_ext import DerivedIndexes
 from .portability import CollectionPortability
 from .filters import FieldColumns, compile_where
-from .indexes.base import IndexMode, higher_is_better, parse_index_mode, parse_metric
+from .indexes.base import IndexMode, higher_is_better
 from .indexes.rwlock import RWLock
 from .storage import STORE_FORMAT, Storage
 from .table import VectorSpace
-from .types import (CollectionConfig, CollectionStats, Id, ProfiledSearch, Rows, SearchResult,
-                    VectorFieldInfo)
+from .types import (CollectionConfig, CollectionStats, Id, ProfiledSearch, Rows, SearchResult)
 
 if TYPE_CHECKING:
     from .client import Database
