@@ -417,7 +417,10 @@ class Collection(DerivedIndexes, CollectionPortability):
             for lb, i, f in dead:
                 t.put_row(lb, i, f, True, version)
             for key, value in (meta or {}).items():
-                t.put_meta(key, value)
+                if value is None:  # None removes the key (sync state of a removed file, say)
+                    t.delete_meta(key)
+                else:
+                    t.put_meta(key, value)
             t.append_log(version, op, assigned + [d[0] for d in dead])
             t.put_meta("version", version)
             if new_count:
@@ -460,8 +463,9 @@ class Collection(DerivedIndexes, CollectionPortability):
                        delete_ids: Iterable[Id] = (), meta: dict | None = None) -> int:
         """Apply a refresh (external collections, materialized views) atomically: upsert rows
         ``(ids, vectors, fields)`` (vectors already validated and, for cosine, normalised),
-        soft-delete ``delete_ids`` (unknown ids ignored) and set ``meta`` keys, in one
-        transaction. Readers see the previous version until it commits. Returns the version."""
+        soft-delete ``delete_ids`` (unknown ids ignored) and set ``meta`` keys (a ``None`` value
+        deletes the key), in one transaction. Readers see the previous version until it
+        commits. Returns the version."""
         with self._wlock:
             self._check_open()
             rows = None

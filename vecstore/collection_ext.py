@@ -10,6 +10,7 @@ the superseded files are removed; files no record points at are removed on open.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from .collection import Collection
 
 log = logging.getLogger(__name__)
-_FIELD_NAME = __import__("re").compile(r"^[A-Za-z0-9_-]{1,64}$")
+_FIELD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_INDEX_CHUNK = 2048  # rows per index add between which searches may run
 
 
 def _index_class(kind: str) -> type[VectorIndex]:
@@ -129,8 +131,12 @@ class DerivedIndexes:
                 f.unlink(missing_ok=True)
 
     def _index_apply(self: "Collection", space: VectorSpace, labels: np.ndarray, vectors: np.ndarray) -> None:
+        # In chunks: an index add holds the index's write lock, and searches queue behind it; a
+        # refresh adding 10k rows at once stalled searches for seconds.
         if space.index is not None and len(labels):
-            space.index.add(labels, np.ascontiguousarray(vectors, dtype=np.float32))
+            for start in range(0, len(labels), _INDEX_CHUNK):
+                end = start + _INDEX_CHUNK
+                space.index.add(labels[start:end], np.ascontiguousarray(vectors[start:end], dtype=np.float32))
 
     def _index_remove(self: "Collection", labels: np.ndarray) -> None:
         for space in [self._default, *self._named.values()]:

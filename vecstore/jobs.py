@@ -108,6 +108,7 @@ class JobContext:
         self._manager = manager
         self.job_id = job_id
         self.cancel_event = threading.Event()
+        self.cancel_reason = "cancelled by user"
 
     def progress(self, pct: float) -> None:
         """Report progress (clamped to 0-99: 100 comes only with completion; never goes back)."""
@@ -116,7 +117,7 @@ class JobContext:
     def check_cancelled(self) -> None:
         """Raise :class:`JobCancelledError` when a cancel was requested; call between batches."""
         if self.cancel_event.is_set():
-            raise JobCancelledError("cancelled by user")
+            raise JobCancelledError(self.cancel_reason)
 
 
 class JobManager:
@@ -188,14 +189,14 @@ class JobManager:
         with self._lock:
             job = self._live[job_id]
             if ctx.cancel_event.is_set():
-                self._finish(job, "FAILED", "cancelled by user", cancelled=True)
+                self._finish(job, "FAILED", ctx.cancel_reason, cancelled=True)
                 return
             job = self._live[job_id] = replace(job, state="RUNNING")
             self._put(job)
         try:
             stats = work(ctx) or {}
         except JobCancelledError:
-            self._finish(self._live[job_id], "FAILED", "cancelled by user", cancelled=True)
+            self._finish(self._live[job_id], "FAILED", ctx.cancel_reason, cancelled=True)
         except VecstoreError as e:
             self._finish(self._live[job_id], "FAILED", str(e))
         except Exception as e:  # a bug or a library error: the job fails, the process lives on
@@ -291,6 +292,7 @@ class JobManager:
                 return
             self._closed = True
             for ctx in self._contexts.values():
+                ctx.cancel_reason = "cancelled: the database was closed"
                 ctx.cancel_event.set()
         self._pool.shutdown(wait=True, cancel_futures=False)
         self._storage.close()
