@@ -387,8 +387,11 @@ def _take_writer_lock(path: Path) -> int:
 def _translate(e: lmdb.Error, what: str) -> VecstoreError:
     """LMDB errors as vecstore errors: a full disk is StorageFullError; corruption says so."""
     text = str(e)
-    if isinstance(e, (lmdb.DiskError,)) or "No space left" in text or "Input/output error" in text \
-            or getattr(e, "errno", None) in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
+    # ENOSPC (disk full), EDQUOT (quota), EFBIG (file size limit) and EIO (what a failed write
+    # often surfaces as) all mean "no room"; LMDB has already rolled the transaction back.
+    if isinstance(e, lmdb.DiskError) or any(m in text for m in ("No space left", "Input/output error",
+                                                                 "File too large", "Disk quota")) \
+            or getattr(e, "errno", None) in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG):
         return StorageFullError(f"{what}: the disk is full or failing ({text}); nothing committed was lost")
     if isinstance(e, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
                       lmdb.VersionMismatchError)):

@@ -1,0 +1,91 @@
+"""Storage edge cases: a full disk, automatic map growth under concurrent readers, damaged files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import vecstore
+from vecstore import storage
+
+FULL_DISK_CHILD = textwrap.dedent("""
+    import resource, signal, sys, numpy as np, vecstore
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a write past the limit fails with EFBIG instead
+    col = vecstore.connect(sys.argv[1]).create_database("app").require_collection("c", dim=64)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (3 << 20, 3 << 20))   # "the disk" holds 3 MiB
+    b = 0
+    try:
+        while True:
+            col.add(np.full((100, 64), b, np.float32), ids=list(range(b * 100, b * 100 + 100)))
+            print("ack", b, flush=True)
+            b += 1
+    except vecstore.StorageFullError as e:
+        print("full", e, flush=True)
+        print("live", col.shape[0], flush=True)
+""")
+
+
+def test_full_disk_is_a_clear_error_and_loses_nothing(tmp_path):
+    path = tmp_path / "store"
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD, str(path)], capture_output=True, text=True,
+                          timeout=120)
+    lines = proc.stdout.splitlines()
+    assert any(ln.startswith("full ") and "nothing committed was lost" in ln for ln in lines), proc.stdout[-500:] + proc.stderr
+    acked = [int(ln.split()[1]) for ln in lines if ln.startswith("ack")]
+    assert acked, "the limit was hit before any write: the test exercised nothing"
+    live_in_child = int([ln for ln in lines if ln.startswith("live")][0].split()[1])
+    assert live_in_child == 100 * len(acked)   # the failed call left the mirror untouched
+    with vecstore.connect(path) as client:
+        col = client.get_database("app").get_collection("c")
+        assert col.shape[0] == 100 * len(acked)
+        for b in (acked[0], acked[-1]):
+            r = col.read_by_only_id(list(range(b * 100, b * 100 + 100)))
+            assert np.all(r.vectors == b)
+        col.add(np.ones((10, 64), np.float32), ids=list(range(10**6, 10**6 + 10)))  # writable again
+
+
+def test_map_grows_automatically_while_readers_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(storage, "DEFAULT_MAP_SIZE", 1 << 20)   # start at 1 MiB to force growth
+    col = vecstore.connect(tmp_path / "store").create_database("app").require_collection("c", dim=32, metric="l2")
+    x = np.random.default_rng(0).standard_normal((30_000, 32)).astype(np.float32)
+    errors: list = []
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                col.stats()
+                col._get_meta("version")            # a read transaction during the growth
+                col.search(x[0], k=3)
+            except Exception as e:  # noqa: BLE001 - any exception is a failure
+                errors.append(e)
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for start in range(0, 30_000, 3_000):
+        col.add(x[start:start + 3_000], ids=list(range(start, start + 3_000)))
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert col._storage.env.info()["map_size"] >= 8 << 20   # it grew several times
+    assert col.shape[0] == 30_000
+    assert col.search(x[29_999], k=1).ids == (29_999,)
+    col.close()
+
+
+def test_damaged_store_is_a_clear_error(tmp_path):
+    path = tmp_path / "store"
+    with vecstore.connect(path) as client:
+        client.create_database("app").require_collection("c", dim=4).add(np.eye(4), ids=[1, 2, 3, 4])
+    data = path / "app" / "c" / "data.mdb"
+    data.write_bytes(b"\0" * 64 + b"not an lmdb file" * 100)
+    with vecstore.connect(path) as client:
+        with pytest.raises(vecstore.VecstoreError) as exc:
+            client.get_database("app").get_collection("c")
+        assert "LMDB" in str(exc.value) or "damaged" in str(exc.value)
