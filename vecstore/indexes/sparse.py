@@ -239,13 +239,12 @@ class _Segment:
         if not hit.any():
             return _EMPTY[0], np.empty(0)
         pos, w = pos[hit], q_val[hit].astype(np.float64)
-        starts, lengths = self.ptr[pos], self.ptr[pos + 1] - self.ptr[pos]
-        total = int(lengths.sum())
-        # Gather the concatenation of the slices [start, start + length) in one step.
-        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
-        gather = offsets + np.arange(total, dtype=np.int64)
-        rows = self.rows[gather]
-        contrib = self.vals[gather] * np.repeat(w, lengths)
+        # A query has few features: concatenating their contiguous posting slices is one memcpy
+        # each, several times faster than a fancy-index gather over the same entries.
+        bounds = [(int(self.ptr[p]), int(self.ptr[p + 1]), wi) for p, wi in zip(pos.tolist(), w.tolist())]
+        rows = np.concatenate([self.rows[a:b] for a, b, _ in bounds])
+        contrib = np.concatenate([self.vals[a:b] * wi for a, b, wi in bounds])
+        total = len(rows)
         if total * 8 >= len(self.labels):  # dense accumulator is cheaper
             acc = np.bincount(rows, weights=contrib, minlength=len(self.labels))
             cand = np.flatnonzero((acc != 0) & self.alive)
