@@ -53,6 +53,9 @@ class VectorSpace:
         self.live = np.zeros(16, dtype=bool)
         self.sqnorms = np.empty(16, dtype=np.float32) if metric == "l2" else None
         self.pos_of: dict[int, int] = {}
+        # label -> position as an array too (-1: none): the per-hit mapping of a search is one
+        # numpy take instead of a dict lookup per label.
+        self._lut = np.full(16, -1, dtype=np.int64)
         self.n_live = 0
         self._dead: np.ndarray | None = None  # cached positions of non-live rows
         self.index: VectorIndex | None = None
@@ -78,7 +81,11 @@ class VectorSpace:
         """Insert or replace vectors; new labels go to the end in the given order."""
         labels = np.asarray(labels, dtype=np.uint64)
         live_arr = np.broadcast_to(np.asarray(live, dtype=bool), labels.shape)
-        pos = np.fromiter((self.pos_of.get(int(lb), -1) for lb in labels), dtype=np.int64, count=len(labels))
+        if len(labels) and int(labels.max()) >= len(self._lut):
+            grown = np.full(max(int(labels.max()) + 1, int(len(self._lut) * _GROW) + 16), -1, dtype=np.int64)
+            grown[: len(self._lut)] = self._lut
+            self._lut = grown
+        pos = self._lut[labels.astype(np.int64)]
         new = pos < 0
         n_new = int(new.sum())
         if n_new:
@@ -88,6 +95,7 @@ class VectorSpace:
             pos[new] = new_pos
             for lb, p in zip(labels[new].tolist(), new_pos.tolist()):
                 self.pos_of[lb] = p
+            self._lut[labels[new].astype(np.int64)] = new_pos
             self.labels[start:start + n_new] = labels[new]
             self.live[start:start + n_new] = False
             self.n += n_new
@@ -105,10 +113,19 @@ class VectorSpace:
 
     def positions(self, labels: Any) -> np.ndarray:
         """Positions of labels that have a vector here (others dropped)."""
-        get = self.pos_of.get
-        out = [get(int(lb), -1) for lb in labels]
-        arr = np.asarray(out, dtype=np.int64)
-        return arr[arr >= 0]
+        lab = np.asarray(labels, dtype=np.int64).ravel()
+        lut = self._lut
+        lab = lab[(lab >= 0) & (lab < len(lut))]
+        pos = lut[lab]
+        return pos[pos >= 0]
+
+    def index_positions(self, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One row of an index result (labels padded with -1) as ``(positions, scores)``. Every
+        label an index returns was put here, so the table lookup needs no other check."""
+        if len(labels) and labels[-1] < 0:
+            keep = labels >= 0
+            labels, scores = labels[keep], scores[keep]
+        return self._lut[labels], scores
 
     def dead_positions(self) -> np.ndarray:
         if self._dead is None:
