@@ -254,16 +254,20 @@ class VecstoreHTTPServer(ThreadingHTTPServer):
     # -- system routes (targets of the "server" routes) ------------------------------------------
 
     def root(self) -> dict:
+        """``GET /``: the service banner; LynseDB 0.2.0 clients require ``status == "success"``."""
         return {"status": "success", "message": API_TITLE}
 
     def healthz(self) -> dict:
+        """``GET /healthz``: liveness, ``{"status": "ok"}`` while the process serves."""
         return {"status": "ok"}
 
     def readyz(self) -> Reply:
+        """``GET /readyz``: 200 ``ready`` while serving over an existing data folder, else 503."""
         ready = not self.stopping and Path(self.config.data_dir).is_dir()
         return Reply(200, {"status": "ready"}) if ready else Reply(503, {"status": "not_ready"})
 
     def metrics(self) -> Reply:
+        """``GET /metrics``: Prometheus text (databases, requests by path and status, time spent)."""
         try:
             n_databases = len(self.client.list_databases())
         except Exception:  # metrics must not fail because the store does
@@ -288,6 +292,7 @@ class VecstoreHTTPServer(ThreadingHTTPServer):
         return Reply(200, ("\n".join(lines) + "\n").encode(), "text/plain; version=0.0.4; charset=utf-8")
 
     def openapi(self) -> Reply:
+        """``GET /openapi.json``: the OpenAPI 3.1 document generated from the route table."""
         if self._openapi is None:
             from .openapi import build_openapi
             self._openapi = wire.encode_json(build_openapi(tuple(self.routes.values()), self.url))
@@ -334,6 +339,9 @@ class RequestHandler(BaseHTTPRequestHandler):
     sys_version = ""
     error_content_type = "application/json"
     error_message_format = '{"error": "%(message)s", "code": "bad_request"}'
+    # Headers and body go out in two writes; with Nagle on, the body waits for the client's
+    # delayed ACK of the headers: +40 ms on every keep-alive request.
+    disable_nagle_algorithm = True
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -404,6 +412,13 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def do_OPTIONS(self) -> None:
         self._handle("OPTIONS")
+
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (TRACE, CONNECT, FOO, ...): the same handling, so it is 404 like every
+        # method a path does not have (http.server would answer 501).
+        if name.startswith("do_") and name[3:].isupper():
+            return lambda: self._handle(name[3:])
+        raise AttributeError(name)
 
     # -- the generic handler ------------------------------------------------------------------
 
@@ -506,9 +521,11 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.send_header("WWW-Authenticate", 'Basic realm="vecstore"')
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
+        # end_headers(), with the body in the same write: one send per reply.
+        self._headers_buffer.append(b"\r\n")
         if method != "HEAD" and body:
-            self.wfile.write(body)
+            self._headers_buffer.append(bytes(body))
+        self.flush_headers()
         return len(body)
 
 

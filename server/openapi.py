@@ -60,8 +60,8 @@ def _request_schema(route: Route) -> dict:
     schema: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": True}
     if route.nested:
         inner = [n for n in required if n not in ("database_name", "collection_name")]
-        props[route.nested] = {"type": "object", "properties": {
-            p.name: _schema(p, nullable=not p.required) for p in route.params}}
+        props[route.nested] = {"anyOf": [{"type": "object", "properties": {
+            p.name: _schema(p, nullable=not p.required) for p in route.params}}, {"type": "null"}]}
         required = [n for n in required if n not in inner]
         if inner:
             schema["anyOf"] = [{"required": [route.nested]}, {"required": inner}]

@@ -229,8 +229,10 @@ _SPARSE_SCHEMA = {"type": "object", "properties": {
     "indices": {"type": "array", "items": {"type": "integer", "minimum": 0}},
     "values": {"type": "array", "items": {"type": "number"}}}, "required": ["indices", "values"]}
 _OBJECT_SCHEMA = {"type": "object", "additionalProperties": True}
+# "id": null (assign one) and "field": null (no fields) are what LynseDB clients send.
 _ITEM_SCHEMA = {"type": "object", "properties": {
-    "vector": _VECTOR_SCHEMA, "id": _ID_SCHEMA, "field": _OBJECT_SCHEMA}, "required": ["vector"]}
+    "vector": _VECTOR_SCHEMA, "id": {"anyOf": [_ID_SCHEMA, {"type": "null"}]},
+    "field": {"anyOf": [_OBJECT_SCHEMA, {"type": "null"}]}}, "required": ["vector"]}
 
 
 @dataclass(frozen=True)
@@ -354,10 +356,6 @@ def _shape(c):
     return c.shape
 
 
-def _path_of(c):
-    return c.path
-
-
 def _upsert_items(c, items=None, **kw):
     """Seed shape ``items`` -> ``upsert_items``; the seed doc's ``ids/vectors/fields`` -> ``upsert``."""
     if items is not None:
@@ -376,6 +374,10 @@ def _records(method: str):
         vectors, ids, fields = wire.decode_records(body, n_vectors, dim, vector_encoding, ids_encoding, ids_start)
         return getattr(c, method)(ids=ids, vectors=vectors, **({"fields": fields} if fields is not None else {}))
     return call
+
+
+def _path_of(c):
+    return c.get_collection_path()
 
 
 def _search_binary(c, body, dim, vector_encoding=None, **kw):
@@ -402,6 +404,11 @@ def _field_info(c, name):
 
 def _items_reply(r, call):
     return {"items": r.to_dict()}
+
+
+def _hybrid_reply(r, call):
+    # LynseDB echoes the fusion it used (lynse_api §4.5).
+    return {"items": {**r.to_dict(), "fusion": call.args.get("fusion") or "rrf"}}
 
 
 def _ids_reply(r, call):
@@ -579,7 +586,7 @@ ROUTES: tuple[Route, ...] = (
           (P("vector", "vector"), P("text", "str"), P("text_fields", "str_list"), K, WHERE,
            P("fusion", "str"), P("vector_weight", "float"), P("text_weight", "float"), P("rrf_k", "float"),
            P("candidate_limit", "int", limit="top_k"), RETURN_FIELDS, NPROBE, VECTOR_FIELD),
-          _items_reply, tag="search"),
+          _hybrid_reply, tag="search"),
 
     # -- retrieval --------------------------------------------------------------------------------
     Route("/query", "collection", "query",

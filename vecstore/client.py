@@ -125,6 +125,11 @@ class Client(ClientPortability):
         return sorted(p.name for p in self.root.iterdir() if (p / _DB_MARKER).exists())
 
     def database_exists(self, name: str) -> bool:
+        """True when a database of that name exists.
+
+        >>> client.database_exists("app")  # doctest: +SKIP
+        True
+        """
         self._check_open()
         return (self._db_path(name) / _DB_MARKER).exists()
 

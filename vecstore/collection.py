@@ -281,6 +281,11 @@ class Collection(DerivedIndexes, CollectionPortability):
         return description
 
     def get_collection_path(self) -> str:
+        """The collection's folder (its LMDB store and derived index files).
+
+        >>> col.get_collection_path()  # doctest: +SKIP
+        './data/app/items'
+        """
         return str(self.path)
 
     def index_mode(self) -> str | None:
@@ -922,6 +927,8 @@ class Collection(DerivedIndexes, CollectionPortability):
         space = self._space(vector_field)
         q = v.check_vector(vector, space.dim, normalise=space.metric == "cosine")[0]
         threshold = v.check_number(threshold, param="threshold")
+        if abs(threshold) > float(np.finfo(np.float32).max):
+            raise InvalidArgumentError(f"threshold: expected a float32-representable number, got {threshold!r}")
         max_results = v.check_k(max_results, param="max_results")
         with self._rw.read:
             allowed = None

@@ -1,0 +1,526 @@
+"""Every route of the table, end to end: a real server over the real library, raw HTTP.
+
+One example per path in :data:`EXAMPLES` (status and LynseDB's reply shape, lynse_api §2-§6);
+``test_every_route_has_an_example`` fails when a route is added to ``ROUTES`` without one. Each
+example runs on its own freshly seeded collection, so examples are independent. Also here:
+every method-name route maps to a public, documented method of the class it runs on, and the
+generic error paths (missing database / collection → 404 JSON, never 500) for every route.
+"""
+
+from __future__ import annotations
+
+import http.client
+import inspect
+import itertools
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import urlencode
+
+import numpy as np
+import pytest
+
+import vecstore
+from vecstore import wire
+from vecstore.server.app import ServerConfig, VecstoreHTTPServer, make_server
+from vecstore.server.routes import ROUTES, route_map
+
+KEY = "e2e-key"
+DB = "e2e"
+DIM = 4
+ROWS = [
+    (0, [1.0, 0.0, 0.0, 0.0], {"lang": "en", "n": 0, "title": "apple pie"}),
+    (1, [0.0, 1.0, 0.0, 0.0], {"lang": "de", "n": 1, "title": "apple strudel"}),
+    (2, [0.0, 0.0, 1.0, 0.0], {"lang": "en", "n": 2, "title": "blue sky"}),
+    (3, [0.0, 0.0, 0.0, 1.0], {"lang": "fr", "n": 3, "title": "green apple"}),
+    (4, [0.5, 0.5, 0.0, 0.0], {"lang": "en", "n": 4, "title": "red car"}),
+    (5, [0.0, 0.0, 0.5, 0.5], {"lang": "de", "n": 5, "title": "fast car"}),
+]
+E0 = [1.0, 0.0, 0.0, 0.0]
+_names = itertools.count()
+
+
+# --------------------------------------------------------------------------------------------
+# a live server and a raw HTTP helper
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    data = tmp_path_factory.mktemp("e2e") / "served"
+    data.mkdir()
+    backing = vecstore.connect(data)
+    server = make_server(ServerConfig(data_dir=data, host="127.0.0.1", port=0, api_key=KEY), backing)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    http_ = Http(server)
+    status, body = http_.post("/create_database", {"database_name": DB})
+    assert status == 200, body
+    try:
+        yield http_
+    finally:
+        server.stop()
+        backing.close()
+
+
+class Http:
+    def __init__(self, server: VecstoreHTTPServer) -> None:
+        self.server = server
+        self.host, self.port = server.server_address[:2]
+
+    def request(self, method: str, path: str, *, body: dict | None = None, query: dict | None = None,
+                raw: bytes | None = None, key: str | None = KEY) -> tuple[int, str, Any]:
+        """(status, content type, decoded body): JSON parsed, anything else as bytes."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        payload = None
+        if body is not None:
+            payload, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+        elif raw is not None:
+            payload, headers["Content-Type"] = raw, "application/octet-stream"
+        target = path + ("?" + urlencode(query) if query else "")
+        try:
+            conn.request(method, target, body=payload, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        finally:
+            conn.close()
+        ctype = resp.getheader("Content-Type", "")
+        return resp.status, ctype, (json.loads(data) if ctype.startswith("application/json") and data else data)
+
+    def post(self, path: str, body: dict) -> tuple[int, Any]:
+        status, _, data = self.request("POST", path, body=body)
+        return status, data
+
+
+def fresh_collection(live: Http, *, rows=ROWS) -> str:
+    name = f"c{next(_names)}"
+    status, data = live.post("/required_collection", {"database_name": DB, "collection_name": name, "dim": DIM})
+    assert status == 200, data
+    if rows:
+        items = [{"vector": v, "id": i, "field": f} for i, v, f in rows]
+        status, data = live.post("/bulk_add_items", {"database_name": DB, "collection_name": name, "items": items})
+        assert status == 200, data
+    return name
+
+
+# --------------------------------------------------------------------------------------------
+# the examples: one per route
+
+
+@dataclass
+class Ex:
+    """``body``/``query`` get ``database_name``/``collection_name`` filled in (``{db}``/``{coll}``
+    placeholders in strings are formatted too). ``setup``: requests run first, each
+    ``(path, body)`` or ``(path, query, raw)``. ``check(params_or_bytes, ctx)`` asserts the reply."""
+
+    body: dict | None = None
+    query: dict | None = None
+    raw: bytes | None = None
+    setup: tuple = ()
+    check: Callable[[Any, dict], None] = lambda p, ctx: None
+    status: int = 200
+    names: bool = True  # add database_name/collection_name automatically
+    envelope: bool = True  # the reply is {"status": "success", "params": {...}}
+    echo: tuple[str, ...] = ("database_name", "collection_name")
+
+
+def f32(*vectors) -> bytes:
+    return np.asarray(vectors, dtype="<f4").tobytes()
+
+
+def keys(*expected):
+    def check(params, ctx):
+        missing = set(expected) - set(params)
+        assert not missing, (missing, params)
+    return check
+
+
+def eq(**expected):
+    def check(params, ctx):
+        for k, v in expected.items():
+            assert params[k] == v, (k, params[k], v)
+    return check
+
+
+def both(*checks):
+    def check(params, ctx):
+        for c in checks:
+            c(params, ctx)
+    return check
+
+
+def items_shape(index: str | None = None, first: int | None = None, k: int | None = None):
+    def check(params, ctx):
+        items = params["items"]
+        assert {"k", "ids", "scores", "fields"} <= set(items), items
+        assert len(items["ids"]) == len(items["scores"])
+        if k is not None:
+            assert items["k"] == k
+        if index is not None:
+            assert items["index"] == index, items
+        if first is not None:
+            assert items["ids"][0] == first, items
+    return check
+
+
+def rows_triple(key: str, ids: list | None = None):
+    def check(params, ctx):
+        vectors, got_ids, fields = params[key]
+        assert len(vectors) == len(got_ids) == len(fields)
+        assert all(len(v) == DIM for v in vectors)
+        if ids is not None:
+            assert got_ids == ids, got_ids
+    return check
+
+
+def search_block(first: int, n: int):
+    def check(data, ctx):
+        ids, scores, fields, end = wire.decode_search_block(data)
+        assert end == len(data) and len(ids) == n and ids[0] == first, (ids, scores)
+    return check
+
+
+def rows_block(ids: list):
+    def check(data, ctx):
+        vectors, got, fields = wire.decode_rows_block(data)
+        assert vectors.shape == (len(ids), DIM) and got == ids and len(fields) == len(ids)
+    return check
+
+
+def path_name(label: str) -> str:
+    return f"backups/{label}_{next(_names)}"
+
+
+# Server-side paths used by setup and by the example must be the same: made once per example
+# via the ctx dict ("{snap}" / "{export}" placeholders).
+SNAP, EXPORT = "{snap}", "{export}"
+
+EXAMPLES: dict[str, Ex] = {
+    # -- system (no envelope) -----------------------------------------------------------------
+    "/": Ex(names=False, envelope=False, check=lambda d, c: d == {"status": "success", "message": "vecstore HTTP API"} or _fail(d)),
+    "/healthz": Ex(names=False, envelope=False, check=lambda d, c: d == {"status": "ok"} or _fail(d)),
+    "/readyz": Ex(names=False, envelope=False, check=lambda d, c: d["status"] == "ready" or _fail(d)),
+    "/metrics": Ex(names=False, envelope=False, check=lambda d, c: b"vecstore_up 1" in d or _fail(d)),
+    "/openapi.json": Ex(names=False, envelope=False,
+                        check=lambda d, c: set(d["paths"]) == {r.path for r in ROUTES} or _fail(sorted(d["paths"]))),
+
+    # -- databases ----------------------------------------------------------------------------
+    "/create_database": Ex(body={"database_name": "{newdb}"}, names=False, echo=("database_name",)),
+    "/drop_database": Ex(body={"database_name": "{newdb}"}, names=False, echo=("database_name",),
+                         setup=(("/create_database", {"database_name": "{newdb}"}),)),
+    "/delete_database": Ex(body={"database_name": "{newdb}"}, names=False, echo=("database_name",),
+                           setup=(("/create_database", {"database_name": "{newdb}"}),)),
+    "/database_exists": Ex(body={"database_name": DB}, names=False, echo=("database_name",), check=eq(exists=True)),
+    "/list_databases": Ex(names=False, echo=(), check=lambda p, c: DB in p["databases"] or _fail(p)),
+    "/snapshot_database": Ex(body={"database_name": DB, "snapshot_path": SNAP}, names=False, echo=("database_name",),
+                             check=lambda p, c: p["snapshot_path"] == c["snap"] or _fail(p)),
+    "/restore_database": Ex(body={"database_name": "{newdb}", "snapshot_path": SNAP}, names=False,
+                            echo=("database_name",),
+                            setup=(("/snapshot_database", {"database_name": DB, "snapshot_path": SNAP}),),
+                            check=lambda p, c: p["snapshot_path"] == c["snap"] or _fail(p)),
+
+    # -- collections --------------------------------------------------------------------------
+    "/required_collection": Ex(body={"collection_name": "{newcoll}", "dim": 3, "description": "d"},
+                               echo=("database_name",)),
+    "/drop_collection": Ex(echo=("database_name", "collection_name")),
+    "/show_collections": Ex(body={"database_name": DB}, names=False, echo=("database_name",),
+                            check=lambda p, c: c["coll"] in p["collections"] or _fail(p)),
+    "/show_collections_details": Ex(body={"database_name": DB}, names=False, echo=("database_name",),
+                                    check=lambda p, c: p["collections"][c["coll"]]["shape"] == [6, DIM] or _fail(p)),
+    "/is_collection_exists": Ex(check=eq(exists=True)),
+    "/restore_collection": Ex(body={"collection_name": "{newcoll}", "snapshot_path": SNAP},
+                              setup=(("/snapshot_collection", {"snapshot_path": SNAP}),),
+                              check=lambda p, c: p["snapshot_path"] == c["snap"] or _fail(p), echo=("database_name",)),
+    "/import_collection": Ex(body={"collection_name": "{newcoll}", "export_path": EXPORT},
+                             setup=(("/export_collection", {"export_path": EXPORT}),),
+                             check=lambda p, c: p["export_path"] == c["export"] or _fail(p), echo=("database_name",)),
+    "/collection_shape": Ex(check=eq(shape=[6, DIM])),
+    "/stats": Ex(check=lambda p, c: p["stats"].items() >= {"n_vectors": 6, "n_live": 6, "n_tombstoned": 0, "dimension": DIM,
+                                                           "index_mode": "none", "max_id": 5}.items() or _fail(p)),
+    "/get_collection_config": Ex(check=lambda p, c: (p["config"]["dim"] == DIM
+                                                     and {"chunk_size", "description"} <= set(p["config"])) or _fail(p)),
+    "/update_description": Ex(body={"description": "new"}, check=eq(description="new")),
+    "/update_collection_description": Ex(body={"description": "new2"}, check=eq(description="new2")),
+    "/get_collection_path": Ex(check=lambda p, c: isinstance(p["collection_path"], str) or _fail(p)),
+    "/close_collection": Ex(),
+
+    # -- writes -------------------------------------------------------------------------------
+    "/add_item": Ex(body={"item": {"vector": [0.1, 0.2, 0.3, 0.4], "id": 10, "field": {"a": 1}}},
+                    check=eq(item={"id": 10})),
+    "/bulk_add_items": Ex(body={"items": [{"vector": [1, 1, 1, 1], "id": 20}, {"vector": [2, 2, 2, 2]}]},
+                          check=eq(ids=[20, 6])),
+    "/upsert_items": Ex(body={"items": [{"vector": [1, 1, 1, 1], "id": 0}, {"vector": [2, 2, 2, 2], "id": 30}]},
+                        check=eq(ids=[0, 30])),
+    "/bulk_add_binary": Ex(query={"dim": DIM, "n_vectors": 2}, raw=f32([1, 2, 3, 4], [5, 6, 7, 8]),
+                           check=eq(n_vectors=2)),
+    "/commit": Ex(body={"items": [{"vector": [1, 0, 1, 0], "id": 40, "field": {}}]}, echo=(),
+                  check=lambda p, c: p == {"status": "Success", "result": {"database_name": DB,
+                                                                            "collection_name": c["coll"]}} or _fail(p)),
+    "/flush": Ex(),
+    "/checkpoint": Ex(),
+    "/add": Ex(body={"ids": [50, "s1"], "vectors": [[1, 0, 0, 1], [0, 1, 1, 0]], "fields": [{"a": 1}, None]},
+               check=eq(ids=[50, "s1"])),
+    "/upsert": Ex(body={"ids": [0, 51], "vectors": [[1, 0, 0, 1], [0, 1, 1, 0]]}, check=eq(ids=[0, 51])),
+    "/add_records_binary": Ex(query={"dim": DIM, "n_vectors": 2, "ids_encoding": "raw"},
+                              raw=wire.encode_records(np.ones((2, DIM), np.float32), [60, 61], [{"a": 1}, None]),
+                              check=eq(ids=[60, 61])),
+    "/upsert_records_binary": Ex(query={"dim": DIM, "n_vectors": 2, "ids_encoding": "raw"},
+                                 raw=wire.encode_records(np.ones((2, DIM), np.float32), [0, 62], None),
+                                 check=eq(ids=[0, 62])),
+
+    # -- indexes and vector fields ----------------------------------------------------------------
+    "/build_index": Ex(body={"index_mode": "HNSW-L2"}, check=eq(index_mode="HNSW-L2", n_clusters=None)),
+    "/remove_index": Ex(setup=(("/build_index", {"index_mode": "FLAT"}),)),
+    "/index_mode": Ex(check=eq(index_mode=None)),
+    "/build_vector_field_index": Ex(
+        body={"field_name": "tv", "index_mode": "FLAT-COS"},
+        setup=(("/create_vector_field", {"field_name": "tv", "dim": 2, "metric": "cos"}),),
+        check=eq(field_name="tv", index_mode="FLAT-COS")),
+    "/remove_vector_field_index": Ex(
+        body={"field_name": "tv"},
+        setup=(("/create_vector_field", {"field_name": "tv", "dim": 2, "metric": "cos"}),
+               ("/build_vector_field_index", {"field_name": "tv", "index_mode": "FLAT-COS"})),
+        check=eq(field_name="tv")),
+    "/create_vector_field": Ex(body={"field_name": "tv", "dim": 2, "metric": "cos"},
+                               check=lambda p, c: (p["field"]["name"], p["field"]["dimension"]) == ("tv", 2) or _fail(p)),
+    "/list_vector_fields": Ex(check=lambda p, c: p["fields"][0]["name"] == "default"
+                              and {"name", "dimension", "metric", "index_mode"} <= set(p["fields"][0]) or _fail(p)),
+    "/add_named_vectors": Ex(body={"field_name": "tv", "vectors": [[1, 0], [0, 1]], "ids": [0, 1]},
+                             setup=(("/create_vector_field", {"field_name": "tv", "dim": 2, "metric": "cos"}),),
+                             check=eq(field_name="tv", ids=[0, 1])),
+    "/add_sparse_vectors": Ex(body={"vectors": [{"indices": [1, 3], "values": [1.0, 2.0]}], "ids": [0]},
+                              check=eq(ids=[0])),
+
+    # -- search -----------------------------------------------------------------------------------
+    "/search": Ex(body={"vector": E0, "k": 3, "return_fields": True},
+                  check=both(items_shape(first=0, k=3),
+                             lambda p, c: p["items"]["fields"][0]["title"] == "apple pie" or _fail(p))),
+    "/search_binary": Ex(query={"dim": DIM, "k": 3}, raw=f32(E0), check=search_block(first=0, n=3)),
+    "/batch_search": Ex(body={"vectors": [E0, [0, 1, 0, 0]], "k": 2},
+                        check=lambda p, c: [r["ids"][0] for r in p["results"]] == [0, 1] or _fail(p)),
+    "/batch_search_binary": Ex(query={"dim": DIM, "n_queries": 2, "k": 2}, raw=f32(E0, [0, 1, 0, 0]),
+                               check=lambda d, c: [b[0][0] for b in wire.decode_batch_search(d)] == [0, 1] or _fail(d)),
+    "/search_range": Ex(body={"vector": E0, "threshold": 0.4},
+                        check=lambda p, c: sorted(p["result"]["ids"]) == [0, 4]
+                        and len(p["result"]["distances"]) == 2 or _fail(p)),
+    "/search_profile": Ex(body={"vector": E0, "k": 2},
+                          check=lambda p, c: {"items", "profile"} <= set(p) and p["items"]["ids"][0] == 0 or _fail(p)),
+    "/text_search": Ex(body={"text": "apple", "k": 10},
+                       check=lambda p, c: set(p["items"]["ids"]) == {0, 1, 3} and p["items"]["index"].startswith("BM25")
+                       or _fail(p)),
+    "/bm25_search": Ex(body={"text": "strudel", "k": 10}, check=items_shape(first=1)),
+    "/sparse_search": Ex(body={"vector": {"indices": [3], "values": [1.0]}, "k": 5},
+                         setup=(("/add_sparse_vectors", {"vectors": [{"indices": [1, 3], "values": [1.0, 2.0]},
+                                                                     {"indices": [3], "values": [1.0]}], "ids": [0, 1]}),),
+                         check=both(items_shape(first=0, index="SPARSE-FLAT-IP"),
+                                    lambda p, c: p["items"]["ids"] == [0, 1] or _fail(p))),
+    "/hybrid_search": Ex(body={"vector": E0, "text": "apple", "k": 3},
+                         check=both(items_shape(first=0, index="HYBRID-RRF"),
+                                    lambda p, c: p["items"]["fusion"] == "rrf" or _fail(p))),
+
+    # -- retrieval ------------------------------------------------------------------------------
+    "/query": Ex(body={"where": "n >= 4"},
+                 check=lambda p, c: sorted(r["id"] for r in p["result"]) == [4, 5] or _fail(p)),
+    "/query_vectors": Ex(body={"where": "lang = 'fr'"}, check=rows_triple("result", ids=[3])),
+    "/head": Ex(body={"n": 2}, check=rows_triple("head", ids=[0, 1])),
+    "/tail": Ex(body={"n": 2}, check=rows_triple("tail", ids=[4, 5])),
+    "/head_binary": Ex(query={"n": 2}, check=rows_block([0, 1])),
+    "/tail_binary": Ex(query={"n": 2}, check=rows_block([4, 5])),
+    "/read_by_only_id": Ex(body={"id": [2, 3]}, check=rows_triple("item", ids=[2, 3])),
+    "/list_fields": Ex(check=lambda p, c: {"lang", "n", "title"} <= set(p["fields"]) or _fail(p)),
+    "/is_id_exists": Ex(body={"id": 3}, check=eq(is_id_exists=True)),
+    "/max_id": Ex(check=eq(max_id=5)),
+
+    # -- delete, restore, compact -----------------------------------------------------------------
+    "/delete_items": Ex(body={"ids": [4]}, check=eq(status="ok")),
+    "/delete": Ex(body={"ids": [4]}, check=eq(status="ok")),
+    "/restore_items": Ex(body={"ids": [4]}, setup=(("/delete_items", {"ids": [4]}),), check=eq(status="ok")),
+    "/restore": Ex(body={"ids": [4]}, setup=(("/delete_items", {"ids": [4]}),), check=eq(status="ok")),
+    "/list_deleted_ids": Ex(setup=(("/delete_items", {"ids": [4, 2]}),), check=eq(ids=[2, 4])),
+    "/compact": Ex(setup=(("/delete_items", {"ids": [4]}),), check=eq(vectors_removed=1)),
+
+    # -- backup -------------------------------------------------------------------------------------
+    "/snapshot_collection": Ex(body={"snapshot_path": SNAP}, check=lambda p, c: p["snapshot_path"] == c["snap"] or _fail(p)),
+    "/export_collection": Ex(body={"export_path": EXPORT}, check=lambda p, c: p["export_path"] == c["export"] or _fail(p)),
+}
+
+# What the example's effect must look like afterwards: (path, body, check on params).
+AFTER: dict[str, tuple[str, dict, Callable[[Any, dict], bool]]] = {
+    "/create_database": ("/database_exists", {"database_name": "{newdb}"}, lambda p, c: p["exists"] is True),
+    "/drop_database": ("/database_exists", {"database_name": "{newdb}"}, lambda p, c: p["exists"] is False),
+    "/delete_database": ("/database_exists", {"database_name": "{newdb}"}, lambda p, c: p["exists"] is False),
+    "/restore_database": ("/show_collections", {"database_name": "{newdb}"}, lambda p, c: c["coll"] in p["collections"]),
+    "/required_collection": ("/collection_shape", {"collection_name": "{newcoll}"}, lambda p, c: p["shape"] == [0, 3]),
+    "/drop_collection": ("/is_collection_exists", {}, lambda p, c: p["exists"] is False),
+    "/restore_collection": ("/collection_shape", {"collection_name": "{newcoll}"}, lambda p, c: p["shape"] == [6, DIM]),
+    "/import_collection": ("/collection_shape", {"collection_name": "{newcoll}"}, lambda p, c: p["shape"] == [6, DIM]),
+    "/update_description": ("/get_collection_config", {}, lambda p, c: p["config"]["description"] == "new"),
+    "/add_item": ("/read_by_only_id", {"id": 10}, lambda p, c: p["item"][2] == [{"a": 1}]),
+    "/bulk_add_items": ("/collection_shape", {}, lambda p, c: p["shape"] == [8, DIM]),
+    "/upsert_items": ("/read_by_only_id", {"id": 0}, lambda p, c: p["item"][0] == [[1, 1, 1, 1]]),
+    "/bulk_add_binary": ("/tail", {"n": 2}, lambda p, c: p["tail"][1] == [6, 7] and p["tail"][0][1] == [5, 6, 7, 8]),
+    "/commit": ("/is_id_exists", {"id": 40}, lambda p, c: p["is_id_exists"] is True),
+    "/add": ("/read_by_only_id", {"id": "s1"}, lambda p, c: p["item"][1] == ["s1"]),
+    "/upsert": ("/read_by_only_id", {"id": 0}, lambda p, c: p["item"][0] == [[1, 0, 0, 1]]),
+    "/add_records_binary": ("/read_by_only_id", {"id": 60}, lambda p, c: p["item"][2] == [{"a": 1}]),
+    "/upsert_records_binary": ("/read_by_only_id", {"id": 0}, lambda p, c: p["item"][0] == [[1, 1, 1, 1]]),
+    "/build_index": ("/index_mode", {}, lambda p, c: p["index_mode"] == "HNSW-L2"),
+    "/remove_index": ("/index_mode", {}, lambda p, c: p["index_mode"] is None),
+    "/create_vector_field": ("/list_vector_fields", {}, lambda p, c: "tv" in [f["name"] for f in p["fields"]]),
+    "/add_named_vectors": ("/search", {"vector": [1, 0], "vector_field": "tv", "k": 1},
+                           lambda p, c: p["items"]["ids"] == [0]),
+    "/add_sparse_vectors": ("/sparse_search", {"vector": {"indices": [3], "values": [1.0]}},
+                            lambda p, c: p["items"]["ids"] == [0]),
+    "/delete_items": ("/list_deleted_ids", {}, lambda p, c: p["ids"] == [4]),
+    "/delete": ("/list_deleted_ids", {}, lambda p, c: p["ids"] == [4]),
+    "/restore_items": ("/list_deleted_ids", {}, lambda p, c: p["ids"] == []),
+    "/restore": ("/list_deleted_ids", {}, lambda p, c: p["ids"] == []),
+    "/compact": ("/stats", {}, lambda p, c: (p["stats"]["n_vectors"], p["stats"]["n_tombstoned"]) == (5, 0)),
+}
+
+
+def _fail(got):
+    raise AssertionError(f"unexpected reply: {got!r}")
+
+
+def _fill(value, ctx):
+    if isinstance(value, str):
+        return value.format(**ctx) if "{" in value else value
+    if isinstance(value, dict):
+        return {k: _fill(v, ctx) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, ctx) for v in value]
+    return value
+
+
+def _send(live: Http, path: str, body: dict | None, query: dict | None, raw: bytes | None, ctx: dict,
+          names: bool = True):
+    route = route_map()[path]
+    base = {}
+    if names and route.target in ("database", "collection"):
+        base["database_name"] = DB
+        if any(p.name == "collection_name" for p in route.all_params):
+            base["collection_name"] = ctx["coll"]
+    if route.body == "json":
+        return live.request(route.method, path, body={**base, **_fill(body or {}, ctx)})
+    return live.request(route.method, path, query={**base, **_fill(query or {}, ctx)}, raw=raw)
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES))
+def test_route(live, path):
+    ex = EXAMPLES[path]
+    route = route_map()[path]
+    ctx = {"coll": fresh_collection(live), "newdb": f"db{next(_names)}", "newcoll": f"n{next(_names)}",
+           "snap": path_name("snap"), "export": path_name("export")}
+    for step in ex.setup:
+        sp, *rest = step
+        body, query, raw = (rest[0], None, None) if route_map()[sp].body == "json" else (None, *rest)
+        status, _, data = _send(live, sp, body, query, raw, ctx)
+        assert status == 200, (sp, data)
+    status, ctype, data = _send(live, path, ex.body, ex.query, ex.raw, ctx, names=ex.names)
+    assert status == ex.status, data
+    if route.reply == "binary":
+        assert ctype == "application/octet-stream"
+        ex.check(data, ctx)
+    elif not ex.envelope:
+        ex.check(data, ctx)
+    else:
+        assert ctype.startswith("application/json")
+        assert set(data) == {"status", "params"} and data["status"] == "success", data
+        params = data["params"]
+        expected_echo = {"database_name": DB, "collection_name": ctx["coll"]}
+        for k in ex.echo:
+            want = (ex.body or {}).get(k) if k in (ex.body or {}) and not ex.names else expected_echo[k]
+            assert params.get(k) == _fill(want, ctx), (k, params)
+        ex.check(params, ctx)
+    if path in AFTER:
+        apath, abody, acheck = AFTER[path]
+        status, _, adata = _send(live, apath, abody, None, None, ctx)
+        assert status == 200, adata
+        assert acheck(adata["params"], ctx), (apath, adata)
+
+
+def test_every_route_has_an_example():
+    """New routes cannot go untested: add an example to EXAMPLES."""
+    paths = {r.path for r in ROUTES}
+    assert paths - set(EXAMPLES) == set(), f"routes without an e2e example: {sorted(paths - set(EXAMPLES))}"
+    assert set(EXAMPLES) - paths == set(), f"examples for routes that do not exist: {sorted(set(EXAMPLES) - paths)}"
+    assert set(AFTER) <= paths
+
+
+# --------------------------------------------------------------------------------------------
+# every route maps to a public, documented method
+
+
+TARGET_CLASSES = {"client": vecstore.Client, "database": vecstore.Database, "collection": vecstore.Collection,
+                  "server": VecstoreHTTPServer}
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if isinstance(r.call, str)], ids=lambda r: r.path)
+def test_route_maps_to_a_public_documented_method(route):
+    cls = TARGET_CLASSES[route.target]
+    assert not route.call.startswith("_"), f"{route.path} calls a private method {route.call}"
+    method = getattr(cls, route.call, None)
+    assert method is not None and callable(method), f"{route.path}: {cls.__name__}.{route.call} does not exist"
+    doc = inspect.getdoc(method) or ""
+    assert doc.strip(), f"{route.path}: {cls.__name__}.{route.call} has no docstring"
+    # every parameter the route passes is accepted by the method
+    sig = inspect.signature(method)
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    for p in route.all_params:
+        if p.kwarg == "":
+            continue
+        name = p.kwarg or p.name
+        assert takes_kwargs or name in sig.parameters, f"{route.path}: {cls.__name__}.{route.call} has no {name!r}"
+
+
+# Routes whose ``call`` is an adapter function, and the Collection members each one uses.
+ADAPTERS = {
+    "/collection_shape": ("shape",), "/get_collection_path": ("get_collection_path",),
+    "/upsert_items": ("upsert_items", "upsert"), "/bulk_add_binary": ("add",),
+    "/add_records_binary": ("add",), "/upsert_records_binary": ("upsert",), "/build_index": ("build_index",),
+    "/search_binary": ("search",), "/batch_search_binary": ("batch_search",),
+}
+
+
+def test_every_adapter_route_is_listed():
+    assert {r.path for r in ROUTES if not isinstance(r.call, str)} == set(ADAPTERS)
+
+
+@pytest.mark.parametrize("path", sorted(ADAPTERS))
+def test_adapter_routes_use_public_documented_members(path):
+    route = route_map()[path]
+    src = inspect.getsource(route.call) + (route.call.__qualname__ if "_records" in route.call.__qualname__ else "")
+    for member in ADAPTERS[path]:
+        assert not member.startswith("_")
+        attr = inspect.getattr_static(vecstore.Collection, member, None)
+        assert attr is not None, f"{path}: Collection.{member} does not exist"
+        assert (inspect.getdoc(getattr(vecstore.Collection, member)) or "").strip(), \
+            f"{path}: Collection.{member} has no docstring"
+    if "_records" not in route.call.__qualname__:
+        assert any(f"c.{m}" in src for m in ADAPTERS[path]), (path, src)
+
+
+# --------------------------------------------------------------------------------------------
+# generic error paths: a missing database or collection is 404 JSON on every route
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.target == "collection"], ids=lambda r: r.path)
+def test_missing_collection_is_404(live, route):
+    ex = EXAMPLES[route.path]
+    ctx = {"coll": "no_such_collection", "newdb": "x", "newcoll": "y", "snap": path_name("s"), "export": path_name("e")}
+    status, ctype, data = _send(live, route.path, ex.body, ex.query, ex.raw, ctx)
+    assert (status, data["code"]) == (404, "not_found"), data
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.target in ("database", "collection")], ids=lambda r: r.path)
+def test_missing_database_is_404(live, route):
+    ex = EXAMPLES[route.path]
+    ctx = {"coll": "c", "newdb": "x", "newcoll": "y", "snap": path_name("s"), "export": path_name("e")}
+    names = {"database_name": "no_such_db", "collection_name": "c"}
+    if route.body == "json":
+        status, _, data = live.request(route.method, route.path, body={**_fill(ex.body or {}, ctx), **names})
+    else:
+        status, _, data = live.request(route.method, route.path, raw=ex.raw, query={**(ex.query or {}), **names})
+    assert (status, data["code"]) == (404, "not_found"), data

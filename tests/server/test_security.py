@@ -1,0 +1,314 @@
+"""Security, end to end against the real library (reliability.md §5, T12).
+
+``test_app_unit.py`` pins these against a fake client on a few paths; here every route of the
+table is covered on a real store, and the assertion is about effects, not only statuses: a
+refused request changes nothing, and no file appears outside the data folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vecstore
+from vecstore.server.__main__ import parse_args
+from vecstore.server.app import ServerConfig, make_server
+from vecstore.server.routes import PUBLIC_PATHS, ROUTES
+
+KEY = "k3y-for-security-tests"
+DB, COLL, DIM = "sec", "c", 4
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A keyed server over a real store with one collection of 3 rows, plus an ``outside``
+    folder (a sibling of the data folder) and a symlink from inside the data folder to it."""
+    data = tmp_path / "data"
+    outside = tmp_path / "outside"
+    data.mkdir()
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not yours")
+    backing = vecstore.connect(data)
+    col = backing.create_database(DB).require_collection(COLL, dim=DIM)
+    col.add(vectors=np.eye(3, DIM, dtype=np.float32), ids=[0, 1, 2])
+    (data / "link_out").symlink_to(outside)
+    config = ServerConfig(data_dir=data, host="127.0.0.1", port=0, api_key=KEY,
+                          max_json_bytes=64 * 1024, max_binary_bytes=256 * 1024)
+    server = make_server(config, backing)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield {"server": server, "data": data, "outside": outside, "tmp": tmp_path, "backing": backing}
+    finally:
+        server.stop()
+        backing.close()
+
+
+def request(server, method, path, body=None, *, headers=None, raw=None, auth=KEY):
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
+    hdrs = {"Authorization": f"Bearer {auth}"} if auth is not None else {}
+    hdrs.update(headers or {})
+    payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    if payload is not None:
+        hdrs.setdefault("Content-Type", "application/json")
+    try:
+        conn.request(method, path, body=payload, headers=hdrs)
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    return resp.status, resp.headers, data
+
+
+def state(env) -> tuple:
+    """What a refused request must not change: databases, the collection's rows, the files."""
+    col = env["backing"].get_database(DB).get_collection(COLL)
+    files = sorted(str(p.relative_to(env["tmp"])) for p in env["tmp"].rglob("*")
+                   if "lock" not in p.name and not str(p.relative_to(env["tmp"])).startswith("data/sec/c/"))
+    return tuple(sorted(env["backing"].list_databases())), col.shape, tuple(col.list_deleted_ids()), tuple(files)
+
+
+# --------------------------------------------------------------------------------------------
+# auth: every non-public route
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+WRONG = {
+    "no header": None,
+    "wrong bearer": "Bearer nope",
+    "empty bearer": "Bearer ",
+    "key with a suffix": f"Bearer {KEY}x",
+    "key as the Basic user": _basic(KEY, "nope"),
+    "wrong Basic password": _basic("user", "nope"),
+    "Basic not base64": "Basic !!!",
+    "unknown scheme": f"Token {KEY}",
+    "bare key": KEY,
+}
+
+
+def _example_request(route):
+    """A request that would succeed (or at least reach the library) with the key."""
+    body = {"database_name": DB, "collection_name": COLL, "vector": [1, 0, 0, 0], "ids": [0], "id": 0,
+            "items": [{"vector": [1, 0, 0, 0]}], "vectors": [[1, 0, 0, 0]], "text": "x", "description": "d",
+            "field_name": "f", "dim": DIM, "threshold": 0.5, "snapshot_path": "s", "export_path": "e"}
+    if route.body == "json":
+        return route.path, body, None
+    query = f"?database_name={DB}&collection_name={COLL}&dim={DIM}&n_vectors=1&n_queries=1"
+    return route.path + query, None, (np.zeros(DIM, "<f4").tobytes() if route.body == "binary" else None)
+
+
+@pytest.mark.parametrize("case", sorted(WRONG))
+def test_every_non_public_route_is_401_without_the_key(env, case):
+    server, before = env["server"], state(env)
+    checked = 0
+    for route in ROUTES:
+        if route.path in PUBLIC_PATHS:
+            continue
+        path, body, raw = _example_request(route)
+        headers = {} if WRONG[case] is None else {"Authorization": WRONG[case]}
+        status, hdrs, data = request(server, route.method, path, body, raw=raw, headers=headers, auth=None)
+        assert status == 401, (case, route.path, status, data)
+        assert json.loads(data) == {"error": "Unauthorized", "code": "unauthorized"}
+        assert any(v.startswith("Bearer") for v in hdrs.get_all("WWW-Authenticate")), route.path
+        checked += 1
+    assert checked == len(ROUTES) - len(PUBLIC_PATHS)
+    assert state(env) == before  # nothing was created, deleted or written
+
+
+def test_public_routes_need_no_key(env):
+    server = env["server"]
+    assert PUBLIC_PATHS == {"/", "/healthz", "/readyz"}
+    for path in sorted(PUBLIC_PATHS):
+        for auth in (None, "wrong"):
+            status, _, data = request(server, "GET", path, auth=auth)
+            assert status == 200, (path, data)
+            assert json.loads(data)["status"] in ("success", "ok", "ready")
+
+
+def test_the_key_works_as_bearer_and_as_basic_password(env):
+    server = env["server"]
+    body = {"database_name": DB, "collection_name": COLL}
+    assert request(server, "POST", "/collection_shape", body)[0] == 200
+    for header in (_basic("anyone", KEY), _basic("", KEY), f"bearer {KEY}", f"Bearer   {KEY}  "):
+        status, _, data = request(server, "POST", "/collection_shape", body, headers={"Authorization": header}, auth=None)
+        assert status == 200, (header, data)
+        assert json.loads(data)["params"]["shape"] == [3, DIM]
+
+
+def test_unknown_paths_are_401_before_404_without_the_key(env):
+    # an unauthenticated caller cannot probe which paths exist
+    assert request(env["server"], "GET", "/set_environment", auth=None)[0] == 401
+    assert request(env["server"], "GET", "/set_environment")[0] == 404
+
+
+# --------------------------------------------------------------------------------------------
+# bodies over the limit: 413 before the server reads them
+
+
+def _declare_only(server, path: str, length: int, *, ctype="application/json") -> tuple[bytes, float]:
+    """Send headers that declare ``length`` bytes and none of the body; return the answer."""
+    started = time.monotonic()
+    with socket.create_connection(server.server_address[:2], timeout=10) as s:
+        s.sendall((f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                   f"Content-Type: {ctype}\r\nContent-Length: {length}\r\n\r\n").encode())
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks), time.monotonic() - started
+
+
+@pytest.mark.parametrize("path, ctype, limit", [
+    ("/bulk_add_items", "application/json", 64 * 1024),
+    (f"/bulk_add_binary?database_name={DB}&collection_name={COLL}&dim={DIM}&n_vectors=100000",
+     "application/octet-stream", 256 * 1024),
+])
+def test_413_without_reading_the_body(env, path, ctype, limit):
+    server, before = env["server"], state(env)
+    for length in (limit + 1, 10 ** 13):
+        out, seconds = _declare_only(server, path, length, ctype=ctype)
+        assert out.startswith(b"HTTP/1.1 413"), out[:200]
+        assert b'"code":"payload_too_large"' in out
+        assert seconds < 3, seconds  # answered at once: the server did not wait for the body
+    assert state(env) == before
+    assert request(server, "GET", "/healthz")[0] == 200
+
+
+def test_413_while_the_client_is_sending(env):
+    server, before = env["server"], state(env)
+    items = [{"vector": [1.0, 0.0, 0.0, 0.0], "id": 100 + i} for i in range(5000)]  # ~150 KB JSON
+    status, _, data = request(server, "POST", "/bulk_add_items",
+                              {"database_name": DB, "collection_name": COLL, "items": items})
+    assert status == 413 and json.loads(data)["code"] == "payload_too_large"
+    assert state(env) == before
+
+
+def test_just_under_the_limit_is_accepted(env):
+    server = env["server"]
+    n = (256 * 1024) // (DIM * 4)
+    raw = np.ones((n, DIM), "<f4").tobytes()
+    status, _, data = request(server, "POST", f"/bulk_add_binary?database_name={DB}&collection_name={COLL}"
+                                              f"&dim={DIM}&n_vectors={n}", raw=raw,
+                              headers={"Content-Type": "application/octet-stream"})
+    assert status == 200, data
+    assert json.loads(data)["params"]["n_vectors"] == n
+
+
+@pytest.mark.parametrize("raw", [b"[" * 10_000 + b"]" * 10_000, b'{"a":' * 5000 + b"1" + b"}" * 5000])
+def test_deep_json_is_400(env, raw):
+    status, _, data = request(env["server"], "POST", "/search", raw=raw)
+    assert status == 400 and json.loads(data)["code"] == "invalid_argument"
+
+
+def test_bad_content_lengths(env):
+    server = env["server"]
+    for cl in ("-1", "abc", "1e3", "+5"):
+        with socket.create_connection(server.server_address[:2], timeout=5) as s:
+            s.sendall((f"POST /stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                       f"Content-Length: {cl}\r\n\r\n").encode())
+            out = s.recv(65536)
+        assert out.startswith(b"HTTP/1.1 400"), (cl, out[:100])
+
+
+# --------------------------------------------------------------------------------------------
+# server-side paths: confined to the data folder
+
+
+# (route, body without the path, the path key). The restores/imports read from the path; the
+# snapshots/exports write to it.
+PATH_ROUTES = [
+    ("/snapshot_collection", {"database_name": DB, "collection_name": COLL}, "snapshot_path"),
+    ("/export_collection", {"database_name": DB, "collection_name": COLL}, "export_path"),
+    ("/snapshot_database", {"database_name": DB}, "snapshot_path"),
+    ("/restore_collection", {"database_name": DB, "collection_name": "restored"}, "snapshot_path"),
+    ("/import_collection", {"database_name": DB, "collection_name": "imported"}, "export_path"),
+    ("/restore_database", {"database_name": "restored_db"}, "snapshot_path"),
+]
+
+
+def _bad_paths(env) -> dict[str, str]:
+    outside, data = env["outside"], env["data"]
+    return {
+        "dotdot": "../outside/x",
+        "dotdot inside": "snaps/../../outside/y",
+        "dotdot after a real folder": f"{DB}/../../outside/z",
+        "absolute outside": str(outside / "abs"),
+        "absolute root file": "/etc/vecstore_should_not_exist",
+        "absolute via the data folder": str(data / ".." / "outside" / "w"),
+        "symlink escape": "link_out/snap",
+        "the symlink itself": "link_out",
+        "NUL": "snap\x00/../../outside/n",
+        "NUL plain": "a\x00b",
+        "the data folder itself": str(data),
+        "dot": ".",
+    }
+
+
+@pytest.mark.parametrize("path, body, key", PATH_ROUTES, ids=[r[0] for r in PATH_ROUTES])
+def test_server_paths_outside_the_data_folder_are_403(env, path, body, key):
+    server, before = env["server"], state(env)
+    outside_before = sorted(os.listdir(env["outside"]))
+    for case, value in _bad_paths(env).items():
+        status, _, data = request(server, "POST", path, {**body, key: value})
+        reply = json.loads(data)
+        assert (status, reply["code"]) == (403, "forbidden_path"), (path, case, status, reply)
+        if str(env["data"]) not in value:
+            assert str(env["data"]) not in reply["error"]  # the message tells nothing of the server's folders
+    assert sorted(os.listdir(env["outside"])) == outside_before
+    assert not Path("/etc/vecstore_should_not_exist").exists()
+    assert state(env) == before
+
+
+def test_symlink_to_a_file_outside_cannot_be_restored(env):
+    # a snapshot "inside" that is really a symlink to an outside folder is refused too
+    (env["outside"] / "fake_snapshot").mkdir()
+    (env["data"] / "innocent").symlink_to(env["outside"] / "fake_snapshot")
+    status, _, data = request(env["server"], "POST", "/restore_collection",
+                              {"database_name": DB, "collection_name": "r", "snapshot_path": "innocent"})
+    assert status == 403, data
+
+
+def test_paths_inside_work_and_existing_targets_are_refused(env):
+    server = env["server"]
+    body = {"database_name": DB, "collection_name": COLL, "snapshot_path": "snaps/one"}
+    assert request(server, "POST", "/snapshot_collection", body)[0] == 200
+    assert (env["data"] / "snaps" / "one").exists()
+    status, _, data = request(server, "POST", "/snapshot_collection", body)  # never overwritten
+    assert 400 <= status < 500 and status != 403, data
+    status, _, data = request(server, "POST", "/restore_collection",
+                              {"database_name": DB, "collection_name": "back", "snapshot_path": "snaps/one"})
+    assert status == 200, data
+    assert env["backing"].get_database(DB).get_collection("back").shape == (3, DIM)
+
+
+# --------------------------------------------------------------------------------------------
+# binding and browsers
+
+
+def test_binds_loopback_by_default():
+    assert ServerConfig(data_dir=Path(".")).host == "127.0.0.1"
+    assert parse_args([]).host == "127.0.0.1"
+
+
+def test_no_cors_headers(env):
+    status, headers, _ = request(env["server"], "GET", "/list_databases", headers={"Origin": "http://evil.example"})
+    assert status == 200
+    assert not any(h.lower().startswith("access-control-") for h in headers)
+    assert request(env["server"], "OPTIONS", "/list_databases", headers={"Origin": "http://evil.example"})[0] == 404
