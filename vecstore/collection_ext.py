@@ -370,7 +370,7 @@ class DerivedIndexes:
 
     def _label_result(self: "Collection", labels: np.ndarray, scores: np.ndarray, k: int,
                       return_fields: bool, index: str) -> SearchResult:
-        pos = np.fromiter((self._default.pos_of[int(lb)] for lb in labels), dtype=np.int64, count=len(labels))
+        pos = self._default.positions(labels)
         return self._result(self._default, pos, scores, k, return_fields, index=index)
 
     def sparse_search(self: "Collection", vector: Any, k: int = 10, where: str | None = None,
@@ -459,9 +459,10 @@ class DerivedIndexes:
             if isinstance(text_fields, str) or not all(isinstance(f, str) for f in text_fields):
                 raise InvalidArgumentError(f"text_fields: expected a list of field names, got {text_fields!r}")
             text_fields = list(text_fields)
-        with self._wlock:
-            self._ensure_text()
-            self._text_catch_up()
+        if self._text is None or self._text_pending:  # the common case needs no write lock
+            with self._wlock:
+                self._ensure_text()
+                self._text_catch_up()
         with self._rw.read:
             labels, scores = self._text.search(text, k, text_fields=text_fields, allowed=self._allowed_labels(where))
             return self._label_result(labels, scores, k, return_fields, "BM25")
