@@ -415,12 +415,9 @@ class Collection(DerivedIndexes, CollectionPortability):
 
         def tx(t):
             if rows is not None:
-                for lb, i, f, blob in zip(assigned, rows[0], rows[2], blobs):
-                    t.put_row(lb, i, f, False, version)
-                    t.put_vec(lb, blob)
-                    t.put_label(i, lb)
-            for lb, i, f in dead:
-                t.put_row(lb, i, f, True, version)
+                t.put_rows(assigned, rows[0], rows[2], False, version, blobs)
+            if dead:
+                t.put_rows([d[0] for d in dead], [d[1] for d in dead], [d[2] for d in dead], True, version, None)
             for key, value in (meta or {}).items():
                 if value is None:  # None removes the key (sync state of a removed file, say)
                     t.delete_meta(key)

@@ -115,6 +115,18 @@ class Txn:
     def put_row(self, label: int, public_id: int | str, fields: dict, deleted: bool, version: int) -> None:
         self._txn.put(label_key(label), _pack([public_id, fields, deleted, version]), db=self._dbs["rows"])
 
+    def put_rows(self, labels: list[int], ids: list, fields: list[dict], deleted: bool, version: int,
+                 blobs: list[bytes] | None) -> None:
+        """Many rows at once (and their vectors and id entries when ``blobs`` is given): the
+        bulk path of every write call, through ``putmulti`` and one reused msgpack packer."""
+        keys = [_U64.pack(lb) for lb in labels]
+        pack = msgpack.Packer(use_bin_type=True).pack
+        self._txn.cursor(db=self._dbs["rows"]).putmulti(
+            zip(keys, [pack([i, f, deleted, version]) for i, f in zip(ids, fields)]))
+        if blobs is not None:
+            self._txn.cursor(db=self._dbs["vec"]).putmulti(zip(keys, blobs))
+            self._txn.cursor(db=self._dbs["ids"]).putmulti(zip(map(id_key, ids), keys))
+
     def delete_row(self, label: int) -> None:
         self._txn.delete(label_key(label), db=self._dbs["rows"])
         self._txn.delete(label_key(label), db=self._dbs["vec"])
