@@ -54,7 +54,11 @@ def run_trial(path, mode, start, rng) -> tuple[set[int], set[int]]:
     assert line.startswith("ready"), proc.stderr.read()
     time.sleep(rng.uniform(0.02, 0.4))
     os.kill(proc.pid, signal.SIGKILL)
-    out, _ = proc.communicate()
+    # Read the rest through the same buffered stream: readline() above may already hold part
+    # of it, which communicate() (reading the raw pipe) would skip, tearing a line in two.
+    out = proc.stdout.read()
+    proc.stderr.read()
+    proc.wait()
     acked, deleted = set(), set()
     for ln in out.splitlines():
         kind, b = ln.split()
