@@ -66,6 +66,7 @@ from . import validation as v
 from .errors import (AlreadyExistsError, CorruptionError, ForbiddenPathError, InvalidArgumentError,
                      LockedError, NotFoundError, ReadOnlyError, StorageFullError,
                      UnsupportedFormatError, VecstoreError)
+from .fileio import fsync_path, sha256_file
 from .storage import STORE_FORMAT, Storage, _take_writer_lock, label_key
 
 if TYPE_CHECKING:
@@ -150,19 +151,6 @@ def _new_target(path: Any, param: str, what: str) -> Path:
     return target
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
 @contextmanager
 def _atomic_file(target: Path, what: str) -> Iterator[BinaryIO]:
     """Write under a temporary name in the target's folder, fsync, then link it into place
@@ -181,7 +169,7 @@ def _atomic_file(target: Path, what: str) -> Iterator[BinaryIO]:
             if target.exists():
                 raise AlreadyExistsError(f"{what} target already exists: {target}") from None
             os.rename(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_path(target.parent)
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -483,7 +471,7 @@ def _swap_in(new: Path, final: Path, staging: Path, *, exists: Callable[[], bool
                 if old.exists():
                     os.rename(old, final)
                 raise
-            _fsync_dir(final.parent)
+            fsync_path(final.parent)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -528,14 +516,6 @@ class _NpyWriter:
         self.fp.flush()
         os.fsync(self.fp.fileno())
         self.fp.close()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_IO), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_export(col: "Collection", d: Path, progress: bool) -> None:
@@ -613,9 +593,9 @@ def _write_export(col: "Collection", d: Path, progress: bool) -> None:
         "vector_fields": fields,
     }
     names = ["metadata.jsonl", "vectors.npy"] + [n for f in fields for n in (f["vectors_file"], f["rows_file"])]
-    manifest["files"] = {n: {"bytes": (d / n).stat().st_size, "sha256": _sha256_file(d / n)} for n in names}
+    manifest["files"] = {n: {"bytes": (d / n).stat().st_size, "sha256": sha256_file(d / n)} for n in names}
     (d / "export_manifest.json").write_bytes(_json_bytes(manifest, indent=2) + b"\n")
-    _fsync_file(d / "export_manifest.json")
+    fsync_path(d / "export_manifest.json")
 
 
 def _chunked(it: Iterable, n: int) -> Iterator[list]:
@@ -721,7 +701,7 @@ class _Export:
             raise CorruptionError(f"{self.src}: manifest has no file checksums")
         for name, info in files.items():
             p = self._file(name)
-            if not isinstance(info, dict) or p.stat().st_size != info.get("bytes") or _sha256_file(p) != info.get("sha256"):
+            if not isinstance(info, dict) or p.stat().st_size != info.get("bytes") or sha256_file(p) != info.get("sha256"):
                 raise CorruptionError(f"{p}: checksum mismatch: the export is damaged or incomplete")
         wanted = [self.m.get("metadata_file"), self.m.get("vectors_file")]
         for f in self.m.get("vector_fields") or []:
@@ -881,11 +861,11 @@ class CollectionPortability:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
         try:
             _write_export(self, tmp, progress)
-            _fsync_dir(tmp)
+            fsync_path(tmp)
             if target.exists() or target.is_symlink():
                 raise AlreadyExistsError(f"export target already exists: {path}")
             os.rename(tmp, target)
-            _fsync_dir(target.parent)
+            fsync_path(target.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -1037,7 +1017,7 @@ class ClientPortability:
                     _restore_store(r, entry, new / entry["name"], entry["name"])
                     _open_restored(tmp_db, entry["name"], new / entry["name"], entry, src)
                 (new / _DB_MARKER).touch()
-                _fsync_dir(new)
+                fsync_path(new)
 
                 def close_old() -> None:
                     old = self._databases.pop(name, None)

@@ -87,6 +87,7 @@ from .errors import (
     QuerySyntaxError,
     UnsupportedFormatError,
 )
+from .fileio import fsync_path
 
 __all__ = ["MAX_FIELD_SLOTS", "TextIndex"]
 
@@ -146,14 +147,6 @@ def _has_field_qualifier(node: Any) -> bool:
     if isinstance(node, (list, tuple)):
         return any(_has_field_qualifier(v) for v in node)
     return False
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class TextIndex:
@@ -360,7 +353,7 @@ class TextIndex:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync_dir(self._dir)
+        fsync_path(self._dir)
         self._slots_dirty = False
 
     # -- reads ------------------------------------------------------------------------------

@@ -147,14 +147,3 @@ class VectorIndex(ABC):
     def load(cls, directory: Path, files: list[str], dim: int, metric: Metric,
              params: dict) -> "VectorIndex":
         """Read an index written by ``save``; raise ``CorruptionError`` if it does not check."""
-
-
-def fsync_file(path: Path) -> None:
-    """fsync a written file so the LMDB commit that points at it cannot outlive it."""
-    import os
-
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

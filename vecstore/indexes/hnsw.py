@@ -56,7 +56,6 @@ over the allowed rows is much faster (1 % of 100k: ~4.5 ms per query here), the 
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import math
 import os
@@ -69,7 +68,8 @@ import hnswlib
 import numpy as np
 
 from ..errors import CorruptionError, DimensionMismatchError, InvalidArgumentError, StorageFullError, VecstoreError
-from .base import Metric, VectorIndex, fsync_file
+from ..fileio import fsync_path, sha256_file
+from .base import Metric, VectorIndex
 from .rwlock import RWLock
 
 __all__ = ["HnswIndex"]
@@ -161,22 +161,6 @@ def padded(m: int, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """Result arrays full of padding: label -1, the worst score for the metric."""
     worst = -np.inf if metric == "ip" else np.inf
     return np.full((m, k), -1, np.int64), np.full((m, k), worst, np.float32)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def storage_error(e: OSError, what: str) -> VecstoreError:
@@ -587,8 +571,8 @@ class HnswIndex(VectorIndex):
             size = os.path.getsize(bin_path)
             if size != expected:  # hnswlib does not report write errors (full disk: §2.2)
                 raise StorageFullError(f"{bin_path}: wrote {size} of {expected} bytes (disk full?)")
-            fsync_file(bin_path)
-            fsync_file(labels_path)
+            fsync_path(bin_path)
+            fsync_path(labels_path)
             meta = {
                 "format": _FORMAT, "version": _FORMAT_VERSION, "kind": self.kind,
                 "dim": self.dim, "metric": self.metric, "space": self._space,
@@ -598,7 +582,7 @@ class HnswIndex(VectorIndex):
                            "sha256": sha256_file(labels_path)},
             }
             write_meta(meta_path, meta)
-            fsync_dir(directory)
+            fsync_path(directory)
         except OSError as e:
             raise storage_error(e, f"saving {bin_path}") from e
         return [bin_path.name, labels_path.name, meta_path.name]

@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptionError, InvalidArgumentError
-from .base import Metric, VectorIndex, fsync_file
+from ..fileio import fsync_path, sha256_file
+from .base import Metric, VectorIndex
 from .hnsw import (
     check_breadth,
     check_identity,
@@ -50,12 +51,10 @@ from .hnsw import (
     check_k,
     check_labels,
     check_rows,
-    fsync_dir,
     last_occurrence,
     padded,
     read_meta,
     refuse_unknown,
-    sha256_file,
     storage_error,
     verify_file,
     write_meta,
@@ -495,7 +494,7 @@ class IvfIndex(VectorIndex):
         try:
             with open(npz_path, "wb") as f:
                 np.savez(f, centroids=centroids, labels=labels, vectors=vectors, offsets=offsets)
-            fsync_file(npz_path)
+            fsync_path(npz_path)
             meta = {
                 "format": _FORMAT, "version": _FORMAT_VERSION, "kind": self.kind,
                 "dim": self.dim, "metric": self.metric, "params": self.params,
@@ -503,7 +502,7 @@ class IvfIndex(VectorIndex):
                 "npz": {"name": npz_path.name, "size": os.path.getsize(npz_path), "sha256": sha256_file(npz_path)},
             }
             write_meta(meta_path, meta)
-            fsync_dir(directory)
+            fsync_path(directory)
         except OSError as e:
             raise storage_error(e, f"saving {npz_path}") from e
         return [npz_path.name, meta_path.name]
