@@ -64,7 +64,7 @@ def load_demo(data: Path, *, n: int = 2000, dim: int = 64, seed: int = 0) -> boo
 def curl_line(data: Path, host: str, port: int) -> str:
     """A search request for the demo collection (article 12's vector as the query)."""
     query_file = data / "demo" / ".query.npy"
-    vector = np.load(query_file).round(4).tolist() if query_file.exists() else [0.0] * 64
+    vector = np.load(query_file).astype(np.float64).round(4).tolist() if query_file.exists() else [0.0] * 64
     body = {"database_name": "demo", "collection_name": "articles", "vector": vector, "k": 3,
             "where": "lang = 'en' AND year >= 2010", "return_fields": True}
     return (f"curl -s -X POST http://{host}:{port}/search -H 'Content-Type: application/json' "
