@@ -141,12 +141,20 @@ class VectorSpace:
         """
         higher = higher_is_better(self.metric)
         n = self.n
+        excluded = None
+        if allowed is not None and len(allowed) * 4 > n:
+            # A broad filter: scoring every row and masking the rest beats gathering the
+            # allowed rows into a new matrix (a copy of most of it).
+            keep = np.zeros(n, dtype=bool)
+            keep[allowed] = True
+            excluded = np.flatnonzero(~keep)
+            allowed = None
         if allowed is None:
             matrix = self.matrix[:n]
             sq = self.sqnorms[:n] if self.sqnorms is not None else None
-            dead = self.dead_positions()
+            dead = self.dead_positions() if excluded is None else excluded  # dead rows are never allowed
             cand = None
-            n_cand = self.n_live
+            n_cand = self.n_live if excluded is None else n - len(excluded)
         else:
             cand = allowed
             matrix = self.matrix[cand]
