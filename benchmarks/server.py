@@ -13,7 +13,8 @@ data folder, load 100k x 128 clustered float32 through ``/bulk_add_binary``, bui
   are compared at equal recall;
 * search throughput: 1, 4 and 16 client threads, each on its own keep-alive
   ``http.client`` connection, for ``--duration`` seconds, over JSON ``/search`` and binary
-  ``/search_binary`` (k=10); QPS, p50/p99 latency, and recall@10 of the answers received;
+  ``/search_binary`` (k=10); QPS, p50/p99 latency, the server process's CPU time per request
+  (from /proc), and recall@10 of the answers received;
 * insert throughput: 1, 4 and 16 clients adding batches of 100 rows to an empty collection
   through JSON ``/bulk_add_items`` (explicit ids) and binary ``/bulk_add_binary``; rows/s and
   per-request p50/p99.
@@ -118,6 +119,15 @@ class Server:
             pass
         return float("nan")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (all its threads)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return float("nan")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -129,10 +139,13 @@ class Server:
         self.log.close()
 
 
+VECSTORE_MODULE = os.environ.get("VECSTORE_BENCH_SERVER_MODULE", "vecstore.server")  # another build, to compare
+
+
 def start_vecstore(workdir: Path) -> Server:
     port = free_port()
     data = workdir / "vecstore-data"
-    return Server("vecstore", [sys.executable, "-m", "vecstore.server", "--data", str(data), "--host", "127.0.0.1",
+    return Server("vecstore", [sys.executable, "-m", VECSTORE_MODULE, "--data", str(data), "--host", "127.0.0.1",
                                "--port", str(port), "--log-level", "WARNING"], port, workdir)
 
 
@@ -208,6 +221,7 @@ def run_clients(port: int, n_clients: int, duration: float, make_request: Callab
     start_gate = threading.Barrier(n_clients + 1)
     t0: list[float] = []
     results: list[list[tuple[int, int, float, int, bytes]]] = [[] for _ in range(n_clients)]
+    sent = [0] * n_clients  # every request answered, warm-up included
     errors: list[str] = []
 
     def client(c: int) -> None:
@@ -233,6 +247,7 @@ def run_clients(port: int, n_clients: int, duration: float, make_request: Callab
                 if t >= count_from and done <= stop:
                     out.append((c, i, done - t, resp.status, data))
                 i += 1
+                sent[c] = i
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(repr(e))
         finally:
@@ -249,8 +264,9 @@ def run_clients(port: int, n_clients: int, duration: float, make_request: Callab
         raise RuntimeError(f"{len(errors)} client errors, first: {errors[0]}")
     flat = [r for rs in results for r in rs]
     lat = np.array([r[2] for r in flat]) if flat else np.array([np.nan])
-    return {"n": len(flat), "qps": len(flat) / duration, "p50_ms": float(np.percentile(lat, 50) * 1e3),
-            "p99_ms": float(np.percentile(lat, 99) * 1e3), "replies": flat}
+    return {"n": len(flat), "sent": sum(sent), "qps": len(flat) / duration,
+            "p50_ms": float(np.percentile(lat, 50) * 1e3), "p99_ms": float(np.percentile(lat, 99) * 1e3),
+            "replies": flat}
 
 
 def search_requests(queries: np.ndarray, ef: int, kind: str, n_clients: int, collection: str = COLL):
@@ -282,10 +298,14 @@ def parse_ids(kind: str, data: bytes) -> list[int]:
     return np.frombuffer(data, "<u8", count=n, offset=4).astype(np.int64).tolist()
 
 
-def search_run(port: int, queries: np.ndarray, gt: np.ndarray, ef: int, kind: str, n_clients: int,
+def search_run(server: "Server", queries: np.ndarray, gt: np.ndarray, ef: int, kind: str, n_clients: int,
                duration: float, collection: str = COLL) -> dict:
     make, qidx = search_requests(queries, ef, kind, n_clients, collection)
-    r = run_clients(port, n_clients, duration, make)
+    cpu = server.cpu_seconds()
+    r = run_clients(server.port, n_clients, duration, make)
+    # the server's CPU time per request: its whole per-request cost (parsing, search, reply),
+    # independent of how the 2 cores are shared with the load generator
+    r["server_cpu_us"] = (server.cpu_seconds() - cpu) / max(1, r["sent"]) * 1e6
     found = {}
     for c, i, _, _, data in r.pop("replies"):
         found.setdefault(qidx(c, i), parse_ids(kind, data))
@@ -402,10 +422,11 @@ def measure(server: Server, res: dict, queries: np.ndarray, gt: np.ndarray, inse
     for point in res["points"]:
         for kind in ("json", "binary"):
             for c in args.concurrency:
-                r = search_run(server.port, queries, gt, point["ef"], kind, c, args.duration, point["collection"])
+                r = search_run(server, queries, gt, point["ef"], kind, c, args.duration, point["collection"])
                 res["search"].append({**point, "kind": kind, "clients": c, **r})
                 print(f"{name} {point['index']} ef {point['ef']} {kind} c={c}: {r['qps']:.0f} QPS p50 "
-                      f"{r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} recall {r['recall']:.3f}", file=sys.stderr, flush=True)
+                      f"{r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} recall {r['recall']:.3f} server CPU "
+                      f"{r['server_cpu_us']:.0f} us/request", file=sys.stderr, flush=True)
     res["insert"] = {}
     for kind in ("json", "binary"):
         for c in args.concurrency:
@@ -423,14 +444,16 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
                  f"the same clusters), {args.queries} queries cycled; `ef` = the `nprobe` sent (HNSW ef_search, IVF "
                  f"lists); each system's default build parameters; recall@10 of the answers received vs exact L2.")
     lines.append("")
-    lines.append("| system | index | ef | operating point | protocol | clients | QPS | p50 ms | p99 ms | p99/p50 | recall@10 |")
-    lines.append("|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    lines.append("| system | index | ef | operating point | protocol | clients | QPS | p50 ms | p99 ms | p99/p50 | "
+                 "server CPU µs/request | recall@10 |")
+    lines.append("|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = [(x, r["system"]) for r in results for x in r["search"]]
     rows.sort(key=lambda t: (t[0]["kind"] != "json", t[0]["clients"], t[0]["role"], t[1] != "vecstore"))
     for x, system in rows:
         path = "/search" if x["kind"] == "json" else "/search_binary"
         lines.append(f"| {system} | {x['index']} | {x['ef']} | {x['role']} | {path} | {x['clients']} | {x['qps']:.0f} | "
-                     f"{x['p50_ms']:.2f} | {x['p99_ms']:.2f} | {x['p99_ms'] / x['p50_ms']:.1f} | {x['recall']:.3f} |")
+                     f"{x['p50_ms']:.2f} | {x['p99_ms']:.2f} | {x['p99_ms'] / x['p50_ms']:.1f} | "
+                     f"{x.get('server_cpu_us', float('nan')):.0f} | {x['recall']:.3f} |")
     lines.append("")
     lines.append("Insert, batches of 100 rows (128-d) into an empty collection (no index).")
     lines.append("")

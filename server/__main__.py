@@ -32,7 +32,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          "relative paths resolve against the first one")
     ap.add_argument("--max-json-mb", type=int, default=256, help="largest JSON body accepted (MiB)")
     ap.add_argument("--max-binary-mb", type=int, default=512, help="largest binary body accepted (MiB)")
-    ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                    help="DEBUG also writes one access-log line per request (logger vecstore.server.access)")
     return ap.parse_args(argv)
 
 

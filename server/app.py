@@ -4,13 +4,23 @@ For each request it does, in order: find the route (unknown path or wrong method
 empty body, as LynseDB), check the API key (all but ``/``, ``/healthz``, ``/readyz``), check
 the declared body size (413 *before* reading), read and decode the body (JSON object, or raw
 bytes plus query-string parameters), validate every parameter against the route's schema,
-confine server-side paths, resolve the target, call it, shape the reply, and turn errors into
-``{"error": message, "code": name}`` with the status of the exception class. Only a bug
-answers 500; it is logged with its traceback and the client sees no internals.
+confine server-side paths, resolve the target, call it, shape the reply in the route's
+envelope, and turn errors into that envelope's error body (LynseDB: ``{"error", "code"}`` with
+the status of the exception class; Zilliz and Lance: see :mod:`.routes`). Only a bug answers
+500; it is logged with its traceback and the client sees no internals.
 
-Standard library only (``http.server``). Threads: one per connection
-(``ThreadingHTTPServer``); :meth:`VecstoreHTTPServer.stop` stops accepting, closes idle
-keep-alive connections and waits for requests in flight.
+Standard library only. The HTTP/1.1 layer is a lean reader on
+:class:`socketserver.StreamRequestHandler` (request line and headers split as bytes,
+``Content-Length`` bodies, keep-alive, ``Expect: 100-continue``; no chunked uploads): the
+``http.server`` one parses every header block with the ``email`` package, which cost more
+than the search itself. Threads: one per connection; :meth:`VecstoreHTTPServer.stop` stops
+accepting, closes idle keep-alive connections and waits for requests in flight.
+
+Per-request work is kept small: each route's parameter binder is precomputed, the bound
+parameters of a binary route are memoised by query string, resolved database / collection
+handles are cached (dropped by the routes that drop, restore or import), JSON bodies skip the
+nesting scan when they cannot be deep, and the access log (logger ``vecstore.server.access``)
+is formatted only when enabled at DEBUG.
 """
 
 from __future__ import annotations
@@ -20,17 +30,20 @@ import hashlib
 import hmac
 import ipaddress
 import itertools
+import json
 import logging
 import os
 import socket
+import socketserver
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.utils import formatdate
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Iterable
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from vecstore import wire
 from vecstore.errors import (
@@ -41,13 +54,26 @@ from vecstore.errors import (
     VecstoreError,
 )
 
-from .routes import PUBLIC_PATHS, ROUTES, TYPES, Reply, Route, route_map
+from .routes import (
+    PUBLIC_PATHS,
+    ROUTES,
+    TYPES,
+    Reply,
+    Route,
+    RouteTable,
+    error_reply,
+    route_map,
+)
 
 log = logging.getLogger("vecstore.server")
 access_log = logging.getLogger("vecstore.server.access")
 
 MiB = 1024 * 1024
 API_TITLE = "vecstore HTTP API"
+MAX_LINE = 65536  # request line and each header line
+MAX_HEADERS = 100
+_HANDLE_CACHE_MAX = 4096
+_QUERY_CACHE_MAX = 256
 
 
 @dataclass
@@ -84,28 +110,37 @@ class LengthRequiredError(InvalidArgumentError):
     code = "length_required"
 
 
+class BadRequestError(InvalidArgumentError):
+    """The HTTP framing itself is broken (request line, header syntax); the connection closes."""
+
+    code = "bad_request"
+
+
 # --------------------------------------------------------------------------------------------
 # Pieces the handler is made of (plain functions, so they are easy to test)
 
 
 def check_api_key(authorization: str | None, api_key: str) -> bool:
-    """``Authorization: Bearer KEY`` or ``Basic base64(anything:KEY)``.
+    """``Authorization: Bearer KEY``, ``Bearer USER:KEY`` (Zilliz's ``user:password`` token)
+    or ``Basic base64(anything:KEY)``: only the key (the password part) is compared.
 
     Compares SHA-256 digests with :func:`hmac.compare_digest`, so neither the content nor the
-    length of the key leaks through timing; the compare runs even when the header is missing.
+    length of the key leaks through timing; the compares run even when the header is missing.
     """
-    token = ""
+    token, password = "", ""
     scheme, _, credentials = (authorization or "").strip().partition(" ")
     if scheme.lower() == "bearer":
         token = credentials.strip()
+        password = token.partition(":")[2]
     elif scheme.lower() == "basic":
         try:
-            token = base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")[2]
+            password = base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")[2]
         except (ValueError, UnicodeDecodeError):
-            token = ""
-    given = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+            password = ""
     wanted = hashlib.sha256(api_key.encode("utf-8")).digest()
-    return hmac.compare_digest(given, wanted)
+    whole = hmac.compare_digest(hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest(), wanted)
+    part = hmac.compare_digest(hashlib.sha256(password.encode("utf-8", "surrogatepass")).digest(), wanted)
+    return (whole and scheme.lower() == "bearer") or (part and bool(password))
 
 
 def confine_path(value: str, roots: Iterable[Path], base: Path, name: str = "path") -> Path:
@@ -142,34 +177,6 @@ class Call:
     target: Any = None
 
 
-def bind(route: Route, source: dict, *, from_query: bool, config: ServerConfig) -> Call:
-    """Validate the request values against the route's params (aliases, types, limits).
-
-    Only parameters present and not null are bound: defaults stay in the library.
-    """
-    if route.nested is not None and source.get(route.nested) is not None:
-        inner = source[route.nested]
-        if not isinstance(inner, dict):
-            raise InvalidArgumentError(f"{route.nested}: expected an object")
-        source = {**source, **inner}
-    args: dict[str, Any] = {}
-    kwargs: dict[str, Any] = {}
-    for p in route.all_params:
-        key = next((k for k in (p.name, *p.aliases) if source.get(k) is not None), None)
-        if key is None:
-            if p.required:
-                raise InvalidArgumentError(f"{p.name}: missing required parameter")
-            continue
-        value = TYPES[p.type].convert(source[key], p.name, from_query)
-        _check_limit(p.name, p.limit, value, config)
-        args[p.name] = value
-        if p.kwarg != "":
-            if p.type == "path":
-                value = confine_path(value, config.allowed_roots, config.path_base, p.name)
-            kwargs[p.kwarg or p.name] = value
-    return Call(route, args, kwargs)
-
-
 def _check_limit(name: str, limit: str | None, value: Any, config: ServerConfig) -> None:
     if limit == "top_k" and value > config.max_top_k:
         raise InvalidArgumentError(f"{name} {value} exceeds server max_top_k {config.max_top_k}")
@@ -179,12 +186,88 @@ def _check_limit(name: str, limit: str | None, value: Any, config: ServerConfig)
             raise InvalidArgumentError(f"{name}: {size} entries exceed server max_batch_vectors {config.max_batch}")
 
 
+class Binder:
+    """A route's parameters compiled once: for each, where it comes from (JSON body, query
+    string or path), the keys it may have there, its converter, limit and keyword."""
+
+    __slots__ = ("route", "specs", "nested")
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        self.nested = route.nested
+        specs = []
+        for p in route.all_params:
+            where = route.location(p)
+            specs.append((p.name, (p.wire, *p.aliases), TYPES[p.type].convert, p.required, p.limit,
+                          None if p.kwarg == "" else (p.kwarg or p.name), p.type == "path",
+                          where, where != "body"))
+        self.specs = tuple(specs)
+
+    def bind(self, body: dict, query: dict, path: dict, config: ServerConfig) -> Call:
+        """Validate the request values against the route's params (aliases, types, limits).
+
+        Only parameters present and not null are bound: defaults stay in the library.
+        """
+        if self.nested is not None and body.get(self.nested) is not None:
+            inner = body[self.nested]
+            if not isinstance(inner, dict):
+                raise InvalidArgumentError(f"{self.nested}: expected an object")
+            body = {**body, **inner}
+        args: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {}
+        sources = {"body": body, "query": query, "path": path}
+        for name, keys, convert, required, limit, kwarg, is_path, where, from_query in self.specs:
+            source = sources[where]
+            for key in keys:
+                raw = source.get(key)
+                if raw is not None:
+                    break
+            else:
+                if required:
+                    raise InvalidArgumentError(f"{name}: missing required parameter")
+                continue
+            value = convert(raw, name, from_query)
+            if limit is not None:
+                _check_limit(name, limit, value, config)
+            args[name] = value
+            if kwarg is not None:
+                if is_path:
+                    value = confine_path(value, config.allowed_roots, config.path_base, name)
+                kwargs[kwarg] = value
+        return Call(self.route, args, kwargs)
+
+
+def bind(route: Route, source: dict, *, from_query: bool, config: ServerConfig) -> Call:
+    """Validate ``source`` (a JSON object, or the query string of a binary route) for ``route``."""
+    values = source if from_query else {}
+    return Binder(route).bind({} if from_query else source, values, values, config)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def decode_json_body(body: bytes, max_depth: int) -> Any:
+    """``wire.decode_json`` with a fast path: a body with no more ``[``/``{`` than the depth
+    limit cannot be too deep, so the nesting scan is skipped; anything unusual (invalid UTF-8,
+    a BOM, a parse error) goes through ``wire.decode_json`` for its exact error."""
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        try:
+            return _DECODER.decode(body.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            pass
+    return wire.decode_json(body, max_depth=max_depth)
+
+
 # --------------------------------------------------------------------------------------------
 # Server
 
 
-class VecstoreHTTPServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer that knows the route table, the client and its config.
+class VecstoreHTTPServer(socketserver.ThreadingTCPServer):
+    """A threading TCP server that knows the route table, the client and its config.
 
     ``client`` is a :class:`vecstore.Client` (anything with the same methods works, which is
     how the unit tests drive it).
@@ -200,6 +283,8 @@ class VecstoreHTTPServer(ThreadingHTTPServer):
         self.config = config
         self.client = client
         self.routes = route_map(routes)
+        self.table = RouteTable(routes)
+        self.binders = {r.path: Binder(r) for r in routes}
         self.stopping = False
         self._lock = threading.Lock()
         self._request_ids = itertools.count(1)
@@ -208,6 +293,8 @@ class VecstoreHTTPServer(ThreadingHTTPServer):
         self._requests: Counter[tuple[str, int]] = Counter()
         self._seconds: Counter[str] = Counter()
         self._openapi: bytes | None = None
+        self._handles: dict[tuple, Any] = {}
+        self._query_cache: dict[tuple, tuple[dict, dict]] = {}
         if ":" in config.host:
             self.address_family = socket.AF_INET6
         super().__init__((config.host, config.port), RequestHandler, bind_and_activate)
@@ -244,8 +331,7 @@ class VecstoreHTTPServer(ThreadingHTTPServer):
             self._in_flight += 1
             return next(self._request_ids)
 
-    def record(self, path: str, status: int, seconds: float) -> None:
-        label = path if path in self.routes else "other"
+    def record(self, label: str, status: int, seconds: float) -> None:
         with self._lock:
             self._in_flight -= 1
             self._requests[(label, status)] += 1
@@ -301,29 +387,79 @@ class VecstoreHTTPServer(ThreadingHTTPServer):
     # -- dispatch ---------------------------------------------------------------------------------
 
     def resolve(self, route: Route, args: dict) -> Any:
-        if route.target == "server":
+        """The object ``route.call`` runs on. Database and collection handles are cached by
+        name: the library's lookup stats the folder and resolves its real path on every call.
+        A cached handle that was closed since (dropped, restored over) is looked up again."""
+        target = route.target
+        if target == "server":
             return self
-        if route.target == "client":
+        if target == "client":
             return self.client
+        key = (args["database_name"],) if target == "database" else (args["database_name"], args["collection_name"])
+        handle = self._handles.get(key)
+        if handle is not None and not getattr(handle, "_closed", False):
+            return handle
         database = self.client.get_database(args["database_name"])
-        if route.target == "database":
-            return database
-        return database.get_collection(args["collection_name"])
+        handle = database if target == "database" else database.get_collection(args["collection_name"])
+        if len(self._handles) >= _HANDLE_CACHE_MAX:
+            self._handles.clear()
+        self._handles[key] = handle
+        return handle
 
-    def dispatch(self, route: Route, values: dict, body: bytes | None, *, from_query: bool) -> Reply:
+    def forget_handles(self) -> None:
+        """Drop every cached handle (after a route that drops, restores or imports)."""
+        self._handles.clear()
+
+    def _bind(self, route: Route, body: dict, query: str, path: dict) -> Call:
+        binder = self.binders[route.path]
+        if route.body == "json":
+            q = dict(parse_qsl(query, keep_blank_values=True)) if query and route.has_query_params else {}
+            return binder.bind(body, q, path, self.config)
+        if not route.memo_query:
+            q = dict(parse_qsl(query, keep_blank_values=True))
+            return binder.bind({}, q, path, self.config)
+        # Binary and GET routes: the parameters are all scalars from the query string, which a
+        # client usually repeats for every request of a session; bind each distinct one once.
+        key = (route.path, query)
+        hit = self._query_cache.get(key)
+        if hit is not None:
+            return Call(route, hit[0], dict(hit[1]))
+        call = binder.bind({}, dict(parse_qsl(query, keep_blank_values=True)), path, self.config)
+        if len(self._query_cache) >= _QUERY_CACHE_MAX:
+            self._query_cache.clear()
+        self._query_cache[key] = (call.args, dict(call.kwargs))
+        return call
+
+    def dispatch(self, route: Route, body: dict, raw: bytes | None, query: str, path: dict) -> Reply:
         """Validate, call and shape one request. Errors propagate to the handler."""
-        call = bind(route, values, from_query=from_query, config=self.config)
+        call = self._bind(route, body, query, path)
         if route.body == "binary":
-            call.kwargs["body"] = body
-        call.target = self.resolve(route, call.args)
-        fn = getattr(call.target, route.call) if isinstance(route.call, str) else route.call
-        result = fn(**call.kwargs) if isinstance(route.call, str) else fn(call.target, **call.kwargs)
+            call.kwargs["body"] = raw
+        try:
+            call.target = target = self.resolve(route, call.args)
+            if isinstance(route.call, str):
+                result = getattr(target, route.call)(**call.kwargs)
+            else:
+                result = route.call(target, **call.kwargs)
+        finally:
+            if route.invalidates:
+                self.forget_handles()
         shaped = route.respond(result, call)
         if route.reply == "binary":
             return Reply(200, shaped, "application/octet-stream")
         if route.reply == "raw":
             return shaped if isinstance(shaped, Reply) else Reply(200, shaped)
-        params = {k: call.args[k] for k in ("database_name", "collection_name") if route.echo and k in call.args}
+        if route.envelope == "zilliz":
+            return Reply(200, {"code": 0, "data": shaped})
+        if route.envelope == "lance":
+            return Reply(200, shaped)
+        args = call.args
+        params = {}
+        if route.echo:
+            if "database_name" in args:
+                params["database_name"] = args["database_name"]
+            if "collection_name" in args:
+                params["collection_name"] = args["collection_name"]
         params.update(shaped)
         return Reply(200, wire.envelope(params))
 
@@ -332,49 +468,71 @@ class _Abort(Exception):
     """The client went away or sent something unreadable; nothing more to say."""
 
 
-class RequestHandler(BaseHTTPRequestHandler):
-    server: VecstoreHTTPServer
-    protocol_version = "HTTP/1.1"
-    server_version = "vecstore"
-    sys_version = ""
-    error_content_type = "application/json"
-    error_message_format = '{"error": "%(message)s", "code": "bad_request"}'
-    # Headers and body go out in two writes; with Nagle on, the body waits for the client's
-    # delayed ACK of the headers: +40 ms on every keep-alive request.
-    disable_nagle_algorithm = True
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n".encode("latin-1") for code, phrase in _REASONS.items()}
+_EMPTY_404 = Reply(404, b"", "")
 
-    # -- plumbing -----------------------------------------------------------------------------
+
+class _Date:
+    """The ``Date`` header line, formatted once per second."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.line = b""
+
+    def __call__(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.line = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\nServer: vecstore\r\n"
+            self.second = now
+        return self.line
+
+
+_date = _Date()
+
+
+class RequestHandler(socketserver.StreamRequestHandler):
+    """Reads HTTP/1.1 requests off one connection, one after another (keep-alive), and hands
+    each to the generic handler."""
+
+    server: VecstoreHTTPServer
+    rbufsize = 65536
+    wbufsize = 0
+    # Headers and body go out in one write; TCP_NODELAY as well, so a reply never waits for
+    # the client's delayed ACK (+40 ms per keep-alive request with Nagle on).
+    disable_nagle_algorithm = True
 
     def setup(self) -> None:
         self.timeout = self.server.config.request_timeout
         super().setup()
+        self.close_connection = False
+        self._body_pending = 0
 
-    def handle_one_request(self) -> None:
-        self.server._set_idle(self.connection, True)
+    def handle(self) -> None:
+        server, conn = self.server, self.connection
         try:
-            if self.server.stopping:
-                self.close_connection = True
-                return
-            super().handle_one_request()
-        except (ConnectionError, socket.timeout, TimeoutError):
-            self.close_connection = True
+            while not self.close_connection:
+                server._set_idle(conn, True)
+                if server.stopping:
+                    break
+                self.handle_one_request()
+        except (ConnectionError, socket.timeout, TimeoutError, _Abort):
+            pass
         finally:
-            self.server._set_idle(self.connection, False)
-
-    def handle_expect_100(self) -> bool:
-        # Answer "100 Continue" only once the body has passed the size check (_read_body).
-        return True
+            server._set_idle(conn, False)
 
     def finish(self) -> None:
-        if getattr(self, "_body_pending", 0):
+        if self._body_pending:
             self._drain()
-        super().finish()
+        try:
+            super().finish()
+        except OSError:
+            pass
 
     def _drain(self, limit: int = MiB, seconds: float = 1.0) -> None:
         """Read (and drop) some of a body we refused, so closing the socket does not reset the
         connection before the client has read our answer."""
         try:
-            self.wfile.flush()
             self.connection.shutdown(socket.SHUT_WR)
             self.connection.settimeout(seconds)
             deadline, got = time.monotonic() + seconds, 0
@@ -386,147 +544,187 @@ class RequestHandler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def log_request(self, code: Any = "-", size: Any = "-") -> None:  # we log in _handle
-        pass
+    # -- reading one request ------------------------------------------------------------------
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.info("%s %s", self.address_string(), format % args)
+    def _read_head(self) -> tuple[str, str, dict[bytes, bytes]] | None:
+        """Request line and headers; None at a clean end of the connection."""
+        rfile = self.rfile
+        line = rfile.readline(MAX_LINE + 1)
+        while line in (b"\r\n", b"\n"):  # tolerated: empty lines between requests (RFC 9112 §2.2)
+            line = rfile.readline(MAX_LINE + 1)
+        if not line:
+            return None
+        self.server._set_idle(self.connection, False)
+        if len(line) > MAX_LINE:
+            raise _FramingError(414, "request line too long")
+        parts = line.split()
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            raise _FramingError(400, f"bad request line {line[:100]!r}")
+        method, target, version = parts
+        headers: dict[bytes, bytes] = {}
+        for _ in range(MAX_HEADERS + 1):
+            h = rfile.readline(MAX_LINE + 1)
+            if h in (b"\r\n", b"\n"):
+                break
+            if not h:
+                raise _Abort()
+            if len(h) > MAX_LINE:
+                raise _FramingError(431, "header line too long")
+            name, sep, value = h.partition(b":")
+            key = name.lower()
+            if not sep or not key or key != key.strip() or h[0] in b" \t":
+                raise _FramingError(400, f"bad header line {h[:100]!r}")
+            value = value.strip()
+            if key == b"content-length" and headers.get(key, value) != value:
+                raise _FramingError(400, "conflicting Content-Length headers")
+            headers[key] = value
+        else:
+            raise _FramingError(431, f"more than {MAX_HEADERS} headers")
+        connection = headers.get(b"connection", b"").lower()
+        if version == b"HTTP/1.0":
+            self.close_connection = b"keep-alive" not in connection
+        elif b"close" in connection:
+            self.close_connection = True
+        return method.decode("latin-1"), target.decode("latin-1"), headers
 
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._handle("PATCH")
-
-    def do_HEAD(self) -> None:
-        self._handle("HEAD")
-
-    def do_OPTIONS(self) -> None:
-        self._handle("OPTIONS")
-
-    def __getattr__(self, name: str) -> Any:
-        # Any other method (TRACE, CONNECT, FOO, ...): the same handling, so it is 404 like every
-        # method a path does not have (http.server would answer 501).
-        if name.startswith("do_") and name[3:].isupper():
-            return lambda: self._handle(name[3:])
-        raise AttributeError(name)
+    def handle_one_request(self) -> None:
+        try:
+            head = self._read_head()
+        except _FramingError as e:
+            self.close_connection = True
+            self._rid = self.server.next_request_id()
+            self.server.record("other", e.status, 0.0)
+            self._send(Reply(e.status, wire.error_body(e.message, "bad_request")), "GET", {})
+            return
+        if head is None:
+            self.close_connection = True
+            return
+        method, target, headers = head
+        self._handle(method, target, headers)
 
     # -- the generic handler ------------------------------------------------------------------
 
-    def _handle(self, method: str) -> None:
+    def _handle(self, method: str, target: str, headers: dict[bytes, bytes]) -> None:
         server = self.server
-        server._set_idle(self.connection, False)
-        rid = server.next_request_id()
+        rid = self._rid = server.next_request_id()
         started = time.perf_counter()
-        url = urlsplit(self.path)
-        path = url.path or "/"
-        self._rid = rid
-        self._body_pending = self._declared_length_or_zero()
+        path, _, query = target.partition("?")
+        if not path.startswith("/"):  # absolute form (http://host/path), as proxies send it
+            path = urlsplit(target).path
+        path = path or "/"
+        self._body_pending = _declared_length_or_zero(headers)
+        envelope = "lynse"
+        label = "other"
         status, sent = 500, 0
+        reply: Reply | None
         try:
-            reply = self._respond(method, path, url.query)
+            if path not in PUBLIC_PATHS and server.config.api_key:
+                auth = headers.get(b"authorization")
+                if not check_api_key(None if auth is None else auth.decode("latin-1"), server.config.api_key):
+                    raise UnauthorizedError("Unauthorized")
+            found = server.table.find(method, path)
+            if found is None:
+                reply = _EMPTY_404
+            else:
+                route, path_params = found
+                envelope, label = route.envelope, route.path
+                reply = self._respond(route, path_params, query, headers)
         except _Abort:
             self.close_connection = True
             reply = None
+        except UnauthorizedError as e:
+            reply = Reply(401, wire.error_body("Unauthorized", e.code))
         except VecstoreError as e:
-            reply = Reply(e.http_status, wire.error_body(str(e), e.code))
-            if isinstance(e, UnauthorizedError):
-                reply = Reply(401, wire.error_body("Unauthorized", e.code))
+            reply = error_reply(e, envelope)
         except Exception:
             log.exception("request %d %s %s failed", rid, method, path)
-            reply = Reply(500, wire.error_body(f"internal error (request id {rid})", "internal_error"))
+            reply = error_reply(None, envelope, f"internal error (request id {rid})")
         if reply is not None:
             status = reply.status
         elapsed = time.perf_counter() - started
-        server.record(path, status, elapsed)  # before sending, so a client's next request sees it
+        server.record(label, status, elapsed)  # before sending, so a client's next request sees it
         if server.stopping:
             self.close_connection = True
         try:
             if reply is not None:
-                sent = self._send(reply, method)
+                sent = self._send(reply, method, headers)
         except (ConnectionError, socket.timeout, TimeoutError):
             self.close_connection = True
-        access_log.info('%s "%s %s" %s %d %.1fms rid=%d', self.client_address[0], method, path,
-                        status, sent, elapsed * 1000, rid)
+        if access_log.isEnabledFor(logging.DEBUG):
+            access_log.debug('%s "%s %s" %s %d %.1fms rid=%d', self.client_address[0], method, path,
+                             status, sent, elapsed * 1000, rid)
 
-    def _respond(self, method: str, path: str, query: str) -> Reply:
+    def _respond(self, route: Route, path_params: dict, query: str, headers: dict[bytes, bytes]) -> Reply:
         server = self.server
-        if path not in PUBLIC_PATHS and server.config.api_key:
-            if not check_api_key(self.headers.get("Authorization"), server.config.api_key):
-                raise UnauthorizedError("Unauthorized")
-        route = server.routes.get(path)
-        if route is None or route.method != method:
-            return Reply(404, b"", "")
-        body = self._read_body(route)
+        if path_params:
+            path_params = {k: unquote(v) for k, v in path_params.items()}
+        body = self._read_body(route, headers)
         if route.body == "json":
-            values = wire.decode_json(body, max_depth=server.config.max_json_depth) if body.strip() else {}
+            values = decode_json_body(body, server.config.max_json_depth) if body.strip() else {}
             if not isinstance(values, dict):
                 raise InvalidArgumentError("request body: expected a JSON object")
-            return server.dispatch(route, values, None, from_query=False)
-        values = dict(parse_qsl(query, keep_blank_values=True))
-        return server.dispatch(route, values, body, from_query=True)
+            return server.dispatch(route, values, None, query, path_params)
+        return server.dispatch(route, {}, body, query, path_params)
 
-    def _declared_length_or_zero(self) -> int:
-        try:
-            return max(0, int(self.headers.get("Content-Length", "0")))
-        except ValueError:
-            return 0
-
-    def _read_body(self, route: Route) -> bytes:
+    def _read_body(self, route: Route, headers: dict[bytes, bytes]) -> bytes:
         """Check the declared length against the route's limit, then read exactly that."""
-        if self.headers.get("Transfer-Encoding"):
+        if b"transfer-encoding" in headers:
             self.close_connection = True  # we cannot tell where the body ends
             raise LengthRequiredError("Transfer-Encoding is not supported; send Content-Length")
-        declared = self.headers.get("Content-Length")
+        declared = headers.get(b"content-length")
         if declared is None:
             return b""
-        if not declared.strip().isdigit():
+        if not declared.isdigit():
             self.close_connection = True
-            raise InvalidArgumentError(f"Content-Length: expected a non-negative integer, got {declared!r}")
+            raise InvalidArgumentError(
+                f"Content-Length: expected a non-negative integer, got {declared.decode('latin-1')!r}")
         length = int(declared)
-        limit = self.server.config.max_binary_bytes if route.body == "binary" else self.server.config.max_json_bytes
+        config = self.server.config
+        limit = config.max_binary_bytes if route.body == "binary" else config.max_json_bytes
         if length > limit:
             raise PayloadTooLargeError(f"request body of {length} bytes exceeds the limit of {limit} bytes")
-        if length and self.headers.get("Expect", "").lower() == "100-continue":
-            self.send_response_only(100)
-            self.end_headers()
-        body = self.rfile.read(length) if length else b""
+        if not length:
+            self._body_pending = 0
+            return b""
+        if headers.get(b"expect", b"").lower() == b"100-continue":
+            self.connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = self.rfile.read(length)
         self._body_pending = 0
         if len(body) != length:
             raise _Abort()
         return body
 
-    def _send(self, reply: Reply, method: str) -> int:
+    def _send(self, reply: Reply, method: str, headers: dict[bytes, bytes]) -> int:
         body = reply.body
         if not isinstance(body, (bytes, bytearray)):
             body = wire.encode_json(body)
         if self._body_pending:  # a body we did not read would be taken for the next request
             self.close_connection = True
-        self.send_response(reply.status)
+        out = [_STATUS_LINES.get(reply.status) or f"HTTP/1.1 {reply.status} \r\n".encode(), _date()]
         if reply.content_type and body:
-            self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("x-request-id", str(self._rid))
+            out.append(b"Content-Type: %s\r\n" % reply.content_type.encode("latin-1"))
+        out.append(b"Content-Length: %d\r\nx-request-id: %d\r\n" % (len(body), self._rid))
         if reply.status == 401:
-            self.send_header("WWW-Authenticate", 'Bearer realm="vecstore"')
-            self.send_header("WWW-Authenticate", 'Basic realm="vecstore"')
+            out.append(b'WWW-Authenticate: Bearer realm="vecstore"\r\nWWW-Authenticate: Basic realm="vecstore"\r\n')
         if self.close_connection:
-            self.send_header("Connection", "close")
-        # end_headers(), with the body in the same write: one send per reply.
-        self._headers_buffer.append(b"\r\n")
+            out.append(b"Connection: close\r\n")
+        out.append(b"\r\n")
         if method != "HEAD" and body:
-            self._headers_buffer.append(bytes(body))
-        self.flush_headers()
+            out.append(body)
+        self.connection.sendall(b"".join(out))
         return len(body)
+
+
+class _FramingError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _declared_length_or_zero(headers: dict[bytes, bytes]) -> int:
+    declared = headers.get(b"content-length")
+    return int(declared) if declared is not None and declared.isdigit() else 0
 
 
 def is_loopback(host: str) -> bool:

@@ -28,18 +28,43 @@ A route is::
   ``"binary"`` bytes; for ``"raw"`` the whole JSON body (or a :class:`Reply`).
 - ``body``: ``"json"`` (parameters from the JSON object), ``"binary"`` (parameters from the
   query string, raw body passed to ``call`` as ``body=``) or ``"none"`` (query string only).
+  A :class:`Param` may say where it comes from instead (``location="path"`` for a ``{name}``
+  segment of the path, ``"query"`` for the query string of a JSON route), and ``key`` when
+  its name on the wire differs from its name in the table.
+- ``envelope``: ``"lynse"`` (the default: ``{"status": "success", "params": ...}`` and
+  ``{"error", "code"}`` errors), ``"zilliz"`` (``{"code": 0, "data": ...}``; errors HTTP 200
+  ``{"code": n, "message"}``) or ``"lance"`` (the reply as is; errors Lance ``ErrorResponse``).
+  Codes: :func:`error_reply`.
+- ``invalidates``: the route may drop or replace databases or collections, so the server
+  forgets its cached handles after it.
+
+Job routes (refresh.md §5.1, §5.3.5): ``/v2/vectordb/jobs/external_collection/{refresh, list,
+describe, cancel}`` (Zilliz shapes; ``dbName`` defaults to ``"default"``, as in Zilliz, and also
+names the database of ``describe``/``cancel`` since job ids are per database), and
+``POST /v1/materialized_view/{id}/refresh?delimiter=$`` plus
+``GET /v1/materialized_view/{id}/jobs/{job_id}`` (Lance shapes; ``id`` is ``database$view``,
+a bare ``view`` is in database ``"default"``).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from vecstore import wire
-from vecstore.errors import InvalidArgumentError
+from vecstore.errors import (
+    ConflictError,
+    InvalidArgumentError,
+    NotFoundError,
+    PayloadTooLargeError,
+    VecstoreError,
+)
+from vecstore.views import JOB_KIND as MV_JOB_KIND
+from vecstore.views import parse_lance_id
 
 # --------------------------------------------------------------------------------------------
 # Parameter types: convert a JSON (or query-string) value, or raise InvalidArgumentError that
@@ -218,6 +243,23 @@ def _items(v, name, q):
     return rows
 
 
+def _job_id(v, name, q):
+    """A job id: a non-negative integer, or its decimal string (int64 ids lose precision in
+    JavaScript, so clients may send them quoted)."""
+    if isinstance(v, str) and v.isdigit() and v.isascii():
+        return int(v)
+    if _is_int(v) and v >= 0:
+        return v
+    raise _bad(name, "a non-negative integer job id", v)
+
+
+def _json_text(v, name, q):
+    """A JSON document sent as a string (the Zilliz and Geneva way) or as an object."""
+    if isinstance(v, (str, dict)):
+        return v
+    raise _bad(name, "a JSON string or an object", v)
+
+
 def _path(v, name, q):
     # Confinement to the allowed folders happens in the app, which knows them.
     return _str(v, name, q)
@@ -258,6 +300,9 @@ TYPES: dict[str, ParamType] = {
     "objects_or_null": ParamType(_objects_or_null, {"type": "array", "items": {"type": ["object", "null"]}}),
     "str_list": ParamType(_str_list, {"type": "array", "items": {"type": "string"}}),
     "items": ParamType(_items, {"type": "array", "items": _ITEM_SCHEMA}),
+    "job_id": ParamType(_job_id, {"oneOf": [{"type": "integer", "minimum": 0},
+                                            {"type": "string", "pattern": "^[0-9]+$"}]}),
+    "json_text": ParamType(_json_text, {"oneOf": [{"type": "string"}, {"type": "object"}]}),
     "path": ParamType(_path, {"type": "string", "description": "a path on the server, inside the data or backup folder"}),
 }
 
@@ -274,10 +319,19 @@ class Param:
     kwarg: str | None = None  # name of the keyword in the call; "" = don't pass
     limit: str | None = None  # "top_k" | "batch"
     doc: str = ""
+    location: str | None = None  # "body" | "query" | "path"; default: the route's (body or query)
+    key: str | None = None  # the key on the wire when it differs from ``name``
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
             raise ValueError(f"param {self.name}: unknown type {self.type!r}")
+        if self.location not in (None, "body", "query", "path"):
+            raise ValueError(f"param {self.name}: unknown location {self.location!r}")
+
+    @property
+    def wire(self) -> str:
+        """The key the value has in the request (JSON body, query string or path)."""
+        return self.key or self.name
 
 
 @dataclass(frozen=True)
@@ -291,6 +345,10 @@ class Reply:
 
 def _nothing(result: Any, call: Any) -> dict:
     return {}
+
+
+ENVELOPES = ("lynse", "zilliz", "lance")
+_TEMPLATE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)
@@ -308,10 +366,35 @@ class Route:
     tag: str = "collection"
     summary: str = ""
     returns: str = ""
+    envelope: str = "lynse"  # "lynse" | "zilliz" | "lance": success and error body shapes
+    invalidates: bool = False  # drops, restores or imports: the server forgets cached handles
 
     def __post_init__(self) -> None:
         assert self.target in ("server", "client", "database", "collection"), self.target
         assert self.body in ("json", "binary", "none") and self.reply in ("json", "binary", "raw")
+        assert self.envelope in ENVELOPES, self.envelope
+        names = set(_TEMPLATE.findall(self.path))
+        declared = {p.wire for p in self.params if p.location == "path"}
+        assert names == declared, f"{self.path}: path parameters {sorted(names)} vs declared {sorted(declared)}"
+
+    def location(self, p: Param) -> str:
+        """Where ``p`` is read from: its own ``location``, else the JSON body for JSON routes
+        and the query string for the others."""
+        return p.location or ("body" if self.body == "json" else "query")
+
+    @property
+    def path_params(self) -> tuple[str, ...]:
+        return tuple(_TEMPLATE.findall(self.path))
+
+    @property
+    def has_query_params(self) -> bool:
+        return any(self.location(p) == "query" for p in self.all_params)
+
+    @property
+    def memo_query(self) -> bool:
+        """Bound parameters may be reused for the same query string: all come from it, and
+        none is a server path (whose confinement depends on the file system at the time)."""
+        return self.body != "json" and not self.path_params and all(p.type != "path" for p in self.all_params)
 
     @property
     def all_params(self) -> tuple[Param, ...]:
@@ -400,6 +483,73 @@ def _field_info(c, name):
     return next((f for f in c.list_vector_fields() if f.name == name), None)
 
 
+# Job routes (Zilliz and Lance/Geneva shapes) ---------------------------------------------------
+
+class DatabaseNotFoundError(NotFoundError):
+    """The database named by a job route does not exist (Zilliz code 800, Lance code 1)."""
+
+
+ZILLIZ_DEFAULT_DB = "default"  # Zilliz / Milvus: a request without dbName is in "default"
+
+
+def _database(client, name):
+    try:
+        return client.get_database(name)
+    except DatabaseNotFoundError:
+        raise
+    except NotFoundError as e:
+        raise DatabaseNotFoundError(str(e)) from None
+
+
+def _ext_refresh(client, name, db_name=ZILLIZ_DEFAULT_DB, external_source=None, external_spec=None):
+    # Checked here too so the answer does not depend on whether the collection exists.
+    if (external_source not in (None, "")) != (external_spec not in (None, "")):
+        raise InvalidArgumentError("externalSource and externalSpec must be given together (both or neither)")
+    return _database(client, db_name).refresh_external_collection(name, external_source, external_spec)
+
+
+def _ext_list(client, db_name=ZILLIZ_DEFAULT_DB, name=None):
+    return _database(client, db_name).list_refresh_external_collection_jobs(name or None)
+
+
+def _ext_describe(client, job_id, db_name=ZILLIZ_DEFAULT_DB):
+    return _database(client, db_name).describe_refresh_job(job_id)
+
+
+def _ext_cancel(client, job_id, db_name=ZILLIZ_DEFAULT_DB):
+    return _database(client, db_name).cancel_refresh_job(job_id)
+
+
+def _lance_view(client, view_id, delimiter=None, body_id=None):
+    """(database, view name) of a Lance Namespace id; a bare name is in database "default"."""
+    db_name, view = parse_lance_id(view_id, delimiter)
+    if body_id is not None and parse_lance_id(body_id, delimiter) != (db_name, view):
+        raise InvalidArgumentError(f"id: the body's {body_id!r} names another object than the path's {view_id!r}")
+    return _database(client, db_name or ZILLIZ_DEFAULT_DB), view
+
+
+def _mv_refresh(client, view_id, delimiter=None, body_id=None, **kw):
+    db, view = _lance_view(client, view_id, delimiter, body_id)
+    return db.refresh_materialized_view(view, **kw)
+
+
+def _mv_job(client, view_id, job_id, delimiter=None):
+    db, view = _lance_view(client, view_id, delimiter)
+    db.describe_materialized_view(view)  # NotFoundError unless it is a view
+    job = db.describe_refresh_job(job_id)
+    if job.collection_name != view or job.kind != MV_JOB_KIND:
+        raise NotFoundError(f"job_id: no refresh job {job_id} of materialized view {view!r}")
+    return job
+
+
+def _records_reply(r, call):
+    return {"records": [job.to_zilliz() for job in r]}
+
+
+def _job_reply(r, call):
+    return r.to_zilliz()
+
+
 # Response shapes ---------------------------------------------------------------------------------
 
 def _items_reply(r, call):
@@ -431,6 +581,14 @@ def _echo(*names: str):
 
 # The table ---------------------------------------------------------------------------------------
 
+ZILLIZ_JOBS = "/v2/vectordb/jobs/external_collection"
+Z_DB = P("dbName", "str", kwarg="db_name", doc='the database (default "default")')
+Z_COLL = P("collectionName", "str", True, kwarg="name", doc="the external collection")
+Z_JOB = P("jobId", "job_id", True, kwarg="job_id", doc="the job id the refresh returned")
+LANCE_ID = P("id", "str", True, kwarg="view_id", location="path",
+             doc="Lance Namespace id of the view: 'database$view' (a bare 'view' is in database 'default')")
+LANCE_DELIMITER = P("delimiter", "str", location="query", doc="of the id (default '$')")
+
 SEARCH_PARAMS = (K, WHERE, RETURN_FIELDS, NPROBE, VECTOR_FIELD)
 BINARY_SEARCH_PARAMS = (DIM_Q, ENCODING_Q, K, WHERE, RETURN_FIELDS, NPROBE, VECTOR_FIELD)
 RECORDS_PARAMS = (DIM_Q, P("n_vectors", "uint", True, limit="batch"), ENCODING_Q,
@@ -452,11 +610,11 @@ ROUTES: tuple[Route, ...] = (
 
     # -- databases (Client) ---------------------------------------------------------------------
     Route("/create_database", "client", "create_database", (DB_AS_NAME, P("drop_if_exists", "bool")),
-          tag="database", summary="Create a database (existing: no-op)."),
+          tag="database", summary="Create a database (existing: no-op).", invalidates=True),
     Route("/drop_database", "client", "drop_database", (DB_AS_NAME,), tag="database",
-          summary="Drop a database; missing is fine."),
+          summary="Drop a database; missing is fine.", invalidates=True),
     Route("/delete_database", "client", "drop_database", (DB_AS_NAME,), tag="database",
-          summary="Alias of /drop_database (used by VectorDBClient.drop_database)."),
+          summary="Alias of /drop_database (used by VectorDBClient.drop_database).", invalidates=True),
     Route("/database_exists", "client", "database_exists", (DB_AS_NAME,),
           lambda r, c: {"exists": bool(r)}, tag="database", returns='{"exists": bool}'),
     Route("/list_databases", "client", "list_databases", (), lambda r, c: {"databases": list(r)},
@@ -464,14 +622,15 @@ ROUTES: tuple[Route, ...] = (
     Route("/snapshot_database", "client", "snapshot_database", (DB_AS_NAME, SNAPSHOT_PATH),
           _echo("snapshot_path"), tag="database", summary="Snapshot a database to a server folder."),
     Route("/restore_database", "client", "restore_database", (DB_AS_NAME, SNAPSHOT_PATH, OVERWRITE),
-          _echo("snapshot_path"), tag="database"),
+          _echo("snapshot_path"), tag="database", invalidates=True),
 
     # -- collections (Database) -----------------------------------------------------------------
     Route("/required_collection", "database", "require_collection",
           (COLL_AS_NAME, P("dim", "uint"), P("metric", "str"), P("description", "str"), P("drop_if_exists", "bool")),
-          tag="collection", summary="Create or open a collection (dim may be null for an existing one)."),
+          tag="collection", summary="Create or open a collection (dim may be null for an existing one).",
+          invalidates=True),
     Route("/drop_collection", "database", "drop_collection", (COLL_AS_NAME,),
-          summary="Drop a collection; missing is fine."),
+          summary="Drop a collection; missing is fine.", invalidates=True),
     Route("/show_collections", "database", "show_collections", (),
           lambda r, c: {"collections": list(r)}, returns='{"collections": [str]}'),
     Route("/show_collections_details", "database", "show_collections_details", (),
@@ -479,9 +638,9 @@ ROUTES: tuple[Route, ...] = (
     Route("/is_collection_exists", "database", "collection_exists", (COLL_AS_NAME,),
           lambda r, c: {"exists": bool(r)}, returns='{"exists": bool}'),
     Route("/restore_collection", "database", "restore_collection", (COLL_AS_NAME, SNAPSHOT_PATH, OVERWRITE),
-          _echo("snapshot_path"), tag="backup"),
+          _echo("snapshot_path"), tag="backup", invalidates=True),
     Route("/import_collection", "database", "import_collection", (COLL_AS_NAME, EXPORT_PATH, OVERWRITE),
-          _echo("export_path"), tag="backup"),
+          _echo("export_path"), tag="backup", invalidates=True),
 
     # -- collection management ------------------------------------------------------------------
     Route("/collection_shape", "collection", _shape, (), lambda r, c: {"shape": list(r)},
@@ -625,6 +784,41 @@ ROUTES: tuple[Route, ...] = (
     Route("/snapshot_collection", "collection", "snapshot_to", (SNAPSHOT_PATH,), _echo("snapshot_path"),
           tag="backup"),
     Route("/export_collection", "collection", "export_to", (EXPORT_PATH,), _echo("export_path"), tag="backup"),
+
+    # -- jobs: external collections (Zilliz v2 REST shapes, spec 000/001) ----------------------------
+    Route(f"{ZILLIZ_JOBS}/refresh", "client", _ext_refresh,
+          (Z_DB, Z_COLL, P("externalSource", "json_text", kwarg="external_source",
+                           doc="JSON source (given with externalSpec, or neither: the persisted one)"),
+           P("externalSpec", "json_text", kwarg="external_spec", doc="JSON spec (given with externalSource)")),
+          lambda r, c: {"jobId": r}, envelope="zilliz", tag="jobs",
+          summary="Start a refresh job of an external collection.", returns='{"jobId": int}'),
+    Route(f"{ZILLIZ_JOBS}/list", "client", _ext_list,
+          (Z_DB, P("collectionName", "str", kwarg="name", doc="one collection; omitted or empty: all")),
+          _records_reply, envelope="zilliz", tag="jobs",
+          summary="Refresh jobs of external collections, oldest first.", returns='{"records": [job]}'),
+    Route(f"{ZILLIZ_JOBS}/describe", "client", _ext_describe, (Z_JOB, Z_DB), _job_reply, envelope="zilliz",
+          tag="jobs", summary="One refresh job: state, progress, times, reason when failed.", returns="job"),
+    Route(f"{ZILLIZ_JOBS}/cancel", "client", _ext_cancel, (Z_JOB, Z_DB), _job_reply, envelope="zilliz",
+          tag="jobs", summary="Cancel a pending or running refresh job (vecstore extension).", returns="job"),
+
+    # -- jobs: materialized views (Lance Namespace / Geneva shapes, spec 002) -----------------------
+    Route("/v1/materialized_view/{id}/refresh", "client", _mv_refresh,
+          (LANCE_ID, LANCE_DELIMITER,
+           P("body_id", "str_list", key="id", doc="the same id in list form (optional; must match the path)"),
+           P("identity", "object", kwarg="", doc="accepted and ignored (the API key authenticates)"),
+           P("src_version", "uint", doc="source version to reach (default: current)"),
+           P("max_rows_per_fragment", "int"), P("concurrency", "int"), P("intra_applier_concurrency", "int"),
+           P("cluster", "str", doc='"local" or "ray://host:port" (needs Ray); default: threads'),
+           P("output_limit", "int", doc="cap on the view's rows; chunker views only"),
+           P("manifest", "json_text", doc="per-refresh overrides (JSON)"),
+           P("full", "bool", doc="vecstore: recompute every row")),
+          lambda r, c: {"job_id": str(r)}, envelope="lance", tag="jobs",
+          summary="Trigger an async materialized view refresh.", returns='{"job_id": str}'),
+    Route("/v1/materialized_view/{id}/jobs/{job_id}", "client", _mv_job,
+          (LANCE_ID, P("job_id", "job_id", True, location="path", doc="from the refresh reply"), LANCE_DELIMITER),
+          lambda r, c: r.to_geneva(), method="GET", body="none", envelope="lance", tag="jobs",
+          summary="A refresh job of the view (vecstore extension): status PENDING/RUNNING/DONE/FAILED.",
+          returns="job"),
 )
 
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz"})
@@ -638,3 +832,70 @@ def route_map(routes: tuple[Route, ...] = ROUTES) -> dict[str, Route]:
             raise ValueError(f"duplicate route {r.path}")
         out[r.path] = r
     return out
+
+
+class RouteTable:
+    """Finds the route of a request: exact paths by dictionary, templated ones
+    (``/v1/materialized_view/{id}/refresh``) by pattern, each ``{name}`` one path segment."""
+
+    def __init__(self, routes: tuple[Route, ...] = ROUTES) -> None:
+        self.exact = {r.path: r for r in routes if not r.path_params}
+        self.templated = [(re.compile("^" + _TEMPLATE.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(r.path)
+                                                          .replace(r"\{", "{").replace(r"\}", "}")) + "$"), r)
+                          for r in routes if r.path_params]
+
+    def find(self, method: str, path: str) -> tuple[Route, dict] | None:
+        """``(route, path parameters)``, or None for an unknown path or a method it lacks."""
+        route = self.exact.get(path)
+        if route is not None:
+            return (route, {}) if route.method == method else None
+        for pattern, route in self.templated:
+            m = pattern.match(path)
+            if m is not None:
+                return (route, m.groupdict()) if route.method == method else None
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Error bodies per envelope.
+#
+# lynse:  the exception's HTTP status, {"error": message, "code": "<vecstore code>"}.
+# zilliz: HTTP 200 (as Zilliz Cloud answers), {"code": <int>, "message": message}:
+#         1100 invalid parameter or conflicting state (e.g. a refresh already in progress),
+#         100 collection / job not found, 800 database not found, 1102 body over the size
+#         limit (HTTP 413: the connection closes), 65535 anything else (HTTP 500 for a bug).
+# lance:  the exception's HTTP status, Lance Namespace ErrorResponse {"error": message,
+#         "code": <Lance error code>, "type": "<vecstore code>"}: 13 InvalidInput (400, 413),
+#         1 NamespaceNotFound (404, the database), 4 TableNotFound (404, the view or its job),
+#         14 ConcurrentModification (409), 18 Internal (anything else).
+
+ZILLIZ_CODES = {"invalid": 1100, "not_found": 100, "database_not_found": 800, "too_large": 1102, "other": 65535}
+LANCE_CODES = {"invalid": 13, "not_found": 4, "database_not_found": 1, "conflict": 14, "other": 18}
+
+
+def error_reply(e: VecstoreError | None, envelope: str, internal_message: str = "") -> Reply:
+    """The reply for an error in ``envelope``; ``e=None`` is a bug (500, ``internal_message``)."""
+    if e is None:
+        status, message, code = 500, internal_message, "internal_error"
+    else:
+        status, message, code = e.http_status, str(e), e.code
+    if envelope == "lynse":
+        return Reply(status, wire.error_body(message, code))
+    if isinstance(e, DatabaseNotFoundError):
+        kind = "database_not_found"
+    elif isinstance(e, NotFoundError):
+        kind = "not_found"
+    elif isinstance(e, PayloadTooLargeError):
+        kind = "too_large"
+    elif isinstance(e, InvalidArgumentError) and status < 500:
+        kind = "invalid"
+    elif isinstance(e, ConflictError) or status == 409:
+        kind = "conflict"
+    else:
+        kind = "other"
+    if envelope == "zilliz":
+        number = ZILLIZ_CODES["invalid" if kind == "conflict" else kind]
+        http = status if e is None or kind == "too_large" or status in (411,) else 200
+        return Reply(http, {"code": number, "message": message})
+    number = LANCE_CODES["invalid" if kind == "too_large" else kind]
+    return Reply(status, {"error": message, "code": number, "type": code})

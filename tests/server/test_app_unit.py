@@ -249,9 +249,20 @@ def test_key_compare_is_constant_time():
         assert app_module.check_api_key(f"Bearer {KEY}", KEY)
         assert not app_module.check_api_key("Bearer x", KEY)
         assert not app_module.check_api_key(None, KEY)  # compared even without a header
-    assert spy.call_count == 3
+    assert spy.call_count == 6  # the whole token and the password part, always both
     for (a, b), _ in spy.call_args_list:  # digests: equal length whatever was sent
         assert len(a) == len(b) == 32
+
+
+def test_bearer_user_colon_key_is_accepted():
+    # Zilliz's token form "user:password": only the password part is the key
+    assert app_module.check_api_key(f"Bearer root:{KEY}", KEY)
+    assert app_module.check_api_key(f"Bearer :{KEY}", KEY)
+    assert not app_module.check_api_key(f"Bearer {KEY}:x", KEY)
+    assert not app_module.check_api_key("Bearer root:", KEY)
+    assert app_module.check_api_key("Bearer a:b", "a:b")  # a key with a colon still works whole
+    assert app_module.check_api_key("Bearer x:a:b", "a:b")
+    assert not app_module.check_api_key(f"Token root:{KEY}", KEY)
 
 
 def test_server_uses_compare_digest(srv):
@@ -284,6 +295,101 @@ def test_keep_alive_and_request_ids(srv):
         ids.append(int(headers["x-request-id"]))
     conn.close()
     assert ids == sorted(ids) and len(set(ids)) == 3
+
+
+# --------------------------------------------------------------------------------------------
+# the HTTP/1.1 reader (server/app.py reads requests itself, not with http.server)
+
+
+def _exchange_many(server, data: bytes, timeout=5.0) -> bytes:
+    return _raw_exchange(server, data, timeout)
+
+
+def test_pipelined_requests_on_one_connection(srv):
+    server, client = srv
+    body = json.dumps(COLL).encode()
+    one = (f"POST /flush HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
+           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    last = f"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    out = _raw_exchange(server, one + b"\r\n" + one + last)  # an empty line between requests is tolerated
+    assert out.count(b"HTTP/1.1 200 OK\r\n") == 3, out
+    assert out.endswith(b'{"status":"ok"}') and b"Connection: close" in out
+    assert [c[0] for c in coll(client).calls] == ["flush", "flush"]
+
+
+def test_reply_headers(srv):
+    server, _ = srv
+    status, headers, data = request(server, "GET", "/healthz", key=None)
+    assert status == 200 and headers["Server"] == "vecstore" and headers["Date"].endswith("GMT")
+    assert headers["Content-Type"] == "application/json" and int(headers["Content-Length"]) == len(data)
+    assert int(headers["x-request-id"]) > 0
+
+
+@pytest.mark.parametrize("head, status", [
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET /healthz\r\n\r\n", 400),
+    (b"GET /healthz HTTP/2.0\r\n\r\n", 400),
+    (b"GET /healthz HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+    (b"GET /healthz HTTP/1.1\r\n folded: x\r\n\r\n", 400),
+    (b"GET /healthz HTTP/1.1\r\nBad Name : x\r\n\r\n", 400),
+    (b"POST /flush HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400),
+    (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
+    (b"GET /healthz HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+    (b"GET /healthz HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
+])
+def test_broken_framing_is_refused_and_closed(srv, head, status):
+    server, _ = srv
+    out = _raw_exchange(server, head)
+    assert out.startswith(f"HTTP/1.1 {status} ".encode()), out[:200]
+    assert b"Connection: close" in out and b'"code":"bad_request"' in out
+    assert request(server, "GET", "/healthz")[0] == 200
+
+
+def test_http_1_0_closes_unless_keep_alive(srv):
+    server, _ = srv
+    out = _raw_exchange(server, b"GET /healthz HTTP/1.0\r\n\r\nGET /healthz HTTP/1.0\r\n\r\n")
+    assert out.count(b"HTTP/1.1 200") == 1 and b"Connection: close" in out
+    out = _raw_exchange(server, b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                                b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert out.count(b"HTTP/1.1 200") == 2
+
+
+def test_absolute_form_target_and_percent_encoded_query(srv):
+    server, client = srv
+    raw = np.ones(3, np.float32).tobytes()
+    head = (f"POST http://x/search_binary?database_name=db&collection_name=c&dim=3&where=a%20%3D%20%27x%27 HTTP/1.1\r\n"
+            f"Host: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {len(raw)}\r\nConnection: close\r\n\r\n")
+    out = _raw_exchange(server, head.encode() + raw)
+    assert out.startswith(b"HTTP/1.1 200"), out[:300]
+    assert coll(client).last[1]["where"] == "a = 'x'"
+
+
+def test_repeated_query_strings_bind_the_same_way(srv):
+    # binary routes memoise the bound parameters per query string: same answers, fresh kwargs
+    server, client = srv
+    q = "/search_binary?database_name=db&collection_name=c&dim=3&k=2"
+    for i in range(3):
+        status, _, _ = request(server, "POST", q, raw=np.full(3, i, np.float32).tobytes(),
+                               headers={"Content-Type": "application/octet-stream"})
+        assert status == 200
+        kw = coll(client).last[1]
+        assert kw["k"] == 2 and kw["vector"].tolist() == [i, i, i]
+    status, data = post(server, q.replace("k=2", "k=x"), None, raw=b"\0" * 12,
+                        headers={"Content-Type": "application/octet-stream"})
+    assert status == 400 and "k: expected an integer" in data["error"]
+
+
+def test_access_log_only_at_debug(srv, caplog):
+    server, _ = srv
+    with caplog.at_level(logging.INFO, logger="vecstore.server.access"):
+        request(server, "GET", "/healthz")
+        time.sleep(0.3)  # the line is written after the reply is sent
+    assert not [r for r in caplog.records if r.name == "vecstore.server.access"]
+    with caplog.at_level(logging.DEBUG, logger="vecstore.server.access"):
+        request(server, "GET", "/healthz")
+        time.sleep(0.3)
+    lines = [r.getMessage() for r in caplog.records if r.name == "vecstore.server.access"]
+    assert len(lines) == 1 and '"GET /healthz" 200' in lines[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -748,8 +854,10 @@ def test_route_table_is_consistent():
     for r in ROUTES:
         if isinstance(r.call, str):
             assert r.call in LIBRARY[r.target], r.path
-        names = [p.name for p in r.all_params] + [a for p in r.all_params for a in p.aliases]
+        names = [p.name for p in r.all_params]
         assert len(names) == len(set(names)), r.path
+        keys = [(r.location(p), k) for p in r.all_params for k in (p.wire, *p.aliases)]
+        assert len(keys) == len(set(keys)), r.path
         assert all(p.type in TYPES for p in r.all_params)
     required = {"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/list_databases", "/create_database",
                 "/drop_database", "/delete_database", "/database_exists", "/snapshot_database", "/restore_database",
@@ -769,7 +877,7 @@ def test_route_table_is_consistent():
     assert required <= set(paths), required - set(paths)
     gets = {r.path for r in ROUTES if r.method == "GET"}
     assert gets == {"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/list_databases",
-                    "/head_binary", "/tail_binary"}
+                    "/head_binary", "/tail_binary", "/v1/materialized_view/{id}/jobs/{job_id}"}
 
 
 def test_openapi_builds_without_a_server():

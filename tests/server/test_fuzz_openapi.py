@@ -126,6 +126,12 @@ def _checks():
 CHECK_NAMES = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
                "response_schema_conformance", "negative_data_rejection", "ignored_auth")
 CHECKS_USED = _checks()
+# The Zilliz-style job routes answer HTTP 200 with a non-zero "code" for a refused request, as
+# Zilliz Cloud does (their documented 200 reply has code + message), so "negative data must get
+# a 4xx" does not apply to them; everything else does.
+ZILLIZ_PATHS = {r.path for r in ROUTES if r.envelope == "zilliz"}
+CHECKS_ZILLIZ = [c for c in CHECKS_USED if c.__name__ != "negative_data_rejection"]
+assert len(CHECKS_ZILLIZ) == len(CHECKS_USED) - 1
 
 
 def _healthy(server) -> bool:
@@ -141,7 +147,9 @@ def _healthy(server) -> bool:
 @settings(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
 def test_no_5xx_from_generated_requests(case, fuzz_server):
     response = case.call(base_url=fuzz_server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
-    case.validate_response(response, checks=CHECKS_USED)
+    case.validate_response(response, checks=CHECKS_ZILLIZ if case.path in ZILLIZ_PATHS else CHECKS_USED)
+    if case.path in ZILLIZ_PATHS and response.status_code == 200:
+        assert isinstance(response.json().get("code"), int), response.text[:300]
     assert response.status_code < 500, (
         f"{case.method} {case.path} -> {response.status_code}: {response.text[:300]}\n"
         f"query={case.query!r} body={str(case.body)[:300]!r}")

@@ -5,6 +5,8 @@ One example per path in :data:`EXAMPLES` (status and LynseDB's reply shape, lyns
 example runs on its own freshly seeded collection, so examples are independent. Also here:
 every method-name route maps to a public, documented method of the class it runs on, and the
 generic error paths (missing database / collection → 404 JSON, never 500) for every route.
+The job routes (Zilliz and Lance shapes) run on a real Iceberg table and a real view; their
+error cases are in ``test_job_routes.py``.
 """
 
 from __future__ import annotations
@@ -13,18 +15,25 @@ import http.client
 import inspect
 import itertools
 import json
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import numpy as np
 import pytest
 
 import vecstore
 from vecstore import wire
+from vecstore import functions
 from vecstore.server.app import ServerConfig, VecstoreHTTPServer, make_server
 from vecstore.server.routes import ROUTES, route_map
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the Iceberg helpers
+from iceberg_util import Lake, append  # noqa: E402
 
 KEY = "e2e-key"
 DB = "e2e"
@@ -54,11 +63,19 @@ def live(tmp_path_factory):
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     http_ = Http(server)
+    http_.backing = backing
+    http_.lake = Lake(tmp_path_factory.mktemp("lake"))
     status, body = http_.post("/create_database", {"database_name": DB})
     assert status == 200, body
+    # the view examples' functions, registered in this process (the server's)
+    functions.register_chunker("e2e_words", lambda text, size=2: [" ".join(text.split()[i:i + size])
+                                                                   for i in range(0, len(text.split()), size)])
+    functions.register_udf("e2e_embed", lambda texts: [[float(len(t)), 1.0, 0.0] for t in texts], dim=3)
     try:
         yield http_
     finally:
+        functions.unregister("e2e_words")
+        functions.unregister("e2e_embed")
         server.stop()
         backing.close()
 
@@ -123,6 +140,8 @@ class Ex:
     names: bool = True  # add database_name/collection_name automatically
     envelope: bool = True  # the reply is {"status": "success", "params": {...}}
     echo: tuple[str, ...] = ("database_name", "collection_name")
+    path: dict | None = None  # values of the path's {parameters}
+    prepare: Callable[[Any, dict], None] | None = None  # library-side setup: prepare(live, ctx)
 
 
 def f32(*vectors) -> bytes:
@@ -195,6 +214,7 @@ def path_name(label: str) -> str:
 # Server-side paths used by setup and by the example must be the same: made once per example
 # via the ctx dict ("{snap}" / "{export}" placeholders).
 SNAP, EXPORT = "{snap}", "{export}"
+ZJ = "/v2/vectordb/jobs/external_collection"
 
 EXAMPLES: dict[str, Ex] = {
     # -- system (no envelope) -----------------------------------------------------------------
@@ -343,6 +363,32 @@ EXAMPLES: dict[str, Ex] = {
     # -- backup -------------------------------------------------------------------------------------
     "/snapshot_collection": Ex(body={"snapshot_path": SNAP}, check=lambda p, c: p["snapshot_path"] == c["snap"] or _fail(p)),
     "/export_collection": Ex(body={"export_path": EXPORT}, check=lambda p, c: p["export_path"] == c["export"] or _fail(p)),
+
+    # -- jobs: Zilliz shapes (no LynseDB envelope: {"code": 0, "data": ...}) ---------------------
+    f"{ZJ}/refresh": Ex(body={"dbName": DB, "collectionName": "{ext}"}, names=False, envelope=False,
+                        prepare=lambda live, c: _external(live, c), check=lambda d, c: _refreshed(d, c)),
+    f"{ZJ}/list": Ex(body={"dbName": DB, "collectionName": "{ext}"}, names=False, envelope=False,
+                     prepare=lambda live, c: _external(live, c, refresh=True),
+                     check=lambda d, c: _zilliz_records(d, c)),
+    f"{ZJ}/describe": Ex(body={"dbName": DB, "jobId": "{job}"}, names=False, envelope=False,
+                         prepare=lambda live, c: _external(live, c, refresh=True),
+                         check=lambda d, c: _zilliz_job(d["data"], c, "RefreshCompleted") or d["code"] == 0 or _fail(d)),
+    f"{ZJ}/cancel": Ex(body={"dbName": DB, "jobId": "{job}"}, names=False, envelope=False,
+                       prepare=lambda live, c: _external(live, c, refresh=True),
+                       check=lambda d, c: _zilliz_job(d["data"], c, "RefreshCompleted")),  # done: left as it is
+
+    # -- jobs: Lance / Geneva shapes -------------------------------------------------------------
+    "/v1/materialized_view/{id}/refresh": Ex(
+        path={"id": DB + "${view}"}, query={"delimiter": "$"}, names=False, envelope=False,
+        body={"id": [DB, "{view}"], "src_version": None, "max_rows_per_fragment": 2, "concurrency": 2,
+              "intra_applier_concurrency": 1, "output_limit": None, "manifest": None, "cluster": None,
+              "identity": {"api_key": "ignored"}},
+        prepare=lambda live, c: _view(live, c), check=lambda d, c: _view_refreshed(d, c)),
+    "/v1/materialized_view/{id}/jobs/{job_id}": Ex(
+        path={"id": DB + "${view}", "job_id": "{job}"}, names=False, envelope=False,
+        prepare=lambda live, c: _view(live, c, refresh=True),
+        check=lambda d, c: (d["job_id"] == c["job"] and d["status"] == "DONE" and d["progress"] == 100
+                            and d["view"] == c["view"] and d["stats"]["viewRows"] == 6) or _fail(d)),
 }
 
 # What the example's effect must look like afterwards: (path, body, check on params).
@@ -384,6 +430,82 @@ def _fail(got):
     raise AssertionError(f"unexpected reply: {got!r}")
 
 
+# -- job helpers ------------------------------------------------------------------------------
+
+def _external(live, ctx, *, refresh=False) -> None:
+    """A real Iceberg table of 20 rows and an external collection ``ctx["ext"]`` mapped to it
+    (refreshed once, the job id in ``ctx["job"]``, when ``refresh``)."""
+    table = f"t{next(_names)}"
+    append(live.lake.create_table(table, dim=8), 0, 20)
+    db = live.backing.get_database(DB)
+    db.create_external_collection(ctx["ext"], live.lake.source(table),
+                                  {"primaryKey": "id", "vector": {"externalField": "vec", "metric": "cosine"}})
+    if refresh:
+        job = db.wait_refresh_job(db.refresh_external_collection(ctx["ext"]), timeout=60)
+        assert job.state == "COMPLETED", job
+        ctx["job"] = str(job.job_id)
+
+
+def _view(live, ctx, *, refresh=False) -> None:
+    """A chunker view ``ctx["view"]`` of the example's collection (2-word chunks of each title:
+    6 rows), refreshed once when ``refresh`` (job id in ``ctx["job"]``)."""
+    db = live.backing.get_database(DB)
+    db.create_materialized_view(ctx["view"], source=ctx["coll"], definition={
+        "kind": "chunker", "chunker": {"name": "e2e_words", "input": "title"},
+        "udfs": [{"name": "e2e_embed", "inputs": ["chunk_text"], "output": "vec"}], "vectorField": "vec"})
+    if refresh:
+        job = db.wait_refresh_job(db.refresh_materialized_view(ctx["view"]), timeout=60)
+        assert job.state == "COMPLETED", job
+        ctx["job"] = str(job.job_id)
+
+
+def _poll(live, method, path, body, done, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        status, _, data = live.request(method, path, body=body)
+        assert status == 200, data
+        if done(data) or time.monotonic() > deadline:
+            return data
+        time.sleep(0.05)
+
+
+def _zilliz_job(job, ctx, state) -> bool:
+    assert set(job) >= {"jobId", "collectionName", "state", "progress", "externalSource", "startTime", "endTime"}, job
+    assert isinstance(job["jobId"], int) and str(job["jobId"]) == ctx["job"], job
+    assert (job["collectionName"], job["state"]) == (ctx["ext"], state), job
+    assert json.loads(job["externalSource"])["type"] == "iceberg"
+    assert job["endTime"] >= job["startTime"] > 0 and "reason" not in job
+    return True
+
+
+def _refreshed(d, ctx) -> bool:
+    assert d["code"] == 0 and isinstance(d["data"]["jobId"], int), d
+    ctx["job"] = str(d["data"]["jobId"])
+    live = ctx["live"]
+    job = _poll(live, "POST", f"{ZJ}/describe", {"dbName": DB, "jobId": d["data"]["jobId"]},
+                lambda r: r["data"]["state"] in ("RefreshCompleted", "RefreshFailed"))["data"]
+    assert (job["state"], job["progress"]) == ("RefreshCompleted", 100), job
+    status, _, shape = live.request("POST", "/collection_shape", body={"database_name": DB, "collection_name": ctx["ext"]})
+    return shape["params"]["shape"] == [20, 8] or _fail(shape)
+
+
+def _zilliz_records(d, ctx) -> bool:
+    assert d["code"] == 0 and set(d["data"]) == {"records"}, d
+    records = d["data"]["records"]
+    assert len(records) == 1, records
+    return _zilliz_job(records[0], ctx, "RefreshCompleted")
+
+
+def _view_refreshed(d, ctx) -> bool:
+    assert set(d) == {"job_id"} and isinstance(d["job_id"], str) and d["job_id"].isdigit(), d
+    live = ctx["live"]
+    path = f"/v1/materialized_view/{quote(DB + '$' + ctx['view'])}/jobs/{d['job_id']}"
+    job = _poll(live, "GET", path, None, lambda r: r["status"] in ("DONE", "FAILED"))
+    assert (job["status"], job["stats"]["maxRowsPerFragment"], job["stats"]["concurrency"]) == ("DONE", 2, 2), job
+    status, _, shape = live.request("POST", "/collection_shape", body={"database_name": DB, "collection_name": ctx["view"]})
+    return shape["params"]["shape"] == [6, 3] or _fail(shape)
+
+
 def _fill(value, ctx):
     if isinstance(value, str):
         return value.format(**ctx) if "{" in value else value
@@ -395,16 +517,20 @@ def _fill(value, ctx):
 
 
 def _send(live: Http, path: str, body: dict | None, query: dict | None, raw: bytes | None, ctx: dict,
-          names: bool = True):
+          names: bool = True, path_params: dict | None = None):
     route = route_map()[path]
     base = {}
     if names and route.target in ("database", "collection"):
         base["database_name"] = DB
         if any(p.name == "collection_name" for p in route.all_params):
             base["collection_name"] = ctx["coll"]
+    url = path
+    for name, value in _fill(path_params or {}, ctx).items():
+        url = url.replace("{" + name + "}", quote(str(value), safe=""))
     if route.body == "json":
-        return live.request(route.method, path, body={**base, **_fill(body or {}, ctx)})
-    return live.request(route.method, path, query={**base, **_fill(query or {}, ctx)}, raw=raw)
+        return live.request(route.method, url, body={**base, **_fill(body or {}, ctx)},
+                            query=_fill(query, ctx) if query else None)
+    return live.request(route.method, url, query={**base, **_fill(query or {}, ctx)}, raw=raw)
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES))
@@ -412,13 +538,16 @@ def test_route(live, path):
     ex = EXAMPLES[path]
     route = route_map()[path]
     ctx = {"coll": fresh_collection(live), "newdb": f"db{next(_names)}", "newcoll": f"n{next(_names)}",
-           "snap": path_name("snap"), "export": path_name("export")}
+           "snap": path_name("snap"), "export": path_name("export"), "ext": f"ext{next(_names)}",
+           "view": f"view{next(_names)}", "live": live}
+    if ex.prepare is not None:
+        ex.prepare(live, ctx)
     for step in ex.setup:
         sp, *rest = step
         body, query, raw = (rest[0], None, None) if route_map()[sp].body == "json" else (None, *rest)
         status, _, data = _send(live, sp, body, query, raw, ctx)
         assert status == 200, (sp, data)
-    status, ctype, data = _send(live, path, ex.body, ex.query, ex.raw, ctx, names=ex.names)
+    status, ctype, data = _send(live, path, ex.body, ex.query, ex.raw, ctx, names=ex.names, path_params=ex.path)
     assert status == ex.status, data
     if route.reply == "binary":
         assert ctype == "application/octet-stream"
@@ -482,24 +611,34 @@ ADAPTERS = {
     "/add_records_binary": ("add",), "/upsert_records_binary": ("upsert",), "/build_index": ("build_index",),
     "/search_binary": ("search",), "/batch_search_binary": ("batch_search",),
 }
+# Job routes: adapters on the Client that call these Database members.
+DB_ADAPTERS = {
+    f"{ZJ}/refresh": ("refresh_external_collection",), f"{ZJ}/list": ("list_refresh_external_collection_jobs",),
+    f"{ZJ}/describe": ("describe_refresh_job",), f"{ZJ}/cancel": ("cancel_refresh_job",),
+    "/v1/materialized_view/{id}/refresh": ("refresh_materialized_view",),
+    "/v1/materialized_view/{id}/jobs/{job_id}": ("describe_materialized_view", "describe_refresh_job"),
+}
 
 
 def test_every_adapter_route_is_listed():
-    assert {r.path for r in ROUTES if not isinstance(r.call, str)} == set(ADAPTERS)
+    assert {r.path for r in ROUTES if not isinstance(r.call, str)} == set(ADAPTERS) | set(DB_ADAPTERS)
 
 
-@pytest.mark.parametrize("path", sorted(ADAPTERS))
+@pytest.mark.parametrize("path", sorted(ADAPTERS) + sorted(DB_ADAPTERS))
 def test_adapter_routes_use_public_documented_members(path):
     route = route_map()[path]
+    cls, members = (vecstore.Collection, ADAPTERS[path]) if path in ADAPTERS else (vecstore.Database, DB_ADAPTERS[path])
     src = inspect.getsource(route.call) + (route.call.__qualname__ if "_records" in route.call.__qualname__ else "")
-    for member in ADAPTERS[path]:
+    for member in members:
         assert not member.startswith("_")
-        attr = inspect.getattr_static(vecstore.Collection, member, None)
-        assert attr is not None, f"{path}: Collection.{member} does not exist"
-        assert (inspect.getdoc(getattr(vecstore.Collection, member)) or "").strip(), \
-            f"{path}: Collection.{member} has no docstring"
+        attr = inspect.getattr_static(cls, member, None)
+        assert attr is not None, f"{path}: {cls.__name__}.{member} does not exist"
+        assert (inspect.getdoc(getattr(cls, member)) or "").strip(), f"{path}: {cls.__name__}.{member} has no docstring"
     if "_records" not in route.call.__qualname__:
-        assert any(f"c.{m}" in src for m in ADAPTERS[path]), (path, src)
+        if path in ADAPTERS:
+            assert any(f"c.{m}" in src for m in members), (path, src)
+        else:
+            assert all(f".{m}(" in src for m in members), (path, src)
 
 
 # --------------------------------------------------------------------------------------------
@@ -524,3 +663,54 @@ def test_missing_database_is_404(live, route):
     else:
         status, _, data = live.request(route.method, route.path, raw=ex.raw, query={**(ex.query or {}), **names})
     assert (status, data["code"]) == (404, "not_found"), data
+
+
+# --------------------------------------------------------------------------------------------
+# the server caches resolved handles: every way a handle goes stale is seen
+
+
+def _shape(live, name, db=DB):
+    status, _, data = live.request("POST", "/collection_shape", body={"database_name": db, "collection_name": name})
+    return status, (data["params"]["shape"] if status == 200 else data["code"])
+
+
+def test_cached_handles_follow_drop_and_recreate(live):
+    name = fresh_collection(live)
+    assert _shape(live, name) == (200, [6, DIM])
+    assert live.post("/drop_collection", {"database_name": DB, "collection_name": name})[0] == 200
+    assert _shape(live, name) == (404, "not_found")
+    assert live.post("/required_collection", {"database_name": DB, "collection_name": name, "dim": 3})[0] == 200
+    assert live.post("/add", {"database_name": DB, "collection_name": name, "ids": [7], "vectors": [[1, 2, 3]]})[0] == 200
+    assert _shape(live, name) == (200, [1, 3])
+    status, _, data = live.request("POST", "/search", body={"database_name": DB, "collection_name": name,
+                                                            "vector": [1, 2, 3], "k": 1})
+    assert status == 200 and data["params"]["items"]["ids"] == [7]
+    # drop_if_exists through /required_collection
+    assert live.post("/required_collection", {"database_name": DB, "collection_name": name, "dim": 2,
+                                              "drop_if_exists": True})[0] == 200
+    assert _shape(live, name) == (200, [0, 2])
+
+
+def test_cached_handles_follow_database_drop_restore_and_outside_changes(live):
+    db = f"cachedb{next(_names)}"
+    assert live.post("/create_database", {"database_name": db})[0] == 200
+    assert live.post("/required_collection", {"database_name": db, "collection_name": "c", "dim": 2})[0] == 200
+    assert _shape(live, "c", db) == (200, [0, 2])
+    snap = path_name("cache_snap")
+    assert live.post("/snapshot_collection", {"database_name": db, "collection_name": "c", "snapshot_path": snap})[0] == 200
+    assert live.post("/add", {"database_name": db, "collection_name": "c", "ids": [1], "vectors": [[1, 0]]})[0] == 200
+    assert _shape(live, "c", db) == (200, [1, 2])
+    status, data = live.post("/restore_collection", {"database_name": db, "collection_name": "c",
+                                                     "snapshot_path": snap, "overwrite": True})
+    assert status == 200, data
+    assert _shape(live, "c", db) == (200, [0, 2])  # the restored (empty) collection, not the old handle
+    # dropped behind the server's back (same process, the library directly): the closed handle is not used
+    live.backing.get_database(db).drop_collection("c")
+    assert _shape(live, "c", db) == (404, "not_found")
+    assert live.post("/required_collection", {"database_name": db, "collection_name": "c", "dim": 5})[0] == 200
+    assert _shape(live, "c", db) == (200, [0, 5])
+    assert live.post("/drop_database", {"database_name": db})[0] == 200
+    assert _shape(live, "c", db) == (404, "not_found")
+    assert live.post("/create_database", {"database_name": db})[0] == 200
+    assert live.post("/required_collection", {"database_name": db, "collection_name": "c", "dim": 4})[0] == 200
+    assert _shape(live, "c", db) == (200, [0, 4])

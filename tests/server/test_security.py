@@ -103,10 +103,12 @@ def _example_request(route):
     body = {"database_name": DB, "collection_name": COLL, "vector": [1, 0, 0, 0], "ids": [0], "id": 0,
             "items": [{"vector": [1, 0, 0, 0]}], "vectors": [[1, 0, 0, 0]], "text": "x", "description": "d",
             "field_name": "f", "dim": DIM, "threshold": 0.5, "snapshot_path": "s", "export_path": "e"}
+    body.update({"dbName": DB, "collectionName": COLL, "jobId": 1})  # the Zilliz job routes
+    path = route.path.replace("{id}", f"{DB}%24{COLL}").replace("{job_id}", "1")  # the Lance ones
     if route.body == "json":
-        return route.path, body, None
+        return path, body, None
     query = f"?database_name={DB}&collection_name={COLL}&dim={DIM}&n_vectors=1&n_queries=1"
-    return route.path + query, None, (np.zeros(DIM, "<f4").tobytes() if route.body == "binary" else None)
+    return path + query, None, (np.zeros(DIM, "<f4").tobytes() if route.body == "binary" else None)
 
 
 @pytest.mark.parametrize("case", sorted(WRONG))
