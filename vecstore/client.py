@@ -180,6 +180,11 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         return f"<vecstore.Database {self.name!r}>"
 
     # -- jobs (refreshes of external collections and materialized views) ----------------------
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` released the database's collections and jobs."""
+        return self._closed
+
     def _jobs(self) -> JobManager:
         with _OPEN_LOCK:
             if self._job_manager is None:

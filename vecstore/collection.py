@@ -180,6 +180,11 @@ class Collection(DerivedIndexes, CollectionPortability):
                 f"collection {self.name!r} is {'an external collection' if kind == 'external' else 'a materialized view'}; "
                 f"its rows change only by refresh")
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` (or a drop of the collection) released the handle."""
+        return self._closed
+
     def _get_meta(self, key: str, default: Any = None) -> Any:
         """A value stored with the collection (sync state of external collections and views)."""
         with self._storage.read() as t:

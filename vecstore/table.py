@@ -17,6 +17,7 @@ import numpy as np
 from .indexes.base import IndexMode, VectorIndex, higher_is_better
 
 _GROW = 1.5
+_SCORE_BUDGET = 16 << 20  # float32 scores per block of an exact batch search (64 MB)
 
 
 def topk(scores: np.ndarray, k: int, higher: bool) -> np.ndarray:
@@ -138,7 +139,18 @@ class VectorSpace:
         """Exact k-NN over live vectors (or over the live positions in ``allowed``).
 
         Returns ``(positions int64 (m, k'), scores float32 (m, k'))``, ``k' = min(k, candidates)``.
+        Queries are scored in blocks so the score matrix stays under ~64 MB (a batch of a
+        thousand queries against a million rows would otherwise need 4 GB).
         """
+        rows = self.n if allowed is None else len(allowed)
+        block = max(1, _SCORE_BUDGET // max(rows, 1))
+        if len(queries) > block:
+            parts = [self._exact_block(queries[i:i + block], k, allowed) for i in range(0, len(queries), block)]
+            return np.vstack([p for p, _ in parts]), np.vstack([s for _, s in parts])
+        return self._exact_block(queries, k, allowed)
+
+    def _exact_block(self, queries: np.ndarray, k: int,
+                     allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         higher = higher_is_better(self.metric)
         n = self.n
         excluded = None
