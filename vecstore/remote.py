@@ -15,20 +15,22 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from typing import Any, Iterable, Sequence
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import numpy as np
 
 from . import validation as v
 from . import wire
-from .errors import (AlreadyExistsError, ClosedError, InvalidArgumentError, NotFoundError, VecstoreError,
-                     error_class_for)
-from .jobs import RefreshJob
+from .errors import (AlreadyExistsError, ClosedError, ConflictError, InvalidArgumentError, JobCancelledError,
+                     JobFailedError, NotFoundError, TimeoutError_, VecstoreError, error_class_for)
+from .jobs import ZILLIZ_STATE, RefreshJob
 from .types import (CollectionConfig, CollectionStats, Id, ProfiledSearch, Rows, SearchResult,
                     VectorFieldInfo)
 
-_BATCH = 50_000  # rows per request: the server refuses more than 100,000 per call
+_BATCH = 50_000
+_STATES = {wire: state for state, wire in ZILLIZ_STATE.items()}  # rows per request: the server refuses more than 100,000 per call
 
 
 class _Transport:
@@ -106,7 +108,8 @@ class _Transport:
             doc = {"error": data.decode("utf-8", "replace")}
         if status == 404 and not data:
             raise VecstoreError(f"{path}: the server does not serve this path")
-        raise error_class_for(doc.get("code"), status)(doc.get("error") or f"{path}: HTTP {status}")
+        code = doc.get("type") if isinstance(doc.get("type"), str) else doc.get("code")  # Lance: "type"
+        raise error_class_for(code if isinstance(code, str) else None, status)(doc.get("error") or f"{path}: HTTP {status}")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -251,6 +254,66 @@ class RemoteDatabase:
                           progress: bool = False) -> "RemoteCollection":
         self._call("/import_collection", {"collection_name": name, "export_path": str(path), "overwrite": overwrite})
         return RemoteCollection(self, name)
+
+    # -- refresh jobs, over the seeds' wire shapes (Zilliz for jobs, Lance for views) ----------
+    def _zilliz(self, action: str, body: dict) -> Any:
+        """``/v2/vectordb/jobs/external_collection/<action>``: ``{"code": 0, "data": ...}``, or a
+        non-zero code with a message (HTTP 200, as the seed answers)."""
+        doc = self.client._call(f"/v2/vectordb/jobs/external_collection/{action}", {"dbName": self.name, **body})
+        if doc.get("code", 0) != 0:
+            message = doc.get("message", "")
+            cls = {100: NotFoundError, 800: NotFoundError}.get(doc["code"])
+            if cls is None:
+                cls = ConflictError if "already in progress" in message else InvalidArgumentError
+            raise cls(message)
+        return doc["data"]
+
+    @staticmethod
+    def _job(d: dict) -> RefreshJob:
+        reason = d.get("reason", "") or ""
+        return RefreshJob(job_id=int(d["jobId"]), kind="refresh", collection_name=d["collectionName"],
+                          state=_STATES[d["state"]], progress=int(d["progress"]), start_time=int(d["startTime"]),
+                          end_time=int(d["endTime"]), reason=reason, cancelled=reason.startswith("cancelled"),
+                          external_source=d.get("externalSource") or None)
+
+    def refresh_external_collection(self, name: str, external_source: Any = None, external_spec: Any = None) -> int:
+        """Start a refresh job of an external collection on the server; returns the job id."""
+        body = {"collectionName": name}
+        if external_source is not None or external_spec is not None:
+            body.update(externalSource=external_source, externalSpec=external_spec)
+        return int(self._zilliz("refresh", body)["jobId"])
+
+    def describe_refresh_job(self, job_id: int) -> RefreshJob:
+        """The job's state, progress, times and reason (the Zilliz record: no ``stats``)."""
+        return self._job(self._zilliz("describe", {"jobId": int(job_id)}))
+
+    def list_refresh_jobs(self, collection_name: str | None = None) -> list[RefreshJob]:
+        """Refresh jobs of the database's external collections (the Zilliz list has no view jobs)."""
+        return [self._job(d) for d in self._zilliz("list", {"collectionName": collection_name})["records"]]
+
+    def cancel_refresh_job(self, job_id: int) -> RefreshJob:
+        return self._job(self._zilliz("cancel", {"jobId": int(job_id)}))
+
+    def wait_refresh_job(self, job_id: int, timeout: float | None = None, *,
+                         raise_on_failure: bool = False) -> RefreshJob:
+        """Poll until the job ends; ``TimeoutError_`` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.describe_refresh_job(job_id)
+            if job.done:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError_(f"job {job_id} still {job.state} after {timeout} s (progress {job.progress})")
+            time.sleep(0.1)
+        if raise_on_failure and job.state == "FAILED":
+            raise (JobCancelledError if job.cancelled else JobFailedError)(f"job {job_id} failed: {job.reason}")
+        return job
+
+    def refresh_materialized_view(self, name: str, src_version: int | None = None, **params: Any) -> int:
+        """Start a refresh of a materialized view (``POST /v1/materialized_view/{db}${view}/refresh``)."""
+        body = {"src_version": src_version, **params}
+        path = f"/v1/materialized_view/{quote(self.name + '$' + name, safe='')}/refresh"
+        return int(self.client._call(path, body)["job_id"])
 
     def close(self) -> None:
         """Nothing to release: the server owns the collections."""

@@ -1,0 +1,88 @@
+"""The job API of the remote client: external-collection and materialized-view refreshes driven
+over HTTP (the Zilliz and Lance routes), against a live server on a real Iceberg table."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import vecstore
+from vecstore import functions
+from vecstore.server.app import ServerConfig, make_server
+
+from iceberg_util import Lake
+
+SPEC = {"primaryKey": "id", "vector": {"externalField": "vec", "metric": "cosine"}}
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A server over a folder, plus the server process's own client (to create what has no
+    HTTP route: external collections and views are defined where their sources live)."""
+    data = tmp_path / "served"
+    backing = vecstore.connect(data)
+    server = make_server(ServerConfig(data_dir=data, host="127.0.0.1", port=0), backing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield backing, vecstore.connect(server.url)
+    finally:
+        server.stop()
+        backing.close()
+
+
+def test_external_collection_refreshed_remotely(served, tmp_path):
+    backing, remote = served
+    lake = Lake(tmp_path / "lake")
+    lake.create_table("docs", dim=8, rows=50)
+    backing.create_database("app").create_external_collection("ext", lake.source("docs"), SPEC)
+    db = remote.get_database("app")
+    job_id = db.refresh_external_collection("ext")
+    job = db.wait_refresh_job(job_id, timeout=60, raise_on_failure=True)
+    assert (job.state, job.progress, job.collection_name) == ("COMPLETED", 100, "ext")
+    assert job.end_time >= job.start_time > 0
+    col = db.get_collection("ext")
+    assert col.shape == (50, 8)
+    assert col.search(np.ones(8), k=3).index.startswith("HNSW")
+    assert [j.job_id for j in db.list_refresh_jobs("ext")] == [job_id]
+    assert db.cancel_refresh_job(job_id).state == "COMPLETED"   # a finished job stays as it is
+    with pytest.raises(vecstore.InvalidArgumentError):
+        db.refresh_external_collection("ext", external_source=lake.source("docs"))  # spec missing
+    with pytest.raises(vecstore.NotFoundError):
+        db.describe_refresh_job(12345)
+    with pytest.raises(vecstore.ReadOnlyError):
+        col.add_item(np.ones(8), id=10_000)
+
+
+def test_materialized_view_refreshed_remotely(served):
+    backing, remote = served
+
+    def words(text, size=2):
+        w = text.split()
+        return [" ".join(w[i:i + size]) for i in range(0, len(w), size)]
+
+    def embed(texts):
+        return np.stack([[len(t), t.count(" ") + 1.0, 1.0] for t in texts]).astype(np.float32)
+
+    functions.register_chunker("remote_words", words, version="1")
+    functions.register_udf("remote_embed", embed, version="1", dim=3)
+    try:
+        local = backing.create_database("app")
+        docs = local.require_collection("docs", dim=2)
+        docs.add([[1, 0], [0, 1]], ids=[1, 2], fields=[{"body": "a b c d"}, {"body": "e f"}])
+        local.create_materialized_view("chunks", source="docs", definition={
+            "kind": "chunker", "chunker": {"name": "remote_words", "input": "body"},
+            "udfs": [{"name": "remote_embed", "inputs": ["chunk_text"], "output": "embedding"}],
+            "vectorField": "embedding", "metric": "l2"})
+        db = remote.get_database("app")
+        job = db.wait_refresh_job(db.refresh_materialized_view("chunks"), timeout=60, raise_on_failure=True)
+        assert job.state == "COMPLETED"
+        assert db.get_collection("chunks").shape == (3, 3)       # "a b", "c d", "e f"
+        with pytest.raises(vecstore.NotFoundError):
+            db.refresh_materialized_view("no_such_view")
+        with pytest.raises(vecstore.InvalidArgumentError):
+            db.refresh_materialized_view("chunks", src_version=10**6)
+    finally:
+        functions.unregister("remote_words")
+        functions.unregister("remote_embed")
