@@ -42,15 +42,12 @@ def _remote_available() -> bool:
 @pytest.fixture
 def server_url(tmp_path):
     """A live server on an ephemeral loopback port, over a fresh data folder."""
-    import threading
 
-    from vecstore.server.app import ServerConfig, make_server
+    from live_server import start_server
     data = tmp_path / "served"
     data.mkdir()
     backing = vecstore.connect(data)
-    server = make_server(ServerConfig(data_dir=data, host="127.0.0.1", port=0), backing)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = start_server(data, backing)
     try:
         yield server.url
     finally:

@@ -23,7 +23,7 @@ import pytest
 pytest.importorskip("pyiceberg")
 
 import vecstore  # noqa: E402
-from vecstore.errors import (ConflictError, DimensionMismatchError, InvalidArgumentError,  # noqa: E402
+from vecstore.errors import (ConflictError, InvalidArgumentError,  # noqa: E402
                              NotFoundError, ReadOnlyError)
 from vecstore.external import BoundSpec  # noqa: E402
 

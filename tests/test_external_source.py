@@ -28,7 +28,6 @@ from vecstore.external import (  # noqa: E402
     plan_refresh,
     read_files,
     read_keys,
-    snapshot_schema,
 )
 
 try:  # tests/ may or may not be a package

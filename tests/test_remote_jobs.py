@@ -3,16 +3,14 @@ over HTTP (the Zilliz and Lance routes), against a live server on a real Iceberg
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
 
 import vecstore
 from vecstore import functions
-from vecstore.server.app import ServerConfig, make_server
-
 from iceberg_util import Lake
+from live_server import start_server
 
 SPEC = {"primaryKey": "id", "vector": {"externalField": "vec", "metric": "cosine"}}
 
@@ -23,8 +21,7 @@ def served(tmp_path):
     HTTP route: external collections and views are defined where their sources live)."""
     data = tmp_path / "served"
     backing = vecstore.connect(data)
-    server = make_server(ServerConfig(data_dir=data, host="127.0.0.1", port=0), backing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = start_server(data, backing)
     try:
         yield backing, vecstore.connect(server.url)
     finally:

@@ -310,7 +310,7 @@ def test_pipelined_requests_on_one_connection(srv):
     body = json.dumps(COLL).encode()
     one = (f"POST /flush HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-    last = f"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    last = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
     out = _raw_exchange(server, one + b"\r\n" + one + last)  # an empty line between requests is tolerated
     assert out.count(b"HTTP/1.1 200 OK\r\n") == 3, out
     assert out.endswith(b'{"status":"ok"}') and b"Connection: close" in out

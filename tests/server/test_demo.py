@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import threading
 
 import pytest
 
 import vecstore
-from vecstore.server.app import ServerConfig, make_server
 from vecstore.server.demo import curl_line, load_demo
+from live_server import start_server
 
 
 def test_demo_loads_once_and_its_curl_line_searches_it(tmp_path):
@@ -20,8 +19,7 @@ def test_demo_loads_once_and_its_curl_line_searches_it(tmp_path):
     assert load_demo(data) is False  # never touches a folder that already holds data
     client = vecstore.connect(data)
     assert client.get_database("demo").get_collection("articles").index_mode() == "HNSW-COS"
-    server = make_server(ServerConfig(data_dir=data, host="127.0.0.1", port=0), client)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = start_server(data, client)
     try:
         if shutil.which("curl") is None:
             pytest.skip("curl is not installed on this machine")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 import zlib
 
 import numpy as np
@@ -26,9 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vecstore
-from vecstore.server.app import ServerConfig, make_server
 from vecstore.server.openapi import build_openapi
 from vecstore.server.routes import ROUTES
+from live_server import start_server
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -46,11 +45,8 @@ def fuzz_server(tmp_path_factory):
     rng = np.random.default_rng(0)
     col.add(vectors=rng.standard_normal((50, DIM)).astype(np.float32), ids=list(range(50)),
             fields=[{"lang": ["en", "de"][i % 2], "n": i, "title": f"doc {i} apple"} for i in range(50)])
-    config = ServerConfig(data_dir=data, host="127.0.0.1", port=0, api_key=KEY,
-                          max_json_bytes=4 * 1024 * 1024, max_binary_bytes=4 * 1024 * 1024)
-    server = make_server(config, backing)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
+    server = start_server(data, backing, api_key=KEY, max_json_bytes=4 * 1024 * 1024,
+                          max_binary_bytes=4 * 1024 * 1024)
     try:
         yield server
     finally:

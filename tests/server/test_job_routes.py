@@ -21,7 +21,6 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
-from vecstore.server.app import ServerConfig, make_server
 
 import vecstore
 import vecstore.external.refresh as ext_refresh
@@ -29,6 +28,7 @@ from vecstore import functions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the Iceberg helpers
 from iceberg_util import Lake, append
+from live_server import start_server
 
 KEY = "jobs-key"
 DB = "default"  # the Zilliz default, so requests without dbName land here
@@ -69,9 +69,7 @@ def env(tmp_path_factory):
     other = backing.create_database("app")
     other.create_collection("docs", dim=2).add(np.ones((1, 2), np.float32), ids=[1], fields=[{"body": "a b c"}])
     other.create_materialized_view("chunks", source="docs", definition=chunker_def)
-    server = make_server(ServerConfig(data_dir=root / "data", host="127.0.0.1", port=0, api_key=KEY), backing)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
+    server = start_server(root / "data", backing, api_key=KEY)
     try:
         yield {"server": server, "db": db, "lake": lake, "backing": backing}
     finally:

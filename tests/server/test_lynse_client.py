@@ -16,13 +16,12 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 import vecstore
-from vecstore.server.app import ServerConfig, make_server
+from live_server import start_server
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = REPO / ".peers" / "lynse020"
@@ -99,9 +98,7 @@ def keyed_server(tmp_path):
     data = tmp_path / "served"
     data.mkdir()
     backing = vecstore.connect(data)
-    server = make_server(ServerConfig(data_dir=data, host="127.0.0.1", port=0, api_key=KEY), backing)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
+    server = start_server(data, backing, api_key=KEY)
     try:
         yield server
     finally:

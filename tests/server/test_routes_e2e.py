@@ -16,9 +16,8 @@ import inspect
 import itertools
 import json
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote, urlencode
@@ -29,11 +28,12 @@ import pytest
 import vecstore
 from vecstore import wire
 from vecstore import functions
-from vecstore.server.app import ServerConfig, VecstoreHTTPServer, make_server
+from vecstore.server.app import VecstoreHTTPServer
 from vecstore.server.routes import ROUTES, route_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the Iceberg helpers
 from iceberg_util import Lake, append  # noqa: E402
+from live_server import start_server
 
 KEY = "e2e-key"
 DB = "e2e"
@@ -59,9 +59,7 @@ def live(tmp_path_factory):
     data = tmp_path_factory.mktemp("e2e") / "served"
     data.mkdir()
     backing = vecstore.connect(data)
-    server = make_server(ServerConfig(data_dir=data, host="127.0.0.1", port=0, api_key=KEY), backing)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
+    server = start_server(data, backing, api_key=KEY)
     http_ = Http(server)
     http_.backing = backing
     http_.lake = Lake(tmp_path_factory.mktemp("lake"))
