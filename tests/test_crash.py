@@ -26,17 +26,22 @@ CHILD = textwrap.dedent("""
     col = vecstore.connect(path).create_database("app").require_collection("c", dim={dim}, metric="l2")
     if mode != "FLAT" and col.index_mode() is None:
         col.build_index(mode)
-    print("ready", flush=True)
+    def say(line):
+        # One write() per record: with PYTHONUNBUFFERED, print("ack", b) is several writes and
+        # a kill between them leaves a torn line.
+        sys.stdout.write(line + "\\n")
+        sys.stdout.flush()
+    say("ready")
     b = start
     while True:
         rng = np.random.default_rng(b)
         ids = list(range(b * {B}, (b + 1) * {B}))
         col.bulk_add_items([{{"vector": v, "id": i, "field": {{"batch": b}}}}
                             for i, v in zip(ids, rng.standard_normal(({B}, {dim})))])
-        print("ack", b, flush=True)
+        say(f"ack {{b}}")
         if b % 3 == 2:
             col.delete_items(list(range((b - 2) * {B}, (b - 2) * {B} + 5)))
-            print("del", b - 2, flush=True)
+            say(f"del {{b - 2}}")
         if b % 7 == 6:
             col.checkpoint()
         b += 1
@@ -60,7 +65,9 @@ def run_trial(path, mode, start, rng) -> tuple[set[int], set[int]]:
     proc.stderr.read()
     proc.wait()
     acked, deleted = set(), set()
-    for ln in out.splitlines():
+    # A record is acknowledged only once its newline is out: a last line without one was cut by
+    # the kill (the write it reports may or may not have committed; neither case is claimed).
+    for ln in out.split("\n")[:-1]:
         kind, b = ln.split()
         (acked if kind == "ack" else deleted).add(int(b))
     return acked, deleted
