@@ -17,9 +17,7 @@ sets; for broad ones TextIndex over-fetches instead. Fixed seed; numbers vary wi
 from __future__ import annotations
 
 import argparse
-import ast
 import os
-import site
 import statistics
 import sys
 import tempfile
@@ -31,30 +29,17 @@ import tantivy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vecstore.text import TextIndex
+from _corpus import docstrings  # noqa: E402
 
 HEAP, THREADS = 64_000_000, 1
 
 
 def collect_passages(limit: int, seed: int) -> list[dict]:
-    roots = [Path(p) for p in site.getsitepackages() if Path(p).is_dir()]
-    files = sorted(f for root in roots for f in root.rglob("*.py"))
-    rng = np.random.default_rng(seed)
-    rng.shuffle(files)
     out: list[dict] = []
-    for path in files:
-        try:
-            tree = ast.parse(path.read_text("utf-8", errors="replace"))
-        except (SyntaxError, ValueError, RecursionError):
-            continue
-        module = path.stem
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                doc = ast.get_docstring(node)
-                if doc and len(doc) > 20:
-                    name = module if isinstance(node, ast.Module) else f"{module}.{node.name}"
-                    out.append({"name": name, "doc": doc})
-                    if len(out) >= limit:
-                        return out
+    for name, doc in docstrings(np.random.default_rng(seed), min_chars=20):
+        out.append({"name": name, "doc": doc})
+        if len(out) >= limit:
+            break
     return out
 
 

@@ -28,8 +28,6 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import ast  # noqa: E402
-import site  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -41,6 +39,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import vecstore  # noqa: E402
 from vecstore import functions  # noqa: E402
+from _corpus import docstrings  # noqa: E402
 
 DIM = 384
 BATCH = 256
@@ -48,24 +47,12 @@ SIZE, OVERLAP = 48, 8
 
 
 def collect_docs(limit: int, seed: int) -> list[dict]:
-    roots = [Path(p) for p in site.getsitepackages() if Path(p).is_dir()]
-    files = sorted(f for root in roots for f in root.rglob("*.py"))
-    rng = np.random.default_rng(seed)
-    rng.shuffle(files)
+    rng = np.random.default_rng(seed)  # shuffles the files, then draws each doc's lang
     out: list[dict] = []
-    for path in files:
-        try:
-            tree = ast.parse(path.read_text("utf-8", errors="replace"))
-        except (SyntaxError, ValueError, RecursionError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                doc = ast.get_docstring(node)
-                if doc and len(doc) > 40:
-                    name = path.stem if isinstance(node, ast.Module) else f"{path.stem}.{node.name}"
-                    out.append({"name": name, "doc": doc, "lang": "en" if rng.random() < 0.9 else "xx"})
-                    if len(out) >= limit:
-                        return out
+    for name, doc in docstrings(rng, min_chars=40):
+        out.append({"name": name, "doc": doc, "lang": "en" if rng.random() < 0.9 else "xx"})
+        if len(out) >= limit:
+            break
     return out
 
 

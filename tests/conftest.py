@@ -24,6 +24,23 @@ def clustered(n: int, dim: int, *, clusters: int = 32, seed: int = 0, spread: fl
 
 
 @pytest.fixture
+def lake(tmp_path):
+    """A pyiceberg SqlCatalog with a file:// warehouse in a temp folder (iceberg_util.Lake)."""
+    from iceberg_util import Lake
+    return Lake(tmp_path / "lake")
+
+
+@pytest.fixture
+def table(lake):
+    """ns.docs (dim 8) with two appended files: ids 0..999 and 1000..1999."""
+    from iceberg_util import append
+    tbl = lake.create_table("docs", dim=8)
+    append(tbl, 0, 1000)
+    append(tbl, 1000, 1000)
+    return tbl
+
+
+@pytest.fixture
 def local_client(tmp_path):
     client = vecstore.connect(tmp_path / "store")
     yield client

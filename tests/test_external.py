@@ -27,32 +27,13 @@ from vecstore.errors import (ConflictError, InvalidArgumentError,  # noqa: E402
                              NotFoundError, ReadOnlyError)
 from vecstore.external import BoundSpec  # noqa: E402
 
-try:  # tests/ may or may not be a package
-    from .conftest import clustered  # noqa: E402
-    from .iceberg_util import (Lake, append, append_table, data_files, delete_rows, make_rows,  # noqa: E402
-                               overwrite, rename_column, vector_array, vector_for)
-except ImportError:
-    from conftest import clustered  # type: ignore[no-redef]  # noqa: E402
-    from iceberg_util import (Lake, append, append_table, data_files, delete_rows,  # type: ignore[no-redef]  # noqa: E402
-                              make_rows, overwrite, rename_column, vector_array, vector_for)
+from conftest import clustered  # noqa: E402
+from iceberg_util import (append, append_table, data_files, delete_rows, make_rows,  # noqa: E402
+                          overwrite, rename_column, vector_array, vector_for)
 
 DIM = 8
 SPEC = {"primaryKey": "id", "vector": {"externalField": "vec", "metric": "cosine", "M": 8, "efConstruction": 64}}
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def lake(tmp_path):
-    return Lake(tmp_path / "lake")
-
-
-@pytest.fixture
-def table(lake):
-    """ns.docs with two appended files: ids 0..999 and 1000..1999."""
-    tbl = lake.create_table("docs", dim=DIM)
-    append(tbl, 0, 1000)
-    append(tbl, 1000, 1000)
-    return tbl
 
 
 @pytest.fixture

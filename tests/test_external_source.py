@@ -30,53 +30,22 @@ from vecstore.external import (  # noqa: E402
     read_keys,
 )
 
-try:  # tests/ may or may not be a package
-    from .iceberg_util import (  # noqa: E402
-        Lake,
-        add_equality_deletes,
-        add_position_deletes,
-        append,
-        append_table,
-        data_files,
-        delete_rows,
-        make_rows,
-        overwrite,
-        rename_column,
-        vector_array,
-        vector_for,
-    )
-except ImportError:
-    from iceberg_util import (  # type: ignore[no-redef]  # noqa: E402
-        Lake,
-        add_equality_deletes,
-        add_position_deletes,
-        append,
-        append_table,
-        data_files,
-        delete_rows,
-        make_rows,
-        overwrite,
-        rename_column,
-        vector_array,
-        vector_for,
-    )
+from iceberg_util import (  # noqa: E402
+    add_equality_deletes,
+    add_position_deletes,
+    append,
+    append_table,
+    data_files,
+    delete_rows,
+    make_rows,
+    overwrite,
+    rename_column,
+    vector_array,
+    vector_for,
+)
 
 DIM = 8
 SPEC = {"primaryKey": "id", "vector": {"externalField": "vec", "metric": "cosine"}}
-
-
-@pytest.fixture
-def lake(tmp_path):
-    return Lake(tmp_path / "lake")
-
-
-@pytest.fixture
-def table(lake):
-    """ns.docs with two appended files: ids 0..999 and 1000..1999."""
-    tbl = lake.create_table("docs", dim=DIM)
-    append(tbl, 0, 1000)
-    append(tbl, 1000, 1000)
-    return tbl
 
 
 @pytest.fixture
