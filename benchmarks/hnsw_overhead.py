@@ -44,7 +44,7 @@ def main() -> None:
     raw.set_ef(args.ef)
     index = col._default.index
     layers = {"raw hnswlib knn_query": lambda q: raw.knn_query(q, k=10),
-              "vecstore index wrapper": lambda q: index.search(q[None, :], 10),
+              "vecstore index (search_trusted)": lambda q: index.search_trusted(q[None, :], 10, None),
               "vecstore collection.search": lambda q: col.search(q, k=10)}
     times: dict[str, list[float]] = {name: [] for name in layers}
     for _ in range(args.blocks):

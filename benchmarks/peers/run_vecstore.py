@@ -76,12 +76,55 @@ def build_ab(data: Data, a) -> None:
           "vecstore_best_s": min(r["vecstore_s"] for r in rows), "hnswlib_best_s": min(r["hnswlib_s"] for r in rows)})
 
 
+def search_ab(data: Data, a) -> None:
+    """Variant ``search-ab``: the goal's own comparison. vecstore (``col.search``) and raw hnswlib
+    (``set_ef(ef)`` + ``knn_query(q, k=10)``), each on its own graph built with the same M /
+    ef_construction / seed, timed in alternating passes over all queries at every ef of the
+    sweep, in one process, so both see the same machine state. Per ef: each system's best
+    pass (µs per query) and its recall@10; ann.py interpolates QPS at equal recall."""
+    import hnswlib
+    from _common import recall
+    p = a.params
+    M, efc = p.get("M", 16), p.get("ef_construction", 200)
+    col = vecstore.connect(a.workdir).create_database("b").require_collection("c", dim=data.dim, metric="l2")
+    col.add(data.base)  # auto ids 0..n-1 = row numbers
+    col.build_index("HNSW-L2", M=M, ef_construction=efc)
+    raw = hnswlib.Index(space="l2", dim=data.dim)
+    raw.init_index(max_elements=data.n, M=M, ef_construction=efc, random_seed=100)
+    raw.add_items(data.base, np.arange(data.n))
+    passes = int(p.get("passes", 3))
+    rows = []
+    for ef in a.sweep:
+        raw.set_ef(ef)
+        systems = {"vecstore": lambda q: col.search(q, k=10, nprobe=ef).ids,
+                   "hnswlib": lambda q: raw.knn_query(q, k=10)[0][0]}
+        best = dict.fromkeys(systems, float("inf"))
+        for _ in range(passes):
+            for name, fn in systems.items():
+                t = time.perf_counter()
+                for q in data.queries:
+                    fn(q)
+                best[name] = min(best[name], (time.perf_counter() - t) / len(data.queries))
+        row = {"breadth": ef, "load": os.getloadavg()[0]}
+        for name, fn in systems.items():
+            row[f"{name}_us"] = best[name] * 1e6
+            row[f"{name}_qps"] = 1.0 / best[name]
+            row[f"{name}_recall"] = recall([np.asarray(fn(q), np.int64) for q in data.queries], data.gt)
+        log(f"  ef {ef}: vecstore {row['vecstore_us']:.1f} us (recall {row['vecstore_recall']:.4f}) "
+            f"hnswlib {row['hnswlib_us']:.1f} us (recall {row['hnswlib_recall']:.4f})")
+        rows.append(row)
+    emit({"system": "search-ab", "version": vecstore.__version__, "passes": passes, "sweep": rows})
+
+
 def main() -> None:
     a = parse_args()
     data = Data(a.data, a.mode)
     p = a.params
     if a.variant == "build-ab":
         build_ab(data, a)
+        return
+    if a.variant == "search-ab":
+        search_ab(data, a)
         return
     client = vecstore.connect(a.workdir)
     col = client.create_database("b").require_collection("c", dim=data.dim, metric="l2")

@@ -133,6 +133,13 @@ class VectorIndex(ABC):
         candidates scored (for ``search_profile``).
         """
 
+    def search_trusted(self, queries: np.ndarray, k: int, breadth: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` without a filter, for callers that validated ``queries`` (a C-contiguous
+        float32 ``(m, dim)`` matrix), ``k`` and ``breadth`` already: the collection's hot path.
+        Returns ``(labels, scores)``; indexes override it where re-checking costs measurably."""
+        labels, scores, _ = self.search(queries, k, breadth=breadth)
+        return labels, scores
+
     @abstractmethod
     def __len__(self) -> int:
         """Number of live labels."""

@@ -467,6 +467,28 @@ class HnswIndex(VectorIndex):
         visited = m * int(min(index.element_count, ef * self.M / frac))
         return (*self._finish(raw_labels, raw_dist, k), visited)
 
+    def search_trusted(self, queries: np.ndarray, k: int, breadth: int | None) -> tuple[np.ndarray, np.ndarray]:
+        # The unfiltered hot path (validated by the collection): one lock round trip and the
+        # query; anything unusual (empty index, an unreachable-nodes error) takes search().
+        ef = breadth or self.ef
+        lock = self._lock
+        lock.acquire_read()
+        try:
+            index, live = self._index, self._live
+            if index is None or live < k or live < ef:
+                raw_labels = None
+            else:
+                try:
+                    raw_labels, raw_dist = index.knn_query(queries, k=ef if ef > k else k)
+                except RuntimeError:
+                    raw_labels = None
+        finally:
+            lock.release_read()
+        if raw_labels is None:
+            labels, scores, _ = self.search(queries, k, breadth=breadth)
+            return labels, scores
+        return self._finish(raw_labels, raw_dist, k)
+
     def _finish(self, raw_labels: np.ndarray, raw_dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         got = raw_labels.shape[1]
         labels = raw_labels.view(np.int64)

@@ -45,10 +45,13 @@ class _Side:
 class RWLock:
     """Readers-writer lock: ``with lock.read:`` (shared) and ``with lock.write:`` (exclusive)."""
 
-    __slots__ = ("_cond", "_readers", "_writers_waiting", "_writing", "read", "write")
+    __slots__ = ("_cond", "_mutex", "_readers", "_writers_waiting", "_writing", "read", "write")
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # ``with self._mutex`` rather than ``with self._cond``: the same lock, entered from C
+        # instead of through Condition's Python-level __enter__ (a search takes two read locks).
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writing = False
         self._writers_waiting = 0
@@ -71,19 +74,19 @@ class RWLock:
         return self._writing
 
     def acquire_read(self) -> None:
-        with self._cond:
+        with self._mutex:
             while self._writing or self._writers_waiting:
                 self._cond.wait()
             self._readers += 1
 
     def release_read(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._readers -= 1
             if self._readers == 0 and self._writers_waiting:
                 self._cond.notify_all()
 
     def acquire_write(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._writers_waiting += 1
             try:
                 while self._writing or self._readers:
@@ -96,6 +99,6 @@ class RWLock:
             self._writing = True
 
     def release_write(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._writing = False
             self._cond.notify_all()
