@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import vecstore
 import vecstore.portability as portability
 from conftest import clustered
 from vecstore.errors import (AlreadyExistsError, ClosedError, CorruptionError, ForbiddenPathError,
@@ -572,3 +573,52 @@ def test_resolve_confined(tmp_path):
         resolve_confined("a", [])
     with pytest.raises(ForbiddenPathError):
         resolve_confined(b"snaps/a", [root])  # type: ignore[arg-type]
+
+
+_RESTORE_AND_HANG = r"""
+import sys, time, vecstore, vecstore.portability as p
+original = p._restore_store
+def restore_then_hang(*a, **kw):
+    original(*a, **kw)
+    sys.stdout.write("staged\n")  # one write: the parent counts whole lines only
+    time.sleep(60)
+p._restore_store = restore_then_hang
+vecstore.connect(sys.argv[1]).get_database("app").restore_collection("items", sys.argv[2], overwrite=True)
+"""
+
+
+def _staged(root: Path) -> list[Path]:
+    return sorted(root.rglob(portability._STAGING + "*"))
+
+
+def test_a_restore_killed_midway_leaves_nothing_behind(local_client, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    db = local_client.create_database("app")
+    col = db.require_collection("items", dim=8)
+    col.add(np.eye(8, dtype=np.float32), ids=list(range(8)))
+    snap = db.snapshot_collection("items", tmp_path / "items.snap")
+    root = local_client.root
+    local_client.close()
+    child = subprocess.Popen([sys.executable, "-c", _RESTORE_AND_HANG, str(root), snap],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "staged\n"
+        held = _staged(root)
+        assert len(held) == 1 and (held[0] / "new").exists()
+        # while the restoring process lives, another process's open must not touch its folder
+        other = vecstore.connect(root, read_only=False)
+        other.get_database("app")
+        assert _staged(root) == held
+        other.close()
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        again = vecstore.connect(root)
+        col = again.get_database("app").get_collection("items")
+        assert _staged(root) == []  # swept at open
+        assert sorted(col.search(np.eye(8, dtype=np.float32)[3], k=1).ids) == [3]  # old data intact
+        again.close()
+    finally:
+        child.kill()
+        child.wait()

@@ -26,7 +26,7 @@ from .errors import AlreadyExistsError, ClosedError, DimensionMismatchError, Inv
 from .indexes.base import parse_metric
 from .jobs import JobManager, RefreshJob
 from .external.refresh import DatabaseExternal
-from .portability import ClientPortability, DatabasePortability
+from .portability import ClientPortability, DatabasePortability, sweep_staging
 from .views import DatabaseViews
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class Client(ClientPortability):
         self.durability = durability
         if not read_only:
             self.root.mkdir(parents=True, exist_ok=True)
+            sweep_staging(self.root)  # a restore_database killed midway
         elif not self.root.is_dir():
             raise NotFoundError(f"path: no vecstore folder at {self.root}")
         self._databases: dict[str, Database] = {}
@@ -175,6 +176,8 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         self._collections: dict[str, Collection] = {}
         self._closed = False
         self._job_manager: JobManager | None = None
+        if not client.read_only and path.is_dir():
+            sweep_staging(path)  # a restore_collection / import_collection killed midway
 
     def __repr__(self) -> str:
         return f"<vecstore.Database {self.name!r}>"

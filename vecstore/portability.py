@@ -48,13 +48,16 @@ next to the target, then swap it in with renames; a failure leaves the target as
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import struct
 import tempfile
+import time
 from array import array
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,7 +87,10 @@ _MAGIC, _END = b"VECSNAP\n", b"VECSEND\n"
 _HEAD = struct.Struct("<8sI")
 _FOOT = struct.Struct("<QQ32s8s")
 _REC = struct.Struct("<II")
+log = logging.getLogger("vecstore.portability")
+
 _STAGING = ".vecstore-tmp-"
+_STAGING_LOCK = ".in-use"
 _CHUNK = 50_000              # rows per import transaction
 _BATCH_BYTES = 16 << 20      # raw records per restore transaction
 _IO = 1 << 20
@@ -174,10 +180,58 @@ def _atomic_file(target: Path, what: str) -> Iterator[BinaryIO]:
         Path(tmp).unlink(missing_ok=True)
 
 
-def _staging(parent: Path) -> Path:
+@contextmanager
+def _staging(parent: Path) -> Iterator[Path]:
     """A private folder next to the target: same filesystem (renames are atomic), and hidden
-    from ``show_collections``/``list_databases`` (no store or marker at its top level)."""
-    return Path(tempfile.mkdtemp(prefix=_STAGING, dir=parent))
+    from ``show_collections``/``list_databases`` (no store or marker at its top level). It is
+    ``flock``-ed while in use, so :func:`sweep_staging` can tell a crash's leftover from the
+    staging folder of a restore running in another process."""
+    path = Path(tempfile.mkdtemp(prefix=_STAGING, dir=parent))
+    fd = os.open(path / _STAGING_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
+
+
+def sweep_staging(parent: Path) -> list[Path]:
+    """Delete the staging folders under ``parent`` that no process holds: the leftovers of a
+    restore or import killed midway (their size is the data being restored). A folder without
+    its lock file yet is left alone for a minute (it may be being created). Returns the removed
+    folders.
+
+    >>> sweep_staging(Path(tempfile.mkdtemp()))
+    []
+    """
+    removed = []
+    for path in parent.glob(_STAGING + "*"):
+        try:
+            fd = os.open(path / _STAGING_LOCK, os.O_RDWR)
+        except FileNotFoundError:
+            try:
+                if time.time() - path.stat().st_mtime > 60:
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+            except FileNotFoundError:
+                pass
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: a restore in progress
+            os.close(fd)
+            continue
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("removed %d stale staging folder(s) under %s", len(removed), parent)
+    return removed
 
 
 def _json_bytes(obj: Any, *, indent: int | None = None) -> bytes:
@@ -929,13 +983,10 @@ class DatabasePortability:
             if r.manifest["kind"] != "collection" or len(r.manifest["collections"]) != 1:
                 raise InvalidArgumentError(f"snapshot_path: {path} is a database snapshot; use Client.restore_database")
             entry = r.manifest["collections"][0]
-            staging = _staging(self.path)
-            try:
+            with _staging(self.path) as staging:
                 _restore_store(r, entry, staging / "new", name)
                 _open_restored(self, name, staging / "new", entry, src)
                 return self._portability_publish(name, final, staging, overwrite)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
 
     def import_collection(self: "Database", name: str, path: str | os.PathLike, overwrite: bool = False,
                           *, progress: bool = False) -> "Collection":
@@ -953,8 +1004,7 @@ class DatabasePortability:
         if not src.exists():
             raise NotFoundError(f"export path does not exist: {path}")
         ex = _Export(src)
-        staging = _staging(self.path)
-        try:
+        with _staging(self.path) as staging:
             create = {"dim": ex.dim, "metric": ex.metric, "description": ex.description,
                       "chunk_size": ex.chunk_size, "durability": self.client.durability, "name": name,
                       "kind": "collection"}
@@ -966,8 +1016,6 @@ class DatabasePortability:
                 col._discard()
                 raise
             return self._portability_publish(name, final, staging, overwrite)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 class ClientPortability:
@@ -1008,8 +1056,7 @@ class ClientPortability:
         with _SnapshotReader(src) as r:
             if r.manifest["kind"] != "database":
                 raise InvalidArgumentError(f"snapshot_path: {path} is a collection snapshot; use Database.restore_collection")
-            staging = _staging(self.root)
-            try:
+            with _staging(self.root) as staging:
                 new = staging / "new"
                 new.mkdir()
                 tmp_db = Database(self, name, new)
@@ -1026,7 +1073,5 @@ class ClientPortability:
                         old.close()
                 _swap_in(new, final, staging, exists=lambda: self.database_exists(name), overwrite=overwrite,
                          what=f"database_name: database {name!r}", close_old=close_old)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
         return self.get_database(name)
 
