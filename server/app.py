@@ -445,8 +445,8 @@ class VecstoreHTTPServer(socketserver.ThreadingTCPServer):
             if route.invalidates:
                 self.forget_handles()
         shaped = route.respond(result, call)
-        if route.reply == "binary":
-            return Reply(200, shaped, "application/octet-stream")
+        if route.reply == "binary":  # bytes; or a Reply for another status (/read_blob's 204)
+            return shaped if isinstance(shaped, Reply) else Reply(200, shaped, "application/octet-stream")
         if route.reply == "raw":
             return shaped if isinstance(shaped, Reply) else Reply(200, shaped)
         if route.envelope == "zilliz":

@@ -94,7 +94,7 @@ def _parameters(route: Route) -> list[dict]:
 
 def _success(route: Route) -> dict:
     if route.reply == "binary":
-        return {"description": "Binary block (little-endian; see lynse_api §5)",
+        return {"description": route.returns or "Binary block (little-endian; see lynse_api §5)",
                 "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
     if route.path == "/metrics":
         return {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}
@@ -149,6 +149,8 @@ def build_openapi(routes: tuple[Route, ...], server_url: str = "http://127.0.0.1
             "summary": route.summary or route.path.strip("/").replace("_", " ").capitalize(),
             "responses": {"200": _success(route), **_errors(route)},
         }
+        if route.no_content:
+            op["responses"]["204"] = {"description": route.no_content.capitalize()}
         if route.path in PUBLIC_PATHS:
             op["security"] = []
         parameters = _parameters(route)

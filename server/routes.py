@@ -368,6 +368,7 @@ class Route:
     returns: str = ""
     envelope: str = "lynse"  # "lynse" | "zilliz" | "lance": success and error body shapes
     invalidates: bool = False  # drops, restores or imports: the server forgets cached handles
+    no_content: str = ""  # when the route may answer 204 No Content: the case, for /openapi.json
 
     def __post_init__(self) -> None:
         assert self.target in ("server", "client", "database", "collection"), self.target
@@ -575,6 +576,15 @@ def _rows_block(r, call):
     return wire.encode_rows_block(r.vectors, r.ids, r.fields)
 
 
+def _write_blob(c, body, key):
+    c.write_blob(key, body)
+
+
+def _blob_reply(data, call):
+    # LynseDB HEAD: the bytes as they are, or 204 No Content when the key is absent.
+    return Reply(204, b"", "") if data is None else data
+
+
 def _echo(*names: str):
     return lambda r, call: {n: call.args.get(n) for n in names}
 
@@ -761,6 +771,18 @@ ROUTES: tuple[Route, ...] = (
           method="GET", body="none", reply="binary", tag="read"),
     Route("/tail_binary", "collection", "tail", (P("n", "int", limit="top_k"),), _rows_block,
           method="GET", body="none", reply="binary", tag="read"),
+    Route("/write_blob", "collection", _write_blob, (P("key", "str", True, doc="the blob's key"),),
+          lambda r, c: {"written": True}, body="binary", tag="blob",
+          summary="Store the raw request body as blob `key` (replacing it)."),
+    Route("/read_blob", "collection", "read_blob",
+          (P("key", "str", True), P("offset", "uint", doc="first byte"), P("length", "uint", doc="bytes at most")),
+          _blob_reply, method="GET", body="none", reply="binary", tag="blob", no_content="there is no blob with this key",
+          returns="the blob's bytes from offset, at most length of them",
+          summary="The blob's bytes (application/octet-stream); 204 when there is no such key."),
+    Route("/delete_blob", "collection", "delete_blob", (P("key", "str", True),),
+          lambda r, c: {"deleted": bool(r)}, tag="blob"),
+    Route("/list_blobs", "collection", "list_blobs", (), lambda r, c: {"keys": list(r)}, method="GET",
+          body="none", tag="blob", summary="The blob keys."),
     Route("/read_by_only_id", "collection", "read_by_only_id", (P("id", "id_or_ids", True),),
           lambda r, c: {"item": r.to_dict()}, tag="read"),
     Route("/list_fields", "collection", "list_fields", (), lambda r, c: {"fields": list(r)}, tag="read"),

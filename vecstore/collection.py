@@ -28,6 +28,7 @@ import numpy as np
 from . import validation as v
 from .errors import (AlreadyExistsError, ClosedError, CorruptionError, InvalidArgumentError,
                      NotFoundError, ReadOnlyError)
+from .blobs import CollectionBlobs
 from .collection_ext import DerivedIndexes
 from .portability import CollectionPortability
 from .filters import FieldColumns, compile_where
@@ -58,7 +59,7 @@ def _progress(iterable: Iterable, total: int | None, enabled: bool, desc: str):
     return tqdm(iterable, total=total, desc=desc, unit="rows", disable=None)
 
 
-class Collection(DerivedIndexes, CollectionPortability):
+class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
     """Rows with a public id, a dense ``default`` vector, optional named and sparse vectors and
     metadata ``fields``; searchable by k-NN, filters, BM25, sparse and hybrid queries.
 

@@ -4,7 +4,7 @@ Two formats, for two jobs:
 
 **Snapshot** (``col.snapshot_to(p)``, ``client.snapshot_database(name, p)``): one file, private
 to vecstore, that restores *exactly* what was stored: rows, soft-deleted rows, labels, named
-and sparse vectors, config, index modes, the commit counter. It is written from **one LMDB read
+and sparse vectors, blobs, config, index modes, the commit counter. It is written from **one LMDB read
 transaction** per collection, so it is a consistent point in time even while writers run. It
 holds the LMDB records (not the LMDB file, and never the derived hnswlib/IVF/tantivy files):
 restoring writes them into a fresh store and rebuilds every index from the rows, so a snapshot
@@ -37,6 +37,8 @@ keys agree)::
     vectors.npy            (count, dim) float32, row i = line i of metadata.jsonl
     vectors.<f>.npy        named field f: (n_f, dim_f) float32, only rows that have one ...
     vectors.<f>.rows.npy   ... and their line numbers in metadata.jsonl (int64, ascending)
+    blobs.jsonl            only when the collection has blobs (manifest "blobs_file"): one
+                           line per blob in key order, {"base64": ..., "key": ...}
 
 Every file is deterministic (sorted keys, fixed separators, no timestamps), so exporting an
 import of an export gives the same bytes. Soft-deleted rows are not exported. LynseDB's own
@@ -48,6 +50,8 @@ next to the target, then swap it in with renames; a failure leaves the target as
 
 from __future__ import annotations
 
+import base64
+import binascii
 import fcntl
 import hashlib
 import json
@@ -634,6 +638,14 @@ def _write_export(col: "Collection", d: Path, progress: bool) -> None:
             fields.append({"name": fname, "dimension": spec["dim"], "metric": spec["metric"],
                            "index_mode": rec.get("mode"), "index_params": rec.get("params"),
                            "count": fw.n, "vectors_file": vf, "rows_file": rf})
+        n_blobs = 0
+        if t.count_raw("blobs"):  # only then a blobs file: exports without blobs stay as they were
+            with open(d / "blobs.jsonl", "wb", buffering=_IO) as bf:
+                for key, data in t.iter_raw("blobs"):
+                    bf.write(_json_bytes({"key": bytes(key).decode(), "base64": base64.b64encode(data).decode()}) + b"\n")
+                    n_blobs += 1
+                bf.flush()
+                os.fsync(bf.fileno())
     rec = records.get("default") or {}
     manifest = {
         "export_type": EXPORT_TYPE, "export_format": EXPORT_FORMAT, "export_version": EXPORT_VERSION,
@@ -647,6 +659,9 @@ def _write_export(col: "Collection", d: Path, progress: bool) -> None:
         "vector_fields": fields,
     }
     names = ["metadata.jsonl", "vectors.npy"] + [n for f in fields for n in (f["vectors_file"], f["rows_file"])]
+    if n_blobs:
+        manifest["blobs_file"], manifest["counts"]["blobs"] = "blobs.jsonl", n_blobs
+        names.append("blobs.jsonl")
     manifest["files"] = {n: {"bytes": (d / n).stat().st_size, "sha256": sha256_file(d / n)} for n in names}
     (d / "export_manifest.json").write_bytes(_json_bytes(manifest, indent=2) + b"\n")
     fsync_path(d / "export_manifest.json")
@@ -758,6 +773,8 @@ class _Export:
             if not isinstance(info, dict) or p.stat().st_size != info.get("bytes") or sha256_file(p) != info.get("sha256"):
                 raise CorruptionError(f"{p}: checksum mismatch: the export is damaged or incomplete")
         wanted = [self.m.get("metadata_file"), self.m.get("vectors_file")]
+        if "blobs_file" in self.m:
+            wanted.append(self.m["blobs_file"])
         for f in self.m.get("vector_fields") or []:
             if isinstance(f, dict):
                 wanted += [f.get("vectors_file"), f.get("rows_file")]
@@ -849,6 +866,8 @@ def _import_rows(col: "Collection", ex: _Export, progress: bool) -> None:
         col._storage.write(lambda t, name=name: t.put_meta(
             f"vfield:{name}", {**t.get_meta(f"vfield:{name}"), "metric": "cosine"}))
         col._named[name].metric = "cosine"
+    if not ex.lynse and "blobs_file" in ex.m:
+        _import_blobs(col, ex._file(ex.m["blobs_file"]))
     try:
         if ex.index_mode is not None:
             col.build_index(ex.index_mode, **_params(ex.index_params))
@@ -857,6 +876,17 @@ def _import_rows(col: "Collection", ex: _Export, progress: bool) -> None:
                 col.build_vector_field_index(f["name"], f["mode"], **_params(f["params"]))
     except InvalidArgumentError as e:
         raise CorruptionError(f"{ex.src}: the exported index cannot be rebuilt ({e})") from None
+
+
+def _import_blobs(col: "Collection", path: Path) -> None:
+    with open(path, "rb") as fp:
+        for line_no, raw in enumerate(fp, 1):
+            try:
+                rec = json.loads(raw)
+                key, data = rec["key"], base64.b64decode(rec["base64"], validate=True)
+                col.write_blob(key, data)
+            except (ValueError, TypeError, KeyError, binascii.Error, InvalidArgumentError) as e:
+                raise CorruptionError(f"{path}: line {line_no}: not a blob record ({e})") from None
 
 
 def _add_chunk(col: "Collection", ex: _Export, start: int, ids: list, fields: list, sp_ids: list,

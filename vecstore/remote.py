@@ -345,6 +345,11 @@ class RemoteCollection:
     def _query(self) -> dict:
         return {"database_name": self.database.name, "collection_name": self.name}
 
+    def _transport(self) -> _Transport:
+        if self._closed:
+            raise ClosedError(f"collection {self.name!r} is closed")
+        return self.database.client._t
+
     # -- config and stats ------------------------------------------------------------------------
     def get_collection_config(self) -> CollectionConfig:
         self._config = CollectionConfig.from_dict(self._call("/get_collection_config")["config"])
@@ -465,6 +470,34 @@ class RemoteCollection:
         self._call("/checkpoint")
 
     # -- reads -----------------------------------------------------------------------------------
+    # -- blobs ----------------------------------------------------------------------------------
+    def write_blob(self, key: str, data: Any) -> None:
+        """See :meth:`vecstore.Collection.write_blob`."""
+        self._transport().call_binary("/write_blob", {**self._query(), "key": v.check_blob_key(key)},
+                                        v.check_bytes(data))
+
+    def read_blob(self, key: str, offset: int = 0, length: int | None = None) -> bytes | None:
+        """See :meth:`vecstore.Collection.read_blob`."""
+        query = {**self._query(), "key": v.check_blob_key(key), "offset": v.check_nonneg_int(offset, param="offset"),
+                 "length": v.check_nonneg_int(length, param="length", allow_none=True)}
+        status, ctype, data = self._transport().request(
+            "GET", "/read_blob", query={k: x for k, x in query.items() if x is not None})
+        if status == 204:
+            return None
+        if status == 200:
+            return data
+        self._transport()._params("/read_blob", status, ctype, data)  # raises the server's error
+        raise AssertionError("unreachable")
+
+    def delete_blob(self, key: str) -> bool:
+        """See :meth:`vecstore.Collection.delete_blob`."""
+        return bool(self._call("/delete_blob", {"key": v.check_blob_key(key)})["deleted"])
+
+    def list_blobs(self) -> list[str]:
+        """See :meth:`vecstore.Collection.list_blobs`."""
+        status, ctype, data = self._transport().request("GET", "/list_blobs", query=self._query())
+        return list(self._transport()._params("/list_blobs", status, ctype, data)["keys"])
+
     def _rows(self, triple: list) -> Rows:
         return Rows.from_dict(triple, self.dim)
 

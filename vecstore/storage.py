@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _U64 = struct.Struct(">Q")
-_SUBDBS = ("meta", "rows", "vec", "ids", "named", "sparse", "log", "jobs")
+_SUBDBS = ("meta", "rows", "vec", "ids", "named", "sparse", "log", "jobs", "blobs")
 DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB of address space to start; the file itself is sparse
 STORE_FORMAT = 1
 
@@ -222,12 +222,31 @@ class Txn:
             yield _unpack(v)
 
     # -- raw records (snapshots, portability.py) ----------------------------------------------
+    def put_blob(self, key: str, data: bytes) -> None:
+        self._txn.put(key.encode(), data, db=self._dbs["blobs"])
+
+    def get_blob(self, key: str) -> bytes | None:
+        if "blobs" not in self._dbs:  # a read-only open of a store written before blobs
+            return None
+        raw = self._txn.get(key.encode(), db=self._dbs["blobs"])
+        return None if raw is None else bytes(raw)
+
+    def delete_blob(self, key: str) -> bool:
+        return self._txn.delete(key.encode(), db=self._dbs["blobs"])
+
+    def iter_blob_keys(self) -> Iterator[str]:
+        if "blobs" in self._dbs:
+            for k in self._txn.cursor(db=self._dbs["blobs"]).iternext(keys=True, values=False):
+                yield bytes(k).decode()
+
     def iter_raw(self, subdb: str) -> Iterator[tuple[bytes, bytes]]:
         """Every ``(key, value)`` of one sub-database exactly as stored, in key order."""
+        if subdb not in self._dbs:  # read-only open of an older store: that sub-db is empty
+            return iter(())
         return iter(self._txn.cursor(db=self._dbs[subdb]))
 
     def count_raw(self, subdb: str) -> int:
-        return self._txn.stat(self._dbs[subdb])["entries"]
+        return self._txn.stat(self._dbs[subdb])["entries"] if subdb in self._dbs else 0
 
     def put_raw(self, subdb: str, key: bytes, value: bytes) -> None:
         """Store a record as given (a restore writing back what :meth:`iter_raw` read)."""
@@ -273,7 +292,12 @@ class Storage:
         try:
             if read_only:
                 # A DBI opened inside a read txn dies with it; let py-lmdb open them itself.
-                self._dbs = {name: self.env.open_db(name.encode(), create=False) for name in _SUBDBS}
+                self._dbs = {}
+                for name in _SUBDBS:
+                    try:
+                        self._dbs[name] = self.env.open_db(name.encode(), create=False)
+                    except lmdb.NotFoundError:  # a sub-db newer than the store (blobs): empty
+                        pass
             else:
                 with self.env.begin(write=True) as txn:
                     self._dbs = {name: self.env.open_db(name.encode(), txn=txn) for name in _SUBDBS}

@@ -223,3 +223,39 @@ def check_positive_int(v: Any, *, param: str, allow_none: bool = True) -> int | 
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 1:
         raise InvalidArgumentError(f"{param}: expected a positive int, got {v!r}")
     return int(v)
+
+
+_MAX_BLOB_KEY = 511  # LMDB's default maximum key size, in bytes
+
+
+def check_blob_key(v: Any, *, param: str = "key") -> str:
+    """A blob key: a non-empty string of at most 511 UTF-8 bytes (LMDB's key limit)."""
+    if not isinstance(v, str) or not v:
+        raise InvalidArgumentError(f"{param}: expected a non-empty string, got {_brief(v)}")
+    try:
+        n = len(v.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(f"{param}: expected valid Unicode text, got {_brief(v)}") from None
+    if n > _MAX_BLOB_KEY:
+        raise InvalidArgumentError(f"{param}: at most {_MAX_BLOB_KEY} UTF-8 bytes, got {n}")
+    return v
+
+
+def check_bytes(v: Any, *, param: str = "data") -> bytes:
+    """Bytes-like data (``bytes``, ``bytearray``, ``memoryview``, a contiguous numpy array) as ``bytes``."""
+    if isinstance(v, bytes):
+        return v
+    if not isinstance(v, str):  # text has no single byte form: the caller encodes it
+        try:
+            return memoryview(v).tobytes()
+        except (TypeError, ValueError):
+            pass
+    raise InvalidArgumentError(f"{param}: expected bytes, got {type(v).__name__}")
+
+
+def check_nonneg_int(v: Any, *, param: str, allow_none: bool = False) -> int | None:
+    if v is None and allow_none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+        raise InvalidArgumentError(f"{param}: expected a non-negative integer, got {_brief(v)}")
+    return int(v)

@@ -344,6 +344,13 @@ EXAMPLES: dict[str, Ex] = {
     "/head": Ex(body={"n": 2}, check=rows_triple("head", ids=[0, 1])),
     "/tail": Ex(body={"n": 2}, check=rows_triple("tail", ids=[4, 5])),
     "/head_binary": Ex(query={"n": 2}, check=rows_block([0, 1])),
+    # -- blobs (LynseDB HEAD) ---------------------------------------------------------------------
+    "/write_blob": Ex(query={"key": "notes/é.bin"}, raw=b"\x00hello\xff", check=eq(written=True)),
+    "/read_blob": Ex(query={"key": "k", "offset": 1, "length": 4}, setup=(("/write_blob", {"key": "k"}, b"abcdef"),),
+                     envelope=False, check=lambda d, c: d == b"bcde" or _fail(d)),
+    "/delete_blob": Ex(body={"key": "k"}, setup=(("/write_blob", {"key": "k"}, b"x"),), check=eq(deleted=True)),
+    "/list_blobs": Ex(setup=(("/write_blob", {"key": "b"}, b"1"), ("/write_blob", {"key": "a"}, b"2")),
+                      check=eq(keys=["a", "b"])),
     "/tail_binary": Ex(query={"n": 2}, check=rows_block([4, 5])),
     "/read_by_only_id": Ex(body={"id": [2, 3]}, check=rows_triple("item", ids=[2, 3])),
     "/list_fields": Ex(check=lambda p, c: {"lang", "n", "title"} <= set(p["fields"]) or _fail(p)),
@@ -418,6 +425,8 @@ AFTER: dict[str, tuple[str, dict, Callable[[Any, dict], bool]]] = {
                             lambda p, c: p["items"]["ids"] == [0]),
     "/delete_items": ("/list_deleted_ids", {}, lambda p, c: p["ids"] == [4]),
     "/delete": ("/list_deleted_ids", {}, lambda p, c: p["ids"] == [4]),
+    "/write_blob": ("/list_blobs", {}, lambda p, c: p["keys"] == ["notes/é.bin"]),
+    "/delete_blob": ("/list_blobs", {}, lambda p, c: p["keys"] == []),
     "/restore_items": ("/list_deleted_ids", {}, lambda p, c: p["ids"] == []),
     "/restore": ("/list_deleted_ids", {}, lambda p, c: p["ids"] == []),
     "/compact": ("/stats", {}, lambda p, c: (p["stats"]["n_vectors"], p["stats"]["n_tombstoned"]) == (5, 0)),
@@ -607,7 +616,7 @@ ADAPTERS = {
     "/collection_shape": ("shape",), "/get_collection_path": ("get_collection_path",),
     "/upsert_items": ("upsert_items", "upsert"), "/bulk_add_binary": ("add",),
     "/add_records_binary": ("add",), "/upsert_records_binary": ("upsert",), "/build_index": ("build_index",),
-    "/search_binary": ("search",), "/batch_search_binary": ("batch_search",),
+    "/search_binary": ("search",), "/batch_search_binary": ("batch_search",), "/write_blob": ("write_blob",),
 }
 # Job routes: adapters on the Client that call these Database members.
 DB_ADAPTERS = {
@@ -712,3 +721,16 @@ def test_cached_handles_follow_database_drop_restore_and_outside_changes(live):
     assert live.post("/create_database", {"database_name": db})[0] == 200
     assert live.post("/required_collection", {"database_name": db, "collection_name": "c", "dim": 4})[0] == 200
     assert _shape(live, "c", db) == (200, [0, 4])
+
+
+def test_read_blob_of_a_missing_key_is_204_and_bad_ranges_are_400(live):
+    coll = fresh_collection(live, rows=())
+    q = {"database_name": DB, "collection_name": coll}
+    status, ctype, data = live.request("GET", "/read_blob", query={**q, "key": "nope"})
+    assert (status, data) == (204, b"")
+    status, _, data = live.request("GET", "/read_blob", query={**q, "key": "k", "offset": -1})
+    assert status == 400 and "offset" in data["error"], data
+    status, _, data = live.request("GET", "/read_blob", query=q)
+    assert status == 400 and "key" in data["error"], data
+    status, _, data = live.request("POST", "/write_blob", query={**q, "key": ""}, raw=b"x")
+    assert status == 400 and "key" in data["error"], data
