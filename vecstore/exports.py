@@ -1,0 +1,418 @@
+"""The export directory format: ``col.export_to(p)`` writes it, ``db.import_collection``
+reads it (vecstore's own, or LynseDB's ``vectors.f32`` + ``metadata.jsonl``). The layout is in
+:mod:`vecstore.portability`'s docstring; the public methods are its mixins.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import struct
+from array import array
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+import numpy as np
+
+from . import validation as v
+from .errors import (
+    AlreadyExistsError,
+    CorruptionError,
+    ForbiddenPathError,
+    InvalidArgumentError,
+    UnsupportedFormatError,
+)
+from .fileio import fsync_path, sha256_file
+from .storage import label_key
+
+if TYPE_CHECKING:
+    from .collection import Collection
+
+EXPORT_TYPE = "vecstore-collection-export"
+EXPORT_FORMAT = "vecstore-collection-jsonl-npy-export"
+EXPORT_VERSION = 1
+LYNSE_EXPORT_TYPE = "lynsedb-collection-export"
+_CHUNK = 50_000              # rows per import transaction
+_IO = 1 << 20
+_FIELD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
+_UNIT_TOL = 1e-4             # a cosine vector this close to unit length is stored as given
+
+
+def _json_bytes(obj: Any, *, indent: int | None = None) -> bytes:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, allow_nan=False, indent=indent,
+                      separators=(",", ": ") if indent else (",", ":")).encode("utf-8")
+
+
+def _bar(enabled: bool, total: int | None, desc: str, unit: str = "rows"):
+    from tqdm.auto import tqdm
+    # disable=None: tqdm switches itself off when stderr is not a terminal.
+    return tqdm(total=total, desc=desc, unit=unit, disable=None if enabled else True)
+
+
+# =========================================================================== export =========
+class _NpyWriter:
+    """A ``.npy`` file written row by row: the header is rewritten with the final row count
+    (its length does not change: numpy pads 2-D headers to 128 bytes)."""
+
+    def __init__(self, path: Path, descr: str, tail: tuple[int, ...]) -> None:
+        self.path, self.descr, self.tail, self.n = path, descr, tail, 0
+        self.fp = open(path, "wb", buffering=_IO)
+        self.head_len = len(self._header(0))
+        self.fp.write(self._header(0))
+
+    def _header(self, n: int) -> bytes:
+        import io
+        out = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            out, {"descr": self.descr, "fortran_order": False, "shape": (n, *self.tail)})
+        return out.getvalue()
+
+    def write(self, data: bytes, rows: int) -> None:
+        self.fp.write(data)
+        self.n += rows
+
+    def close(self) -> None:
+        head = self._header(self.n)
+        assert len(head) == self.head_len, "npy header length changed"
+        self.fp.seek(0)
+        self.fp.write(head)
+        self.fp.flush()
+        os.fsync(self.fp.fileno())
+        self.fp.close()
+
+
+def _write_export(col: "Collection", d: Path, progress: bool) -> None:
+    """Stream the live rows of one read transaction into the export files in ``d``."""
+    f32 = np.dtype(np.float32).str
+    with col._storage.read() as t:
+        cfg = t.get_meta("config")
+        dim = cfg["dim"]
+        named = [(k[len("vfield:"):], spec) for k, spec in t.iter_meta("vfield:")]
+        records = {k[len("index:"):]: rec for k, rec in t.iter_meta("index:")}
+        live = array("Q")
+        n_sparse = 0
+        bar = _bar(progress, t.count_rows(), f"export {col.name}")
+        vw = _NpyWriter(d / "vectors.npy", f32, (dim,))
+        try:
+            with open(d / "metadata.jsonl", "wb", buffering=_IO) as mf:
+                sparse = t.iter_sparse()
+                nxt = next(sparse, None)
+                vecs = t.iter_vecs()
+                for label, row in t.iter_rows():
+                    key, blob = next(vecs, (None, None))
+                    if key != label_key(label) or len(blob) != 4 * dim:
+                        raise CorruptionError(f"{col.path}: row {label} has no matching vector")
+                    bar.update(1)
+                    while nxt is not None and nxt[0] < label:
+                        nxt = next(sparse, None)
+                    if row[2]:
+                        continue
+                    line: dict = {"id": row[0], "field": row[1]}
+                    if nxt is not None and nxt[0] == label:
+                        line["sparse"] = {"indices": np.frombuffer(nxt[1], np.uint32).tolist(),
+                                          "values": np.frombuffer(nxt[2], np.float32).tolist()}
+                        n_sparse += 1
+                    mf.write(_json_bytes(line) + b"\n")
+                    vw.write(blob, 1)
+                    live.append(label)
+                mf.flush()
+                os.fsync(mf.fileno())
+        finally:
+            vw.close()
+            bar.close()
+        live_labels = np.frombuffer(live, dtype=np.uint64) if len(live) else np.empty(0, np.uint64)
+        fields = []
+        for fname, spec in named:
+            vf, rf = f"vectors.{fname}.npy", f"vectors.{fname}.rows.npy"
+            fw = _NpyWriter(d / vf, f32, (spec["dim"],))
+            rw = _NpyWriter(d / rf, np.dtype("<i8").str, ())
+            try:
+                for chunk in _chunked(t.iter_named(fname), _CHUNK):
+                    labels = np.fromiter((lb for lb, _ in chunk), dtype=np.uint64, count=len(chunk))
+                    pos = np.searchsorted(live_labels, labels)
+                    ok = pos < len(live_labels)
+                    ok[ok] = live_labels[pos[ok]] == labels[ok]
+                    for (_, blob), p, keep in zip(chunk, pos.tolist(), ok.tolist()):
+                        if keep:
+                            fw.write(blob, 1)
+                            rw.write(struct.pack("<q", p), 1)
+            finally:
+                fw.close()
+                rw.close()
+            rec = records.get(fname) or {}
+            fields.append({"name": fname, "dimension": spec["dim"], "metric": spec["metric"],
+                           "index_mode": rec.get("mode"), "index_params": rec.get("params"),
+                           "count": fw.n, "vectors_file": vf, "rows_file": rf})
+        n_blobs = 0
+        if t.count_raw("blobs"):  # only then a blobs file: exports without blobs stay as they were
+            with open(d / "blobs.jsonl", "wb", buffering=_IO) as bf:
+                for key, data in t.iter_raw("blobs"):
+                    bf.write(_json_bytes({"key": bytes(key).decode(), "base64": base64.b64encode(data).decode()}) + b"\n")
+                    n_blobs += 1
+                bf.flush()
+                os.fsync(bf.fileno())
+    rec = records.get("default") or {}
+    manifest = {
+        "export_type": EXPORT_TYPE, "export_format": EXPORT_FORMAT, "export_version": EXPORT_VERSION,
+        "format": "vecstore-export", "format_version": EXPORT_VERSION,
+        "collection_name": col.name, "dimension": dim, "metric": cfg["metric"], "count": vw.n,
+        "vector_dtype": "float32", "byte_order": "little-endian" if f32[0] == "<" else "big-endian",
+        "metadata_file": "metadata.jsonl", "vectors_file": "vectors.npy",
+        "index_mode": rec.get("mode"), "index_params": rec.get("params"),
+        "description": cfg.get("description"), "chunk_size": cfg.get("chunk_size", 100_000),
+        "counts": {"rows": vw.n, "sparse": n_sparse, "vector_fields": {f["name"]: f["count"] for f in fields}},
+        "vector_fields": fields,
+    }
+    names = ["metadata.jsonl", "vectors.npy"] + [n for f in fields for n in (f["vectors_file"], f["rows_file"])]
+    if n_blobs:
+        manifest["blobs_file"], manifest["counts"]["blobs"] = "blobs.jsonl", n_blobs
+        names.append("blobs.jsonl")
+    manifest["files"] = {n: {"bytes": (d / n).stat().st_size, "sha256": sha256_file(d / n)} for n in names}
+    (d / "export_manifest.json").write_bytes(_json_bytes(manifest, indent=2) + b"\n")
+    fsync_path(d / "export_manifest.json")
+
+
+def _chunked(it: Iterable, n: int) -> Iterator[list]:
+    buf: list = []
+    for x in it:
+        buf.append(x)
+        if len(buf) >= n:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+# =========================================================================== import =========
+class _Export:
+    """A validated export directory (ours or LynseDB's), its arrays opened read-only."""
+
+    def __init__(self, src: Path) -> None:
+        self.src = src
+        mpath = src / "export_manifest.json"
+        if not src.is_dir() or not mpath.is_file():
+            raise CorruptionError(f"{src}: not an export directory (no export_manifest.json)")
+        try:
+            m = json.loads(mpath.read_bytes())
+        except ValueError as e:
+            raise CorruptionError(f"{mpath}: unreadable manifest ({e})") from None
+        if not isinstance(m, dict):
+            raise CorruptionError(f"{mpath}: expected a JSON object")
+        kind = m.get("export_type")
+        if kind not in (EXPORT_TYPE, LYNSE_EXPORT_TYPE):
+            raise UnsupportedFormatError(f"{mpath}: export_type {kind!r} is not a vecstore or LynseDB export")
+        if m.get("export_version") != EXPORT_VERSION or (kind == EXPORT_TYPE and m.get("format_version") != EXPORT_VERSION):
+            raise UnsupportedFormatError(f"{mpath}: export version {m.get('export_version')!r}; "
+                                         f"this vecstore reads version {EXPORT_VERSION}")
+        self.m, self.lynse = m, kind == LYNSE_EXPORT_TYPE
+        self.dim = self._int(m.get("dimension"), 1, 65536, "dimension")
+        self.count = self._int(m.get("count"), 0, 1 << 62, "count")
+        self.metric = self._metric(m.get("metric", "ip"), "metric")
+        desc = m.get("description")
+        self.description = desc if isinstance(desc, str) else None
+        cs = m.get("chunk_size", 100_000)
+        self.chunk_size = cs if isinstance(cs, int) and not isinstance(cs, bool) and cs > 0 else 100_000
+        if not self.lynse:
+            self._check_files()
+        self.metadata = self._file(m.get("metadata_file", "metadata.jsonl"))
+        if self.lynse:
+            if m.get("vector_dtype", "f32") not in ("f32", "float32") or m.get("byte_order", "little-endian") != "little-endian":
+                raise UnsupportedFormatError(f"{mpath}: vectors must be little-endian float32")
+            vpath = self._file(m.get("vectors_file", "vectors.f32"))
+            if vpath.stat().st_size != self.count * self.dim * 4:
+                raise CorruptionError(f"{vpath}: {vpath.stat().st_size} bytes, expected count x dimension x 4 = "
+                                      f"{self.count * self.dim * 4}")
+            self.vectors = (np.memmap(vpath, dtype="<f4", mode="r", shape=(self.count, self.dim))
+                            if self.count else np.empty((0, self.dim), np.float32))
+            self.index_mode, self.index_params, self.fields = None, None, []
+            return
+        self.vectors = self._npy(m.get("vectors_file"), (self.count, self.dim), "f")
+        self.index_mode, self.index_params = m.get("index_mode"), m.get("index_params")
+        self.fields = []
+        specs = m.get("vector_fields") or []
+        if not isinstance(specs, list):
+            raise CorruptionError(f"{mpath}: vector_fields must be a list")
+        for f in specs:
+            if not isinstance(f, dict) or not isinstance(f.get("name"), str) or not _FIELD_NAME.match(f["name"]) \
+                    or f["name"] == "default":
+                raise CorruptionError(f"{mpath}: bad vector field entry {str(f)[:120]}")
+            fdim = self._int(f.get("dimension"), 1, 65536, f"{f['name']}.dimension")
+            n = self._int(f.get("count"), 0, self.count, f"{f['name']}.count")
+            rows = np.asarray(self._npy(f.get("rows_file"), (n,), "i"), dtype=np.int64)
+            if n and (rows[0] < 0 or rows[-1] >= self.count or (np.diff(rows) <= 0).any()):
+                raise CorruptionError(f"{src / f['rows_file']}: row numbers must ascend within [0, {self.count})")
+            self.fields.append({"name": f["name"], "dim": fdim, "metric": self._metric(f.get("metric"), f["name"]),
+                                "mode": f.get("index_mode"), "params": f.get("index_params"),
+                                "rows": rows, "vectors": self._npy(f.get("vectors_file"), (n, fdim), "f")})
+
+    def _int(self, x: Any, lo: int, hi: int, key: str) -> int:
+        if not isinstance(x, int) or isinstance(x, bool) or not lo <= x <= hi:
+            raise CorruptionError(f"{self.src}: manifest {key} must be an int in [{lo}, {hi}], got {x!r}")
+        return x
+
+    def _metric(self, x: Any, what: str) -> str:
+        from .indexes.base import parse_metric
+        try:
+            return parse_metric(x, param=what)
+        except InvalidArgumentError as e:
+            raise CorruptionError(f"{self.src}: {e}") from None
+
+    def _file(self, name: Any) -> Path:
+        """A file the manifest names: a plain name inside the export, never a path elsewhere."""
+        if not isinstance(name, str) or not _FILE_NAME.match(name):
+            raise ForbiddenPathError(f"{self.src}: the manifest names a file outside the export: {str(name)[:80]!r}")
+        p = self.src / name
+        real = os.path.realpath(p)
+        if os.path.dirname(real) != os.path.realpath(self.src):
+            raise ForbiddenPathError(f"{self.src}: {name} leads outside the export (symlink)")
+        if not p.is_file():
+            raise CorruptionError(f"{self.src}: {name} is missing")
+        return p
+
+    def _check_files(self) -> None:
+        files = self.m.get("files")
+        if not isinstance(files, dict):
+            raise CorruptionError(f"{self.src}: manifest has no file checksums")
+        for name, info in files.items():
+            p = self._file(name)
+            if not isinstance(info, dict) or p.stat().st_size != info.get("bytes") or sha256_file(p) != info.get("sha256"):
+                raise CorruptionError(f"{p}: checksum mismatch: the export is damaged or incomplete")
+        wanted = [self.m.get("metadata_file"), self.m.get("vectors_file")]
+        if "blobs_file" in self.m:
+            wanted.append(self.m["blobs_file"])
+        for f in self.m.get("vector_fields") or []:
+            if isinstance(f, dict):
+                wanted += [f.get("vectors_file"), f.get("rows_file")]
+        for w in wanted:
+            self._file(w)
+        missing = [w for w in wanted if w not in files]
+        if missing:
+            raise CorruptionError(f"{self.src}: files without checksums in the manifest: {missing}")
+
+    def _npy(self, name: Any, shape: tuple[int, ...], kind: str) -> np.ndarray:
+        path = self._file(name)
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                if version != (1, 0):
+                    raise ValueError(f"npy version {version}")
+                hshape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        except ValueError as e:
+            raise CorruptionError(f"{path}: not a readable .npy file ({e})") from None
+        ok_dtype = dtype == np.dtype("<f4" if kind == "f" else "<i8") or dtype == np.dtype(">f4" if kind == "f" else ">i8")
+        if tuple(hshape) != shape or fortran or not ok_dtype:
+            raise CorruptionError(f"{path}: expected {'float32' if kind == 'f' else 'int64'} of shape {shape}, "
+                                  f"got {dtype} of shape {tuple(hshape)}")
+        if not shape[0]:
+            return np.empty(shape, np.float32 if kind == "f" else np.int64)
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as e:
+            raise CorruptionError(f"{path}: {e}") from None
+
+
+def _unit(vecs: np.ndarray) -> np.ndarray:
+    """Normalise rows that are not already unit length; unit rows keep their exact bits (a
+    second normalisation would change the last bits, and an export would not round-trip)."""
+    norms = np.linalg.norm(vecs, axis=1)
+    if (norms == 0).any():
+        raise InvalidArgumentError("a zero vector has no cosine direction")
+    off = np.abs(norms - 1.0) > _UNIT_TOL
+    if off.any():
+        vecs[off] /= norms[off, None]
+    return vecs
+
+
+def _import_rows(col: "Collection", ex: _Export, progress: bool) -> None:
+    """Rows in chunks of 50,000 (each an add, then its sparse and named vectors), then the
+    indexes, built once over all rows."""
+    cosine_named = [f["name"] for f in ex.fields if f["metric"] == "cosine"]
+    for f in ex.fields:
+        # Cosine fields load as "ip" (no second normalisation of unit vectors, see _unit), and
+        # take their metric back below, before any index is built.
+        col.create_vector_field(f["name"], f["dim"], metric="ip" if f["metric"] == "cosine" else f["metric"])
+    bar = _bar(progress, ex.count, f"import {col.name}")
+    start, line_no = 0, 0
+    try:
+        with open(ex.metadata, "rb") as fp:
+            lines = (ln for ln in fp if ln.strip())
+            for chunk in _chunked(lines, _CHUNK):
+                ids, fields, sp_ids, sp_vecs = [], [], [], []
+                for raw in chunk:
+                    line_no += 1
+                    try:
+                        rec = json.loads(raw)
+                        if not isinstance(rec, dict):
+                            raise ValueError("expected a JSON object")
+                        rid = rec.get("external_id", rec.get("id")) if ex.lynse else rec.get("id")
+                        i = v.check_id(rid, param="id")
+                        field = v.check_fields(rec.get("field"), param="field")
+                    except (ValueError, InvalidArgumentError) as e:
+                        raise CorruptionError(f"{ex.metadata}: line {line_no}: {e}") from None
+                    ids.append(i)
+                    fields.append(field)
+                    if rec.get("sparse") is not None:
+                        sp_ids.append(i)
+                        sp_vecs.append(rec["sparse"])
+                end = start + len(ids)
+                if end > ex.count:
+                    raise CorruptionError(f"{ex.metadata}: more lines than the manifest's count {ex.count}")
+                try:
+                    _add_chunk(col, ex, start, ids, fields, sp_ids, sp_vecs)
+                except (AlreadyExistsError, InvalidArgumentError) as e:
+                    raise CorruptionError(f"{ex.src}: rows {start + 1}-{end}: {e}") from None
+                bar.update(len(ids))
+                start = end
+    finally:
+        bar.close()
+    if start != ex.count:
+        raise CorruptionError(f"{ex.metadata}: {start} rows, the manifest says {ex.count}")
+    for name in cosine_named:
+        col._storage.write(lambda t, name=name: t.put_meta(
+            f"vfield:{name}", {**t.get_meta(f"vfield:{name}"), "metric": "cosine"}))
+        col._named[name].metric = "cosine"
+    if not ex.lynse and "blobs_file" in ex.m:
+        _import_blobs(col, ex._file(ex.m["blobs_file"]))
+    try:
+        if ex.index_mode is not None:
+            col.build_index(ex.index_mode, **_params(ex.index_params))
+        for f in ex.fields:
+            if f["mode"] is not None:
+                col.build_vector_field_index(f["name"], f["mode"], **_params(f["params"]))
+    except InvalidArgumentError as e:
+        raise CorruptionError(f"{ex.src}: the exported index cannot be rebuilt ({e})") from None
+
+
+def _import_blobs(col: "Collection", path: Path) -> None:
+    with open(path, "rb") as fp:
+        for line_no, raw in enumerate(fp, 1):
+            try:
+                rec = json.loads(raw)
+                key, data = rec["key"], base64.b64decode(rec["base64"], validate=True)
+                col.write_blob(key, data)
+            except (ValueError, TypeError, KeyError, binascii.Error, InvalidArgumentError) as e:
+                raise CorruptionError(f"{path}: line {line_no}: not a blob record ({e})") from None
+
+
+def _add_chunk(col: "Collection", ex: _Export, start: int, ids: list, fields: list, sp_ids: list,
+               sp_vecs: list) -> None:
+    """One chunk of rows, then the sparse and named vectors of those rows."""
+    end = start + len(ids)
+    vecs = v.check_vectors(np.asarray(ex.vectors[start:end], dtype=np.float32), ex.dim, param="vectors")
+    col._insert(ids, _unit(vecs) if col.metric == "cosine" else vecs, fields, progress=False)
+    if sp_ids:
+        col.add_sparse_vectors(sp_vecs, ids=sp_ids)
+    for f in ex.fields:
+        lo, hi = np.searchsorted(f["rows"], [start, end]).tolist()
+        if hi > lo:
+            fv = v.check_vectors(np.asarray(f["vectors"][lo:hi], dtype=np.float32), f["dim"], param=f["name"])
+            col.add_named_vectors(f["name"], _unit(fv) if f["metric"] == "cosine" else fv,
+                                  [ids[r - start] for r in f["rows"][lo:hi].tolist()])
+
+
+def _params(p: Any) -> dict:
+    return {k: x for k, x in p.items() if x is not None} if isinstance(p, dict) else {}
