@@ -63,6 +63,7 @@ from vecstore.errors import (
     PayloadTooLargeError,
     VecstoreError,
 )
+from vecstore.indexes.base import lynse_build_params, parse_index_mode
 from vecstore.views import JOB_KIND as MV_JOB_KIND
 from vecstore.views import parse_lance_id
 
@@ -473,7 +474,13 @@ def _batch_search_binary(c, body, dim, n_queries, vector_encoding=None, **kw):
 
 
 def _build_index(c, params=None, **kw):
-    extra = params or {}
+    params = params or {}
+    # The 0.9.0 client also copies params' n_clusters (or n_centroids) to the legacy top level.
+    if "n_clusters" in kw and kw["n_clusters"] in (params.get("n_clusters"), params.get("n_centroids")):
+        del kw["n_clusters"]
+    # Its params dict may hold other index families' keys (LynseDB ignores them): filtered here,
+    # since n_clusters would otherwise become build_index's own argument.
+    extra = lynse_build_params(parse_index_mode(kw.get("index_mode", "FLAT"), default_metric="ip").kind, params)
     clash = sorted(set(extra) & set(kw))
     if clash:
         raise InvalidArgumentError(f"params: {', '.join(clash)} given twice (top level and in params)")
@@ -700,7 +707,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/build_index", "collection", _build_index,
           (P("index_mode", "str"), P("n_clusters", "uint"), P("params", "object")),
           lambda r, c: {"index_mode": c.args.get("index_mode") or c.target.index_mode(),
-                        "n_clusters": c.args.get("n_clusters")}, tag="index"),
+                        "n_clusters": r.get("n_clusters")}, tag="index"),
     Route("/remove_index", "collection", "remove_index", tag="index"),
     Route("/index_mode", "collection", "index_mode", (), lambda r, c: {"index_mode": r}, tag="index"),
     Route("/build_vector_field_index", "collection", "build_vector_field_index",

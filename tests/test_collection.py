@@ -293,3 +293,19 @@ def test_bulk_progress_and_chunking(db):
     assert c.shape == (120_000, 8)
     assert c.search(x[119_999], k=1).ids == (119_999,)
     assert c.search(x[7], k=1).ids == (7,)
+
+
+def test_build_index_takes_lynsedb_shared_kwargs_like_lynsedb(db):
+    """LynseDB's client sends one kwargs dict to every index mode and its server ignores the
+    keys of other index families; ours does too (locally and remotely), keeps its own names
+    strict, and maps LynseDB's names of its parameters."""
+    col = db.require_collection("c", dim=4, metric="l2")
+    col.add(np.random.default_rng(0).standard_normal((300, 4)).astype(np.float32))
+    shared = {"m": 8, "ef_construction": 40, "ef_search": 20, "n_centroids": 4, "nprobe": 2}
+    assert col.build_index("HNSW-L2", **shared)["index_mode"] == "HNSW-L2"
+    assert col.build_index("IVF-L2", **shared) == {"index_mode": "IVF-L2", "n_clusters": 4}
+    assert col.search(np.zeros(4, np.float32), k=3).index == "IVF-L2"
+    with pytest.raises(InvalidArgumentError, match="bogus"):
+        col.build_index("HNSW-L2", bogus=1)
+    with pytest.raises(InvalidArgumentError, match="n_clusters"):
+        col.build_index("HNSW-L2", n_clusters=4)  # our own argument stays strict

@@ -21,7 +21,7 @@ import numpy as np
 from . import validation as v
 from .errors import (AlreadyExistsError, CorruptionError, InvalidArgumentError, InvalidNameError,
                      NotFoundError)
-from .indexes.base import IndexMode, VectorIndex, parse_index_mode, parse_metric
+from .indexes.base import IndexMode, VectorIndex, lynse_build_params, parse_index_mode, parse_metric
 from .table import VectorSpace
 from .types import Id, SearchResult, VectorFieldInfo
 
@@ -195,6 +195,7 @@ class DerivedIndexes:
 
     def _build(self: "Collection", space: VectorSpace, index_mode: str, n_clusters: Any, params: dict) -> dict:
         mode = parse_index_mode(index_mode, default_metric=space.metric)
+        params = lynse_build_params(mode.kind, params)
         if n_clusters is not None:
             if mode.kind != "IVF":
                 raise InvalidArgumentError(f"n_clusters: only IVF indexes take n_clusters, got {n_clusters!r} for {index_mode!r}")

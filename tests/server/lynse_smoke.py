@@ -18,11 +18,7 @@ Only the standard library, numpy and the ``lynse`` client (with its httpx) are u
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import time
-import traceback
 from typing import Any, Callable
 
 import httpx
@@ -30,66 +26,27 @@ import numpy as np
 
 import lynse
 from lynse.api.http_api.client_api import ExecutionError
-
-ROWS = [
-    (0, [1.0, 0.0, 0.0, 0.0], {"lang": "en", "n": 0, "title": "apple pie", "tags": ["a", "b"]}),
-    (1, [0.0, 1.0, 0.0, 0.0], {"lang": "de", "n": 1, "title": "apple strudel", "tags": ["b"]}),
-    (2, [0.0, 0.0, 1.0, 0.0], {"lang": "en", "n": 2, "title": "blue sky", "tags": ["c"]}),
-    (3, [0.0, 0.0, 0.0, 1.0], {"lang": "fr", "n": 3, "title": "green apple", "tags": ["a"]}),
-    (4, [0.5, 0.5, 0.0, 0.0], {"lang": "en", "n": 4, "title": "red car", "tags": ["d"]}),
-    (5, [0.0, 0.0, 0.5, 0.5], {"lang": "de", "n": 5, "title": "fast car", "tags": ["c"]}),
-]
-E0 = [1.0, 0.0, 0.0, 0.0]
+from smoke_base import E0, ROWS, SmokeBase, check_close, check_raises
+from smoke_base import check_eq as _eq
+from smoke_base import check_true as _true
+from smoke_base import main as smoke_main
 
 
-class Smoke:
+
+class Smoke(SmokeBase):
+    prefix = 'smoke'
+
     def __init__(self, url: str, api_key: str | None, backup_dir: str | None, reference: bool = False) -> None:
-        self.url = url.rstrip("/")
-        self.reference = reference
-        self.api_key = api_key
-        self.backup_dir = backup_dir
-        self.tag = f"{os.getpid()}_{int(time.time())}"
-        self.passed = 0
-        self.failed = 0
-        self.s: dict[str, Any] = {}  # state shared between steps
+        super().__init__(url, api_key, backup_dir, reference)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def step(self, name: str, fn: Callable[[], Any], *, extension: bool = False) -> None:
-        """Run one check. ``extension`` marks behaviour vecstore adds on top of LynseDB 0.2.0
-        (skipped with ``--reference``, when the server under test is LynseDB's own)."""
-        if extension and self.reference:
-            print(f"skip {name} (vecstore extension)")
-            return
-        try:
-            fn()
-        except Exception as e:  # noqa: BLE001 - a smoke test reports every failure and goes on
-            self.failed += 1
-            print(f"FAIL {name}: {type(e).__name__}: {e}")
-            if os.environ.get("SMOKE_VERBOSE"):
-                traceback.print_exc()
-        else:
-            self.passed += 1
-            print(f"ok   {name}")
-
-    def server_path(self, name: str) -> str:
-        leaf = f"smoke_{self.tag}_{name}"
-        return os.path.join(self.backup_dir, leaf) if self.backup_dir else leaf
-
     def raw(self, path: str, body: dict) -> dict:
         r = self.http.post(path, json=body)
         assert r.status_code == 200, (r.status_code, r.text[:200])
         return r.json()
-
-    @property
-    def c(self):
-        return self.s["coll"]
-
-    @property
-    def db(self):
-        return self.s["db"]
 
     def names(self) -> dict:
         return {"database_name": self.s["db_name"], "collection_name": "items"}
@@ -365,47 +322,21 @@ class Smoke:
         self.step("drop_database (/drop_database and /delete_database)", drop_databases)
         return self.finish()
 
-    def finish(self) -> int:
-        print(f"{self.passed} passed, {self.failed} failed")
-        return 1 if self.failed or not self.passed else 0
 
 
-def _eq(got: Any, want: Any) -> None:
-    if isinstance(got, np.ndarray):
-        got = got.tolist()
-    if got != want:
-        raise AssertionError(f"expected {want!r}, got {got!r}")
-
-
-def _true(value: Any) -> None:
-    if not value:
-        raise AssertionError("expected a true value")
+ERRORS = (ExecutionError, RuntimeError, ValueError)
 
 
 def _close(got: Any, want: Any, tol: float = 1e-4) -> None:
-    got = np.asarray(got, dtype=np.float64).ravel()
-    want = np.asarray(want, dtype=np.float64).ravel()
-    if got.shape != want.shape or not np.allclose(got, want, atol=tol):
-        raise AssertionError(f"expected {want.tolist()}, got {got.tolist()}")
+    check_close(got, want, tol)
 
 
 def _raises(fn: Callable[[], Any]) -> None:
-    try:
-        fn()
-    except (ExecutionError, RuntimeError, ValueError):
-        return
-    raise AssertionError("expected an error")
+    check_raises(fn, ERRORS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("url")
-    ap.add_argument("--api-key", default=os.environ.get("VECSTORE_API_KEY"))
-    ap.add_argument("--backup-dir", default=None, help="server-side folder for snapshots and exports")
-    ap.add_argument("--reference", action="store_true",
-                    help="the server is LynseDB's own: skip the checks of vecstore extensions")
-    args = ap.parse_args(argv)
-    return Smoke(args.url, args.api_key, args.backup_dir, args.reference).run()
+    return smoke_main(Smoke, __doc__, argv)
 
 
 if __name__ == "__main__":

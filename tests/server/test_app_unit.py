@@ -843,7 +843,7 @@ LIBRARY = {
                    "get_collection_config", "update_description", "commit", "flush", "checkpoint", "close",
                    "build_index", "remove_index", "create_vector_field", "list_vector_fields",
                    "add_named_vectors", "build_vector_field_index", "remove_vector_field_index",
-                   "add_sparse_vectors", "snapshot_to", "export_to"},
+                   "add_sparse_vectors", "snapshot_to", "export_to", "read_blob", "delete_blob", "list_blobs"},
     "server": {"root", "healthz", "readyz", "metrics", "openapi"},
 }
 
@@ -873,11 +873,13 @@ def test_route_table_is_consistent():
                 "/list_fields", "/index_mode", "/is_id_exists", "/max_id", "/delete_items", "/restore_items",
                 "/list_deleted_ids", "/compact", "/snapshot_collection", "/restore_collection",
                 "/export_collection", "/import_collection", "/add", "/upsert", "/delete", "/restore",
-                "/bm25_search", "/add_records_binary", "/upsert_records_binary"}
+                "/bm25_search", "/add_records_binary", "/upsert_records_binary",
+                "/write_blob", "/read_blob", "/delete_blob"}
     assert required <= set(paths), required - set(paths)
     gets = {r.path for r in ROUTES if r.method == "GET"}
     assert gets == {"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/list_databases",
-                    "/head_binary", "/tail_binary", "/v1/materialized_view/{id}/jobs/{job_id}"}
+                    "/head_binary", "/tail_binary", "/read_blob", "/list_blobs",
+                    "/v1/materialized_view/{id}/jobs/{job_id}"}
 
 
 def test_openapi_builds_without_a_server():

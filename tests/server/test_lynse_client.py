@@ -1,13 +1,20 @@
-"""The real LynseDB 0.2.0 Python client against our server (issue 7: "a real client works").
+"""The real LynseDB Python clients against our server (issue 7: "a real client works").
 
-``tests/server/lynse_smoke.py`` (69 checks) runs in a Python 3.12 virtual environment with
-``lynsedb==0.2.0`` (its wheel for 3.11 dies with SIGILL on some CPUs, lynse_api §10-§11),
-against a live server started here with an API key. The environment is, in order:
+Two eras of the client, each in its own Python 3.12 virtual environment, against a live server
+started here with an API key:
 
-1. ``$VECSTORE_LYNSE020_PYTHON`` (an interpreter that has ``lynse``), if set;
-2. ``.peers/lynse020`` in the repository, if it imports ``lynse``;
-3. otherwise created there: ``python3.12 -m venv`` + ``pip install lynsedb==0.2.0`` (PyPI;
-   about a minute, 120 MB). No python3.12, or pip failing, is a skip with the reason.
+* ``tests/server/lynse_smoke.py`` (69 checks): ``lynsedb==0.2.0``, the seed-era client (its
+  wheel for 3.11 dies with SIGILL on some CPUs, lynse_api §10-§11), in ``.peers/lynse020``;
+* ``tests/server/lynse_head_smoke.py`` (102 checks): ``lynsedb==0.9.0``, the HEAD-era client
+  (renamed paths, binary record writes, blobs; lynse_api §4.8, §5.5, §6), in ``.peers/lynse090``.
+
+The environment of a version is, in order:
+
+1. ``$VECSTORE_LYNSE020_PYTHON`` / ``$VECSTORE_LYNSE090_PYTHON`` (an interpreter that has that
+   ``lynse``), if set;
+2. ``.peers/lynse020`` / ``.peers/lynse090`` in the repository, if it imports that ``lynse``;
+3. otherwise created there: ``python3.12 -m venv`` + ``pip install lynsedb==<version>`` (PyPI;
+   10 s to a minute, 120 MB). No python3.12, or pip failing, is a skip with the reason.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,15 +32,39 @@ import vecstore
 from live_server import start_server
 
 REPO = Path(__file__).resolve().parents[2]
-VENV = REPO / ".peers" / "lynse020"
-SMOKE = Path(__file__).with_name("lynse_smoke.py")
 KEY = "smoke-key-7"
-EXPECTED_CHECKS = 69  # every check of lynse_smoke.py when an API key is set
 
 
-def _works(python: Path) -> bool:
+@dataclass(frozen=True)
+class Era:
+    version: str
+    smoke: Path
+    expected_checks: int  # every check of the smoke script when an API key is set
+    imports: str  # what the smoke script needs besides lynse
+    why_312: str  # why a 3.12 interpreter, for the skip message
+
+    @property
+    def tag(self) -> str:
+        return "lynse" + self.version.replace(".", "")
+
+    @property
+    def venv(self) -> Path:
+        return REPO / ".peers" / self.tag
+
+    @property
+    def env_var(self) -> str:
+        return f"VECSTORE_{self.tag.upper()}_PYTHON"
+
+
+SEED = Era("0.2.0", Path(__file__).with_name("lynse_smoke.py"), 69, "httpx, numpy",
+           "its 3.11 wheel is unusable, lynse_api §10")
+HEAD = Era("0.9.0", Path(__file__).with_name("lynse_head_smoke.py"), 102, "numpy",
+           "one interpreter for both client eras")
+
+
+def _works(python: Path, era: Era) -> bool:
     try:
-        r = subprocess.run([str(python), "-c", "import lynse, httpx, numpy; assert lynse.__version__ == '0.2.0'"],
+        r = subprocess.run([str(python), "-c", f"import lynse, {era.imports}; assert lynse.__version__ == '{era.version}'"],
                            capture_output=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -54,42 +86,42 @@ def _find_python312() -> str | None:
     return None
 
 
-def lynse_python() -> Path:
-    """An interpreter with lynsedb 0.2.0, creating the venv if needed; pytest.skip if impossible."""
-    override = os.environ.get("VECSTORE_LYNSE020_PYTHON")
+def lynse_python(era: Era) -> Path:
+    """An interpreter with lynsedb ``era.version``, creating the venv if needed; pytest.skip if impossible."""
+    v = era.version
+    override = os.environ.get(era.env_var)
     if override:
-        if _works(Path(override)):
+        if _works(Path(override), era):
             return Path(override)
-        pytest.skip(f"$VECSTORE_LYNSE020_PYTHON={override} cannot import lynse 0.2.0")
-    python = VENV / "bin" / "python"
-    if python.exists() and _works(python):
+        pytest.skip(f"${era.env_var}={override} cannot import lynse {v}")
+    python = era.venv / "bin" / "python"
+    if python.exists() and _works(python, era):
         return python
     base = _find_python312()
     if base is None:
-        pytest.skip("no python3.12 on this machine: cannot build the LynseDB 0.2.0 client venv "
-                    "(its 3.11 wheel is unusable, lynse_api §10)")
+        pytest.skip(f"no python3.12 on this machine: cannot build the LynseDB {v} client venv ({era.why_312})")
     # Build beside the final place and rename, so an interrupted build never looks usable.
-    tmp = VENV.with_name(f"lynse020.tmp{os.getpid()}")
+    tmp = era.venv.with_name(f"{era.tag}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     steps = [[base, "-m", "venv", str(tmp)],
              [str(tmp / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-              "lynsedb==0.2.0"]]
+              f"lynsedb=={v}"]]
     for cmd in steps:
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         except subprocess.TimeoutExpired:
             shutil.rmtree(tmp, ignore_errors=True)
-            pytest.skip(f"building the lynse 0.2.0 venv timed out: {' '.join(cmd)}")
+            pytest.skip(f"building the lynse {v} venv timed out: {' '.join(cmd)}")
         if r.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
-            reason = f"cannot build the lynse 0.2.0 venv ({' '.join(cmd)}): {(r.stderr or r.stdout)[-800:]}"
+            reason = f"cannot build the lynse {v} venv ({' '.join(cmd)}): {(r.stderr or r.stdout)[-800:]}"
             print(reason, file=sys.stderr)
             pytest.skip(reason)
-    shutil.rmtree(VENV, ignore_errors=True)
-    tmp.rename(VENV)
-    if not _works(python):
-        pytest.skip("the freshly built lynse 0.2.0 venv cannot import lynse")
+    shutil.rmtree(era.venv, ignore_errors=True)
+    tmp.rename(era.venv)
+    if not _works(python, era):
+        pytest.skip(f"the freshly built lynse {v} venv cannot import lynse")
     return python
 
 
@@ -106,17 +138,26 @@ def keyed_server(tmp_path):
         backing.close()
 
 
-@pytest.mark.timeout(900)  # building the venv on a fresh machine takes a minute or two
-def test_lynse_020_client_smoke(keyed_server):
-    python = lynse_python()
+def _run_smoke(era: Era, server) -> None:
+    python = lynse_python(era)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env.pop("VECSTORE_API_KEY", None)
     try:
-        r = subprocess.run([str(python), str(SMOKE), keyed_server.url, "--api-key", KEY],
+        r = subprocess.run([str(python), str(era.smoke), server.url, "--api-key", KEY],
                            capture_output=True, text=True, timeout=240, env=env)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"the smoke run did not finish in 240 s; output so far:\n{e.stdout}")
     out = r.stdout + r.stderr
     failed = [line for line in out.splitlines() if line.startswith("FAIL")]
     assert r.returncode == 0 and not failed, out
-    assert f"{EXPECTED_CHECKS} passed, 0 failed" in out, out
+    assert f"{era.expected_checks} passed, 0 failed" in out, out
+
+
+@pytest.mark.timeout(900)  # building the venv on a fresh machine takes a minute or two
+def test_lynse_020_client_smoke(keyed_server):
+    _run_smoke(SEED, keyed_server)
+
+
+@pytest.mark.timeout(900)
+def test_lynse_090_client_smoke(keyed_server):
+    _run_smoke(HEAD, keyed_server)

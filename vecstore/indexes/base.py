@@ -67,6 +67,30 @@ class IndexMode:
         return f"{self.kind}-{_METRIC_TOKEN[self.metric]}"
 
 
+#: The build parameters LynseDB's client knows, by index family (lynse_api §4.3). Its
+#: ``build_index(**kwargs)`` sends whatever it is given, and LynseDB ignores the keys of another
+#: family (one kwargs dict may serve every mode); vecstore does the same for these keys only,
+#: and maps LynseDB's names of its own parameters. Any other unknown key is still an error.
+_LYNSE_BUILD_KEYS = {
+    "FLAT": frozenset(),
+    "HNSW": frozenset({"m", "ef_construction", "ef_search", "max_level"}),
+    "IVF": frozenset({"n_clusters", "n_centroids", "nprobe"}),
+}
+_LYNSE_FOREIGN_KEYS = frozenset({"r", "l", "alpha", "max_degree", "replica_count"}).union(*_LYNSE_BUILD_KEYS.values())
+_LYNSE_ALIASES = {"ef_search": "ef", "n_centroids": "n_clusters"}
+
+
+def lynse_build_params(kind: str, params: dict) -> dict:
+    """``params`` for an index of ``kind`` (``FLAT``/``HNSW``/``IVF``): LynseDB's parameters of
+    other index families dropped, its names of ours renamed.
+
+    >>> lynse_build_params("HNSW", {"ef_search": 64, "n_clusters": 8, "M": 16})
+    {'ef': 64, 'M': 16}
+    """
+    own = _LYNSE_BUILD_KEYS.get(kind, frozenset())
+    return {_LYNSE_ALIASES.get(k, k): x for k, x in params.items() if k not in _LYNSE_FOREIGN_KEYS or k in own}
+
+
 def parse_index_mode(mode: Any, *, default_metric: str, param: str = "index_mode") -> IndexMode:
     """Parse ``FLAT``, ``HNSW-COS``, ``IVF-L2``, ``FLAT-COSINE`` ... (case-insensitive).
 
