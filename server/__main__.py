@@ -32,6 +32,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          "relative paths resolve against the first one")
     ap.add_argument("--max-json-mb", type=int, default=256, help="largest JSON body accepted (MiB)")
     ap.add_argument("--max-binary-mb", type=int, default=512, help="largest binary body accepted (MiB)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="requests answered at once (more only while those are slow); default: one per 2 cores")
     ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                     help="DEBUG also writes one access-log line per request (logger vecstore.server.access)")
     return ap.parse_args(argv)
@@ -68,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         d.mkdir(parents=True, exist_ok=True)
     config = ServerConfig(data_dir=data, host=args.host, port=args.port, api_key=args.api_key,
                           backup_dirs=backups, max_json_bytes=args.max_json_mb * MiB,
-                          max_binary_bytes=args.max_binary_mb * MiB)
+                          max_binary_bytes=args.max_binary_mb * MiB, workers=max(0, args.workers))
     import vecstore  # here, so --help works without the library's dependencies
 
     client = vecstore.connect(data)

@@ -9,12 +9,23 @@ envelope, and turn errors into that envelope's error body (LynseDB: ``{"error", 
 the status of the exception class; Zilliz and Lance: see :mod:`.routes`). Only a bug answers
 500; it is logged with its traceback and the client sees no internals.
 
-Standard library only. The HTTP/1.1 layer is a lean reader on
-:class:`socketserver.StreamRequestHandler` (request line and headers split as bytes,
-``Content-Length`` bodies, keep-alive, ``Expect: 100-continue``; no chunked uploads): the
-``http.server`` one parses every header block with the ``email`` package, which cost more
-than the search itself. Threads: one per connection; :meth:`VecstoreHTTPServer.stop` stops
-accepting, closes idle keep-alive connections and waits for requests in flight.
+Standard library only. The HTTP/1.1 layer is a lean reader of its own (request line and
+headers split as bytes, ``Content-Length`` bodies, keep-alive, pipelining, ``Expect:
+100-continue``; no chunked uploads): the ``http.server`` one parsed every header block with the
+``email`` package, which cost more than the search itself.
+
+Threads: a small pool (``ServerConfig.workers``, by default one per two cores) in the
+leader/followers pattern. One thread at a time reads every connection through a selector
+(non-blocking sockets); complete requests go to one FIFO queue and the pool answers them in
+arrival order, the reading thread taking the first itself (at low load a request is read and
+answered by one thread, no hand-over). A client sending its body slowly holds no thread.
+Bounding the threads bounds the contention for the GIL: with a thread per connection, 16
+clients on 2 cores meant 16 threads fighting for it and requests served in no particular
+order (p99 about 5x p50). A watchdog adds threads while all of them are stuck on slow requests
+(builds, flushes) with others waiting, and they leave after a few idle seconds.
+:meth:`VecstoreHTTPServer.stop` stops accepting, closes idle keep-alive connections, answers
+the requests in flight, queued, or whose body is still arriving, then returns; connections
+silent for ``request_timeout`` are closed.
 
 Per-request work is kept small: each route's parameter binder is precomputed, the bound
 parameters of a binary route are memoised by query string, resolved database / collection
@@ -28,19 +39,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import itertools
 import json
 import logging
 import os
+import selectors
 import socket
-import socketserver
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from email.utils import formatdate
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -54,6 +62,19 @@ from vecstore.errors import (
     VecstoreError,
 )
 
+from .http11 import (
+    _EMPTY_404,
+    _STATUS_LINES,
+    _Connection,
+    _date,
+    _declared_length_or_zero,
+    _FramingError,
+    _Request,
+    default_workers,
+    is_loopback,
+    parse_head,
+    send_all,
+)
 from .routes import (
     PUBLIC_PATHS,
     ROUTES,
@@ -70,10 +91,12 @@ access_log = logging.getLogger("vecstore.server.access")
 
 MiB = 1024 * 1024
 API_TITLE = "vecstore HTTP API"
-MAX_LINE = 65536  # request line and each header line
-MAX_HEADERS = 100
 _HANDLE_CACHE_MAX = 4096
 _QUERY_CACHE_MAX = 256
+_STALL_SECONDS = 0.1
+_FOLLOWER_WAIT = 0.1
+_EXTRA_IDLE_SECONDS = 5.0
+_MAX_EXTRA_WORKERS = 64
 
 
 @dataclass
@@ -91,6 +114,7 @@ class ServerConfig:
     max_batch: int = 100_000
     max_json_depth: int = wire.MAX_JSON_DEPTH
     request_timeout: float = 30.0
+    workers: int = 0  # requests answered at once (more while those are slow); 0: one per 2 cores
 
     @property
     def allowed_roots(self) -> tuple[Path, ...]:
@@ -266,17 +290,17 @@ def decode_json_body(body: bytes, max_depth: int) -> Any:
 # Server
 
 
-class VecstoreHTTPServer(socketserver.ThreadingTCPServer):
-    """A threading TCP server that knows the route table, the client and its config.
+class VecstoreHTTPServer:
+    """The HTTP server: it knows the route table, the client and its config.
 
     ``client`` is a :class:`vecstore.Client` (anything with the same methods works, which is
-    how the unit tests drive it).
+    how the unit tests drive it). The constructor binds and listens; :meth:`serve_forever`
+    runs the reader loop (and starts the workers) until :meth:`stop`.
     """
 
-    daemon_threads = False  # server_close() waits for requests in flight
-    block_on_close = True
     allow_reuse_address = True
-    request_queue_size = 64
+    request_queue_size = 128
+    address_family = socket.AF_INET
 
     def __init__(self, config: ServerConfig, client: Any, routes: tuple[Route, ...] = ROUTES,
                  *, bind_and_activate: bool = True) -> None:
@@ -286,18 +310,48 @@ class VecstoreHTTPServer(socketserver.ThreadingTCPServer):
         self.table = RouteTable(routes)
         self.binders = {r.path: Binder(r) for r in routes}
         self.stopping = False
+        self.workers = config.workers or default_workers()
         self._lock = threading.Lock()
         self._request_ids = itertools.count(1)
-        self._idle: set[socket.socket] = set()
         self._in_flight = 0
         self._requests: Counter[tuple[str, int]] = Counter()
         self._seconds: Counter[str] = Counter()
         self._openapi: bytes | None = None
         self._handles: dict[tuple, Any] = {}
         self._query_cache: dict[tuple, tuple[dict, dict]] = {}
+        # the reader loop and the workers
+        self._cv = threading.Condition(threading.Lock())  # guards the six below
+        self._work: deque[tuple[_Connection, _Request]] = deque()  # complete requests, FIFO
+        self._leading = False  # a thread is reading the connections
+        self._threads: list[threading.Thread] = []
+        self._n_extra = 0
+        self._busy = 0  # threads handling a request
+        self._done = False
+        self._batch: list[tuple[_Connection, _Request]] = []  # read in the current round (leader only)
+        self._posted: deque[_Connection] = deque()  # connections handed back to the reader
+        self._connections: set[_Connection] = set()
+        self._last_take = time.monotonic()  # when a thread last took a request
+        self._next_sweep = 0.0
+        self._serving = False
+        self._stopped = threading.Event()
+        self._selector: selectors.BaseSelector | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         if ":" in config.host:
             self.address_family = socket.AF_INET6
-        super().__init__((config.host, config.port), RequestHandler, bind_and_activate)
+        self.socket = socket.socket(self.address_family, socket.SOCK_STREAM)
+        self.server_address: tuple = (config.host, config.port)
+        if bind_and_activate:
+            try:
+                if self.allow_reuse_address and hasattr(socket, "SO_REUSEADDR"):
+                    self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                self.socket.bind(self.server_address)
+                self.server_address = self.socket.getsockname()
+                self.socket.listen(self.request_queue_size)
+            except BaseException:
+                self.server_close()
+                raise
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -306,25 +360,72 @@ class VecstoreHTTPServer(socketserver.ThreadingTCPServer):
         host, port = self.server_address[:2]
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve until :meth:`stop`. This thread is one of the pool (see :meth:`_run`);
+        ``poll_interval`` bounds how long a reading thread sleeps between housekeeping rounds."""
+        if self.stopping or self._serving:
+            return
+        self._serving = True
+        self._tick = max(0.01, min(poll_interval, 0.5))
+        sel = self._selector = selectors.DefaultSelector()
+        self.socket.setblocking(False)
+        sel.register(self.socket, selectors.EVENT_READ, None)
+        sel.register(self._wake_r, selectors.EVENT_READ, self._wake_r)
+        self._next_sweep = time.monotonic() + 1.0
+        with self._cv:
+            self._threads.append(threading.current_thread())
+        for _ in range(self.workers - 1):
+            self._start_thread(extra=False)
+        watchdog = threading.Thread(target=self._watch, name="vecstore-http-watchdog", daemon=True)
+        watchdog.start()
+        try:
+            self._run(extra=False)
+        finally:
+            with self._cv:
+                self._done = True
+                self._cv.notify_all()
+                others = [t for t in self._threads if t is not threading.current_thread()]
+            for t in others:
+                t.join()
+            watchdog.join()
+            for conn in list(self._connections):
+                self._close(conn)
+            sel.close()
+            self.server_close()
+            self._wake_r.close()
+            self._wake_w.close()
+            self._stopped.set()
+
     def stop(self) -> None:
-        """Stop accepting, close idle keep-alive connections, wait for requests in flight.
+        """Stop accepting, close idle keep-alive connections, answer the requests in flight
+        (and those whose body is still arriving), then return.
 
         Call it from another thread than the one running :meth:`serve_forever`.
         """
         self.stopping = True
-        self.shutdown()
-        with self._lock:
-            idle = list(self._idle)
-        for sock in idle:  # a reader blocked on the next request line sees EOF and ends
-            try:
-                sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
-        self.server_close()  # joins the handler threads
+        if not self._serving:
+            self.server_close()
+            self._wake_r.close()
+            self._wake_w.close()
+            return
+        self._wake()
+        with self._cv:
+            self._cv.notify_all()
+        self._stopped.wait()
 
-    def _set_idle(self, sock: socket.socket, idle: bool) -> None:
-        with self._lock:
-            (self._idle.add if idle else self._idle.discard)(sock)
+    shutdown = stop
+
+    def server_close(self) -> None:
+        """Close the listening socket (idempotent)."""
+        try:
+            if self._selector is not None and self.socket.fileno() >= 0:
+                self._selector.unregister(self.socket)
+        except (KeyError, ValueError):
+            pass
+        self.socket.close()
 
     def next_request_id(self) -> int:
         with self._lock:
@@ -463,278 +564,446 @@ class VecstoreHTTPServer(socketserver.ThreadingTCPServer):
         params.update(shaped)
         return Reply(200, wire.envelope(params))
 
+    # -- the reader loop: one thread reads every connection ------------------------------------
 
-class _Abort(Exception):
-    """The client went away or sent something unreadable; nothing more to say."""
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # out of file descriptors, or the listener closed under us
+                log.warning("accept failed: %s", e)
+                return
+            sock.setblocking(False)
+            try:
+                # a reply never waits for the client's delayed ACK (+40 ms per keep-alive request)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            conn = _Connection(sock, address)
+            self._connections.add(conn)
+            self._register(conn)
 
+    def _register(self, conn: _Connection) -> None:
+        if not conn.registered:
+            self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+            conn.registered = True
 
-_REASONS = {s.value: s.phrase for s in HTTPStatus}
-_STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n".encode("latin-1") for code, phrase in _REASONS.items()}
-_EMPTY_404 = Reply(404, b"", "")
+    def _unregister(self, conn: _Connection) -> None:
+        if conn.registered:
+            conn.registered = False
+            try:
+                self._selector.unregister(conn.sock)
+            except (KeyError, ValueError):
+                pass
 
-
-class _Date:
-    """The ``Date`` header line, formatted once per second."""
-
-    def __init__(self) -> None:
-        self.second = -1
-        self.line = b""
-
-    def __call__(self) -> bytes:
-        now = int(time.time())
-        if now != self.second:
-            self.line = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\nServer: vecstore\r\n"
-            self.second = now
-        return self.line
-
-
-_date = _Date()
-
-
-class RequestHandler(socketserver.StreamRequestHandler):
-    """Reads HTTP/1.1 requests off one connection, one after another (keep-alive), and hands
-    each to the generic handler."""
-
-    server: VecstoreHTTPServer
-    rbufsize = 65536
-    wbufsize = 0
-    # Headers and body go out in one write; TCP_NODELAY as well, so a reply never waits for
-    # the client's delayed ACK (+40 ms per keep-alive request with Nagle on).
-    disable_nagle_algorithm = True
-
-    def setup(self) -> None:
-        self.timeout = self.server.config.request_timeout
-        super().setup()
-        self.close_connection = False
-        self._body_pending = 0
-
-    def handle(self) -> None:
-        server, conn = self.server, self.connection
+    def _close(self, conn: _Connection) -> None:
+        self._connections.discard(conn)
+        self._unregister(conn)
         try:
-            while not self.close_connection:
-                server._set_idle(conn, True)
-                if server.stopping:
-                    break
-                self.handle_one_request()
-        except (ConnectionError, socket.timeout, TimeoutError, _Abort):
-            pass
-        finally:
-            server._set_idle(conn, False)
-
-    def finish(self) -> None:
-        if self._body_pending:
-            self._drain()
-        try:
-            super().finish()
+            conn.sock.close()
         except OSError:
             pass
 
-    def _drain(self, limit: int = MiB, seconds: float = 1.0) -> None:
+    def _on_readable(self, conn: _Connection) -> None:
+        if conn.drain_until:
+            self._drain(conn)
+            return
+        size = 262144
+        if conn.pending is not None:  # a body: read big pieces of it
+            size = max(size, min(conn.pending.length - len(conn.buf), 4 * MiB))
+        try:
+            data = conn.sock.recv(size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        conn.last = time.monotonic()
+        with conn.lock:
+            if data:
+                conn.buf += data
+            else:
+                conn.eof = True
+            if conn.busy:  # a worker has its request: keep what comes (pipelining) for later
+                if not data or len(conn.buf) > MiB:
+                    self._unregister(conn)  # (level-triggered: EOF would wake us forever)
+                return
+        self._advance(conn)
+
+    def _advance(self, conn: _Connection) -> None:
+        """Read what ``conn`` has buffered: the next request's head, then its body; queue the
+        request once complete (or at once when it is refused before its body)."""
+        if conn.busy:  # one request at a time per connection: replies go out in order
+            return
+        buf = conn.buf
+        req = conn.pending
+        if req is None:
+            if buf[:1] in (b"\r", b"\n"):  # empty lines between requests are tolerated (RFC 9112 §2.2)
+                del buf[:len(buf) - len(buf.lstrip(b"\r\n"))]
+                conn.scan = 0
+            if not buf:
+                if conn.eof:
+                    self._close(conn)
+                return
+            try:
+                head = parse_head(buf, conn.scan)
+            except _FramingError as e:
+                req = _Request("GET", "-", {}, True)
+                req.reply = Reply(e.status, wire.error_body(e.message, "bad_request"))
+                req.unread = 1  # drain what the client is still sending before closing
+                buf.clear()
+                self._queue_request(conn, req)
+                return
+            if head is None:
+                conn.scan = len(buf)
+                if conn.eof:
+                    self._close(conn)
+                return
+            consumed, method, target, headers, close = head
+            del buf[:consumed]
+            conn.scan = 0
+            req = self._prepare(conn, method, target, headers, close)
+            if not req.length:
+                self._queue_request(conn, req)
+                return
+            conn.pending = req
+        if len(buf) >= req.length:
+            if len(buf) == req.length:
+                req.body = bytes(buf)
+                buf.clear()
+            else:
+                req.body = bytes(buf[:req.length])
+                del buf[:req.length]
+            req.unread = 0
+            conn.pending = None
+            self._queue_request(conn, req)
+        elif conn.eof:  # the client went away in the middle of a body
+            self._close(conn)
+
+    def _queue_request(self, conn: _Connection, req: _Request) -> None:
+        conn.busy = True
+        self._batch.append((conn, req))
+
+    def _prepare(self, conn: _Connection, method: str, target: str, headers: dict[bytes, bytes],
+                 close: bool) -> _Request:
+        """The generic handler's first half, which comes before the body is read: find the path,
+        check the API key, then the route and the declared body size. A refusal is kept in the
+        request, for the worker to answer in the route's envelope."""
+        req = _Request(method, target, headers, close)
+        path, _, req.query = target.partition("?")
+        if not path.startswith("/"):  # absolute form (http://host/path), as proxies send it
+            path = urlsplit(target).path
+        req.path = path = path or "/"
+        req.unread = _declared_length_or_zero(headers)
+        try:
+            if path not in PUBLIC_PATHS and self.config.api_key:
+                auth = headers.get(b"authorization")
+                if not check_api_key(None if auth is None else auth.decode("latin-1"), self.config.api_key):
+                    raise UnauthorizedError("Unauthorized")
+            found = self.table.find(method, path)
+            if found is None:
+                req.reply = _EMPTY_404
+                return req
+            req.route, req.path_params = found
+            req.length = self._body_length(conn, req)
+        except Exception as e:  # noqa: BLE001 - answered (and a bug logged) by the worker
+            req.error = e
+        return req
+
+    def _body_length(self, conn: _Connection, req: _Request) -> int:
+        """Check the declared length against the route's limit (413 before reading any of it)."""
+        headers = req.headers
+        if b"transfer-encoding" in headers:
+            req.close = True  # we cannot tell where the body ends
+            raise LengthRequiredError("Transfer-Encoding is not supported; send Content-Length")
+        declared = headers.get(b"content-length")
+        if declared is None:
+            return 0
+        if not declared.isdigit():
+            req.close = True
+            raise InvalidArgumentError(
+                f"Content-Length: expected a non-negative integer, got {declared.decode('latin-1')!r}")
+        length = int(declared)
+        config = self.config
+        limit = config.max_binary_bytes if req.route.body == "binary" else config.max_json_bytes
+        if length > limit:
+            raise PayloadTooLargeError(f"request body of {length} bytes exceeds the limit of {limit} bytes")
+        if length and headers.get(b"expect", b"").lower() == b"100-continue":
+            try:
+                conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            except OSError:
+                pass
+        return length
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # a wake-up is already pending (buffer full), or we are closing
+            pass
+
+    def _post(self, conn: _Connection) -> None:
+        """Hand a connection back to the reader loop (from a worker)."""
+        self._posted.append(conn)
+        self._wake()
+
+    def _take_posted(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        while self._posted:
+            conn = self._posted.popleft()
+            if conn not in self._connections:
+                continue
+            if conn.close_after:
+                if conn.drain and not conn.eof:
+                    self._start_drain(conn)
+                else:
+                    self._close(conn)
+                continue
+            if not conn.eof:
+                self._register(conn)
+            self._advance(conn)
+
+    def _start_drain(self, conn: _Connection) -> None:
         """Read (and drop) some of a body we refused, so closing the socket does not reset the
         connection before the client has read our answer."""
         try:
-            self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(seconds)
-            deadline, got = time.monotonic() + seconds, 0
-            while got < limit and time.monotonic() < deadline:
-                chunk = self.connection.recv(65536)
-                if not chunk:
-                    break
-                got += len(chunk)
+            conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
-            pass
+            self._close(conn)
+            return
+        conn.drain_until = time.monotonic() + 1.0
+        conn.drained = len(conn.buf)
+        conn.buf.clear()
+        self._register(conn)
 
-    # -- reading one request ------------------------------------------------------------------
-
-    def _read_head(self) -> tuple[str, str, dict[bytes, bytes]] | None:
-        """Request line and headers; None at a clean end of the connection."""
-        rfile = self.rfile
-        line = rfile.readline(MAX_LINE + 1)
-        while line in (b"\r\n", b"\n"):  # tolerated: empty lines between requests (RFC 9112 §2.2)
-            line = rfile.readline(MAX_LINE + 1)
-        if not line:
-            return None
-        self.server._set_idle(self.connection, False)
-        if len(line) > MAX_LINE:
-            raise _FramingError(414, "request line too long")
-        parts = line.split()
-        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-            raise _FramingError(400, f"bad request line {line[:100]!r}")
-        method, target, version = parts
-        headers: dict[bytes, bytes] = {}
-        for _ in range(MAX_HEADERS + 1):
-            h = rfile.readline(MAX_LINE + 1)
-            if h in (b"\r\n", b"\n"):
-                break
-            if not h:
-                raise _Abort()
-            if len(h) > MAX_LINE:
-                raise _FramingError(431, "header line too long")
-            name, sep, value = h.partition(b":")
-            key = name.lower()
-            if not sep or not key or key != key.strip() or h[0] in b" \t":
-                raise _FramingError(400, f"bad header line {h[:100]!r}")
-            value = value.strip()
-            if key == b"content-length" and headers.get(key, value) != value:
-                raise _FramingError(400, "conflicting Content-Length headers")
-            headers[key] = value
-        else:
-            raise _FramingError(431, f"more than {MAX_HEADERS} headers")
-        connection = headers.get(b"connection", b"").lower()
-        if version == b"HTTP/1.0":
-            self.close_connection = b"keep-alive" not in connection
-        elif b"close" in connection:
-            self.close_connection = True
-        return method.decode("latin-1"), target.decode("latin-1"), headers
-
-    def handle_one_request(self) -> None:
+    def _drain(self, conn: _Connection) -> None:
         try:
-            head = self._read_head()
-        except _FramingError as e:
-            self.close_connection = True
-            self._rid = self.server.next_request_id()
-            self.server.record("other", e.status, 0.0)
-            self._send(Reply(e.status, wire.error_body(e.message, "bad_request")), "GET", {})
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
             return
-        if head is None:
-            self.close_connection = True
+        except OSError:
+            data = b""
+        conn.drained += len(data)
+        if not data or conn.drained >= MiB or time.monotonic() > conn.drain_until:
+            self._close(conn)
+
+    def _sweep(self, now: float) -> None:
+        """Close connections silent for ``request_timeout`` (idle keep-alive, or stalled in the
+        middle of a request) and finished drains."""
+        timeout = self.config.request_timeout
+        for conn in list(self._connections):
+            if conn.busy:
+                continue
+            if conn.drain_until:
+                if now > conn.drain_until:
+                    self._close(conn)
+            elif now - conn.last > timeout:
+                self._close(conn)
+
+    def _wind_down(self) -> bool:
+        """While stopping: no more connections; close those with no request under way. True
+        while some request is still being handled or its body is still arriving."""
+        if self.socket.fileno() >= 0:
+            self.server_close()
+        now = time.monotonic()
+        for conn in list(self._connections):
+            if conn.busy:
+                continue
+            if conn.pending is not None and now - conn.last <= self.config.request_timeout:
+                continue  # a body still coming: answer it (with Connection: close)
+            if conn.drain_until and now <= conn.drain_until:
+                continue
+            self._close(conn)
+        return bool(self._connections)
+
+    # -- the pool: leader and followers -----------------------------------------------------------
+
+    def _run(self, extra: bool) -> None:
+        """One thread of the pool. It takes the oldest complete request and answers it; with
+        none waiting and nobody reading the connections, it reads them (one selector round) and
+        then answers the first request it read itself, so at low load a request is read and
+        answered by the same thread with no hand-over; it wakes a follower only when other
+        clients need reading or requests wait. Requests are answered in arrival order by at
+        most ``workers`` threads (more only while those are stuck, see :meth:`_watch`), which
+        bounds the contention for the GIL."""
+        cv = self._cv
+        while True:
+            with cv:
+                while True:
+                    if self._done:
+                        return
+                    if self._work:
+                        conn, req = self._work.popleft()
+                        self._busy += 1
+                        break
+                    if not self._leading:
+                        self._leading = True
+                        conn = None
+                        break
+                    if not cv.wait(_EXTRA_IDLE_SECONDS if extra else _FOLLOWER_WAIT) and extra and not self._work:
+                        self._threads.remove(threading.current_thread())  # an extra thread idle for a while
+                        self._n_extra -= 1
+                        return
+            if conn is None:
+                self._lead()
+                continue
+            self._last_take = time.monotonic()
+            try:
+                self._handle(conn, req)
+            except BaseException:  # a pool thread must survive anything
+                log.exception("request handling failed")
+                conn.close_after = True
+            finally:
+                with cv:
+                    self._busy -= 1
+            self._release(conn)
+
+    def _lead(self) -> None:
+        """One round of reading: wait for the connections, accept, read, queue complete
+        requests, housekeeping; then step down."""
+        batch = self._batch
+        try:
+            for key, _ in self._selector.select(self._tick):
+                conn = key.data
+                if conn is None:
+                    self._accept()
+                elif conn is self._wake_r:
+                    self._take_posted()
+                else:
+                    self._on_readable(conn)
+            now = time.monotonic()
+            done = False
+            if self.stopping:
+                done = not self._wind_down()
+            elif now >= self._next_sweep:
+                self._next_sweep = now + 1.0
+                self._sweep(now)
+        except BaseException:
+            log.exception("reading the connections failed")
+            done = False
+        with self._cv:
+            self._leading = False
+            if batch:
+                self._work.extend(batch)
+                batch.clear()
+            if done and not self._busy and not self._work:
+                self._done = True
+                self._cv.notify_all()
+                return
+            # Followers to wake: one per request beyond the one this thread takes, and a reader
+            # if other clients are connected (a lone client's next request is read by this thread
+            # once it has answered; a newcomer waits at most _FOLLOWER_WAIT).
+            wanted = len(self._work) - 1 + (len(self._connections) > 1 or self.stopping)
+            if wanted > 0:
+                self._cv.notify(wanted)
+
+    def _start_thread(self, *, extra: bool) -> None:
+        t = threading.Thread(target=self._run, args=(extra,), daemon=True,
+                             name=f"vecstore-http-{'extra' if extra else 'worker'}-{len(self._threads)}")
+        with self._cv:
+            self._threads.append(t)
+            if extra:
+                self._n_extra += 1
+        t.start()
+
+    def _watch(self) -> None:
+        """Every pool thread busy for a while (a slow build, a long flush) with requests waiting
+        or nobody reading: add a thread, so the rest are not held up behind them. The extra
+        ones leave again after a few idle seconds."""
+        while True:
+            time.sleep(_STALL_SECONDS / 2)
+            with self._cv:
+                if self._done:
+                    return
+                stuck = (self._busy >= len(self._threads) and (self._work or not self._leading)
+                         and time.monotonic() - self._last_take > _STALL_SECONDS)
+                if not stuck or self._n_extra >= _MAX_EXTRA_WORKERS:
+                    continue
+                self._last_take = time.monotonic()
+            self._start_thread(extra=True)
+
+    def _release(self, conn: _Connection) -> None:
+        """After the reply: close, drain, or wait for the next request on the connection."""
+        if conn.close_after:
+            self._post(conn)
             return
-        method, target, headers = head
-        self._handle(method, target, headers)
+        with conn.lock:
+            conn.busy = False
+            conn.last = time.monotonic()
+            more = bool(conn.buf) or conn.eof or not conn.registered
+        if more:  # a pipelined request, the client's EOF, or reading was paused: the reader decides
+            self._post(conn)
 
-    # -- the generic handler ------------------------------------------------------------------
+    # -- the generic handler's second half (in a worker) ---------------------------------------
 
-    def _handle(self, method: str, target: str, headers: dict[bytes, bytes]) -> None:
-        server = self.server
-        rid = self._rid = server.next_request_id()
+    def _handle(self, conn: _Connection, req: _Request) -> None:
+        rid = self.next_request_id()
         started = time.perf_counter()
-        path, _, query = target.partition("?")
-        if not path.startswith("/"):  # absolute form (http://host/path), as proxies send it
-            path = urlsplit(target).path
-        path = path or "/"
-        self._body_pending = _declared_length_or_zero(headers)
-        envelope = "lynse"
-        label = "other"
-        status, sent = 500, 0
-        reply: Reply | None
+        route = req.route
+        envelope, label = (route.envelope, route.path) if route is not None else ("lynse", "other")
         try:
-            if path not in PUBLIC_PATHS and server.config.api_key:
-                auth = headers.get(b"authorization")
-                if not check_api_key(None if auth is None else auth.decode("latin-1"), server.config.api_key):
-                    raise UnauthorizedError("Unauthorized")
-            found = server.table.find(method, path)
-            if found is None:
-                reply = _EMPTY_404
-            else:
-                route, path_params = found
-                envelope, label = route.envelope, route.path
-                reply = self._respond(route, path_params, query, headers)
-        except _Abort:
-            self.close_connection = True
-            reply = None
+            if req.error is not None:
+                raise req.error
+            reply = req.reply if req.reply is not None else self._respond(req)
         except UnauthorizedError as e:
             reply = Reply(401, wire.error_body("Unauthorized", e.code))
         except VecstoreError as e:
             reply = error_reply(e, envelope)
         except Exception:
-            log.exception("request %d %s %s failed", rid, method, path)
+            log.exception("request %d %s %s failed", rid, req.method, req.path)
             reply = error_reply(None, envelope, f"internal error (request id {rid})")
-        if reply is not None:
-            status = reply.status
+        finally:
+            req.error = None  # (no reference cycle through the traceback)
+        status = reply.status
         elapsed = time.perf_counter() - started
-        server.record(label, status, elapsed)  # before sending, so a client's next request sees it
-        if server.stopping:
-            self.close_connection = True
+        self.record(label, status, elapsed)  # before sending, so a client's next request sees it
+        # a body we did not read would be taken for the next request: close after the reply
+        close = req.close or req.unread > 0 or self.stopping
+        sent = 0
         try:
-            if reply is not None:
-                sent = self._send(reply, method, headers)
-        except (ConnectionError, socket.timeout, TimeoutError):
-            self.close_connection = True
+            sent = self._send(conn.sock, reply, req.method, rid, close)
+        except (OSError, TimeoutError):
+            close, req.unread = True, 0
+        conn.close_after, conn.drain = close, req.unread > 0
         if access_log.isEnabledFor(logging.DEBUG):
-            access_log.debug('%s "%s %s" %s %d %.1fms rid=%d', self.client_address[0], method, path,
-                             status, sent, elapsed * 1000, rid)
+            access_log.debug('%s "%s %s" %s %d %.1fms rid=%d', conn.address[0] if conn.address else "-",
+                             req.method, req.path, status, sent, elapsed * 1000, rid)
 
-    def _respond(self, route: Route, path_params: dict, query: str, headers: dict[bytes, bytes]) -> Reply:
-        server = self.server
+    def _respond(self, req: _Request) -> Reply:
+        route, path_params = req.route, req.path_params
         if path_params:
             path_params = {k: unquote(v) for k, v in path_params.items()}
-        body = self._read_body(route, headers)
+        body = req.body if req.body is not None else b""
         if route.body == "json":
-            values = decode_json_body(body, server.config.max_json_depth) if body.strip() else {}
+            values = decode_json_body(body, self.config.max_json_depth) if body.strip() else {}
             if not isinstance(values, dict):
                 raise InvalidArgumentError("request body: expected a JSON object")
-            return server.dispatch(route, values, None, query, path_params)
-        return server.dispatch(route, {}, body, query, path_params)
+            return self.dispatch(route, values, None, req.query, path_params)
+        return self.dispatch(route, {}, body, req.query, path_params)
 
-    def _read_body(self, route: Route, headers: dict[bytes, bytes]) -> bytes:
-        """Check the declared length against the route's limit, then read exactly that."""
-        if b"transfer-encoding" in headers:
-            self.close_connection = True  # we cannot tell where the body ends
-            raise LengthRequiredError("Transfer-Encoding is not supported; send Content-Length")
-        declared = headers.get(b"content-length")
-        if declared is None:
-            return b""
-        if not declared.isdigit():
-            self.close_connection = True
-            raise InvalidArgumentError(
-                f"Content-Length: expected a non-negative integer, got {declared.decode('latin-1')!r}")
-        length = int(declared)
-        config = self.server.config
-        limit = config.max_binary_bytes if route.body == "binary" else config.max_json_bytes
-        if length > limit:
-            raise PayloadTooLargeError(f"request body of {length} bytes exceeds the limit of {limit} bytes")
-        if not length:
-            self._body_pending = 0
-            return b""
-        if headers.get(b"expect", b"").lower() == b"100-continue":
-            self.connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = self.rfile.read(length)
-        self._body_pending = 0
-        if len(body) != length:
-            raise _Abort()
-        return body
-
-    def _send(self, reply: Reply, method: str, headers: dict[bytes, bytes]) -> int:
+    def _send(self, sock: socket.socket, reply: Reply, method: str, rid: int, close: bool) -> int:
+        """The whole reply (status line, headers, body) in one write."""
         body = reply.body
         if not isinstance(body, (bytes, bytearray)):
             body = wire.encode_json(body)
-        if self._body_pending:  # a body we did not read would be taken for the next request
-            self.close_connection = True
         out = [_STATUS_LINES.get(reply.status) or f"HTTP/1.1 {reply.status} \r\n".encode(), _date()]
         if reply.content_type and body:
             out.append(b"Content-Type: %s\r\n" % reply.content_type.encode("latin-1"))
-        out.append(b"Content-Length: %d\r\nx-request-id: %d\r\n" % (len(body), self._rid))
+        out.append(b"Content-Length: %d\r\nx-request-id: %d\r\n" % (len(body), rid))
         if reply.status == 401:
             out.append(b'WWW-Authenticate: Bearer realm="vecstore"\r\nWWW-Authenticate: Basic realm="vecstore"\r\n')
-        if self.close_connection:
+        if close:
             out.append(b"Connection: close\r\n")
         out.append(b"\r\n")
         if method != "HEAD" and body:
             out.append(body)
-        self.connection.sendall(b"".join(out))
+        send_all(sock, b"".join(out), self.config.request_timeout)
         return len(body)
-
-
-class _FramingError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _declared_length_or_zero(headers: dict[bytes, bytes]) -> int:
-    declared = headers.get(b"content-length")
-    return int(declared) if declared is not None and declared.isdigit() else 0
-
-
-def is_loopback(host: str) -> bool:
-    """``127.0.0.1``, ``::1``, ``localhost``; not ``0.0.0.0`` or ``""`` (every interface)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def make_server(config: ServerConfig, client: Any, routes: tuple[Route, ...] = ROUTES) -> VecstoreHTTPServer:
