@@ -354,16 +354,23 @@ def markdown(meta: dict, results: list[dict]) -> str:
         L.append(f"| … build from the table above (separate processes) | {vs['build_s']:.2f} s vs {hl['build_s']:.2f} s "
                  f"(index alone {vs['index_s']:.2f} s) | {fmt(rb, '.2f')}× | context |")
     if vs and "sweep" in vs:
-        mine = qps_at(vs["sweep"], 0.95)
+        # Every system at exactly recall 0.95, interpolated on its own recall-QPS frontier, so
+        # no one gains or loses by where its sweep grid happens to cross 0.95; vecstore's figure
+        # is the faster of its HNSW and IVF.
+        ours = {n: qps_interp(by[n]["sweep"], 0.95) for n in ("vecstore-hnsw", "vecstore-ivf")
+                if n in by and by[n].get("sweep")}
+        best = max(ours, key=lambda n: ours[n] or 0)
+        mine = ours[best]
         for r in results:
             if r["system"] in ("vecstore-hnsw", "vecstore-ivf", "vecstore-flat", "hnswlib", "numpy", *AB) or "error" in r:
                 continue
-            theirs = qps_at(r.get("sweep") or [], 0.95)
+            theirs = qps_interp(r.get("sweep") or [], 0.95)
+            what = f"ahead of {r['system']} at recall 0.95 (interpolated; vecstore: {best.split('-')[1].upper()})"
             if theirs is None:
-                L.append(f"| ahead of {r['system']} at recall ≥ 0.95 | {fmt(mine, ',.0f')} vs never reaches 0.95 | — | yes |")
+                L.append(f"| {what} | {fmt(mine, ',.0f')} vs never reaches 0.95 | — | yes |")
             else:
                 rr = ratio(mine, theirs)
-                L.append(f"| ahead of {r['system']} at recall ≥ 0.95 | {fmt(mine, ',.0f')} vs {theirs:,.0f} QPS | "
+                L.append(f"| {what} | {fmt(mine, ',.0f')} vs {theirs:,.0f} QPS | "
                          f"{fmt(rr, '.2f')}× | {'yes' if rr and rr > 1 else 'no'} |")
         for r in results:
             if "error" in r and r["system"] not in ("numpy", "hnswlib"):
