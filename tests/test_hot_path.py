@@ -64,3 +64,35 @@ def test_check_vector_fast_case_has_no_overflow_warning():
         warnings.simplefilter("error")
         assert v.check_vector(big, 128).shape == (1, 128)
         assert v.check_vector(-big, 128).shape == (1, 128)
+
+
+@pytest.mark.parametrize("spread_labels", [False, True])  # dense label states, and the sparse (dict) ones
+def test_broad_filters_post_filter_or_fall_back_and_stay_exact_on_the_found(spread_labels):
+    """A broad filter is answered from one unfiltered search of 2k/selectivity rows when those
+    hold k allowed ones (uniform filter), and through hnswlib's filter callback when they do not
+    (a filter allowing only a far cluster). Either way: the k nearest allowed rows."""
+    rng = np.random.default_rng(5)
+    near = rng.standard_normal((1800, 16)).astype(np.float32)
+    far = (rng.standard_normal((200, 16)) + 40).astype(np.float32)
+    x = np.vstack([near, far])
+    labels = np.arange(len(x), dtype=np.uint64) * (np.uint64(10**9) if spread_labels else np.uint64(1))
+    index = HnswIndex(16, "l2", M=16, ef_construction=100)
+    index.add(labels, x)
+    q = rng.standard_normal((20, 16)).astype(np.float32)
+    calls = {"post": 0}
+    original = index._post_filtered
+
+    def counting(*a, **kw):
+        out = original(*a, **kw)
+        calls["post"] += out is not None
+        return out
+    index._post_filtered = counting
+    for allowed_rows in (rng.choice(len(x), 300, replace=False), np.arange(1800, 2000)):
+        allowed = np.sort(labels[allowed_rows])
+        got, _, _ = index.search(q, 10, allowed=allowed)
+        d = ((q[:, None, :] - x[None, allowed_rows, :]) ** 2).sum(-1)
+        want = labels[allowed_rows][np.argsort(d, axis=1)[:, :10]]
+        hits = sum(len(set(g.tolist()) & set(w.tolist())) for g, w in zip(got.astype(np.uint64), want))
+        assert hits / want.size >= 0.95
+        assert set(got.astype(np.uint64).ravel().tolist()) <= set(allowed.tolist())
+    assert calls["post"] == 1  # the uniform filter post-filtered; the far cluster fell back

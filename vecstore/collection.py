@@ -51,6 +51,12 @@ EXACT_FILTER_FRACTION = 0.05
 _ROW_CHUNK = 50_000
 
 
+def _sorted(a: np.ndarray) -> np.ndarray:
+    # Labels grow with positions unless rows were replaced, so this is usually sorted already:
+    # a linear check instead of an O(n log n) sort (200 µs for 50k labels).
+    return a if len(a) < 2 or bool((a[1:] >= a[:-1]).all()) else np.sort(a)
+
+
 def _progress(iterable: Iterable, total: int | None, enabled: bool, desc: str):
     if not enabled:
         return iterable
@@ -844,7 +850,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         use_index = space.index is not None and n_allowed > max(
             EXACT_FILTER_ROWS, EXACT_FILTER_FRACTION * space.n_live) if allowed is not None else space.index is not None
         if use_index:
-            lab_allowed = None if allowed is None else np.sort(space.labels[allowed])
+            lab_allowed = None if allowed is None else _sorted(space.labels[allowed])
             labels, scores, visited = space.index.search(queries, k, breadth=nprobe, allowed=lab_allowed)
             out = [space.index_positions(row_l, row_s) for row_l, row_s in zip(labels, scores)]
             path = "ann_index" if allowed is None else "ann_index_filtered"
