@@ -89,3 +89,19 @@ def client(request, tmp_path):
 @pytest.fixture
 def db(client):
     return client.create_database("app")
+
+
+@pytest.fixture
+def count_reads(monkeypatch):
+    """Records the path of every data file pyiceberg decodes."""
+    import pyiceberg.io.pyarrow as pio
+
+    seen: list[str] = []
+    real = pio._task_to_record_batches
+
+    def counting(io, task, *args, **kwargs):
+        seen.append(task.file.file_path)
+        return real(io, task, *args, **kwargs)
+
+    monkeypatch.setattr(pio, "_task_to_record_batches", counting)
+    return seen

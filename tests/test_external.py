@@ -49,22 +49,6 @@ def db(client):
 
 
 @pytest.fixture
-def count_reads(monkeypatch):
-    """Records the path of every data file pyiceberg decodes."""
-    import pyiceberg.io.pyarrow as pio
-
-    seen: list[str] = []
-    real = pio._task_to_record_batches
-
-    def counting(io, task, *args, **kwargs):
-        seen.append(task.file.file_path)
-        return real(io, task, *args, **kwargs)
-
-    monkeypatch.setattr(pio, "_task_to_record_batches", counting)
-    return seen
-
-
-@pytest.fixture
 def gate(monkeypatch):
     """Makes refresh reads block before each batch until ``gate.open.set()``;
     ``gate.entered`` counts the reads that reached a batch."""

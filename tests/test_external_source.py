@@ -48,22 +48,6 @@ DIM = 8
 SPEC = {"primaryKey": "id", "vector": {"externalField": "vec", "metric": "cosine"}}
 
 
-@pytest.fixture
-def count_reads(monkeypatch):
-    """Records the path of every data file pyiceberg decodes."""
-    import pyiceberg.io.pyarrow as pio
-
-    seen: list[str] = []
-    real = pio._task_to_record_batches
-
-    def counting(io, task, *args, **kwargs):
-        seen.append(task.file.file_path)
-        return real(io, task, *args, **kwargs)
-
-    monkeypatch.setattr(pio, "_task_to_record_batches", counting)
-    return seen
-
-
 def sync(tbl, bound: BoundSpec, plan) -> dict:
     """What a collection would hold after applying ``plan``: {id: (vector, fields)}."""
     out = {}

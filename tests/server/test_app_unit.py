@@ -19,6 +19,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from live_server import read_until_closed
 
 try:  # installed: server/ ships as vecstore.server
     from vecstore.server import app as app_module
@@ -399,16 +400,7 @@ def test_access_log_only_at_debug(srv, caplog):
 def _raw_exchange(server, head: bytes, timeout=5.0) -> bytes:
     with socket.create_connection(server.server_address[:2], timeout=timeout) as s:
         s.sendall(head)
-        chunks = []
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return read_until_closed(s)
 
 
 def test_413_before_reading_the_body(make):

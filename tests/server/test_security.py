@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from live_server import read_until_closed
 
 import vecstore
 from vecstore.server.__main__ import parse_args
@@ -165,16 +166,8 @@ def _declare_only(server, path: str, length: int, *, ctype="application/json") -
     with socket.create_connection(server.server_address[:2], timeout=10) as s:
         s.sendall((f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
                    f"Content-Type: {ctype}\r\nContent-Length: {length}\r\n\r\n").encode())
-        chunks = []
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks), time.monotonic() - started
+        out = read_until_closed(s)
+    return out, time.monotonic() - started
 
 
 @pytest.mark.parametrize("path, ctype, limit", [
