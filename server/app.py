@@ -995,6 +995,8 @@ class VecstoreHTTPServer:
         if reply.content_type and body:
             out.append(b"Content-Type: %s\r\n" % reply.content_type.encode("latin-1"))
         out.append(b"Content-Length: %d\r\nx-request-id: %d\r\n" % (len(body), rid))
+        if reply.headers:
+            out.append(reply.headers)
         if reply.status == 401:
             out.append(b'WWW-Authenticate: Bearer realm="vecstore"\r\nWWW-Authenticate: Basic realm="vecstore"\r\n')
         if close:

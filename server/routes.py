@@ -342,6 +342,7 @@ class Reply:
     status: int
     body: Any
     content_type: str = "application/json"
+    headers: bytes = b""  # extra header lines, each ending in CRLF
 
 
 def _nothing(result: Any, call: Any) -> dict:
@@ -467,6 +468,12 @@ def _path_of(c):
 
 def _search_binary(c, body, dim, vector_encoding=None, **kw):
     return c.search(wire.decode_vector(body, dim, vector_encoding), **kw)
+
+
+def _search_block_reply(r, call):
+    # The block has no room for the index that answered; vecstore's remote client reads it here.
+    return Reply(200, wire.encode_search_block(r.ids, r.scores, r.fields), "application/octet-stream",
+                 b"X-Vecstore-Index: %s\r\n" % r.index.encode("ascii", "replace"))
 
 
 def _batch_search_binary(c, body, dim, n_queries, vector_encoding=None, **kw):
@@ -733,8 +740,9 @@ ROUTES: tuple[Route, ...] = (
           (VECTOR, *SEARCH_PARAMS, P("approx", "bool"), P("eps", "float")), _items_reply, tag="search"),
     Route("/search_binary", "collection", _search_binary,
           (*BINARY_SEARCH_PARAMS, P("approx", "bool"), P("eps", "float")),
-          lambda r, c: wire.encode_search_block(r.ids, r.scores, r.fields),
-          body="binary", reply="binary", tag="search", summary="Search; float32 query in, search block out."),
+          _search_block_reply,
+          body="binary", reply="binary", tag="search",
+          summary="Search; float32 query in, search block out (the index that answered in X-Vecstore-Index)."),
     Route("/batch_search", "collection", "batch_search",
           (P("vectors", "vectors", True, limit="batch"), *SEARCH_PARAMS),
           lambda r, c: {"results": [x.to_dict() for x in r]}, tag="search"),

@@ -1,0 +1,83 @@
+"""The remote client searches over ``/search_binary`` where it can (integer ids) and over JSON
+``/search`` otherwise, with the same results as the local client either way."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+
+import numpy as np
+import pytest
+
+import vecstore
+from vecstore.errors import DimensionMismatchError, FilterSyntaxError, InvalidArgumentError
+
+
+def _requests(url: str) -> dict[str, int]:
+    text = urllib.request.urlopen(url + "/metrics").read().decode()
+    out: dict[str, int] = {}
+    for path, n in re.findall(r'vecstore_http_requests_total\{path="([^"]+)",status="200"\} (\d+)', text):
+        out[path] = out.get(path, 0) + int(n)
+    return out
+
+
+@pytest.fixture
+def pair(tmp_path, server_url):
+    """The same rows in a local store and on a server."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((300, 8)).astype(np.float32)
+    fields = [{"lang": ("en", "de")[i % 2], "n": i} for i in range(300)]
+    local = vecstore.connect(tmp_path / "local")
+    remote = vecstore.connect(server_url)
+    cols = []
+    for client in (local, remote):
+        col = client.create_database("app").require_collection("items", dim=8, metric="l2")
+        col.add(x, ids=list(range(1000, 1300)), fields=fields)
+        col.create_vector_field("tv", dim=8, metric="cosine")
+        col.add_named_vectors("tv", x[:50][:, ::-1].copy(), ids=list(range(1000, 1050)))
+        col.build_index("HNSW-L2")
+        cols.append(col)
+    yield (*cols, rng, server_url)
+    local.close()
+    remote.close()
+
+
+def test_int_ids_search_over_binary_like_local(pair):
+    local, remote, rng, url = pair
+    before = _requests(url)
+    for kw in ({}, {"where": "lang = 'de'", "return_fields": True}, {"nprobe": 40, "k": 3},
+               {"vector_field": "tv", "k": 4}, {"field_name": "tv", "return_fields": True}):
+        q = rng.standard_normal(8).astype(np.float32)
+        a, b = local.search(q, **kw), remote.search(q, **kw)
+        assert a.ids == b.ids and a.fields == b.fields and (a.k, a.index, a.vector_field) == (b.k, b.index, b.vector_field)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    after = _requests(url)
+    assert after.get("/search_binary", 0) - before.get("/search_binary", 0) == 5
+    assert after.get("/search", 0) == before.get("/search", 0)
+
+
+def test_string_ids_fall_back_to_json_and_stay_there(tmp_path, server_url):
+    remote = vecstore.connect(server_url)
+    col = remote.create_database("app").require_collection("s", dim=2)
+    col.add(np.eye(2, dtype=np.float32), ids=["a", "b"])
+    assert col.search([1.0, 0.0], k=1).ids == ("a",)
+    assert col.search([0.0, 1.0], k=1).ids == ("b",)
+    seen = _requests(server_url)
+    assert seen.get("/search", 0) == 2 and seen.get("/search_binary", 0) == 0  # one refused try, then JSON only
+    remote.close()
+
+
+@pytest.mark.parametrize("vector, kw, error", [
+    ([1.0, 2.0], {}, DimensionMismatchError),
+    ([np.nan] * 8, {}, InvalidArgumentError),
+    ([0.0] * 8, {"where": "lang = "}, FilterSyntaxError),
+    ([0.0] * 8, {"k": 0}, InvalidArgumentError),
+    ([0.0] * 8, {"k": 2.5}, InvalidArgumentError),
+])
+def test_errors_are_the_local_ones(pair, vector, kw, error):
+    local, remote, _, _ = pair
+    with pytest.raises(error) as a:
+        local.search(vector, **kw)
+    with pytest.raises(error) as b:
+        remote.search(vector, **kw)
+    assert type(a.value) is type(b.value)
