@@ -476,6 +476,12 @@ def _search_block_reply(r, call):
                  b"X-Vecstore-Index: %s\r\n" % r.index.encode("ascii", "replace"))
 
 
+def _batch_block_reply(r, call):
+    index = r[0].index if r else ""
+    return Reply(200, wire.encode_batch_search([(x.ids, x.scores, x.fields) for x in r]), "application/octet-stream",
+                 b"X-Vecstore-Index: %s\r\n" % index.encode("ascii", "replace") if index else b"")
+
+
 def _batch_search_binary(c, body, dim, n_queries, vector_encoding=None, **kw):
     return c.batch_search(wire.decode_vectors(body, n_queries, dim, vector_encoding), **kw)
 
@@ -748,8 +754,7 @@ ROUTES: tuple[Route, ...] = (
           lambda r, c: {"results": [x.to_dict() for x in r]}, tag="search"),
     Route("/batch_search_binary", "collection", _batch_search_binary,
           (*BINARY_SEARCH_PARAMS, P("n_queries", "uint", True, limit="batch")),
-          lambda r, c: wire.encode_batch_search([(x.ids, x.scores, x.fields) for x in r]),
-          body="binary", reply="binary", tag="search"),
+          _batch_block_reply, body="binary", reply="binary", tag="search"),
     Route("/search_range", "collection", "search_range",
           (VECTOR, P("threshold", "float", True), P("max_results", "int", limit="top_k"), WHERE, RETURN_FIELDS,
            VECTOR_FIELD),

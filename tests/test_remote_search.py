@@ -81,3 +81,18 @@ def test_errors_are_the_local_ones(pair, vector, kw, error):
     with pytest.raises(error) as b:
         remote.search(vector, **kw)
     assert type(a.value) is type(b.value)
+
+
+def test_batch_search_over_binary_like_local(pair):
+    local, remote, rng, url = pair
+    before = _requests(url)
+    for kw in ({}, {"where": "n < 150", "return_fields": True, "k": 5}, {"vector_field": "tv", "nprobe": 30}):
+        qs = rng.standard_normal((7, 8)).astype(np.float32)
+        a, b = local.batch_search(qs, **kw), remote.batch_search(qs, **kw)
+        assert len(a) == len(b) == 7
+        for x, y in zip(a, b):
+            assert x.ids == y.ids and x.fields == y.fields and (x.k, x.index, x.vector_field) == (y.k, y.index, y.vector_field)
+            np.testing.assert_array_equal(x.scores, y.scores)
+    after = _requests(url)
+    assert after.get("/batch_search_binary", 0) - before.get("/batch_search_binary", 0) == 3
+    assert after.get("/batch_search", 0) == before.get("/batch_search", 0)
