@@ -121,6 +121,13 @@ def last_occurrence(labels: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray
     return labels[keep], np.ascontiguousarray(vectors[keep])
 
 
+def checked_batch(labels: np.ndarray, vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The input of ``build`` / ``add`` of every index: width and label count checked, then
+    deduplicated with :func:`last_occurrence`."""
+    check_rows(vectors, dim)
+    return last_occurrence(check_labels(labels, len(vectors)), vectors)
+
+
 def filtered_ef(ef: int, frac: float) -> int:
     """Beam width for a filtered HNSW search: ``ef / selectivity``, at most ``2·ef``.
 
@@ -382,9 +389,7 @@ class HnswIndex(VectorIndex):
 
     def build(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         """Replace the content. The new graph is built without blocking searches on the old one."""
-        check_rows(vectors, self.dim)
-        labels = check_labels(labels, len(vectors))
-        labels, vectors = last_occurrence(labels, vectors)
+        labels, vectors = checked_batch(labels, vectors, self.dim)
         with self._writer:
             states = _LabelStates()
             index = None
@@ -399,11 +404,9 @@ class HnswIndex(VectorIndex):
                 self._index, self._states, self._live = index, states, len(labels)
 
     def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        check_rows(vectors, self.dim)
-        labels = check_labels(labels, len(vectors))
+        labels, vectors = checked_batch(labels, vectors, self.dim)
         if len(labels) == 0:
             return
-        labels, vectors = last_occurrence(labels, vectors)
         with self._writer, self._lock.write:
             before = self._states.get(labels)
             n_new = int(np.count_nonzero(before == _ABSENT))

@@ -56,12 +56,11 @@ from ..fileio import fsync_path, sha256_file
 from .base import Metric, VectorIndex
 from .hnsw import (
     check_breadth,
+    checked_batch,
     check_identity,
     check_int_param,
     check_k,
-    check_labels,
     check_rows,
-    last_occurrence,
     padded,
     read_meta,
     refuse_unknown,
@@ -523,9 +522,7 @@ class IvfIndex(VectorIndex):
 
     def build(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         """Replace the content: train k-means, fill the lists; searches continue meanwhile."""
-        check_rows(vectors, self.dim)
-        labels = check_labels(labels, len(vectors))
-        labels, vectors = last_occurrence(labels, vectors)
+        labels, vectors = checked_batch(labels, vectors, self.dim)
         with self._writer:
             state = self._make(labels, vectors)
             with self._lock.write:
@@ -544,11 +541,9 @@ class IvfIndex(VectorIndex):
     # -- writes -------------------------------------------------------------------------------
 
     def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        check_rows(vectors, self.dim)
-        labels = check_labels(labels, len(vectors))
+        labels, vectors = checked_batch(labels, vectors, self.dim)
         if len(labels) == 0:
             return
-        labels, vectors = last_occurrence(labels, vectors)
         with self._writer:
             grown = len(self) + len(labels)
             if self._centroids is None or (
