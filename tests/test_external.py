@@ -37,15 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def client(tmp_path):
-    c = vecstore.connect(tmp_path / "store")
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def db(client):
-    return client.create_database("app")
+def db(local_client):  # external collections are created in the process that owns the data
+    return local_client.create_database("app")
 
 
 @pytest.fixture
