@@ -58,6 +58,7 @@ import numpy as np
 from vecstore import wire
 from vecstore.errors import (
     ConflictError,
+    DimensionMismatchError,
     InvalidArgumentError,
     NotFoundError,
     PayloadTooLargeError,
@@ -160,6 +161,10 @@ def _numbers(v, name: str, ndim: int) -> np.ndarray:
     try:
         arr = np.asarray(v)
     except (ValueError, TypeError):  # ragged rows
+        widths = {len(row) for row in v if isinstance(row, list)}
+        if ndim == 2 and len(widths) > 1:
+            raise DimensionMismatchError(f"{name}: expected rows of one dimension, got dimensions "
+                                         f"{sorted(widths)}") from None
         raise InvalidArgumentError(f"{name}: expected {expected} of equal length") from None
     if arr.size and arr.dtype.kind not in "iuf":
         raise InvalidArgumentError(f"{name}: expected {expected}")
@@ -657,7 +662,8 @@ ROUTES: tuple[Route, ...] = (
     # -- collections (Database) -----------------------------------------------------------------
     Route("/required_collection", "database", "require_collection",
           (COLL_AS_NAME, P("dim", "uint"), P("metric", "str"), P("description", "str"), P("drop_if_exists", "bool")),
-          tag="collection", summary="Create or open a collection (dim may be null for an existing one).",
+          tag="collection", summary="Create or open a collection (a null dim: an existing one's, or, for a new one, "
+                  "that of its first vectors; 0 until then).",
           invalidates=True),
     Route("/drop_collection", "database", "drop_collection", (COLL_AS_NAME,),
           summary="Drop a collection; missing is fine.", invalidates=True),

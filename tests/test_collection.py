@@ -62,8 +62,8 @@ def test_require_collection_create_open_and_drop(db):
     assert again.get_collection_config().description == "demo"
     with pytest.raises(DimensionMismatchError):
         db.require_collection("items", dim=8)
-    with pytest.raises(InvalidArgumentError):
-        db.require_collection("fresh")  # no dim for a new collection
+    assert db.require_collection("fresh").dim == 0  # no dim yet: the first vectors set it (test_dimless)
+    db.drop_collection("fresh")
     c2 = db.require_collection("items", dim=2, drop_if_exists=True)
     assert c2.get_collection_config().dim == 2
     db.drop_collection("items")
@@ -233,6 +233,24 @@ def test_closed_handle_raises(db):
     with pytest.raises(ClosedError):
         c.search([1, 0], k=1)
     c.close()  # twice is harmless
+
+
+def test_close_releases_vectors_and_indexes_while_the_handle_lives(tmp_path):
+    """A handle kept after close() (a notebook variable, a cache) must not pin every vector."""
+    import gc
+    import weakref
+    c = vecstore.connect(tmp_path).create_database("app").require_collection("big", dim=8, metric="l2")
+    c.add(np.random.default_rng(0).standard_normal((500, 8)).astype(np.float32))
+    c.build_index("HNSW-L2")
+    c.create_vector_field("t", dim=4)
+    c.add_named_vectors("t", np.ones((3, 4)), [0, 1, 2])
+    held = [weakref.ref(c._default.matrix), weakref.ref(c._default.index), weakref.ref(c._named["t"].matrix)]
+    c.close()
+    gc.collect()
+    assert [r() for r in held] == [None, None, None]
+    with pytest.raises(ClosedError):
+        c.search(np.ones(8), k=1)
+    assert "closed" in repr(c)
 
 
 def test_reopen_restores_everything(tmp_path):

@@ -398,7 +398,11 @@ def test_damage_with_a_matching_checksum_still_raises(tmp_path, kind, how):
         KINDS[kind].load(tmp_path, files, 8, "l2", index.params)
 
 
-def test_ivf_arrays_that_do_not_fit_together_are_refused(tmp_path):
+@pytest.mark.parametrize("damage", ["offsets", "duplicate", "duplicate-huge", "distinct-huge"])
+def test_ivf_arrays_that_do_not_fit_together_are_refused(tmp_path, damage):
+    """Arrays that pass the checksum but not the structure checks: a list running past the rows,
+    a label twice (checked by a bitmap for dense labels, by np.unique for huge ones); a huge but
+    distinct label is fine."""
     from vecstore.indexes.hnsw import sha256_file
 
     index = IvfIndex(8, "l2")
@@ -406,15 +410,22 @@ def test_ivf_arrays_that_do_not_fit_together_are_refused(tmp_path):
     files = index.save(tmp_path, "g")
     npz, meta_file = tmp_path / files[0], tmp_path / files[-1]
     with np.load(npz) as z:
-        arrays = dict(z)
-    arrays["offsets"] = arrays["offsets"].copy()
-    arrays["offsets"][-1] += 10**9  # a list that runs past the end of the rows
+        arrays = {name: a.copy() for name, a in z.items()}
+    if damage == "offsets":
+        arrays["offsets"][-1] += 10**9  # a list that runs past the end of the rows
+    if damage.endswith("huge"):
+        arrays["labels"][0] = 2**63 + 5
+    if damage.startswith("duplicate"):
+        arrays["labels"][1] = arrays["labels"][0]
     with open(npz, "wb") as f:
         np.savez(f, **arrays)
     meta = json.loads(meta_file.read_text())
     meta["npz"].update(size=npz.stat().st_size, sha256=sha256_file(npz))
     meta_file.write_text(json.dumps(meta))
-    with pytest.raises(CorruptionError):
+    if damage == "distinct-huge":
+        assert len(IvfIndex.load(tmp_path, files, 8, "l2", {})) == 200
+        return
+    with pytest.raises(CorruptionError, match="do not form"):
         IvfIndex.load(tmp_path, files, 8, "l2", {})
 
 

@@ -89,3 +89,66 @@ def test_damaged_store_is_a_clear_error(tmp_path):
         with pytest.raises(vecstore.VecstoreError) as exc:
             client.get_database("app").get_collection("c")
         assert "LMDB" in str(exc.value) or "damaged" in str(exc.value)
+
+
+def _mirror(col) -> tuple:
+    def space(d):
+        return d.labels[:d.n].tolist(), d.matrix[:d.n].tobytes(), d.live[:d.n].tolist(), dict(d.pos_of), d.n_live
+    return (list(col._ids), [dict(f) for f in col._fields], dict(col._id_pos), space(col._default),
+            {name: space(d) for name, d in col._named.items()})
+
+
+def test_bulk_open_rebuilds_the_same_mirror_as_row_by_row(tmp_path, monkeypatch):
+    """The bulk loaders of an open (two C-level passes, vectors joined in chunks) against the
+    mirror the writes built in memory: ids of both types, fields, deletes, upserts, and chunk
+    boundaries that do not divide the row count."""
+    monkeypatch.setattr(storage, "_LOAD_CHUNK_BYTES", 7 * 4 * 24 + 5)   # 7 rows and a bit per chunk
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((300, 24)).astype(np.float32)
+    path = tmp_path / "store"
+    with vecstore.connect(path) as client:
+        col = client.create_database("app").require_collection("c", dim=24, metric="l2")
+        col.add(x[:200], ids=list(range(200)), fields=[{"n": i, "tag": f"t{i % 7}"} for i in range(200)])
+        col.add(x[200:], ids=[f"s{i}" for i in range(100)], fields=[{"n": i} for i in range(100)])
+        col.delete(list(range(0, 200, 9)))
+        col.upsert(x[:5] + 1, ids=[1, 2, 3, "s1", 9], fields=[{"up": True}] * 5)
+        col.create_vector_field("t", dim=8, metric="l2")
+        col.add_named_vectors("t", x[:60, :8], [*(i for i in range(60) if i % 9)][:50] + [f"s{i}" for i in range(10)])
+        col.delete([2, 4])   # rows with a named vector too
+        written = _mirror(col)
+        assert written[4]["t"][4] == 58
+        assert written[1][0] == {"n": 0, "tag": "t0"}
+    with vecstore.connect(path) as client:
+        col = client.get_database("app").get_collection("c")
+        assert _mirror(col) == written
+        with col._storage.read() as t:   # and the per-row iterators agree with the bulk ones
+            labels, rows = t.load_rows()
+            assert [(int(lb), r) for lb, r in zip(labels, rows)] == list(t.iter_rows())
+            vl, m = t.load_vecs(24)
+            assert [(storage.label_key(int(lb)), m[i].tobytes()) for i, lb in enumerate(vl)] == list(t.iter_vecs())
+        assert col.search(x[250], k=1).ids == ("s50",)
+        col.add(x[:3] * 2, ids=[1000, 1001, 1002])   # the adopted matrix grows on the next write
+        assert col.search(x[2] * 2, k=1).ids == (1002,)
+
+
+@pytest.mark.parametrize("damage", ["missing", "short", "swapped"])
+def test_open_refuses_vectors_that_do_not_match_the_rows(tmp_path, damage):
+    path = tmp_path / "store"
+    with vecstore.connect(path) as client:
+        col = client.create_database("app").require_collection("c", dim=4)
+        col.add(np.eye(4), ids=[1, 2, 3, 4])
+
+        def tx(t):
+            vec = t._dbs["vec"]
+            key = storage.label_key(t.get_label(3))
+            if damage == "missing":
+                t._txn.delete(key, db=vec)
+            elif damage == "short":
+                t._txn.put(key, b"\0" * 12, db=vec)
+            else:   # the vector moves to a label that has no row
+                t._txn.delete(key, db=vec)
+                t._txn.put(storage.label_key(999), b"\0" * 16, db=vec)
+        col._storage.write(tx)
+    with vecstore.connect(path) as client:
+        with pytest.raises(vecstore.errors.CorruptionError):
+            client.get_database("app").get_collection("c")

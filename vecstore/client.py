@@ -157,6 +157,13 @@ class Client(ClientPortability):
         self._closed = True
 
 
+def _check_dim(dim: object) -> int:
+    dim = v.check_positive_int(dim, param="dim", allow_none=False)
+    if dim > v.MAX_DIM:
+        raise InvalidArgumentError(f"dim: expected at most {v.MAX_DIM}, got {dim}")
+    return dim
+
+
 def _close_under(path: Path) -> None:
     prefix = str(path.resolve()) + os.sep
     with _OPEN_LOCK:
@@ -261,11 +268,13 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
     def require_collection(self, name: str, dim: int | None = None, metric: str = "ip",
                            description: str | None = None, drop_if_exists: bool = False,
                            durability: str | None = None) -> Collection:
-        """Open a collection, creating it (``dim`` required then) if it does not exist.
+        """Open a collection, creating it if it does not exist.
 
         ``metric`` is ``"ip"`` (default), ``"l2"`` or ``"cosine"`` (vectors are normalised on
-        write). Opening an existing collection needs no arguments; a ``dim`` that disagrees
-        with the stored one is an error.
+        write). A new collection without ``dim`` takes the dimension of its first vectors
+        (``dim`` reads 0 until then; see :meth:`create_collection`). Opening an existing
+        collection needs no arguments; a ``dim`` that disagrees with the stored one is an
+        error, and a ``dim`` given for an existing collection that has no dim yet fixes it.
 
         >>> col = db.require_collection("items", dim=4, description="demo")  # doctest: +SKIP
         """
@@ -275,16 +284,24 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         if self.collection_exists(name):
             col = self._open(name, None, durability)
             if dim is not None and int(dim) != col.dim:
-                raise DimensionMismatchError(f"dim: collection {name!r} has dimension {col.dim}, got {dim}")
+                if col.dim:
+                    raise DimensionMismatchError(f"dim: collection {name!r} has dimension {col.dim}, got {dim}")
+                col._set_dim(_check_dim(dim))
             return col
         return self.create_collection(name, dim, metric=metric, description=description, durability=durability)
 
-    def create_collection(self, name: str, dim: int | None, metric: str = "ip", description: str | None = None,
-                          durability: str | None = None) -> Collection:
+    def create_collection(self, name: str, dim: int | None = None, metric: str = "ip",
+                          description: str | None = None, durability: str | None = None) -> Collection:
         """Create a new collection; AlreadyExistsError if the name is taken.
+
+        Without ``dim`` the dimension is not known yet: ``dim`` reads 0, a search finds nothing,
+        only a FLAT index can be built, and the first write that brings vectors fixes the dim
+        (in the same transaction as its rows; all its vectors must have one dimension).
 
         >>> db.create_collection("items", dim=4, metric="l2")  # doctest: +SKIP
         <Collection app/items dim=4 0 rows>
+        >>> db.create_collection("later").dim  # doctest: +SKIP
+        0
         """
         return self._create(name, dim, metric=metric, description=description, durability=durability)
 
@@ -298,11 +315,7 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
             raise ReadOnlyError("the client is read-only")
         if self.collection_exists(name):
             raise AlreadyExistsError(f"collection_name: collection {name!r} already exists")
-        if dim is None:
-            raise InvalidArgumentError(f"dim: required to create collection {name!r}")
-        dim = v.check_positive_int(dim, param="dim", allow_none=False)
-        if dim > 65536:
-            raise InvalidArgumentError(f"dim: expected at most 65536, got {dim}")
+        dim = 0 if dim is None else _check_dim(dim)  # 0: not known until the first vectors
         if description is not None:
             v.check_str(description, param="description")
         durability = durability or self.client.durability

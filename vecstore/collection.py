@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 
 from . import validation as v
-from .errors import (AlreadyExistsError, ClosedError, CorruptionError, InvalidArgumentError,
-                     NotFoundError, ReadOnlyError)
+from .errors import (AlreadyExistsError, ClosedError, CorruptionError, DimensionMismatchError,
+                     InvalidArgumentError, NotFoundError, ReadOnlyError)
 from .blobs import CollectionBlobs
 from .collection_ext import DerivedIndexes
 from .portability import CollectionPortability
@@ -118,37 +118,36 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             self._config = cfg
             self._version = t.get_meta("version", 0)
             self._next_label = t.get_meta("next_label", 0)
-            rows = list(t.iter_rows())
-            vec_items = list(t.iter_vecs())
+            labels, rows = t.load_rows()
+            vec_labels, matrix = t.load_vecs(cfg["dim"])
             # creation order, which list_vector_fields() reports (LMDB would give name order)
             named_defs = dict(sorted(t.iter_meta("vfield:"), key=lambda kv: (kv[1].get("order", 0), kv[0])))
-            named_data = {key[len("vfield:"):]: list(t.iter_named(key[len("vfield:"):])) for key in named_defs}
+            named_data = {key[len("vfield:"):]: t.load_named(key[len("vfield:"):], spec["dim"])
+                          for key, spec in named_defs.items()}
             index_records = dict(t.iter_meta("index:"))
             sparse_rows = list(t.iter_sparse())
-        if len(rows) != len(vec_items):
-            raise CorruptionError(f"{self.path}: {len(rows)} rows but {len(vec_items)} vectors")
+        if not np.array_equal(labels, vec_labels):
+            raise CorruptionError(f"{self.path}: {len(labels)} rows but {len(vec_labels)} vectors, "
+                                  "or not for the same labels")
         dim, metric = cfg["dim"], cfg["metric"]
         n = len(rows)
-        labels = np.fromiter((r[0] for r in rows), dtype=np.uint64, count=n)
-        self._ids: list[Id] = [r[1][0] for r in rows]
-        self._fields: list[dict] = [r[1][1] for r in rows]
-        alive = np.fromiter((not r[1][2] for r in rows), dtype=bool, count=n)
-        matrix = np.frombuffer(b"".join(val for _, val in vec_items), dtype=np.float32).reshape(n, dim)
-        self._id_pos: dict[Id, int] = {i: p for p, i in enumerate(self._ids)}
-        ints = [i for i in self._ids if isinstance(i, int)]
+        self._ids: list[Id] = [r[0] for r in rows]
+        self._fields: list[dict] = [r[1] for r in rows]
+        alive = np.fromiter((not r[2] for r in rows), dtype=bool, count=n)
+        del rows
+        self._id_pos: dict[Id, int] = dict(zip(self._ids, range(n)))
+        ints = [i for i in self._ids if type(i) is int]
         self._max_int_all = max(ints) if ints else -1
         self._default = VectorSpace(DEFAULT, dim, metric)
         if n:
-            self._default.put(labels, matrix, alive)
+            self._default.fill(labels, matrix, alive)
         self._named: dict[str, VectorSpace] = {}
         for key, spec in named_defs.items():
             fname = key[len("vfield:"):]
             space = VectorSpace(fname, spec["dim"], spec["metric"])
-            data = named_data[fname]
-            if data:
-                lbs = np.fromiter((lb for lb, _ in data), dtype=np.uint64, count=len(data))
-                mat = np.frombuffer(b"".join(b for _, b in data), dtype=np.float32).reshape(len(data), spec["dim"])
-                space.put(lbs, mat, self._row_alive_for_labels(lbs))
+            lbs, mat = named_data[fname]
+            if len(lbs):
+                space.fill(lbs, mat, self._default.live_of(lbs))
             self._named[fname] = space
         self._columns = FieldColumns()
         self._columns.reset(self._ids, self._fields)
@@ -163,13 +162,6 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         self._text = None
         for key, rec in index_records.items():
             self._open_index(key[len("index:"):], rec)
-
-    def _row_alive_for_labels(self, labels: np.ndarray) -> np.ndarray:
-        pos = np.fromiter((self._default.pos_of.get(int(lb), -1) for lb in labels), dtype=np.int64, count=len(labels))
-        out = np.zeros(len(labels), dtype=bool)
-        ok = pos >= 0
-        out[ok] = self._default.live[pos[ok]]
-        return out
 
     def _check_open(self) -> None:
         if self._closed:
@@ -230,6 +222,12 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             if getattr(self, "_text_private", None) is not None:  # a read-only process's own index
                 shutil.rmtree(self._text_private, ignore_errors=True)
             self._storage.close()
+            # Release the mirror and the indexes now rather than with the last reference: a
+            # notebook or an app that keeps the handle would otherwise hold every vector. A
+            # search already running keeps the arrays it holds; a new one gets ClosedError.
+            self._default = VectorSpace(DEFAULT, self._default.dim, self._default.metric)
+            self._named, self._ids, self._fields, self._id_pos = {}, [], [], {}
+            self._columns, self._sparse, self._text = FieldColumns(), None, None
         self.database._forget(self)
 
     def __enter__(self) -> "Collection":
@@ -245,7 +243,31 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
     # ------------------------------------------------------------------ config and stats ----
     @property
     def dim(self) -> int:
+        """The dimension of the default vector; 0 while a collection created without one has
+        had no vectors yet (the first write that brings vectors fixes it).
+
+        >>> col.dim  # doctest: +SKIP
+        4
+        """
         return self._config["dim"]
+
+    def _set_dim(self, dim: int) -> None:
+        """Fix the dimension of a collection created without one, with no vectors yet (the
+        ``dim`` of ``require_collection`` on it). The same dim again is a no-op."""
+        self._check_writable(rows=False)
+        with self._wlock:
+            if self.dim == 0:
+                cfg = {**self._config, "dim": dim}
+                self._storage.write(lambda t: t.put_meta("config", cfg))
+                self._adopt_dim(cfg)
+            elif dim != self.dim:
+                raise DimensionMismatchError(f"dim: collection {self.name!r} has dimension {self.dim}, got {dim}")
+
+    def _adopt_dim(self, cfg: dict) -> None:
+        """After the commit that stored ``cfg`` with a first dim: the mirror takes it."""
+        with self._rw.write:
+            self._config = cfg
+            self._default.set_dim(cfg["dim"])
 
     @property
     def metric(self) -> str:
@@ -421,6 +443,13 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                     assigned.append(lb)
             blobs = [row.tobytes() for row in vectors]
         new_count = sum(1 for lb in (rows[3] if rows is not None else ()) if lb is None)
+        new_cfg = None
+        if rows is not None and rows[1].shape[1] != self.dim:
+            if self.dim:  # validated against dim 0, then another writer's first vectors fixed it
+                raise DimensionMismatchError(f"vectors: expected dimension {self.dim}, got {rows[1].shape[1]}")
+            # The first vectors of a collection created without a dim fix it, in the rows'
+            # transaction: no crash can leave rows without a dim, or a dim without its rows.
+            new_cfg = {**self._config, "dim": int(rows[1].shape[1])}
         dead: list[tuple] = []
         if delete_pos is not None and len(delete_pos):
             dead = [(int(self._default.labels[p]), self._ids[p], self._fields[p]) for p in delete_pos.tolist()]
@@ -439,10 +468,14 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             t.put_meta("version", version)
             if new_count:
                 t.put_meta("next_label", first + new_count)
+            if new_cfg is not None:
+                t.put_meta("config", new_cfg)
         self._storage.write(tx)
         # Committed: now the mirror and the derived indexes.
         self._version = version
         self._next_label = first + new_count
+        if new_cfg is not None:
+            self._adopt_dim(new_cfg)
         if rows is not None:
             self._mirror_rows(rows[0], rows[1], rows[2], np.asarray(assigned, dtype=np.uint64))
         if dead:
@@ -839,6 +872,8 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             # The hot path of an unfiltered ANN search: every microsecond here is ~1% of QPS.
             labels, scores = space.index.search_trusted(queries, k, nprobe)
             return [space.index_positions(row_l, row_s) for row_l, row_s in zip(labels, scores)]
+        if space.dim and queries.shape[1] != space.dim:  # validated while the dim was still unknown
+            raise DimensionMismatchError(f"vector: expected dimension {space.dim}, got {queries.shape[1]}")
         t0 = time.perf_counter()
         allowed = None
         if where is not None:
@@ -896,7 +931,9 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         better). ``nprobe`` is the search breadth of the index (IVF lists probed, HNSW ``ef``);
         exact search ignores it. ``approx`` and ``eps`` are accepted for LynseDB compatibility
         and ignored: FLAT is always exact and the ANN indexes are approximate by nature.
-        ``field_name`` is an alias of ``vector_field`` (the seed document's name).
+        ``field_name`` is an alias of ``vector_field`` (the seed document's name). Before a
+        collection created without a dim has vectors, any query finds nothing (an empty result,
+        as in any empty collection).
 
         >>> ids, scores, fields = col.search([0.1, 0.2, 0.3, 0.4], k=3, where="lang = 'en'")  # doctest: +SKIP
         """
@@ -948,6 +985,8 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             raise InvalidArgumentError(f"threshold: expected a float32-representable number, got {threshold!r}")
         max_results = v.check_k(max_results, param="max_results")
         with self._rw.read:
+            if space.dim and len(q) != space.dim:  # validated while the dim was still unknown
+                raise DimensionMismatchError(f"vector: expected dimension {space.dim}, got {len(q)}")
             allowed = None
             if where is not None:
                 allowed = self._space_positions_from_rows(

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from . import validation as v
-from .errors import (AlreadyExistsError, CorruptionError, InvalidArgumentError, InvalidNameError,
-                     NotFoundError)
+from .errors import (AlreadyExistsError, ConflictError, CorruptionError, InvalidArgumentError,
+                     InvalidNameError, NotFoundError)
 from .indexes.base import IndexMode, VectorIndex, lynse_build_params, parse_index_mode, parse_metric
 from .table import VectorSpace
 from .types import Id, SearchResult, VectorFieldInfo
@@ -201,6 +201,9 @@ class DerivedIndexes:
                 raise InvalidArgumentError(f"n_clusters: only IVF indexes take n_clusters, got {n_clusters!r} for {index_mode!r}")
             params = {**params, "n_clusters": v.check_positive_int(n_clusters, param="n_clusters")}
         with self._wlock:
+            if space.dim == 0 and mode.kind != "FLAT":
+                raise ConflictError(f"dim: collection {self.name!r} has no dimension until its first vectors "
+                                    f"are added; build the {mode.kind} index after adding them")
             if mode.metric != space.metric:
                 self._change_metric(space, mode.metric)
                 space = self._space_by_name(space.name)
@@ -217,6 +220,8 @@ class DerivedIndexes:
         optional metric suffix (``HNSW-COS``, ``IVF-L2``, ``FLAT-IP``). A bare kind keeps the
         collection's metric; a suffix with another metric re-targets the collection to it.
         HNSW takes ``M``, ``ef_construction``, ``ef``; IVF takes ``n_clusters`` and ``nprobe``.
+        On a collection created without a dim, before its first vectors, only FLAT can be built:
+        HNSW and IVF raise :class:`ConflictError` (their structures need the dim).
 
         >>> col.build_index("HNSW-COS", M=16, ef_construction=200)  # doctest: +SKIP
         {'index_mode': 'HNSW-COS', 'n_clusters': None}

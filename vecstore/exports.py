@@ -209,8 +209,9 @@ class _Export:
             raise UnsupportedFormatError(f"{mpath}: export version {m.get('export_version')!r}; "
                                          f"this vecstore reads version {EXPORT_VERSION}")
         self.m, self.lynse = m, kind == LYNSE_EXPORT_TYPE
-        self.dim = self._int(m.get("dimension"), 1, 65536, "dimension")
         self.count = self._int(m.get("count"), 0, 1 << 62, "count")
+        # 0: a collection created without a dim that had no vectors yet (no rows either)
+        self.dim = self._int(m.get("dimension"), 0 if not self.count else 1, 65536, "dimension")
         self.metric = self._metric(m.get("metric", "ip"), "metric")
         desc = m.get("description")
         self.description = desc if isinstance(desc, str) else None

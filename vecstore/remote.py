@@ -130,7 +130,19 @@ def _vec(x: Any) -> list:
 
 
 def _vecs(x: Any) -> list:
-    return np.asarray(x, dtype=np.float32).tolist()
+    try:
+        return np.asarray(x, dtype=np.float32).tolist()
+    except (TypeError, ValueError):  # ragged rows: sent as they are, for the server to judge
+        return [_vec(row) for row in x]
+
+
+def _matrix(x: Any) -> Any:
+    """``x`` as a float32 array, or as given when it is not one (the server judges it then, so
+    the error is the local one)."""
+    try:
+        return np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError):
+        return x
 
 
 def _chunks(n: int, size: int = _BATCH) -> Iterable[slice]:
@@ -221,8 +233,8 @@ class RemoteDatabase:
                                             "description": description, "drop_if_exists": drop_if_exists})
         return RemoteCollection(self, name)
 
-    def create_collection(self, name: str, dim: int | None, metric: str = "ip", description: str | None = None,
-                          durability: str | None = None) -> "RemoteCollection":
+    def create_collection(self, name: str, dim: int | None = None, metric: str = "ip",
+                          description: str | None = None, durability: str | None = None) -> "RemoteCollection":
         v.check_name(name, what="collection_name")
         if self.collection_exists(name):
             raise AlreadyExistsError(f"collection_name: collection {name!r} already exists")
@@ -365,7 +377,8 @@ class RemoteCollection:
 
     @property
     def dim(self) -> int:
-        return (self._config or self.get_collection_config()).dim
+        # A cached 0 is asked again: the first vectors (maybe another client's) fix the dim.
+        return (self._config and self._config.dim) or self.get_collection_config().dim
 
     @property
     def metric(self) -> str:
@@ -418,7 +431,7 @@ class RemoteCollection:
 
     def add(self, vectors: Any, ids: Sequence[Id] | None = None, fields: Sequence[dict | None] | None = None,
             *, progress: bool = False) -> list[Id]:
-        arr = np.asarray(vectors, dtype=np.float32)
+        arr = _matrix(vectors)
         if ids is None or any(i is None for i in ids):
             items = [{"vector": row, "id": None if ids is None else ids[j],
                       "field": None if fields is None else fields[j]} for j, row in enumerate(arr)]
@@ -427,12 +440,12 @@ class RemoteCollection:
 
     def upsert(self, vectors: Any, ids: Sequence[Id], fields: Sequence[dict | None] | None = None,
                *, progress: bool = False) -> list[Id]:
-        return self._write_rows("upsert", np.asarray(vectors, dtype=np.float32), list(ids), fields)
+        return self._write_rows("upsert", _matrix(vectors), list(ids), fields)
 
-    def _write_rows(self, op: str, arr: np.ndarray, ids: list, fields: Sequence | None) -> list[Id]:
+    def _write_rows(self, op: str, arr: Any, ids: list, fields: Sequence | None) -> list[Id]:
         out: list[Id] = []
-        binary = arr.ndim == 2 and all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) and i >= 0
-                                       for i in ids)
+        binary = isinstance(arr, np.ndarray) and arr.ndim == 2 and all(
+            isinstance(i, (int, np.integer)) and not isinstance(i, bool) and i >= 0 for i in ids)
         for s in _chunks(len(ids)):
             f = None if fields is None else list(fields[s])
             if binary:

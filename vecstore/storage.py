@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import logging
 import os
 import struct
@@ -44,6 +45,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import lmdb
 import msgpack
+import numpy as np
 
 from .errors import CorruptionError, LockedError, ReadOnlyError, StorageFullError, VecstoreError
 
@@ -73,6 +75,35 @@ def id_key(public_id: int | str) -> bytes:
     if isinstance(public_id, str):
         return b"s" + public_id.encode("utf-8")
     return b"i" + _U64.pack(public_id)
+
+
+# Bytes of vectors joined at a time when loading. Small enough for malloc to reuse one heap
+# block: 32 MB chunks each came fresh from mmap and paid page faults again (2.0 s vs 0.5 s at
+# 1M x 128).
+_LOAD_CHUNK_BYTES = 2 << 20
+
+
+def _labels(keys: Iterator[bytes]) -> np.ndarray:
+    """Big-endian u64 label keys, as one uint64 array."""
+    return np.frombuffer(b"".join(keys), dtype=">u8").astype(np.uint64)
+
+
+def _load_matrix(labels: np.ndarray, values: Iterator[bytes], dim: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, matrix)`` from the vectors ``values`` of ``labels`` (one per label, in order),
+    copied chunk by chunk into one preallocated matrix."""
+    n, row = len(labels), 4 * dim
+    matrix = np.empty((n, dim), dtype=np.float32)
+    flat = matrix.reshape(-1).view(np.uint8)
+    at = 0
+    while chunk := b"".join(itertools.islice(values, max(1, _LOAD_CHUNK_BYTES // max(row, 1)))):
+        if at + len(chunk) > n * row:
+            break
+        flat[at:at + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+        at += len(chunk)
+    if at != n * row or len(chunk):
+        raise CorruptionError(f"{where}: {n} vectors of dim {dim} expected {n * row} bytes, found "
+                              f"{at + len(chunk)} or more")
+    return labels, matrix
 
 
 class Txn:
@@ -137,6 +168,16 @@ class Txn:
         for k, v in self._txn.cursor(db=self._dbs["rows"]):
             yield _U64.unpack(k)[0], _unpack(v)
 
+    def load_rows(self) -> tuple[np.ndarray, list[list]]:
+        """Every row at once, for opening a collection: ``(labels uint64, [[id, fields, deleted,
+        version], ...])`` in storage order. Keys and values are read in two C-level passes (no
+        per-row generator or tuple: ~2x faster than :meth:`iter_rows` at 1M rows)."""
+        labels = _labels(self._txn.cursor(db=self._dbs["rows"]).iternext(keys=True, values=False))
+        rows = list(map(_unpack, self._txn.cursor(db=self._dbs["rows"]).iternext(keys=False, values=True)))
+        if len(rows) != len(labels):
+            raise CorruptionError(f"{self._env.path()}: {len(labels)} row keys but {len(rows)} rows")
+        return labels, rows
+
     def count_rows(self) -> int:
         return self._txn.stat(self._dbs["rows"])["entries"]
 
@@ -148,9 +189,17 @@ class Txn:
         return self._txn.get(label_key(label), db=self._dbs["vec"])
 
     def iter_vecs(self) -> Iterator[tuple[bytes, bytes]]:
-        """``(label key, float32 bytes)`` in storage order (keys stay encoded: this is the hot
-        path of opening a collection)."""
+        """``(label key, float32 bytes)`` in storage order."""
         return iter(self._txn.cursor(db=self._dbs["vec"]))
+
+    def load_vecs(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every default vector at once, for opening a collection: ``(labels uint64, matrix
+        float32 (n, dim))`` in storage order. The values are copied chunk by chunk into one
+        preallocated matrix, which the caller may keep (writable, no further copy): the
+        mirror's single copy of the vectors, with no list of a million ``bytes`` on the way."""
+        db = self._dbs["vec"]
+        labels = _labels(self._txn.cursor(db=db).iternext(keys=True, values=False))
+        return _load_matrix(labels, self._txn.cursor(db=db).iternext(keys=False, values=True), dim, self._env.path())
 
     # -- ids ----------------------------------------------------------------------------------
     def get_label(self, public_id: int | str) -> int | None:
@@ -178,6 +227,21 @@ class Txn:
                 if not k.startswith(prefix):
                     break
                 yield _U64.unpack(k[len(prefix):])[0], v
+
+    def load_named(self, field: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`load_vecs` for the named vector field ``field``."""
+        prefix = field.encode() + b"\0"
+        keys: list[bytes] = []
+        cur = self._txn.cursor(db=self._dbs["named"])
+        if cur.set_range(prefix):
+            for k in cur.iternext(keys=True, values=False):
+                if not k.startswith(prefix):
+                    break
+                keys.append(k[len(prefix):])
+        cur = self._txn.cursor(db=self._dbs["named"])
+        cur.set_range(prefix)
+        values = itertools.islice(cur.iternext(keys=False, values=True), len(keys))
+        return _load_matrix(_labels(keys), values, dim, f"{self._env.path()} field {field!r}")
 
     def drop_named(self, field: str) -> None:
         labels = [label for label, _ in self.iter_named(field)]

@@ -78,6 +78,32 @@ class VectorSpace:
         if self.sqnorms is not None:
             self.sqnorms = np.concatenate([self.sqnorms[: self.n], np.empty(cap - self.n, np.float32)])
 
+    def set_dim(self, dim: int) -> None:
+        """Fix the dimension of a space created with ``dim=0`` (unknown), before its first vectors.
+
+        >>> space = VectorSpace("default", 0, "ip"); space.set_dim(3); space.matrix.shape[1]
+        3
+        """
+        assert self.n == 0 and self.index is None, "only an empty space without an index takes a dim"
+        self.dim = dim
+        # Assigned, not resized: a search in another thread keeps its old (empty) matrix.
+        self.matrix = np.empty((len(self.labels), dim), dtype=np.float32)
+
+    def fill(self, labels: np.ndarray, matrix: np.ndarray, live: np.ndarray) -> None:
+        """Load an empty space on open: adopt ``matrix`` (C-contiguous float32, no copy) and its
+        ``labels`` (unique) and ``live`` flags. The bulk form of :meth:`put`, which at a million
+        rows spent seconds copying the matrix and filling ``pos_of`` one label at a time."""
+        assert self.n == 0 and matrix.flags.c_contiguous and matrix.dtype == np.float32
+        n = len(labels)
+        self.matrix, self.labels, self.live = matrix, labels.astype(np.uint64), live.astype(bool)
+        self.n, self.n_live = n, int(np.count_nonzero(self.live))
+        self.pos_of = dict(zip(self.labels.tolist(), range(n)))
+        self._lut = np.full(int(self.labels.max()) + 1 if n else 16, -1, dtype=np.int64)
+        self._lut[self.labels.astype(np.int64)] = np.arange(n)
+        if self.sqnorms is not None:
+            self.sqnorms = np.einsum("ij,ij->i", matrix, matrix)
+        self._dead = None
+
     def put(self, labels: np.ndarray, vectors: np.ndarray, live: np.ndarray | bool = True) -> None:
         """Insert or replace vectors; new labels go to the end in the given order."""
         labels = np.asarray(labels, dtype=np.uint64)
@@ -119,6 +145,15 @@ class VectorSpace:
         lab = lab[(lab >= 0) & (lab < len(lut))]
         pos = lut[lab]
         return pos[pos >= 0]
+
+    def live_of(self, labels: np.ndarray) -> np.ndarray:
+        """For each label, whether it has a live vector here (unknown labels: False)."""
+        lab = np.asarray(labels, dtype=np.int64)
+        out = np.zeros(len(lab), dtype=bool)
+        known = np.flatnonzero((lab >= 0) & (lab < len(self._lut)))
+        pos = self._lut[lab[known]]
+        out[known[pos >= 0]] = self.live[pos[pos >= 0]]
+        return out
 
     def index_positions(self, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One row of an index result (labels padded with -1) as ``(positions, scores)``. Every
@@ -196,6 +231,8 @@ class VectorSpace:
     def range_scores(self, query: np.ndarray, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Scores of every live candidate for one query: ``(positions, scores)``, unsorted."""
         cand = np.flatnonzero(self.live[: self.n]) if allowed is None else allowed
+        if not len(cand):  # also: no dim yet, where (0, 0) @ query would not even multiply
+            return cand, np.empty(0, np.float32)
         matrix = self.matrix[cand]
         s = matrix @ query
         if self.metric == "l2":
@@ -208,5 +245,10 @@ class VectorSpace:
         return self.labels[: self.n][self.live[: self.n]]
 
     def live_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and vectors of the live rows, for an index build. When every row is live the
+        vectors are a view of the mirror, not a copy (1M × 128: 512 MB less at the peak); the
+        builds copy what they keep and run under the collection's write lock."""
         mask = self.live[: self.n]
+        if mask.all():
+            return self.labels[: self.n].copy(), self.matrix[: self.n]
         return self.labels[: self.n][mask], np.ascontiguousarray(self.matrix[: self.n][mask])

@@ -100,7 +100,8 @@ class Rows:
 
     @classmethod
     def from_dict(cls, triple: list, dim: int) -> "Rows":
-        vectors = np.asarray(triple[0], dtype=np.float32).reshape(-1, dim)
+        n = len(triple[1])  # -1 would not do for no rows, nor dim for a dim not known yet (0)
+        vectors = np.asarray(triple[0], dtype=np.float32).reshape(n, -1 if n else dim)
         return cls(vectors=vectors, ids=tuple(triple[1]), fields=tuple(triple[2]))
 
 

@@ -25,6 +25,7 @@ from .errors import DimensionMismatchError, InvalidArgumentError, InvalidNameErr
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 MAX_STR_ID_BYTES = 400  # LMDB keys are at most 511 bytes; leave room for the type tag
 MAX_INT_ID = 2**63 - 1
+MAX_DIM = 65536
 _MAX_FIELD_DEPTH = 8
 
 
@@ -78,17 +79,31 @@ def check_unique(ids: Sequence[Any], *, param: str = "ids") -> None:
 
 
 def check_vectors(values: Any, dim: int, *, param: str = "vectors", normalise: bool = False) -> np.ndarray:
-    """A 2-D float32, C-contiguous, finite ``(n, dim)`` matrix (a copy: callers may reuse theirs)."""
+    """A 2-D float32, C-contiguous, finite ``(n, dim)`` matrix (a copy: callers may reuse theirs).
+
+    ``dim=0`` (a collection whose dimension is not known yet) takes the width of ``values``,
+    which must still be one width for all rows, in [1, MAX_DIM].
+
+    >>> check_vectors([[1, 2], [3, 4]], 0).shape
+    (2, 2)
+    >>> check_vectors([[1, 2], [3]], 0)
+    Traceback (most recent call last):
+    ...
+    vecstore.errors.DimensionMismatchError: vectors: expected rows of one dimension, got dimensions [1, 2]
+    """
     try:
         arr = np.array(values, dtype=np.float32, copy=True, order="C")
     except (TypeError, ValueError) as e:
-        raise InvalidArgumentError(f"{param}: expected numbers of shape (n, {dim}), got {_brief(values)} ({e})") from None
+        widths = _row_widths(values)
+        if len(widths) > 1:
+            raise DimensionMismatchError(f"{param}: expected rows of one dimension{f' ({dim})' if dim else ''}, "
+                                         f"got dimensions {sorted(widths)}") from None
+        raise InvalidArgumentError(f"{param}: expected numbers of shape (n, {dim or 'dim'}), got {_brief(values)} ({e})") from None
     if arr.ndim == 1 and arr.size == 0:
         arr = arr.reshape(0, dim)
     if arr.ndim != 2:
-        raise DimensionMismatchError(f"{param}: expected a 2-D array of shape (n, {dim}), got shape {arr.shape}")
-    if arr.shape[1] != dim:
-        raise DimensionMismatchError(f"{param}: expected dimension {dim}, got {arr.shape[1]}")
+        raise DimensionMismatchError(f"{param}: expected a 2-D array of shape (n, {dim or 'dim'}), got shape {arr.shape}")
+    _check_width(arr.shape[1], dim, param, len(arr))
     _check_finite(arr, param)
     if normalise:
         _normalise(arr, param)
@@ -99,7 +114,11 @@ _FINITE_PROBE: dict[int, np.ndarray] = {}
 
 
 def check_vector(value: Any, dim: int, *, param: str = "vector", normalise: bool = False) -> np.ndarray:
-    """One vector as a ``(1, dim)`` float32 matrix."""
+    """One vector as a ``(1, dim)`` float32 matrix; ``dim=0`` (not known yet) takes its length.
+
+    >>> check_vector([1, 2, 3], 0).shape
+    (1, 3)
+    """
     if type(value) is np.ndarray and value.dtype == np.float32 and value.shape == (dim,) and not normalise:
         # The common case of a search loop, kept to a few hundred nanoseconds: a dot product
         # with 1/(2·dim) weights is finite exactly when every element is (it cannot overflow).
@@ -111,16 +130,31 @@ def check_vector(value: Any, dim: int, *, param: str = "vector", normalise: bool
     try:
         arr = np.array(value, dtype=np.float32, copy=True, order="C")
     except (TypeError, ValueError) as e:
-        raise InvalidArgumentError(f"{param}: expected {dim} numbers, got {_brief(value)} ({e})") from None
+        raise InvalidArgumentError(f"{param}: expected {dim or 'dim'} numbers, got {_brief(value)} ({e})") from None
     if arr.ndim != 1:
-        raise DimensionMismatchError(f"{param}: expected a 1-D vector of dimension {dim}, got shape {arr.shape}")
-    if arr.shape[0] != dim:
-        raise DimensionMismatchError(f"{param}: expected dimension {dim}, got {arr.shape[0]}")
-    arr = arr.reshape(1, dim)
+        raise DimensionMismatchError(f"{param}: expected a 1-D vector of dimension {dim or 'dim'}, got shape {arr.shape}")
+    _check_width(arr.shape[0], dim, param)
+    arr = arr.reshape(1, -1)
     _check_finite(arr, param)
     if normalise:
         _normalise(arr, param)
     return arr
+
+
+def _row_widths(values: Any) -> set[int]:
+    """The lengths of the rows of a ragged list (empty when it is not a list of sequences)."""
+    try:
+        return {len(row) for row in values}
+    except TypeError:
+        return set()
+
+
+def _check_width(width: int, dim: int, param: str, rows: int = 1) -> None:
+    if dim:
+        if width != dim:
+            raise DimensionMismatchError(f"{param}: expected dimension {dim}, got {width}")
+    elif rows and not 1 <= width <= MAX_DIM:  # the dim is not known yet: these vectors set it
+        raise DimensionMismatchError(f"{param}: expected a dimension in [1, {MAX_DIM}], got {width}")
 
 
 def _brief(value: Any) -> str:

@@ -38,7 +38,6 @@ LynseDB's own, or are not HTTP at all):
 Where vecstore differs from LynseDB's 0.9.0 server by design, the smoke does not check (nor
 count) LynseDB's behaviour, and says so at the place:
 
-* a new collection needs a ``dim`` (LynseDB infers it from the first add; lynse_api §4.1);
 * soft-deleted ids are gone for every read, ``is_id_exists`` included (LynseDB still reports
   them outside the search family; lynse_api §10);
 * building a ``-COS`` index on a collection re-targets it to cosine and normalises its stored
@@ -500,15 +499,28 @@ class Smoke(SmokeBase):
 
         # string ids: JSON /add and /upsert
         def docs_add():
-            # LynseDB 0.9.0 also creates a collection without a dim and infers it from the first
-            # add; vecstore needs the dim to create one (lynse_api §4.1 recommends accepting a
-            # null dim only for an existing collection), so the dim is given here.
-            s["docs"] = self.db.require_collection("docs", dim=4, default_index=None)
+            # no dim: the first add fixes it (lynse_api §6, "Other HEAD differences")
+            s["docs"] = self.db.require_collection("docs", default_index=None)
             got = s["docs"].add(["a", "b", "c"], vectors=[E0, E1, [0.0, 0.0, 1.0, 0.0]],
                                 fields=[{"lang": "en"}, {"lang": "de"}, {"lang": "fr"}])
             _eq(got, ["a", "b", "c"])
             _eq(s["docs"].shape, (3, 4))
         self.step("add str ids (JSON /add)", docs_add)
+
+        def nodim():
+            # a new collection without a dim: 0 until the first add (/add_records_binary here),
+            # which fixes it; the client then builds its default FLAT-IP index (obs).
+            c = self.db.require_collection("nodim")
+            _eq(self.db.get_collection("nodim")._init_params["dim"], 0)
+            _eq(c.shape, (0, 0))
+            _eq(c.add([1, 2, 3], vectors=[E0, E1, [0.0, 0.0, 1.0, 0.0]]), [1, 2, 3])
+            _eq((c.shape, c.index_mode), ((3, 4), "FLAT-IP"))
+            _eq(self.post("/get_collection_config", self.names("nodim"))["params"]["config"]["dim"], 4)
+            r = c.search([0.1, 0.9, 0.2, 0.0], k=2)
+            _eq(r.ids.tolist(), [2, 3])
+            _raises(lambda: c.add([4], vectors=[[1.0, 0.0, 0.0]]))  # the dim is fixed now
+            _eq(c.shape, (3, 4))
+        self.step("require_collection without dim: the first add fixes it", nodim)
 
         def docs_documents():
             got = s["docs"].add("d", documents="red apple", embed_func=lambda docs: [[0.5, 0.5, 0.0, 0.0]])

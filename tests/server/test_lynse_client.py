@@ -5,7 +5,7 @@ started here with an API key:
 
 * ``tests/server/lynse_smoke.py`` (69 checks): ``lynsedb==0.2.0``, the seed-era client (its
   wheel for 3.11 dies with SIGILL on some CPUs, lynse_api §10-§11), in ``.peers/lynse020``;
-* ``tests/server/lynse_head_smoke.py`` (102 checks): ``lynsedb==0.9.0``, the HEAD-era client
+* ``tests/server/lynse_head_smoke.py`` (103 checks): ``lynsedb==0.9.0``, the HEAD-era client
   (renamed paths, binary record writes, blobs; lynse_api §4.8, §5.5, §6), in ``.peers/lynse090``.
 
 The environment of a version is, in order:
@@ -58,7 +58,7 @@ class Era:
 
 SEED = Era("0.2.0", Path(__file__).with_name("lynse_smoke.py"), 69, "httpx, numpy",
            "its 3.11 wheel is unusable, lynse_api §10")
-HEAD = Era("0.9.0", Path(__file__).with_name("lynse_head_smoke.py"), 102, "numpy",
+HEAD = Era("0.9.0", Path(__file__).with_name("lynse_head_smoke.py"), 103, "numpy",
            "one interpreter for both client eras")
 
 

@@ -208,6 +208,19 @@ def scan_order(centroids: np.ndarray) -> np.ndarray:
     return np.asarray(out, np.int64)
 
 
+def _distinct(labels: np.ndarray) -> bool:
+    """No label twice: a bitmap when the labels are dense enough (1M labels: ~10 ms instead of
+    np.unique's ~0.7 s sort), np.unique otherwise (a damaged file may hold any u64)."""
+    if len(labels) == 0:
+        return True
+    top = int(labels.max())
+    if top < 4 * len(labels) + (1 << 20):
+        seen = np.zeros(top + 1, bool)
+        seen[labels] = True
+        return int(np.count_nonzero(seen)) == len(labels)
+    return len(np.unique(labels)) == len(labels)
+
+
 def _width(dim: int) -> int:
     """Row width of the list matrix: the vector, one bias column, zeros up to a multiple of 4
     floats (16-byte rows; 129 columns measured ~8 % slower than 132 in a matvec)."""
@@ -254,9 +267,11 @@ class _Lists:
 
     @staticmethod
     def widen(vectors: np.ndarray, bias: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(vectors), _width(vectors.shape[1])), np.float32)
-        out[:, :vectors.shape[1]] = vectors
-        out[:, vectors.shape[1]] = bias
+        d = vectors.shape[1]
+        out = np.empty((len(vectors), _width(d)), np.float32)  # each byte written once, not zeroed first
+        out[:, :d] = vectors
+        out[:, d] = bias
+        out[:, d + 1:] = 0
         return out
 
     def _rejoin(self, c: int) -> None:
@@ -516,9 +531,15 @@ class IvfIndex(VectorIndex):
     def _fill(self, centroids: np.ndarray, labels: np.ndarray, vectors: np.ndarray) -> _Lists:
         assign = _assign(vectors, centroids, self._by_dot)
         order = np.argsort(assign, kind="stable")
-        v_sorted = vectors[order]
-        return _Lists(self.dim, _Lists.widen(v_sorted, self._bias(v_sorted)), labels[order].copy(),
-                      np.bincount(assign, minlength=len(centroids)))
+        # grouped by list straight into the widened matrix, a block at a time: no sorted copy
+        # of the whole input on the way (1M × 128: 512 MB less at the peak)
+        x = np.zeros((len(order), _width(self.dim)), np.float32)
+        step = max(1, _CHUNK // x.shape[1])
+        for s in range(0, len(order), step):
+            block = vectors[order[s:s + step]]
+            x[s:s + len(block), :self.dim] = block
+            x[s:s + len(block), self.dim] = self._bias(block)
+        return _Lists(self.dim, x, labels[order].copy(), np.bincount(assign, minlength=len(centroids)))
 
     def build(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         """Replace the content: train k-means, fill the lists; searches continue meanwhile."""
@@ -855,7 +876,7 @@ class IvfIndex(VectorIndex):
               and vectors.dtype == np.float32 and vectors.shape == (len(labels), dim)
               and offsets.dtype == np.int64 and offsets.shape == (k + 1,) and len(labels) == meta.get("live")
               and (k == 0 or (offsets[0] == 0 and offsets[-1] == len(labels) and (np.diff(offsets) >= 0).all()))
-              and len(np.unique(labels)) == len(labels))
+              and _distinct(labels))
         if not ok:
             raise CorruptionError(f"{path}: arrays do not form a {dim}-d IVF index")
         if k:
