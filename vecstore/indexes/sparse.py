@@ -12,9 +12,9 @@ mask; plus a small *pending* set of rows written since the main segment was buil
 removing a row clears its ``alive`` bit; pending rows are merged into a new main segment (one
 ``argsort`` of packed ``(feature, row)`` keys) when they outgrow ``max(4096, rows / 8)``, and
 the main segment is rebuilt when over half of its rows are dead. A search gathers the
-posting slices of the query's features in one vectorised step and scatter-adds
-``w * value`` per row (``np.bincount``), then takes the top k with ``argpartition``: no Python
-loop over rows or postings.
+posting slices of the query's features and scatter-adds ``w * value`` per row in float64
+(``np.add.at`` per slice into a dense accumulator, or ``np.bincount`` over the few rows a rare
+query touches), then takes the top k with ``argpartition``: no Python loop over rows.
 
 >>> idx = SparseIndex()
 >>> idx.upsert(np.array([7, 8], dtype=np.uint64), [parse_sparse({1: 1.0, 3: 2.0}), parse_sparse({3: 5.0})])
@@ -188,7 +188,9 @@ class _Segment:
         order = np.argsort(key)
         key = key[order]
         self.vals = entry_val[order].astype(np.float32, copy=False)
-        self.rows = (key & np.uint64(0xFFFFFFFF)).astype(np.int32 if len(labels) < 2**31 else np.int64)
+        # intp, not int32: np.add.at's fast path wants native indices (int32 rows cost ~30 % more
+        # per query in the scatter-add below, for 4 more bytes per posting entry)
+        self.rows = (key & np.uint64(0xFFFFFFFF)).astype(np.intp)
         feat_sorted = (key >> np.uint64(32)).astype(np.uint32)
         starts = np.flatnonzero(np.r_[True, feat_sorted[1:] != feat_sorted[:-1]]) if len(key) \
             else np.empty(0, dtype=np.int64)
@@ -229,8 +231,9 @@ class _Segment:
         self.alive[hit] = False
         self.n_alive -= len(hit)
 
-    def score(self, q_feat: np.ndarray, q_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(labels, float64 scores)`` of the alive rows with a non-zero score."""
+    def score(self, q_feat: np.ndarray, q_val: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(labels, float64 scores)`` of the alive rows with a non-zero score; with ``k``, only
+        those that can be among the k best (the k best and every row tied with the k-th)."""
         if not len(self.feats) or not len(q_feat):
             return _EMPTY[0], np.empty(0)
         pos = np.searchsorted(self.feats, q_feat)
@@ -239,16 +242,29 @@ class _Segment:
         if not hit.any():
             return _EMPTY[0], np.empty(0)
         pos, w = pos[hit], q_val[hit].astype(np.float64)
+        bounds = [(int(self.ptr[p]), int(self.ptr[p + 1]), wi) for p, wi in zip(pos.tolist(), w.tolist())]
+        total = sum(b - a for a, b, _ in bounds)
+        if total * 8 >= len(self.labels):
+            # Dense accumulator: scatter-add each posting slice in float64 (a row appears once
+            # per posting, and np.add.at takes repeated features). Measured 0.35 ms against
+            # 0.65 ms for concatenating the slices into one np.bincount (100k rows, 300k entries).
+            acc = np.zeros(len(self.labels))
+            for a, b, wi in bounds:
+                contrib = self.vals[a:b].astype(np.float64)
+                contrib *= wi
+                np.add.at(acc, self.rows[a:b], contrib)
+            hit = (acc != 0) & self.alive
+            if k is not None and np.count_nonzero(hit) > k:
+                # select on the dense array (no gather of every candidate first)
+                key = np.where(hit, acc, -np.inf)
+                kth = key[np.argpartition(-key, k - 1)[:k]].min()
+                hit = key >= kth
+            cand = np.flatnonzero(hit)
+            return self.labels[cand], acc[cand]
         # A query has few features: concatenating their contiguous posting slices is one memcpy
         # each, several times faster than a fancy-index gather over the same entries.
-        bounds = [(int(self.ptr[p]), int(self.ptr[p + 1]), wi) for p, wi in zip(pos.tolist(), w.tolist())]
         rows = np.concatenate([self.rows[a:b] for a, b, _ in bounds])
-        contrib = np.concatenate([self.vals[a:b] * wi for a, b, wi in bounds])
-        total = len(rows)
-        if total * 8 >= len(self.labels):  # dense accumulator is cheaper
-            acc = np.bincount(rows, weights=contrib, minlength=len(self.labels))
-            cand = np.flatnonzero((acc != 0) & self.alive)
-            return self.labels[cand], acc[cand]
+        contrib = np.concatenate([self.vals[a:b] * np.float64(wi) for a, b, wi in bounds])
         uniq, inv = np.unique(rows, return_inverse=True)
         acc = np.bincount(inv, weights=contrib, minlength=len(uniq))
         keep = (acc != 0) & self.alive[uniq]
@@ -350,7 +366,8 @@ class SparseIndex:
             if len(self._pending) > max(self._BULK_ROWS, len(main.labels) // 8) or (
                     len(main.labels) > self._BULK_ROWS and main.n_alive < len(main.labels) // 2):
                 self._merge()  # too many pending rows, or mostly dead main rows
-            main_lab, main_sc = self._main.score(q_feat, q_val)
+            # without a filter each segment can keep just its own k best (and ties)
+            main_lab, main_sc = self._main.score(q_feat, q_val, k if allowed is None else None)
             pend_lab, pend_sc = (self._pending_segment().score(q_feat, q_val) if self._pending
                                  else (_EMPTY[0], np.empty(0)))
         labels = np.concatenate([main_lab, pend_lab]) if len(pend_lab) else main_lab
