@@ -398,7 +398,7 @@ def test_damage_with_a_matching_checksum_still_raises(tmp_path, kind, how):
         KINDS[kind].load(tmp_path, files, 8, "l2", index.params)
 
 
-@pytest.mark.parametrize("damage", ["offsets", "duplicate", "duplicate-huge", "distinct-huge"])
+@pytest.mark.parametrize("damage", ["offsets", "duplicate", "duplicate-huge", "distinct-huge", "padding", "bias"])
 def test_ivf_arrays_that_do_not_fit_together_are_refused(tmp_path, damage):
     """Arrays that pass the checksum but not the structure checks: a list running past the rows,
     a label twice (checked by a bitmap for dense labels, by np.unique for huge ones); a huge but
@@ -417,6 +417,10 @@ def test_ivf_arrays_that_do_not_fit_together_are_refused(tmp_path, damage):
         arrays["labels"][0] = 2**63 + 5
     if damage.startswith("duplicate"):
         arrays["labels"][1] = arrays["labels"][0]
+    if damage == "padding":   # widened rows: the padding must be zero (a search multiplies it by 0)
+        arrays["rows"][3, 9] = np.inf
+    if damage == "bias":      # a stored row is live: its bias is finite
+        arrays["rows"][3, 8] = np.inf
     with open(npz, "wb") as f:
         np.savez(f, **arrays)
     meta = json.loads(meta_file.read_text())

@@ -190,8 +190,10 @@ def write_meta(path: Path, meta: dict) -> None:
         os.fsync(f.fileno())
 
 
-def read_meta(directory: Path, files: list[str], suffix: str, fmt: str, version: int) -> tuple[dict, dict]:
-    """Find the files by suffix, parse and check ``*.meta.json``; return ``(meta, {suffix: path})``."""
+def read_meta(directory: Path, files: list[str], suffix: str, fmt: str,
+              version: int | tuple[int, ...]) -> tuple[dict, dict]:
+    """Find the files by suffix, parse and check ``*.meta.json`` (its format version one of
+    ``version``); return ``(meta, {suffix: path})``."""
     by_suffix: dict[str, Path] = {}
     for name in files:
         for sfx in (".meta.json", suffix, ".labels.npy"):
@@ -207,7 +209,7 @@ def read_meta(directory: Path, files: list[str], suffix: str, fmt: str, version:
         raise CorruptionError(f"{by_suffix['.meta.json']}: unreadable index metadata ({e})") from e
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         raise CorruptionError(f"{by_suffix['.meta.json']}: not a {fmt} metadata file")
-    if meta.get("version") != version:
+    if meta.get("version") not in (version if isinstance(version, tuple) else (version,)):
         raise CorruptionError(f"{by_suffix['.meta.json']}: unsupported format version {meta.get('version')!r}")
     return meta, by_suffix
 

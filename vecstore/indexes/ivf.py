@@ -73,7 +73,9 @@ from .rwlock import RWLock
 __all__ = ["IvfIndex", "default_n_clusters", "default_nprobe", "kmeans", "scan_order"]
 
 _FORMAT = "vecstore-ivf"
-_FORMAT_VERSION = 2  # 2: centres stored in scan order (version 1 files are rebuilt)
+# 2: centres stored in scan order (version 1 files are rebuilt); 3: the list rows stored widened
+# (vector, bias, zero padding), so a load adopts them without another copy (version 2 still loads)
+_FORMAT_VERSION = 3
 _RETRAIN_FACTOR = 4
 _RETRAIN_MIN = 4096
 _CHUNK = 1 << 24  # floats per distance block in k-means (64 MiB)
@@ -291,13 +293,15 @@ class _Lists:
         start = np.asarray(self.start, np.int64)
         return np.arange(int(size.sum())) + np.repeat(start - (np.cumsum(size) - size), size)
 
-    def live(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(labels, vectors, counts per list)`` of the live entries, list by list."""
+    def live(self, wide: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(labels, vectors, counts per list)`` of the live entries, list by list; ``wide``:
+        the widened rows (vector, bias, padding) rather than the vectors."""
         rows = self.used_rows()
         alive = np.isfinite(self.x[rows, self.dim])
         which = np.repeat(np.arange(len(self.size)), self.size)[alive]
         rows = rows[alive]
-        return self.labels[rows], self.x[rows, :self.dim], np.bincount(which, minlength=len(self.size))
+        vectors = self.x[rows] if wide else self.x[rows, :self.dim]
+        return self.labels[rows], vectors, np.bincount(which, minlength=len(self.size))
 
     # -- writes (the caller holds the index's write lock) --------------------------------------
 
@@ -819,7 +823,7 @@ class IvfIndex(VectorIndex):
     # -- persistence --------------------------------------------------------------------------
 
     def save(self, directory: Path, stem: str) -> list[str]:
-        """Write ``stem.npz`` (centres in scan order, live rows grouped by list, list offsets) and
+        """Write ``stem.npz`` (centres in scan order, live widened rows grouped by list, list offsets) and
         ``stem.meta.json`` (params, counts, size and sha256 of the npz), fsynced."""
         directory = Path(directory)
         npz_path = directory / f"{stem}.npz"
@@ -827,14 +831,14 @@ class IvfIndex(VectorIndex):
         with self._writer:
             centroids = self._centroids if self._centroids is not None else np.empty((0, self.dim), np.float32)
             if self._lists is None:
-                labels, vectors, counts = np.empty(0, np.uint64), np.empty((0, self.dim), np.float32), []
+                labels, rows, counts = np.empty(0, np.uint64), np.empty((0, _width(self.dim)), np.float32), []
             else:
-                labels, vectors, counts = self._lists.live()
+                labels, rows, counts = self._lists.live(wide=True)
             offsets = np.concatenate(([0], np.cumsum(counts, dtype=np.int64))).astype(np.int64)
             trained_n = self._trained_n
         try:
             with open(npz_path, "wb") as f:
-                np.savez(f, centroids=centroids, labels=labels, vectors=vectors, offsets=offsets)
+                np.savez(f, centroids=centroids, labels=labels, rows=rows, offsets=offsets)
             fsync_path(npz_path)
             meta = {
                 "format": _FORMAT, "version": _FORMAT_VERSION, "kind": self.kind,
@@ -852,7 +856,7 @@ class IvfIndex(VectorIndex):
     def load(cls, directory: Path, files: list[str], dim: int, metric: Metric, params: dict) -> IvfIndex:
         # Version 1 stored the centres in k-means order; it raises CorruptionError here, and the
         # collection rebuilds the index (lists in scan order) from its rows.
-        meta, paths = read_meta(Path(directory), files, ".npz", _FORMAT, _FORMAT_VERSION)
+        meta, paths = read_meta(Path(directory), files, ".npz", _FORMAT, (2, _FORMAT_VERSION))
         path = paths[".npz"]
         check_identity(meta, dim, metric, path)
         stored = meta.get("params") if isinstance(meta.get("params"), dict) else {}
@@ -867,20 +871,25 @@ class IvfIndex(VectorIndex):
         verify_file(path, meta.get("npz"))
         try:
             with np.load(path, allow_pickle=False) as z:
-                centroids, labels, vectors, offsets = z["centroids"], z["labels"], z["vectors"], z["offsets"]
+                centroids, labels, offsets = z["centroids"], z["labels"], z["offsets"]
+                rows = z["rows"] if meta["version"] >= 3 else z["vectors"]
         except Exception as e:  # zipfile/format errors come in many classes; the checksum passed
             raise CorruptionError(f"{path}: unreadable ({e})") from e
         k = len(centroids)
+        width = _width(dim) if meta["version"] >= 3 else dim
         ok = (centroids.dtype == np.float32 and centroids.ndim == 2 and centroids.shape[1] == dim
               and k == meta.get("n_clusters") and labels.dtype == np.uint64 and labels.ndim == 1
-              and vectors.dtype == np.float32 and vectors.shape == (len(labels), dim)
+              and rows.dtype == np.float32 and rows.shape == (len(labels), width) and rows.flags.c_contiguous
               and offsets.dtype == np.int64 and offsets.shape == (k + 1,) and len(labels) == meta.get("live")
               and (k == 0 or (offsets[0] == 0 and offsets[-1] == len(labels) and (np.diff(offsets) >= 0).all()))
-              and _distinct(labels))
+              and _distinct(labels)
+              # stored rows are live: a finite bias, and zero padding (a search multiplies it by 0)
+              and (width == dim or (np.isfinite(rows[:, dim]).all() and not rows[:, dim + 1:].any())))
         if not ok:
             raise CorruptionError(f"{path}: arrays do not form a {dim}-d IVF index")
         if k:
-            lists = _Lists(dim, _Lists.widen(vectors, self._bias(vectors)), labels.copy(), np.diff(offsets))
+            x = rows if width > dim else _Lists.widen(rows, self._bias(rows))
+            lists = _Lists(dim, x, labels.copy(), np.diff(offsets))
             trained = meta.get("trained_n")
             self._install(np.ascontiguousarray(centroids), lists, trained if isinstance(trained, int) else len(labels))
         return self
