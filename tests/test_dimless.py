@@ -198,3 +198,12 @@ def test_concurrent_first_writes_agree_on_one_dim(tmp_path):
     assert sorted(outcome.values()) == sorted([f"ok{won}"] * 3 + [f"refused{7 - won}"] * 3)
     assert col.shape == (15, won)
     assert col.search(np.ones(won), k=20).ids and len(col.search(np.ones(won), k=20).ids) == 15
+
+
+@pytest.mark.parametrize("bad", ["abc", 0, -1, 2.5, True, 70_000])
+def test_a_bad_dim_is_refused_before_drop_if_exists_drops_anything(db, bad):
+    col = db.require_collection("kept", dim=4)
+    col.add(np.eye(4), ids=[1, 2, 3, 4])
+    with pytest.raises(InvalidArgumentError, match="dim"):
+        db.require_collection("kept", dim=bad, drop_if_exists=True)
+    assert db.get_collection("kept").shape == (4, 4)

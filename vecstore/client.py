@@ -279,14 +279,16 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         >>> col = db.require_collection("items", dim=4, description="demo")  # doctest: +SKIP
         """
         self._check_open()
+        if dim is not None:
+            dim = _check_dim(dim)  # before anything is dropped or opened
         if drop_if_exists:
             self.drop_collection(name)
         if self.collection_exists(name):
             col = self._open(name, None, durability)
-            if dim is not None and int(dim) != col.dim:
+            if dim is not None and dim != col.dim:
                 if col.dim:
                     raise DimensionMismatchError(f"dim: collection {name!r} has dimension {col.dim}, got {dim}")
-                col._set_dim(_check_dim(dim))
+                col._set_dim(dim)
             return col
         return self.create_collection(name, dim, metric=metric, description=description, durability=durability)
 
