@@ -93,7 +93,8 @@ def test_damaged_store_is_a_clear_error(tmp_path):
 
 def _mirror(col) -> tuple:
     def space(d):
-        return d.labels[:d.n].tolist(), d.matrix[:d.n].tobytes(), d.live[:d.n].tolist(), dict(d.pos_of), d.n_live
+        return (d.labels[:d.n].tolist(), d.matrix[:d.n].tobytes(), d.live[:d.n].tolist(),
+                d.lookup(np.arange(d.n + 5)).tolist(), d.n_live)
     return (list(col._ids), [dict(f) for f in col._fields], dict(col._id_pos), space(col._default),
             {name: space(d) for name, d in col._named.items()})
 

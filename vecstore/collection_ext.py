@@ -89,9 +89,8 @@ class DerivedIndexes:
         if not touched:
             return
         lab = np.fromiter(touched, dtype=np.uint64, count=len(touched))
-        pos = np.fromiter((space.pos_of.get(int(x), -1) for x in lab), dtype=np.int64, count=len(lab))
-        live = np.zeros(len(lab), dtype=bool)
-        live[pos >= 0] = space.live[pos[pos >= 0]]
+        pos = space.lookup(lab)
+        live = space.live_of(lab)
         if (~live).any():
             space.index.remove(lab[~live])
         if live.any():
@@ -407,9 +406,8 @@ class DerivedIndexes:
         if self._text is None or not self._text_pending:
             return
         lab = np.fromiter(self._text_pending, dtype=np.uint64, count=len(self._text_pending))
-        pos = np.fromiter((self._default.pos_of.get(int(x), -1) for x in lab), dtype=np.int64, count=len(lab))
-        live = np.zeros(len(lab), dtype=bool)
-        live[pos >= 0] = self._default.live[pos[pos >= 0]]
+        pos = self._default.lookup(lab)
+        live = self._default.live_of(lab)
         if (~live).any():
             self._text.delete(lab[~live])
         if live.any():

@@ -53,9 +53,8 @@ class VectorSpace:
         self.labels = np.empty(16, dtype=np.uint64)
         self.live = np.zeros(16, dtype=bool)
         self.sqnorms = np.empty(16, dtype=np.float32) if metric == "l2" else None
-        self.pos_of: dict[int, int] = {}
-        # label -> position as an array too (-1: none): the per-hit mapping of a search is one
-        # numpy take instead of a dict lookup per label.
+        # label -> position (-1: none) as an array: the per-hit mapping of a search is one numpy
+        # take, and a lookup of many labels one fancy index (see lookup)
         self._lut = np.full(16, -1, dtype=np.int64)
         self.n_live = 0
         self._dead: np.ndarray | None = None  # cached positions of non-live rows
@@ -92,12 +91,11 @@ class VectorSpace:
     def fill(self, labels: np.ndarray, matrix: np.ndarray, live: np.ndarray) -> None:
         """Load an empty space on open: adopt ``matrix`` (C-contiguous float32, no copy) and its
         ``labels`` (unique) and ``live`` flags. The bulk form of :meth:`put`, which at a million
-        rows spent seconds copying the matrix and filling ``pos_of`` one label at a time."""
+        rows spent seconds copying the matrix twice."""
         assert self.n == 0 and matrix.flags.c_contiguous and matrix.dtype == np.float32
         n = len(labels)
         self.matrix, self.labels, self.live = matrix, labels.astype(np.uint64), live.astype(bool)
         self.n, self.n_live = n, int(np.count_nonzero(self.live))
-        self.pos_of = dict(zip(self.labels.tolist(), range(n)))
         self._lut = np.full(int(self.labels.max()) + 1 if n else 16, -1, dtype=np.int64)
         self._lut[self.labels.astype(np.int64)] = np.arange(n)
         if self.sqnorms is not None:
@@ -120,8 +118,6 @@ class VectorSpace:
             start = self.n
             new_pos = np.arange(start, start + n_new)
             pos[new] = new_pos
-            for lb, p in zip(labels[new].tolist(), new_pos.tolist()):
-                self.pos_of[lb] = p
             self._lut[labels[new].astype(np.int64)] = new_pos
             self.labels[start:start + n_new] = labels[new]
             self.live[start:start + n_new] = False
@@ -138,21 +134,24 @@ class VectorSpace:
         self.n_live += int(self.live[pos].sum()) - before
         self._dead = None
 
+    def lookup(self, labels: Any) -> np.ndarray:
+        """The position of each label here; -1 for a label without a vector here."""
+        lab = np.asarray(labels, dtype=np.int64).ravel()
+        out = np.full(len(lab), -1, dtype=np.int64)
+        known = np.flatnonzero((lab >= 0) & (lab < len(self._lut)))
+        out[known] = self._lut[lab[known]]
+        return out
+
     def positions(self, labels: Any) -> np.ndarray:
         """Positions of labels that have a vector here (others dropped)."""
-        lab = np.asarray(labels, dtype=np.int64).ravel()
-        lut = self._lut
-        lab = lab[(lab >= 0) & (lab < len(lut))]
-        pos = lut[lab]
+        pos = self.lookup(labels)
         return pos[pos >= 0]
 
     def live_of(self, labels: np.ndarray) -> np.ndarray:
         """For each label, whether it has a live vector here (unknown labels: False)."""
-        lab = np.asarray(labels, dtype=np.int64)
-        out = np.zeros(len(lab), dtype=bool)
-        known = np.flatnonzero((lab >= 0) & (lab < len(self._lut)))
-        pos = self._lut[lab[known]]
-        out[known[pos >= 0]] = self.live[pos[pos >= 0]]
+        pos = self.lookup(labels)
+        out = np.zeros(len(pos), dtype=bool)
+        out[pos >= 0] = self.live[pos[pos >= 0]]
         return out
 
     def index_positions(self, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
