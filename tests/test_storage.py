@@ -132,8 +132,8 @@ def test_bulk_open_rebuilds_the_same_mirror_as_row_by_row(tmp_path, monkeypatch)
         assert col.search(x[2] * 2, k=1).ids == (1002,)
 
 
-@pytest.mark.parametrize("damage", ["missing", "short", "swapped"])
-def test_open_refuses_vectors_that_do_not_match_the_rows(tmp_path, damage):
+@pytest.mark.parametrize("damage", ["missing", "short", "swapped", "row-cut", "row-extra"])
+def test_open_refuses_damaged_rows_and_vectors(tmp_path, damage):
     path = tmp_path / "store"
     with vecstore.connect(path) as client:
         col = client.create_database("app").require_collection("c", dim=4)
@@ -142,7 +142,11 @@ def test_open_refuses_vectors_that_do_not_match_the_rows(tmp_path, damage):
         def tx(t):
             vec = t._dbs["vec"]
             key = storage.label_key(t.get_label(3))
-            if damage == "missing":
+            rows = t._dbs["rows"]
+            if damage.startswith("row"):   # one row record's msgpack cut short, or with a byte more
+                raw = t._txn.get(key, db=rows)
+                t._txn.put(key, raw[:-1] if damage == "row-cut" else raw + b"\xc0", db=rows)
+            elif damage == "missing":
                 t._txn.delete(key, db=vec)
             elif damage == "short":
                 t._txn.put(key, b"\0" * 12, db=vec)
