@@ -63,7 +63,10 @@ def _pack(value: Any) -> bytes:
 
 
 def _unpack(raw: bytes | memoryview) -> Any:
-    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    try:
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException) as e:  # a damaged record, wherever it is read
+        raise CorruptionError(f"a stored record does not decode ({e})") from None
 
 
 def label_key(label: int) -> bytes:
@@ -173,10 +176,7 @@ class Txn:
         version], ...])`` in storage order. Keys and values are read in two C-level passes (no
         per-row generator or tuple: ~2x faster than :meth:`iter_rows` at 1M rows)."""
         labels = _labels(self._txn.cursor(db=self._dbs["rows"]).iternext(keys=True, values=False))
-        try:
-            rows = list(map(_unpack, self._txn.cursor(db=self._dbs["rows"]).iternext(keys=False, values=True)))
-        except (ValueError, msgpack.UnpackException) as e:  # a damaged record
-            raise CorruptionError(f"{self._env.path()}: a row record does not decode ({e})") from None
+        rows = list(map(_unpack, self._txn.cursor(db=self._dbs["rows"]).iternext(keys=False, values=True)))
         if len(rows) != len(labels):
             raise CorruptionError(f"{self._env.path()}: {len(labels)} row keys but {len(rows)} rows")
         return labels, rows
