@@ -491,7 +491,9 @@ def _batch_search_binary(c, body, dim, n_queries, vector_encoding=None, **kw):
     return c.batch_search(wire.decode_vectors(body, n_queries, dim, vector_encoding), **kw)
 
 
-def _build_index(c, params=None, **kw):
+def _build_index(c, params=None, field_name=None, **kw):
+    """``/build_index`` and ``/build_vector_field_index`` (with ``field_name``): the index's own
+    parameters come in ``params``."""
     params = params or {}
     # The 0.9.0 client also copies params' n_clusters (or n_centroids) to the legacy top level.
     if "n_clusters" in kw and kw["n_clusters"] in (params.get("n_clusters"), params.get("n_centroids")):
@@ -502,6 +504,8 @@ def _build_index(c, params=None, **kw):
     clash = sorted(set(extra) & set(kw))
     if clash:
         raise InvalidArgumentError(f"params: {', '.join(clash)} given twice (top level and in params)")
+    if field_name is not None:
+        return c.build_vector_field_index(field_name, **kw, **extra)
     return c.build_index(**kw, **extra)
 
 
@@ -729,8 +733,8 @@ ROUTES: tuple[Route, ...] = (
                         "n_clusters": r.get("n_clusters")}, tag="index"),
     Route("/remove_index", "collection", "remove_index", tag="index"),
     Route("/index_mode", "collection", "index_mode", (), lambda r, c: {"index_mode": r}, tag="index"),
-    Route("/build_vector_field_index", "collection", "build_vector_field_index",
-          (P("field_name", "str", True), P("index_mode", "str"), P("n_clusters", "uint")),
+    Route("/build_vector_field_index", "collection", _build_index,
+          (P("field_name", "str", True), P("index_mode", "str"), P("n_clusters", "uint"), P("params", "object")),
           lambda r, c: {"field_name": c.args["field_name"], "n_clusters": c.args.get("n_clusters"),
                         "index_mode": c.args.get("index_mode") or getattr(
                             _field_info(c.target, c.args["field_name"]), "index_mode", None)}, tag="index"),

@@ -181,3 +181,79 @@ def test_search_profile_reports_the_plan(local_client):
     assert p["index_path"] == "ann_index_filtered" and p["filter_matches"] == 10_000
     for key in ("filter_us", "search_us", "total_us", "scanned_vectors", "result_count"):
         assert key in p
+
+
+def test_builds_report_progress_and_a_stepped_hnsw_build_keeps_recall():
+    """An HNSW build of more rows than one step (10,000) adds them step by step: progress rises
+    to the total in rows, and recall is that of a one-call build. IVF counts k-means rounds."""
+    from vecstore.indexes.hnsw import HnswIndex
+    from vecstore.indexes.ivf import IvfIndex
+    x = clustered(25_000, 16, clusters=50, seed=5)
+    labels = np.arange(len(x), dtype=np.uint64)
+    queries = x[::499] + 0.01
+    calls: list[tuple[int, int]] = []
+    hnsw = HnswIndex(16, "l2")
+    hnsw.build(labels, x, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(10_000, 25_000), (20_000, 25_000), (25_000, 25_000)]
+    found, _, _ = hnsw.search(queries, 10, breadth=64)
+    truth = [set(brute_ids(x, np.arange(len(x)), q, "l2", 10).tolist()) for q in queries]
+    assert np.mean([len(t & set(f.tolist())) / 10 for t, f in zip(truth, found)]) >= 0.95
+    calls.clear()
+    ivf = IvfIndex(16, "l2")
+    ivf.build(labels, x, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, ivf.iters + 1) for i in range(1, ivf.iters + 2)]
+
+
+def test_build_index_draws_a_progress_bar_only_when_asked(local_client, monkeypatch):
+    import tqdm.auto
+    bars: list = []
+
+    class Bar:  # records what the collection asks of tqdm
+        def __init__(self, desc=None, disable=None):
+            self.desc, self.n, self.total, self.closed = desc, 0, None, False
+            bars.append(self)
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            self.closed = True
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    col = local_client.create_database("app").require_collection("c", dim=8, metric="l2")
+    col.add(clustered(12_000, 8, seed=3))
+    col.build_index("HNSW-L2", progress=True)
+    col.build_index("IVF-L2", progress=True)
+    col.build_index("HNSW-L2")
+    assert [(b.n, b.total, b.closed) for b in bars] == [(12_000, 12_000, True), (9, 9, True)]
+    assert "HNSW-L2" in bars[0].desc and "IVF-L2" in bars[1].desc
+
+
+def test_searches_go_on_during_an_index_build(local_client):
+    """The new index is built outside the collection's read/write lock: searches keep being
+    answered (by the previous plan) until the swap. Before, each waited for the whole build."""
+    col = local_client.create_database("app").require_collection("c", dim=32, metric="l2")
+    x = clustered(40_000, 32, seed=4)
+    col.add(x)
+    build = threading.Thread(target=col.build_index, args=("HNSW-L2",))
+    build.start()
+    during = 0   # searches answered by the previous plan (exact) while the graph was built
+    while build.is_alive():
+        r = col.search(x[7], k=1)
+        assert r.ids == (7,)
+        during += r.index != "HNSW-L2"
+    build.join()
+    assert during >= 20, during
+    assert col.index_mode() == "HNSW-L2" and col.search(x[7], k=1).index == "HNSW-L2"
+
+
+def test_named_field_index_parameters_reach_the_index(db):
+    """Locally and over HTTP alike (the route takes them in ``params``): a bad one is refused,
+    good ones are used."""
+    col = db.require_collection("c", dim=4)
+    col.add(np.eye(4), ids=[1, 2, 3, 4])
+    col.create_vector_field("t", dim=3, metric="l2")
+    col.add_named_vectors("t", np.eye(3), ids=[1, 2, 3])
+    with pytest.raises(vecstore.InvalidArgumentError):
+        col.build_vector_field_index("t", "HNSW", bogus=1)
+    assert col.build_vector_field_index("t", "HNSW", M=8, ef_construction=50)["index_mode"] == "HNSW"
+    assert col.search([1, 0, 0], k=1, vector_field="t").ids == (1,)

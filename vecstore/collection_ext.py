@@ -13,15 +13,16 @@ import logging
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
 from . import validation as v
 from .errors import (AlreadyExistsError, ConflictError, CorruptionError, InvalidArgumentError,
                      InvalidNameError, NotFoundError)
-from .indexes.base import IndexMode, VectorIndex, lynse_build_params, parse_index_mode, parse_metric
+from .indexes.base import IndexMode, Progress, VectorIndex, lynse_build_params, parse_index_mode, parse_metric
 from .table import VectorSpace
 from .types import Id, SearchResult, VectorFieldInfo
 
@@ -39,6 +40,25 @@ def _index_class(kind: str) -> type[VectorIndex]:
         return HnswIndex
     from .indexes.ivf import IvfIndex
     return IvfIndex
+
+
+@contextmanager
+def _progress_callback(enabled: bool, desc: str) -> Iterator[Progress | None]:
+    """A ``progress(done, total)`` callback drawing a tqdm bar (off when stderr is not a
+    terminal), or None when not ``enabled``."""
+    if not enabled:
+        yield None
+        return
+    from tqdm.auto import tqdm
+    bar = tqdm(desc=desc, disable=None)
+
+    def step(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+    try:
+        yield step
+    finally:
+        bar.close()
 
 
 class DerivedIndexes:
@@ -142,16 +162,22 @@ class DerivedIndexes:
             if space.index is not None:
                 space.index.remove(labels)
 
-    def _set_mode(self: "Collection", space: VectorSpace, mode: IndexMode | None, params: dict) -> None:
+    def _set_mode(self: "Collection", space: VectorSpace, mode: IndexMode | None, params: dict,
+                  progress: bool = False) -> None:
+        """Switch ``space`` to ``mode``. Callers hold ``_wlock``, so the mirror cannot change: the
+        new index is built outside the read/write lock, searches meanwhile go to the old index
+        (or scan), and only the swap excludes them."""
         key = self._index_record_key(space)
         old_index = space.index
+        index = None
+        if mode is not None and mode.kind != "FLAT":
+            index = _index_class(mode.kind)(space.dim, space.metric, **params)
+            labels, vectors = space.live_vectors()
+            with _progress_callback(progress, f"{mode.name} {self.name}/{space.name}") as step:
+                index.build(labels, vectors, step)
         with self._rw.write:
             space.mode = mode
-            space.index = None
-            if mode is not None and mode.kind != "FLAT":
-                space.index = _index_class(mode.kind)(space.dim, space.metric, **params)
-                labels, vectors = space.live_vectors()
-                space.index.build(labels, vectors)
+            space.index = index
         if mode is None:
             self._storage.write(lambda t: t.delete_meta(key) if t.get_meta(key) is not None else None)
         elif mode.kind == "FLAT":
@@ -192,7 +218,8 @@ class DerivedIndexes:
             else:
                 self._named[name] = fresh
 
-    def _build(self: "Collection", space: VectorSpace, index_mode: str, n_clusters: Any, params: dict) -> dict:
+    def _build(self: "Collection", space: VectorSpace, index_mode: str, n_clusters: Any, params: dict,
+               progress: bool = False) -> dict:
         mode = parse_index_mode(index_mode, default_metric=space.metric)
         params = lynse_build_params(mode.kind, params)
         if n_clusters is not None:
@@ -207,14 +234,14 @@ class DerivedIndexes:
                 self._change_metric(space, mode.metric)
                 space = self._space_by_name(space.name)
             try:
-                self._set_mode(space, mode, params)
+                self._set_mode(space, mode, params, progress)
             except TypeError as e:  # an unknown keyword for this index kind
                 raise InvalidArgumentError(f"build_index: {e}") from None
         return {"index_mode": mode.name, "n_clusters": params.get("n_clusters")}
 
     # ----------------------------------------------------------------- public: indexes ------
-    def build_index(self: "Collection", index_mode: str = "FLAT", n_clusters: int | None = None,
-                    **params: Any) -> dict:
+    def build_index(self: "Collection", index_mode: str = "FLAT", n_clusters: int | None = None, *,
+                    progress: bool = False, **params: Any) -> dict:
         """Build the index of the default vector: ``FLAT`` (exact), ``HNSW`` or ``IVF``, with an
         optional metric suffix (``HNSW-COS``, ``IVF-L2``, ``FLAT-IP``). A bare kind keeps the
         collection's metric; a suffix with another metric re-targets the collection to it.
@@ -222,11 +249,15 @@ class DerivedIndexes:
         On a collection created without a dim, before its first vectors, only FLAT can be built:
         HNSW and IVF raise :class:`ConflictError` (their structures need the dim).
 
+        Searches keep running during the build, on the previous index (or exact); writes wait.
+        ``progress=True`` shows a progress bar (tqdm, when stderr is a terminal); an HNSW build
+        then adds its rows in steps, which measured ~10-15 % slower than one call.
+
         >>> col.build_index("HNSW-COS", M=16, ef_construction=200)  # doctest: +SKIP
         {'index_mode': 'HNSW-COS', 'n_clusters': None}
         """
         self._check_writable(rows=False)
-        return self._build(self._default, index_mode, n_clusters, params)
+        return self._build(self._default, index_mode, n_clusters, params, progress)
 
     def remove_index(self: "Collection") -> None:
         """Drop the default vector's index; searches become exact."""
@@ -309,10 +340,14 @@ class DerivedIndexes:
         return id_list
 
     def build_vector_field_index(self: "Collection", field_name: str, index_mode: str = "FLAT",
-                                 n_clusters: int | None = None, **params: Any) -> dict:
-        """:meth:`build_index` for a named vector field."""
+                                 n_clusters: int | None = None, *, progress: bool = False, **params: Any) -> dict:
+        """:meth:`build_index` for a named vector field.
+
+        >>> col.build_vector_field_index("title_vec", "IVF-COS", n_clusters=64)  # doctest: +SKIP
+        {'field_name': 'title_vec', 'index_mode': 'IVF-COS', 'n_clusters': 64}
+        """
         self._check_writable(rows=False)
-        out = self._build(self._named_space(field_name), index_mode, n_clusters, params)
+        out = self._build(self._named_space(field_name), index_mode, n_clusters, params, progress)
         return {"field_name": field_name, **out}
 
     def remove_vector_field_index(self: "Collection", field_name: str) -> None:

@@ -660,7 +660,10 @@ class RemoteCollection:
         return SearchResult.from_dict(items, with_fields=return_fields)
 
     # -- indexes and vector fields -----------------------------------------------------------------
-    def build_index(self, index_mode: str = "FLAT", n_clusters: int | None = None, **params: Any) -> dict:
+    def build_index(self, index_mode: str = "FLAT", n_clusters: int | None = None, *, progress: bool = False,
+                    **params: Any) -> dict:
+        """:meth:`vecstore.Collection.build_index` on the server (``progress`` shows nothing
+        remotely: the server does not stream it)."""
         r = self._call("/build_index", {"index_mode": index_mode, "n_clusters": n_clusters, "params": params or None})
         return {"index_mode": r["index_mode"], "n_clusters": r.get("n_clusters")}
 
@@ -681,9 +684,9 @@ class RemoteCollection:
                                                  "ids": list(ids)})["ids"]
 
     def build_vector_field_index(self, field_name: str, index_mode: str = "FLAT", n_clusters: int | None = None,
-                                 **params: Any) -> dict:
+                                 *, progress: bool = False, **params: Any) -> dict:
         r = self._call("/build_vector_field_index", {"field_name": field_name, "index_mode": index_mode,
-                                                     "n_clusters": n_clusters})
+                                                     "n_clusters": n_clusters, "params": params or None})
         return {"field_name": field_name, "index_mode": r["index_mode"], "n_clusters": r.get("n_clusters")}
 
     def remove_vector_field_index(self, field_name: str) -> None:

@@ -616,6 +616,7 @@ ADAPTERS = {
     "/collection_shape": ("shape",), "/get_collection_path": ("get_collection_path",),
     "/upsert_items": ("upsert_items", "upsert"), "/bulk_add_binary": ("add",),
     "/add_records_binary": ("add",), "/upsert_records_binary": ("upsert",), "/build_index": ("build_index",),
+    "/build_vector_field_index": ("build_vector_field_index",),
     "/search_binary": ("search",), "/batch_search_binary": ("batch_search",), "/write_blob": ("write_blob",),
 }
 # Job routes: adapters on the Client that call these Database members.

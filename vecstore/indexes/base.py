@@ -19,13 +19,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 
 from ..errors import InvalidArgumentError
 
 Metric = Literal["ip", "l2", "cosine"]
+Progress = Callable[[int, int], None]  # (done, total) of a long build
 METRICS: tuple[str, ...] = ("ip", "l2", "cosine")
 _METRIC_ALIASES = {
     "ip": "ip", "inner_product": "ip", "inner": "ip", "dot": "ip",
@@ -134,8 +135,10 @@ class VectorIndex(ABC):
         """The build parameters, persisted with the index (e.g. ``{"M": 16, ...}``)."""
 
     @abstractmethod
-    def build(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        """Replace the content with these rows (bulk path; may be faster than ``add``)."""
+    def build(self, labels: np.ndarray, vectors: np.ndarray, progress: Progress | None = None) -> None:
+        """Replace the content with these rows (bulk path; may be faster than ``add``).
+        ``progress(done, total)`` is called as the build advances (units are the index's own:
+        rows for HNSW, k-means rounds for IVF), last with ``done == total``."""
 
     @abstractmethod
     def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:

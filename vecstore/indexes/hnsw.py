@@ -72,7 +72,7 @@ import numpy as np
 
 from ..errors import CorruptionError, DimensionMismatchError, InvalidArgumentError, StorageFullError, VecstoreError
 from ..fileio import fsync_path, sha256_file
-from .base import Metric, VectorIndex
+from .base import Metric, Progress, VectorIndex
 from .rwlock import RWLock
 
 __all__ = ["HnswIndex"]
@@ -85,6 +85,7 @@ _FORMAT_VERSION = 1
 # (size_t), mult (double), ef_construction (size_t).
 _HEADER = struct.Struct("<6Qii3QdQ")
 _INITIAL_CAPACITY = 1024
+_BUILD_STEP = 10_000  # rows per add_items call of a build, at least (see build)
 _CONTIGUOUS = "contiguous 2D array"
 # Post-filtering (HnswIndex._post_filtered) for filters allowing at least this fraction of the
 # live rows, as long as k' = 2k / fraction stays under the cap (at k=10: 4 % and up).
@@ -389,16 +390,25 @@ class HnswIndex(VectorIndex):
         index.set_ef(1)  # the search width is passed as k' (module docstring)
         return index
 
-    def build(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        """Replace the content. The new graph is built without blocking searches on the old one."""
+    def build(self, labels: np.ndarray, vectors: np.ndarray, progress: Progress | None = None) -> None:
+        """Replace the content. The new graph is built without blocking searches on the old one.
+        With ``progress`` (rows) it is added in steps of ~1 % of the rows, at least 10,000: that
+        costs ~10-15 % of the build time (100k × 128, alternated with one ``add_items`` call), so
+        without ``progress`` it is one call."""
         labels, vectors = checked_batch(labels, vectors, self.dim)
         with self._writer:
             states = _LabelStates()
             index = None
             if len(labels):
-                index = self._new_index(max(_INITIAL_CAPACITY, len(labels) + len(labels) // 8))
+                n = len(labels)
+                index = self._new_index(max(_INITIAL_CAPACITY, n + n // 8))
+                step = n if progress is None else max(_BUILD_STEP, n // 100)
                 try:
-                    index.add_items(vectors, labels)
+                    for a in range(0, n, step):
+                        # each step is one parallel add_items over all cores, as one call would be
+                        index.add_items(vectors[a:a + step], labels[a:a + step])
+                        if progress is not None:
+                            progress(min(a + step, n), n)
                 except RuntimeError as e:
                     raise VecstoreError(f"HNSW build failed: {e}") from e
                 states.set(labels, _LIVE, np.zeros(len(labels), np.uint8))

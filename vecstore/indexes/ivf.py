@@ -47,13 +47,13 @@ import math
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import CorruptionError, InvalidArgumentError
 from ..fileio import fsync_path, sha256_file
-from .base import Metric, VectorIndex
+from .base import Metric, Progress, VectorIndex
 from .hnsw import (
     check_breadth,
     checked_batch,
@@ -143,9 +143,11 @@ def _assign(x: np.ndarray, centroids: np.ndarray, by_dot: bool, c_norms: np.ndar
     return out
 
 
-def kmeans(x: np.ndarray, k: int, *, iters: int = 10, seed: int = 0) -> np.ndarray:
+def kmeans(x: np.ndarray, k: int, *, iters: int = 10, seed: int = 0,
+           progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Lloyd's k-means from ``k`` distinct random rows; empty clusters are re-seeded from the rows
-    farthest from their centre. Returns ``(k, dim)`` float32 centres.
+    farthest from their centre. Returns ``(k, dim)`` float32 centres. ``progress(i)`` is called
+    after round ``i`` (1..iters).
 
     >>> x = np.array([[0, 0], [0, 1], [10, 10], [10, 11]], np.float32)
     >>> sorted(kmeans(x, 2).tolist())
@@ -156,7 +158,7 @@ def kmeans(x: np.ndarray, k: int, *, iters: int = 10, seed: int = 0) -> np.ndarr
     rng = np.random.default_rng(seed)
     centroids = x[rng.choice(n, k, replace=False)].astype(np.float32, copy=True)
     x_norms = _sq_norms(x)
-    for _ in range(iters):
+    for it in range(iters):
         c_norms = _sq_norms(centroids)
         assign = _assign(x, centroids, False, c_norms)
         counts = np.bincount(assign, minlength=k)
@@ -170,6 +172,8 @@ def kmeans(x: np.ndarray, k: int, *, iters: int = 10, seed: int = 0) -> np.ndarr
             d = x_norms - 2 * np.einsum("ij,ij->i", x, centroids[assign]) + c_norms[assign]
             far = np.argsort(d)[::-1][:len(empty)]
             centroids[empty[:len(far)]] = x[far]
+        if progress is not None:
+            progress(it + 1)
     return centroids
 
 
@@ -520,7 +524,7 @@ class IvfIndex(VectorIndex):
         # or r = bias - dot (ip/cosine: bias = 0). Tombstones get +inf.
         return _sq_norms(vecs).astype(np.float32) if not self._by_dot else np.zeros(len(vecs), np.float32)
 
-    def _train(self, vectors: np.ndarray) -> tuple[np.ndarray, int]:
+    def _train(self, vectors: np.ndarray, progress: Progress | None = None) -> tuple[np.ndarray, int]:
         n = len(vectors)
         k = self.n_clusters_param or default_n_clusters(n)
         k = min(k, n)
@@ -529,7 +533,8 @@ class IvfIndex(VectorIndex):
         if n > limit:
             rng = np.random.default_rng(self.seed)
             sample = vectors[np.sort(rng.choice(n, limit, replace=False))]
-        centroids = kmeans(sample, k, iters=self.iters, seed=self.seed)
+        step = None if progress is None else (lambda i: progress(i, self.iters + 1))
+        centroids = kmeans(sample, k, iters=self.iters, seed=self.seed, progress=step)
         return np.ascontiguousarray(centroids[scan_order(centroids)]), n
 
     def _fill(self, centroids: np.ndarray, labels: np.ndarray, vectors: np.ndarray) -> _Lists:
@@ -545,18 +550,21 @@ class IvfIndex(VectorIndex):
             x[s:s + len(block), self.dim] = self._bias(block)
         return _Lists(self.dim, x, labels[order].copy(), np.bincount(assign, minlength=len(centroids)))
 
-    def build(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        """Replace the content: train k-means, fill the lists; searches continue meanwhile."""
+    def build(self, labels: np.ndarray, vectors: np.ndarray, progress: Progress | None = None) -> None:
+        """Replace the content: train k-means, fill the lists; searches continue meanwhile.
+        ``progress`` counts the k-means rounds, and filling the lists as one more."""
         labels, vectors = checked_batch(labels, vectors, self.dim)
         with self._writer:
-            state = self._make(labels, vectors)
+            state = self._make(labels, vectors, progress)
             with self._lock.write:
                 self._install(*state)
+        if progress is not None:
+            progress(self.iters + 1, self.iters + 1)
 
-    def _make(self, labels: np.ndarray, vectors: np.ndarray) -> tuple:
+    def _make(self, labels: np.ndarray, vectors: np.ndarray, progress: Progress | None = None) -> tuple:
         if len(labels) == 0:
             return None, None, 0
-        centroids, trained_n = self._train(vectors)
+        centroids, trained_n = self._train(vectors, progress)
         return centroids, self._fill(centroids, labels, vectors), trained_n
 
     def _install(self, centroids, lists, trained_n) -> None:
