@@ -257,3 +257,24 @@ def test_named_field_index_parameters_reach_the_index(db):
         col.build_vector_field_index("t", "HNSW", bogus=1)
     assert col.build_vector_field_index("t", "HNSW", M=8, ef_construction=50)["index_mode"] == "HNSW"
     assert col.search([1, 0, 0], k=1, vector_field="t").ids == (1,)
+
+
+def test_searches_go_on_while_compact_rebuilds_the_index(local_client):
+    """compact() reloads the mirror under the lock, then rebuilds the index outside it: once the
+    mirror shows the compacted rows, searches keep being answered (by the caught-up index) until
+    the rebuilt one is swapped in."""
+    col = local_client.create_database("app").require_collection("c", dim=32, metric="l2")
+    x = clustered(40_000, 32, seed=6)
+    col.add(x)
+    col.build_index("HNSW-L2")
+    col.delete_items(list(range(0, 40_000, 10)))
+    job = threading.Thread(target=col.compact)
+    job.start()
+    during = 0   # searches answered after the reload while compact was still running
+    while job.is_alive():
+        r = col.search(x[7], k=3)
+        assert r.ids[0] == 7 and 0 not in r.ids
+        during += job.is_alive() and col.stats().n_vectors == 36_000
+    job.join()
+    assert during >= 20, during
+    assert col.stats().n_vectors == 36_000 and col.search(x[7], k=1).ids == (7,)

@@ -709,12 +709,16 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             with self._rw.write:
                 text = self._text
                 self._text = None
-                self._load()          # the mirror without the removed rows
+                self._load()          # the mirror without the removed rows; indexes caught up
                 if text is not None:
                     text.close()
-                for space in [self._default, *self._named.values()]:
-                    if space.index is not None:
-                        self._rebuild_index(space)
+            # The indexes answer correctly already (the log's compact record removed the rows);
+            # rebuilt to drop the removed rows' nodes, outside the read lock as in build_index.
+            for space in [self._default, *self._named.values()]:
+                if space.index is not None:
+                    index = self._built_index(space, space.mode, space.index.params)
+                    with self._rw.write:
+                        space.index, space.saved_version = index, -1
             return len(gone)
 
     def commit(self, items: Iterable[dict] | None = None) -> None:

@@ -118,13 +118,19 @@ class DerivedIndexes:
         log.info("%s: replayed %d rows into the %s index of %r", self.path, len(lab), space.mode.name, space.name)
 
     def _rebuild_index(self: "Collection", space: VectorSpace, params: dict | None = None) -> None:
-        cls = _index_class(space.mode.kind)
-        index = cls(space.dim, space.metric, **(params if params is not None else
-                                                 (space.index.params if space.index is not None else {})))
-        labels, vectors = space.live_vectors()
-        index.build(labels, vectors)
-        space.index = index
+        """Rebuild ``space``'s index from the mirror and install it (the caller excludes searches)."""
+        space.index = self._built_index(space, space.mode, params if params is not None else
+                                        (space.index.params if space.index is not None else {}))
         space.saved_version = -1
+
+    def _built_index(self: "Collection", space: VectorSpace, mode: IndexMode, params: dict,
+                     progress: bool = False) -> VectorIndex:
+        """A new ``mode`` index of ``space``'s live vectors, built but not installed."""
+        index = _index_class(mode.kind)(space.dim, space.metric, **params)
+        labels, vectors = space.live_vectors()
+        with _progress_callback(progress, f"{mode.name} {self.name}/{space.name}") as step:
+            index.build(labels, vectors, step)
+        return index
 
     def _save_index(self: "Collection", space: VectorSpace) -> None:
         key = self._index_record_key(space)
@@ -171,10 +177,7 @@ class DerivedIndexes:
         old_index = space.index
         index = None
         if mode is not None and mode.kind != "FLAT":
-            index = _index_class(mode.kind)(space.dim, space.metric, **params)
-            labels, vectors = space.live_vectors()
-            with _progress_callback(progress, f"{mode.name} {self.name}/{space.name}") as step:
-                index.build(labels, vectors, step)
+            index = self._built_index(space, mode, params, progress)
         with self._rw.write:
             space.mode = mode
             space.index = index
