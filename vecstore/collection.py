@@ -706,12 +706,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                 t.append_log(version, "compact", labels)
                 t.put_meta("version", version)
             self._storage.write(tx)
-            with self._rw.write:
-                text = self._text
-                self._text = None
-                self._load()          # the mirror without the removed rows; indexes caught up
-                if text is not None:
-                    text.close()
+            self._reload()            # the mirror without the removed rows; indexes caught up
             # The indexes answer correctly already (the log's compact record removed the rows);
             # rebuilt to drop the removed rows' nodes, outside the read lock as in build_index.
             for space in [self._default, *self._named.values()]:
@@ -720,6 +715,36 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                     with self._rw.write:
                         space.index, space.saved_version = index, -1
             return len(gone)
+
+    def refresh(self) -> bool:
+        """Catch up with commits made by another process: a handle, read-only ones especially,
+        shows the store as it was when it was opened (or last refreshed) until this is called.
+        Reloads the whole handle when the stored version moved (searches wait meanwhile) and
+        returns True; returns False when nothing changed (one small read).
+
+        >>> reader = vecstore.connect("./data", read_only=True).get_database("app").get_collection("items")  # doctest: +SKIP
+        >>> reader.refresh()  # doctest: +SKIP
+        True
+        """
+        self._check_open()
+        with self._wlock:
+            with self._storage.read() as t:
+                if t.get_meta("version", 0) == self._version:
+                    return False
+            self._reload()
+        return True
+
+    def _reload(self) -> None:
+        """Rebuild the mirror and load the indexes again from LMDB, searches excluded (callers
+        hold ``_wlock``)."""
+        with self._rw.write:
+            text, private = self._text, getattr(self, "_text_private", None)
+            self._text, self._text_private = None, None
+            self._load()
+            if text is not None:
+                text.close()
+            if private is not None:  # a read-only process's own text index: built again on use
+                shutil.rmtree(private, ignore_errors=True)
 
     def commit(self, items: Iterable[dict] | None = None) -> None:
         """Add pending ``items`` (if given), then make everything durable on disk (the barrier of

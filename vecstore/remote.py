@@ -660,6 +660,11 @@ class RemoteCollection:
         return SearchResult.from_dict(items, with_fields=return_fields)
 
     # -- indexes and vector fields -----------------------------------------------------------------
+    def refresh(self) -> bool:
+        """:meth:`vecstore.Collection.refresh`: always False remotely, the server's handle is the
+        one that writes, so it is always current."""
+        return False
+
     def build_index(self, index_mode: str = "FLAT", n_clusters: int | None = None, *, progress: bool = False,
                     **params: Any) -> dict:
         """:meth:`vecstore.Collection.build_index` on the server (``progress`` shows nothing
