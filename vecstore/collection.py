@@ -147,7 +147,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             space = VectorSpace(fname, spec["dim"], spec["metric"])
             lbs, mat = named_data[fname]
             if len(lbs):
-                space.fill(lbs, mat, self._default.live_of(lbs))
+                space.fill(lbs, mat, self._default.live_at(self._default.lookup(lbs)))
             self._named[fname] = space
         self._columns = FieldColumns()
         self._columns.reset(self._ids, self._fields)

@@ -110,7 +110,7 @@ class DerivedIndexes:
             return
         lab = np.fromiter(touched, dtype=np.uint64, count=len(touched))
         pos = space.lookup(lab)
-        live = space.live_of(lab)
+        live = space.live_at(pos)
         if (~live).any():
             space.index.remove(lab[~live])
         if live.any():
@@ -445,7 +445,7 @@ class DerivedIndexes:
             return
         lab = np.fromiter(self._text_pending, dtype=np.uint64, count=len(self._text_pending))
         pos = self._default.lookup(lab)
-        live = self._default.live_of(lab)
+        live = self._default.live_at(pos)
         if (~live).any():
             self._text.delete(lab[~live])
         if live.any():

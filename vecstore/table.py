@@ -147,9 +147,8 @@ class VectorSpace:
         pos = self.lookup(labels)
         return pos[pos >= 0]
 
-    def live_of(self, labels: np.ndarray) -> np.ndarray:
-        """For each label, whether it has a live vector here (unknown labels: False)."""
-        pos = self.lookup(labels)
+    def live_at(self, pos: np.ndarray) -> np.ndarray:
+        """For each position of :meth:`lookup` (-1: none), whether it holds a live vector."""
         out = np.zeros(len(pos), dtype=bool)
         out[pos >= 0] = self.live[pos[pos >= 0]]
         return out
