@@ -57,6 +57,15 @@ def _sorted(a: np.ndarray) -> np.ndarray:
     return a if len(a) < 2 or bool((a[1:] >= a[:-1]).all()) else np.sort(a)
 
 
+def _structure(config: dict, named_defs: dict, index_records: dict) -> tuple:
+    """What a handle cannot follow row by row: the config, the named fields and which indexes
+    exist. ``refresh()`` reloads the whole handle when this changed. An index record's files,
+    generation and version are left out: the writer saving its index (at every checkpoint) is
+    not a change a reader needs to reload for."""
+    indexes = {k: (r.get("mode"), r.get("metric"), r.get("params")) for k, r in index_records.items()}
+    return (config, named_defs, indexes)
+
+
 def _progress(iterable: Iterable, total: int | None, enabled: bool, desc: str):
     if not enabled:
         return iterable
@@ -126,6 +135,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                           for key, spec in named_defs.items()}
             index_records = dict(t.iter_meta("index:"))
             sparse_rows = list(t.iter_sparse())
+            self._stamp, self._structure = t.id, _structure(cfg, named_defs, index_records)
         if not np.array_equal(labels, vec_labels):
             raise CorruptionError(f"{self.path}: {len(labels)} rows but {len(vec_labels)} vectors, "
                                   "or not for the same labels")
@@ -484,27 +494,37 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
 
     def _mirror_rows(self, ids: list, vectors: np.ndarray, fields: list, lab: np.ndarray) -> None:
         with self._rw.write:
-            new_pos, old_pos = [], []
-            for p_i, (i, f) in enumerate(zip(ids, fields)):
-                pos = self._id_pos.get(i)
-                if pos is None:
-                    self._id_pos[i] = len(self._ids)
-                    self._ids.append(i)
-                    self._fields.append(f)
-                    new_pos.append(p_i)
-                    if isinstance(i, int) and i > self._max_int_all:
-                        self._max_int_all = i
-                else:
-                    self._fields[pos] = f
-                    old_pos.append((pos, p_i))
+            existed = self._mirror_ids(ids, fields)
             self._default.put(lab, vectors, True)
-            if new_pos:
-                self._columns.append([ids[j] for j in new_pos], [fields[j] for j in new_pos])
-            if old_pos:
-                self._columns.set([p for p, _ in old_pos], [ids[j] for _, j in old_pos], [fields[j] for _, j in old_pos])
+            if existed:
                 self._set_named_live(lab, True)  # a revived row makes its named vectors live again
         self._index_apply(self._default, lab, vectors)
         self._text_dirty(lab)
+
+    def _mirror_ids(self, ids: list, fields: list) -> bool:
+        """The ids and fields of written rows, new ones appended in order (callers hold the
+        write side of ``_rw``). Returns whether any of the rows existed already."""
+        new_ids, new_fields, old_pos, old_ids, old_fields = [], [], [], [], []
+        for i, f in zip(ids, fields):
+            pos = self._id_pos.get(i)
+            if pos is None:
+                self._id_pos[i] = len(self._ids)
+                self._ids.append(i)
+                self._fields.append(f)
+                new_ids.append(i)
+                new_fields.append(f)
+                if type(i) is int and i > self._max_int_all:
+                    self._max_int_all = i
+            else:
+                self._fields[pos] = f
+                old_pos.append(pos)
+                old_ids.append(i)
+                old_fields.append(f)
+        if new_ids:
+            self._columns.append(new_ids, new_fields)
+        if old_pos:
+            self._columns.set(old_pos, old_ids, old_fields)
+        return bool(old_pos)
 
     def _apply_changes(self, op: str, *, upsert: tuple[list, np.ndarray, list] | None = None,
                        delete_ids: Iterable[Id] = (), meta: dict | None = None) -> int:
@@ -719,20 +739,102 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
     def refresh(self) -> bool:
         """Catch up with commits made by another process: a handle, read-only ones especially,
         shows the store as it was when it was opened (or last refreshed) until this is called.
-        Reloads the whole handle when the stored version moved (searches wait meanwhile) and
-        returns True; returns False when nothing changed (one small read).
+        Returns True when something changed, False otherwise (no transaction is opened then;
+        always False for a writable handle, the folder's only writer).
+
+        Row changes (adds, upserts, deletes, restores, named and sparse vectors) are applied
+        from the change log, in time proportional to the rows changed. A change of structure
+        (an index built or removed, a vector field created, a metric changed, ``compact()``)
+        reloads the whole handle; searches wait meanwhile.
 
         >>> reader = vecstore.connect("./data", read_only=True).get_database("app").get_collection("items")  # doctest: +SKIP
         >>> reader.refresh()  # doctest: +SKIP
         True
         """
         self._check_open()
+        if not self._read_only or self._storage.stamp() == self._stamp:
+            return False  # a writable handle is the folder's only writer: nothing to catch up
         with self._wlock:
+            self._check_open()
             with self._storage.read() as t:
-                if t.get_meta("version", 0) == self._version:
+                stamp, version = t.id, t.get_meta("version", 0)
+                same_structure = self._structure == self._stored_structure(t)
+                if version == self._version and same_structure:
+                    self._stamp = stamp  # a commit that changed nothing mirrored (a blob, a checkpoint)
                     return False
-            self._reload()
+                entries = list(t.iter_log(self._version))
+                incremental = same_structure and all(op != "compact" for _, op, _ in entries)
+                if incremental:
+                    changes = self._read_changes(t, entries)
+                    next_label = t.get_meta("next_label", 0)
+            if not incremental or changes is None:
+                self._reload()
+                return True
+            self._apply_catch_up(changes)
+            self._version, self._next_label, self._stamp = version, next_label, stamp
         return True
+
+    def _stored_structure(self, t) -> tuple:
+        named = dict(sorted(t.iter_meta("vfield:"), key=lambda kv: (kv[1].get("order", 0), kv[0])))
+        return _structure(t.get_meta("config"), named, dict(t.iter_meta("index:")))
+
+    def _read_changes(self, t, entries: list) -> dict | None:
+        """The current records of the rows the log ``entries`` touched, from one snapshot; None
+        when one is missing (only ``compact()`` removes rows, and it forces a full reload)."""
+        touched = sorted({lb for _, _, labels in entries for lb in labels})
+        named: dict[str, set] = {}
+        for _, op, labels in entries:
+            if op.startswith("named:"):
+                named.setdefault(op[len("named:"):], set()).update(labels)
+        rows = [t.get_row(lb) for lb in touched]
+        vecs = [t.get_vec(lb) for lb in touched]
+        if any(r is None for r in rows) or any(x is None for x in vecs):
+            return None
+        dim = self.dim
+        named_vecs = {}
+        for fname, lbs in named.items():
+            if fname not in self._named:
+                return None
+            got = [(lb, t.get_named(fname, lb)) for lb in sorted(lbs)]
+            got = [(lb, x) for lb, x in got if x is not None]
+            named_vecs[fname] = (np.asarray([lb for lb, _ in got], dtype=np.uint64),
+                                 np.frombuffer(b"".join(x for _, x in got), dtype=np.float32)
+                                 .reshape(len(got), self._named[fname].dim))
+        return {"labels": np.asarray(touched, dtype=np.uint64), "rows": rows,
+                "vectors": np.frombuffer(b"".join(vecs), dtype=np.float32).reshape(len(touched), dim),
+                "named": named_vecs, "sparse": [t.get_sparse(lb) for lb in touched]}
+
+    def _apply_catch_up(self, changes: dict) -> None:
+        """Bring the mirror and the indexes to the records of ``_read_changes``, as the writer's
+        own write calls did (callers hold ``_wlock``)."""
+        lab, rows, vectors = changes["labels"], changes["rows"], changes["vectors"]
+        live = np.fromiter((not r[2] for r in rows), dtype=bool, count=len(rows))
+        with self._rw.write:
+            self._mirror_ids([r[0] for r in rows], [r[1] for r in rows])
+            self._default.put(lab, vectors, live)
+            for fname, (nl, nv) in changes["named"].items():
+                self._named[fname].put(nl, nv, True)
+            self._set_named_live(lab[live], True)
+            self._set_named_live(lab[~live], False)
+            if self._sparse is not None and (~live).any():
+                self._sparse.remove(lab[~live])
+            sparse = [(lb, s) for lb, s, ok in zip(lab.tolist(), changes["sparse"], live) if ok and s is not None]
+            if sparse:
+                self._sparse_index().upsert(np.asarray([lb for lb, _ in sparse], dtype=np.uint64),
+                                            [(np.frombuffer(i, np.uint32), np.frombuffer(x, np.float32))
+                                             for _, (i, x) in sparse])
+        if (~live).any():
+            self._index_remove(lab[~live])
+        self._index_apply(self._default, lab[live], vectors[live])
+        for space in self._named.values():
+            sp = space.positions(lab[live])
+            if len(sp):
+                self._index_apply(space, space.labels[sp], space.matrix[sp])
+        if self._read_only and self._text is not None and getattr(self, "_text_private", None) is None:
+            # the writer's on-disk text index: a reader never writes to it; opened again on use
+            self._text.close()
+            self._text = None
+        self._text_dirty(lab)
 
     def _reload(self) -> None:
         """Rebuild the mirror and load the indexes again from LMDB, searches excluded (callers

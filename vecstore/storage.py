@@ -47,7 +47,7 @@ import lmdb
 import msgpack
 import numpy as np
 
-from .errors import CorruptionError, LockedError, ReadOnlyError, StorageFullError, VecstoreError
+from .errors import ConflictError, CorruptionError, LockedError, ReadOnlyError, StorageFullError, VecstoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -120,6 +120,11 @@ class Txn:
         self._env = env
         self._dbs = dbs
         self._txn = txn
+
+    @property
+    def id(self) -> int:
+        """LMDB's id of this transaction (of the commit a read sees): see :meth:`Storage.stamp`."""
+        return self._txn.id()
 
     # -- meta -------------------------------------------------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any:
@@ -230,6 +235,9 @@ class Txn:
                 if not k.startswith(prefix):
                     break
                 yield _U64.unpack(k[len(prefix):])[0], v
+
+    def get_named(self, field: str, label: int) -> bytes | None:
+        return self._txn.get(field.encode() + b"\0" + label_key(label), db=self._dbs["named"])
 
     def load_named(self, field: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`load_vecs` for the named vector field ``field``."""
@@ -376,9 +384,31 @@ class Storage:
     def read(self) -> Iterator[Txn]:
         """A read transaction: a consistent snapshot while the block runs (however long: a
         snapshot export holds one while writers go on)."""
-        with self._map_guard.read():
-            with self.env.begin(write=False, buffers=False) as txn:
-                yield Txn(self.env, self._dbs, txn)
+        while True:
+            with self._map_guard.read():
+                try:
+                    txn = self.env.begin(write=False, buffers=False)
+                except lmdb.MapResizedError:
+                    txn = None
+                if txn is not None:
+                    with txn:
+                        yield Txn(self.env, self._dbs, txn)
+                    return
+            self._adopt_map_size()
+
+    def _adopt_map_size(self) -> None:
+        # Another process (the writer) grew the file past this process's map: LMDB refuses new
+        # transactions until the map is re-read, which, like a grow, waits for no read to be open.
+        if self._map_guard.held_here():
+            raise ConflictError(f"{self.path}: the store grew in another process while this thread "
+                                "held a read; retry the call")
+        with self._map_guard.exclusive():
+            self.env.set_mapsize(0)
+
+    def stamp(self) -> int:
+        """LMDB's last committed transaction id, for any process's commit: a change check that
+        opens no transaction."""
+        return self.env.info()["last_txnid"]
 
     def write(self, fn: Callable[[Txn], T]) -> T:
         """Run ``fn`` in one write transaction: all of it commits, or none of it.
@@ -443,6 +473,11 @@ class _MapGuard:
         self._cond = threading.Condition()
         self._readers = 0
         self._growing = False
+        self._local = threading.local()
+
+    def held_here(self) -> bool:
+        """Whether this thread is inside a read (an exclusive section would wait for itself)."""
+        return getattr(self._local, "depth", 0) > 0
 
     @contextmanager
     def read(self) -> Iterator[None]:
@@ -450,9 +485,11 @@ class _MapGuard:
             while self._growing:
                 self._cond.wait()
             self._readers += 1
+        self._local.depth = getattr(self._local, "depth", 0) + 1
         try:
             yield
         finally:
+            self._local.depth -= 1
             with self._cond:
                 self._readers -= 1
                 if not self._readers:
