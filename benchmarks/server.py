@@ -2,7 +2,10 @@
 
     .venv/bin/python benchmarks/server.py [--n 100000] [--dim 128] [--duration 8]
         [--concurrency 1,4,16] [--systems vecstore,lynse] [--target-recall 0.95]
-        [--wait-load 2.0] [--out benchmarks/data/results/server.json]
+        [--vecstore-processes 1] [--wait-load 2.0] [--out benchmarks/data/results/server.json]
+
+``--vecstore-processes N`` starts vecstore's server with ``--processes N`` (the system is then
+named ``vecstore-pN`` in the tables); its RSS and CPU time are those of all its processes.
 
 For each system, in turn (never both at once): start its server in a subprocess on a fresh
 data folder, load 100k x 128 clustered float32 through ``/bulk_add_binary``, build
@@ -111,24 +114,40 @@ class Server:
             time.sleep(0.2)
         raise RuntimeError(f"{name} did not start")
 
-    def rss_mb(self) -> float:
+    def pids(self) -> list[int]:
+        """The server process and its children (vecstore's replicas with --processes)."""
+        pids = [self.proc.pid]
         try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024
+            for task in os.listdir(f"/proc/{self.proc.pid}/task"):
+                with open(f"/proc/{self.proc.pid}/task/{task}/children") as f:
+                    pids += [int(x) for x in f.read().split()]
         except OSError:
             pass
-        return float("nan")
+        return pids
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server's processes, summed (shared pages counted in each)."""
+        total = 0
+        try:
+            for pid in self.pids():
+                with open(f"/proc/{pid}/status") as f:
+                    total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            return float("nan")
+        return total / 1024
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far (all its threads)."""
+        """User + system CPU time the server's processes (all their threads) have used so far.
+        A replica that ended meanwhile is not counted (none does in a normal run)."""
+        total = 0
         try:
-            with open(f"/proc/{self.proc.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for pid in self.pids():
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
         except (OSError, ValueError, IndexError):
             return float("nan")
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -144,11 +163,12 @@ class Server:
 VECSTORE_MODULE = os.environ.get("VECSTORE_BENCH_SERVER_MODULE", "vecstore.server")  # another build, to compare
 
 
-def start_vecstore(workdir: Path) -> Server:
+def start_vecstore(workdir: Path, processes: int = 1) -> Server:
     port = free_port()
     data = workdir / "vecstore-data"
+    extra = ["--processes", str(processes)] if processes != 1 else []  # (another build may lack it)
     return Server("vecstore", [sys.executable, "-m", VECSTORE_MODULE, "--data", str(data), "--host", "127.0.0.1",
-                               "--port", str(port), "--log-level", "WARNING"], port, workdir)
+                               "--port", str(port), "--log-level", "WARNING", *extra], port, workdir)
 
 
 def lynse_python() -> Path:
@@ -521,7 +541,7 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
                  "server CPU µs/request | recall@10 |")
     lines.append("|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = [(x, r["system"]) for r in results for x in r["search"]]
-    rows.sort(key=lambda t: (t[0]["kind"] != "json", t[0]["clients"], t[0]["role"], t[1] != "vecstore"))
+    rows.sort(key=lambda t: (t[0]["kind"] != "json", t[0]["clients"], t[0]["role"], not t[1].startswith("vecstore")))
     for x, system in rows:
         path = "/search" if x["kind"] == "json" else "/search_binary"
         lines.append(f"| {system} | {x['index']} | {x['ef']} | {x['role']} | {path} | {x['clients']} | {x['qps']:.0f} | "
@@ -594,6 +614,8 @@ def main() -> None:
                     help="another LynseDB index measured at the target recall ('' for none): its HNSW "
                          "cannot reach it (its ef_search is fixed)")
     ap.add_argument("--target-recall", type=float, default=0.95)
+    ap.add_argument("--vecstore-processes", type=int, default=1,
+                    help="start vecstore's server with --processes N (0: one per core)")
     ap.add_argument("--wait-load", type=float, default=2.0)
     ap.add_argument("--wait-max", type=float, default=900.0)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "data" / "results" / "server.json"))
@@ -606,11 +628,14 @@ def main() -> None:
     queries = clustered(args.queries, args.dim, seed=1)
     insert_rows = clustered(20_000, args.dim, seed=2)
     gt = brute_force_l2(base, queries)
-    starters = {"vecstore": start_vecstore, "lynse": start_lynse}
+    starters = {"vecstore": lambda workdir: start_vecstore(workdir, args.vecstore_processes), "lynse": start_lynse}
     prepared: list[tuple[Server, dict]] = []
     try:
         for name in args.systems.split(","):
-            prepared.append(prepare(name, starters[name], base, queries, gt, args))
+            server, res = prepare(name, starters[name], base, queries, gt, args)
+            if name == "vecstore" and args.vecstore_processes != 1:
+                res["system"] = f"vecstore-p{args.vecstore_processes}"
+            prepared.append((server, res))
         common = operating_points(prepared, args.target_recall)
         print(f"equal-recall point: recall@10 >= {common:.3f}; points: "
               f"{ {res['system']: [(p['index'], p['ef']) for p in res['points']] for _, res in prepared} }",

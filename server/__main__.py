@@ -1,7 +1,12 @@
-"""``python -m vecstore.server --data ./data [--host 127.0.0.1] [--port 7637] [--api-key KEY]``
+"""``python -m vecstore.server --data ./data [--host 127.0.0.1] [--port 7637] [--api-key KEY] [--processes N]``
 
 The key may also come from ``VECSTORE_API_KEY`` (better: it does not show in ``ps``). Ctrl-C
 or SIGTERM stops the server after the requests in flight have been answered.
+
+``--processes N`` serves from N processes sharing the socket and the data folder (see
+:mod:`.processes`): this one, the primary, starts the N-1 replicas itself, with its own
+arguments plus the hidden ``--replica-of``, ``--primary-pid``, ``--listen-fd``,
+``--state-file`` and ``--slot``.
 """
 
 from __future__ import annotations
@@ -10,14 +15,26 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
 from typing import Any, Sequence
 
 from .app import MiB, ServerConfig, VecstoreHTTPServer, make_server
+from .processes import Replica, SharedState, Supervisor, default_processes
 
 log = logging.getLogger("vecstore.server")
+
+
+def _processes(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of processes >= 1 (or 0: one per core), got {text!r}")
+    return n
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -34,35 +51,77 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-binary-mb", type=int, default=512, help="largest binary body accepted (MiB)")
     ap.add_argument("--workers", type=int, default=0,
                     help="requests answered at once (more only while those are slow); default: one per 2 cores")
+    ap.add_argument("--processes", type=_processes, default=1, metavar="N",
+                    help="processes serving the same socket and data folder (default 1; 0 = one per core): "
+                         "searches use N cores; writes and text searches go to the first process; "
+                         "each process holds its own copy of the collections it serves")
     ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                     help="DEBUG also writes one access-log line per request (logger vecstore.server.access)")
+    # set by the primary for its replicas only
+    ap.add_argument("--replica-of", metavar="SOCKET", help=argparse.SUPPRESS)
+    ap.add_argument("--primary-pid", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--state-file", help=argparse.SUPPRESS)
+    ap.add_argument("--slot", type=int, default=0, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
-def run(server: VecstoreHTTPServer, client: Any = None) -> int:
-    """Serve until SIGINT/SIGTERM, then stop cleanly and close ``client``."""
+def run(server: VecstoreHTTPServer, client: Any = None, replicas: Supervisor | None = None,
+        primary_pid: int | None = None) -> int:
+    """Serve until SIGINT/SIGTERM, then stop cleanly and close ``client``.
+
+    With ``replicas`` (the primary of ``--processes``): start them once serving, restart those
+    that die; at the end stop accepting, stop the replicas (they still forward their last
+    requests here), then stop. A replica (``server.replica``) ignores SIGINT (a Ctrl-C reaches
+    the whole process group; the primary orchestrates) and ends when its parent is no longer
+    ``primary_pid``."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop.set())
+    replica = server.replica is not None
+    if replica:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="vecstore-http")
     thread.start()
-    log.info("vecstore server listening on %s (data: %s)", server.url, server.config.data_dir)
+    if replica:
+        log.info("replica serving reads on %s (data: %s)", server.url, server.config.data_dir)
+    else:
+        n = 1 + (replicas.n if replicas is not None else 0)
+        log.info("vecstore server listening on %s (data: %s; %d process%s)", server.url, server.config.data_dir,
+                 n, "" if n == 1 else "es")
     try:
+        if replicas is not None:
+            replicas.start()
         while not stop.wait(0.5):
-            pass
+            if replicas is not None:
+                replicas.poll()
+            elif replica and os.getppid() != primary_pid:
+                log.warning("the primary process is gone: stopping")
+                server.replica.orphaned()
+                break
     finally:
         log.info("stopping: finishing requests in flight")
+        if replicas is not None:
+            server.close_listener(server.socket)
+            replicas.stop(timeout=server.config.request_timeout + 5)
         server.stop()
         thread.join()
+        if replica:
+            server.replica.close()
         if client is not None and hasattr(client, "close"):
             client.close()
+        if replicas is not None:
+            replicas.close()
         log.info("stopped")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    processes = args.processes or default_processes()
+    pid = "[%(process)d]" if processes > 1 else ""  # which process a line comes from
+    logging.basicConfig(level=args.log_level, format=f"%(asctime)s %(levelname)s %(name)s{pid}: %(message)s")
     data = Path(args.data).resolve()
     data.mkdir(parents=True, exist_ok=True)
     backups = tuple(Path(d).resolve() for d in args.backup_dir)
@@ -73,6 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                           max_binary_bytes=args.max_binary_mb * MiB, workers=max(0, args.workers))
     import vecstore  # here, so --help works without the library's dependencies
 
+    if args.replica_of:
+        client = vecstore.connect(data, read_only=True)
+        state = SharedState(args.state_file)
+        replica = Replica(client, args.replica_of, state, config.request_timeout)
+        listener = socket.socket(fileno=args.listen_fd)  # the primary's, inherited
+        return run(VecstoreHTTPServer(config, client, sock=listener, shared=state, slot=args.slot,
+                                      replica=replica), client, primary_pid=args.primary_pid)
     client = vecstore.connect(data)
     try:
         server = make_server(config, client)
@@ -80,7 +146,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot listen on %s:%s: %s", args.host, args.port, e)
         client.close()
         return 1
-    return run(server, client)
+    replicas = None
+    if processes > 1:
+        replicas = Supervisor(processes - 1, argv, server.fileno(), __package__ or "vecstore.server")
+        try:
+            server.listen_unix(replicas.socket_path)
+        except OSError as e:
+            log.error("cannot listen on %s: %s", replicas.socket_path, e)
+            server.server_close()
+            replicas.close()
+            client.close()
+            return 1
+        server.shared = replicas.state
+    return run(server, client, replicas)
 
 
 if __name__ == "__main__":

@@ -294,8 +294,16 @@ class VecstoreHTTPServer:
     """The HTTP server: it knows the route table, the client and its config.
 
     ``client`` is a :class:`vecstore.Client` (anything with the same methods works, which is
-    how the unit tests drive it). The constructor binds and listens; :meth:`serve_forever`
-    runs the reader loop (and starts the workers) until :meth:`stop`.
+    how the unit tests drive it). The constructor binds and listens (or takes ``sock``, a
+    socket already listening: a replica's inherited one); :meth:`listen_unix` adds another
+    listening socket; :meth:`serve_forever` runs the reader loop (and starts the workers) until
+    :meth:`stop`.
+
+    With ``--processes`` (:mod:`.processes`) every process passes ``shared``, the state the
+    processes share (the catalog epoch, bumped by the primary after every route that
+    ``invalidates``; each one's client connections, at index ``slot``); a replica also passes
+    ``replica``, which answers the ``read`` routes from its read-only handles and forwards the
+    others to the primary.
     """
 
     allow_reuse_address = True
@@ -303,9 +311,15 @@ class VecstoreHTTPServer:
     address_family = socket.AF_INET
 
     def __init__(self, config: ServerConfig, client: Any, routes: tuple[Route, ...] = ROUTES,
-                 *, bind_and_activate: bool = True) -> None:
+                 *, bind_and_activate: bool = True, sock: socket.socket | None = None,
+                 shared: Any = None, slot: int = 0, replica: Any = None) -> None:
         self.config = config
         self.client = client
+        self.shared = shared
+        self.slot = slot
+        self.replica = replica
+        self._counted: set[_Connection] = set()  # client connections from a shared listener
+        self._defer_since = self._defer_last = 0.0
         self.routes = route_map(routes)
         self.table = RouteTable(routes)
         self.binders = {r.path: Binder(r) for r in routes}
@@ -338,9 +352,17 @@ class VecstoreHTTPServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        self._closing: list[socket.socket] = []  # listeners to close from the reader loop
+        if sock is not None:  # listening already (a replica's, inherited from the primary)
+            self.socket = sock
+            self.address_family = sock.family
+            self.server_address = sock.getsockname()
+            self._listeners = [sock]
+            return
         if ":" in config.host:
             self.address_family = socket.AF_INET6
         self.socket = socket.socket(self.address_family, socket.SOCK_STREAM)
+        self._listeners = [self.socket]  # every socket accepted on; self.socket is the public one
         self.server_address: tuple = (config.host, config.port)
         if bind_and_activate:
             try:
@@ -363,6 +385,39 @@ class VecstoreHTTPServer:
     def fileno(self) -> int:
         return self.socket.fileno()
 
+    def listen_unix(self, path: str) -> socket.socket:
+        """Also accept on a new AF_UNIX socket at ``path`` (the primary's, for its replicas).
+        Call it before :meth:`serve_forever`."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            sock.listen(self.request_queue_size)
+        except BaseException:
+            sock.close()
+            raise
+        self._listeners.append(sock)
+        return sock
+
+    def close_listener(self, sock: socket.socket) -> None:
+        """Stop accepting on ``sock`` (one of the listeners) while serving on: the primary's
+        public socket at shutdown, while its replicas still forward their last requests. Any
+        thread; the reader loop closes it."""
+        if not self._serving:
+            self._close_listener(sock)
+            return
+        self._closing.append(sock)
+        self._wake()
+
+    def _close_listener(self, sock: socket.socket) -> None:
+        if sock is self.socket and self.shared is not None:
+            self.shared.leave(self.slot)  # the others do not wait for this one any more
+        try:
+            if self._selector is not None and sock.fileno() >= 0:
+                self._selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
+
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Serve until :meth:`stop`. This thread is one of the pool (see :meth:`_run`);
         ``poll_interval`` bounds how long a reading thread sleeps between housekeeping rounds."""
@@ -371,8 +426,12 @@ class VecstoreHTTPServer:
         self._serving = True
         self._tick = max(0.01, min(poll_interval, 0.5))
         sel = self._selector = selectors.DefaultSelector()
-        self.socket.setblocking(False)
-        sel.register(self.socket, selectors.EVENT_READ, None)
+        for sock in self._listeners:
+            if sock.fileno() >= 0:
+                sock.setblocking(False)
+                sel.register(sock, selectors.EVENT_READ, None)
+        if self.shared is not None:
+            self.shared.set_connections(self.slot, 0)  # this process takes connections now
         sel.register(self._wake_r, selectors.EVENT_READ, self._wake_r)
         self._next_sweep = time.monotonic() + 1.0
         with self._cv:
@@ -419,13 +478,9 @@ class VecstoreHTTPServer:
     shutdown = stop
 
     def server_close(self) -> None:
-        """Close the listening socket (idempotent)."""
-        try:
-            if self._selector is not None and self.socket.fileno() >= 0:
-                self._selector.unregister(self.socket)
-        except (KeyError, ValueError):
-            pass
-        self.socket.close()
+        """Close the listening sockets (idempotent)."""
+        for sock in self._listeners:
+            self._close_listener(sock)
 
     def next_request_id(self) -> int:
         with self._lock:
@@ -463,8 +518,11 @@ class VecstoreHTTPServer:
             requests = sorted(self._requests.items())
             seconds = sorted(self._seconds.items())
             in_flight = self._in_flight
+        role = "replica" if self.replica is not None else "primary" if self.shared is not None else "single"
         lines = [
             "# HELP vecstore_up 1 while the server runs.", "# TYPE vecstore_up gauge", "vecstore_up 1",
+            "# HELP vecstore_process_info The process that answered (metrics are per process with --processes).",
+            "# TYPE vecstore_process_info gauge", f'vecstore_process_info{{role="{role}",pid="{os.getpid()}"}} 1',
             "# HELP vecstore_databases_total Databases in the data folder.",
             "# TYPE vecstore_databases_total gauge", f"vecstore_databases_total {n_databases}",
             "# HELP vecstore_http_requests_in_flight Requests being handled.",
@@ -508,8 +566,12 @@ class VecstoreHTTPServer:
         return handle
 
     def forget_handles(self) -> None:
-        """Drop every cached handle (after a route that drops, restores or imports)."""
+        """Drop every cached handle (after a route that drops, restores or imports); with
+        replicas, bump the catalog epoch before the reply goes out, so that a replica sees the
+        change before any request sent after it (see :mod:`.processes`)."""
         self._handles.clear()
+        if self.shared is not None:
+            self.shared.bump_epoch()
 
     def _bind(self, route: Route, body: dict, query: str, path: dict) -> Call:
         binder = self.binders[route.path]
@@ -536,6 +598,13 @@ class VecstoreHTTPServer:
         call = self._bind(route, body, query, path)
         if route.body == "binary":
             call.kwargs["body"] = raw
+        if self.replica is not None and route.target == "collection":
+            # a replica's read route: its own read-only handle, held until the reply is shaped
+            with self.replica.handle(call.args["database_name"], call.args["collection_name"]) as target:
+                call.target = target
+                result = (getattr(target, route.call)(**call.kwargs) if isinstance(route.call, str)
+                          else route.call(target, **call.kwargs))
+                return self._shape(route, call, result)
         try:
             call.target = target = self.resolve(route, call.args)
             if isinstance(route.call, str):
@@ -545,6 +614,9 @@ class VecstoreHTTPServer:
         finally:
             if route.invalidates:
                 self.forget_handles()
+        return self._shape(route, call, result)
+
+    def _shape(self, route: Route, call: Call, result: Any) -> Reply:
         shaped = route.respond(result, call)
         if route.reply == "binary":  # bytes; or a Reply for another status (/read_blob's 204)
             return shaped if isinstance(shaped, Reply) else Reply(200, shaped, "application/octet-stream")
@@ -566,24 +638,49 @@ class VecstoreHTTPServer:
 
     # -- the reader loop: one thread reads every connection ------------------------------------
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
+        tcp = listener.family != socket.AF_UNIX
+        shared = tcp and self.shared is not None  # the public socket, with --processes
         while True:
+            if shared and self._leave_to_others():
+                return
             try:
-                sock, address = self.socket.accept()
-            except (BlockingIOError, InterruptedError):
+                sock, address = listener.accept()
+            except (BlockingIOError, InterruptedError):  # none left (or another process took it)
                 return
             except OSError as e:  # out of file descriptors, or the listener closed under us
                 log.warning("accept failed: %s", e)
                 return
             sock.setblocking(False)
-            try:
-                # a reply never waits for the client's delayed ACK (+40 ms per keep-alive request)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+            if tcp:
+                try:
+                    # a reply never waits for the client's delayed ACK (+40 ms per keep-alive request)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:
+                    pass
             conn = _Connection(sock, address)
             self._connections.add(conn)
             self._register(conn)
+            if shared:  # one at a time: the next one may be another process's turn
+                self._counted.add(conn)
+                self.shared.set_connections(self.slot, len(self._counted))
+                return
+
+    def _leave_to_others(self) -> bool:
+        """With ``--processes``: True (after a 1 ms sleep, which also leaves the CPU to them)
+        while another process holds fewer client connections, which should take the pending
+        one (every process is woken); but not for more than 20 ms in a row, as they may be
+        busy. See :mod:`.processes`."""
+        if self.shared.least_loaded(self.slot):
+            return False
+        now = time.monotonic()
+        if now - self._defer_last > 0.005:  # not the same burst as the last time
+            self._defer_since = now
+        self._defer_last = now
+        if now - self._defer_since > 0.02:
+            return False
+        time.sleep(0.001)
+        return True
 
     def _register(self, conn: _Connection) -> None:
         if not conn.registered:
@@ -600,6 +697,10 @@ class VecstoreHTTPServer:
 
     def _close(self, conn: _Connection) -> None:
         self._connections.discard(conn)
+        if conn in self._counted:
+            self._counted.discard(conn)
+            if self.socket.fileno() >= 0:  # (else it left)
+                self.shared.set_connections(self.slot, len(self._counted))
         self._unregister(conn)
         try:
             conn.sock.close()
@@ -754,6 +855,8 @@ class VecstoreHTTPServer:
                 pass
         except (BlockingIOError, InterruptedError):
             pass
+        while self._closing:
+            self._close_listener(self._closing.pop())
         while self._posted:
             conn = self._posted.popleft()
             if conn not in self._connections:
@@ -808,7 +911,7 @@ class VecstoreHTTPServer:
     def _wind_down(self) -> bool:
         """While stopping: no more connections; close those with no request under way. True
         while some request is still being handled or its body is still arriving."""
-        if self.socket.fileno() >= 0:
+        if any(sock.fileno() >= 0 for sock in self._listeners):
             self.server_close()
         now = time.monotonic()
         for conn in list(self._connections):
@@ -871,7 +974,7 @@ class VecstoreHTTPServer:
             for key, _ in self._selector.select(self._tick):
                 conn = key.data
                 if conn is None:
-                    self._accept()
+                    self._accept(key.fileobj)
                 elif conn is self._wake_r:
                     self._take_posted()
                 else:
@@ -976,6 +1079,8 @@ class VecstoreHTTPServer:
 
     def _respond(self, req: _Request) -> Reply:
         route, path_params = req.route, req.path_params
+        if self.replica is not None and not route.read and route.target != "server":
+            return self.replica.forward(req)  # a write, a text search, a catalog route: the primary's
         if path_params:
             path_params = {k: unquote(v) for k, v in path_params.items()}
         body = req.body if req.body is not None else b""

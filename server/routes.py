@@ -36,7 +36,11 @@ A route is::
   ``{"code": n, "message"}``) or ``"lance"`` (the reply as is; errors Lance ``ErrorResponse``).
   Codes: :func:`error_reply`.
 - ``invalidates``: the route may drop or replace databases or collections, so the server
-  forgets its cached handles after it.
+  forgets its cached handles after it (and, with ``--processes``, tells the replicas).
+- ``read``: a collection route that only reads and needs no text index. With ``--processes``
+  a replica answers it from its own read-only handle (caught up with ``refresh()`` first);
+  every other route is forwarded to the primary, the one writer. Text searches are not
+  ``read``: a read-only handle would build a private tantivy index of its own.
 
 Job routes (refresh.md §5.1, §5.3.5): ``/v2/vectordb/jobs/external_collection/{refresh, list,
 describe, cancel}`` (Zilliz shapes; ``dbName`` defaults to ``"default"``, as in Zilliz, and also
@@ -375,12 +379,14 @@ class Route:
     returns: str = ""
     envelope: str = "lynse"  # "lynse" | "zilliz" | "lance": success and error body shapes
     invalidates: bool = False  # drops, restores or imports: the server forgets cached handles
+    read: bool = False  # only reads a collection (no text index): replicas answer it themselves
     no_content: str = ""  # when the route may answer 204 No Content: the case, for /openapi.json
 
     def __post_init__(self) -> None:
         assert self.target in ("server", "client", "database", "collection"), self.target
         assert self.body in ("json", "binary", "none") and self.reply in ("json", "binary", "raw")
         assert self.envelope in ENVELOPES, self.envelope
+        assert not self.read or (self.target == "collection" and not self.invalidates), self.path
         names = set(_TEMPLATE.findall(self.path))
         declared = {p.wire for p in self.params if p.location == "path"}
         assert names == declared, f"{self.path}: path parameters {sorted(names)} vs declared {sorted(declared)}"
@@ -684,15 +690,15 @@ ROUTES: tuple[Route, ...] = (
 
     # -- collection management ------------------------------------------------------------------
     Route("/collection_shape", "collection", _shape, (), lambda r, c: {"shape": list(r)},
-          returns='{"shape": [n_vectors, dim]}'),
-    Route("/stats", "collection", "stats", (), lambda r, c: {"stats": r.to_dict()}),
+          returns='{"shape": [n_vectors, dim]}', read=True),
+    Route("/stats", "collection", "stats", (), lambda r, c: {"stats": r.to_dict()}, read=True),
     Route("/get_collection_config", "collection", "get_collection_config", (),
-          lambda r, c: {"config": r.to_dict()}),
+          lambda r, c: {"config": r.to_dict()}, read=True),
     Route("/update_description", "collection", "update_description", (P("description", "str", True),),
           _echo("description")),
     Route("/update_collection_description", "collection", "update_description",
           (P("description", "str", True),), _echo("description"), summary="Alias of /update_description."),
-    Route("/get_collection_path", "collection", _path_of, (), lambda r, c: {"collection_path": str(r)}),
+    Route("/get_collection_path", "collection", _path_of, (), lambda r, c: {"collection_path": str(r)}, read=True),
     # The server shares one handle per collection among all requests: "close" is a checkpoint
     # (index files written, nothing left to replay), never a close under other requests' feet.
     Route("/close_collection", "collection", "checkpoint", summary="Flush and checkpoint (the handle stays open)."),
@@ -732,7 +738,7 @@ ROUTES: tuple[Route, ...] = (
           lambda r, c: {"index_mode": c.args.get("index_mode") or c.target.index_mode(),
                         "n_clusters": r.get("n_clusters")}, tag="index"),
     Route("/remove_index", "collection", "remove_index", tag="index"),
-    Route("/index_mode", "collection", "index_mode", (), lambda r, c: {"index_mode": r}, tag="index"),
+    Route("/index_mode", "collection", "index_mode", (), lambda r, c: {"index_mode": r}, tag="index", read=True),
     Route("/build_vector_field_index", "collection", _build_index,
           (P("field_name", "str", True), P("index_mode", "str"), P("n_clusters", "uint"), P("params", "object")),
           lambda r, c: {"field_name": c.args["field_name"], "n_clusters": c.args.get("n_clusters"),
@@ -744,7 +750,7 @@ ROUTES: tuple[Route, ...] = (
           (P("field_name", "str", True), P("dim", "uint", True, aliases=("dimension",)), P("metric", "str"),
            P("index_mode", "str")), lambda r, c: {"field": r.to_dict()}, tag="index"),
     Route("/list_vector_fields", "collection", "list_vector_fields", (),
-          lambda r, c: {"fields": [f.to_dict() for f in r]}, tag="index"),
+          lambda r, c: {"fields": [f.to_dict() for f in r]}, tag="index", read=True),
     Route("/add_named_vectors", "collection", "add_named_vectors",
           (P("field_name", "str", True), P("vectors", "vectors", True), IDS),
           lambda r, c: {"field_name": c.args["field_name"], "ids": list(r)}, tag="write"),
@@ -753,26 +759,26 @@ ROUTES: tuple[Route, ...] = (
 
     # -- search -----------------------------------------------------------------------------------
     Route("/search", "collection", "search",
-          (VECTOR, *SEARCH_PARAMS, P("approx", "bool"), P("eps", "float")), _items_reply, tag="search"),
+          (VECTOR, *SEARCH_PARAMS, P("approx", "bool"), P("eps", "float")), _items_reply, tag="search", read=True),
     Route("/search_binary", "collection", _search_binary,
           (*BINARY_SEARCH_PARAMS, P("approx", "bool"), P("eps", "float")),
           _search_block_reply,
-          body="binary", reply="binary", tag="search",
+          body="binary", reply="binary", tag="search", read=True,
           summary="Search; float32 query in, search block out (the index that answered in X-Vecstore-Index)."),
     Route("/batch_search", "collection", "batch_search",
           (P("vectors", "vectors", True, limit="batch"), *SEARCH_PARAMS),
-          lambda r, c: {"results": [x.to_dict() for x in r]}, tag="search"),
+          lambda r, c: {"results": [x.to_dict() for x in r]}, tag="search", read=True),
     Route("/batch_search_binary", "collection", _batch_search_binary,
           (*BINARY_SEARCH_PARAMS, P("n_queries", "uint", True, limit="batch")),
-          _batch_block_reply, body="binary", reply="binary", tag="search"),
+          _batch_block_reply, body="binary", reply="binary", tag="search", read=True),
     Route("/search_range", "collection", "search_range",
           (VECTOR, P("threshold", "float", True), P("max_results", "int", limit="top_k"), WHERE, RETURN_FIELDS,
            VECTOR_FIELD),
           _range_reply,
-          tag="search", returns='{"result": {"ids": [...], "distances": [...]}}'),
+          tag="search", returns='{"result": {"ids": [...], "distances": [...]}}', read=True),
     Route("/search_profile", "collection", "search_profile",
           (VECTOR, *SEARCH_PARAMS, P("approx", "bool"), P("eps", "float")),
-          lambda r, c: r.to_dict(), tag="search", returns='{"items": {...}, "profile": {...}}'),
+          lambda r, c: r.to_dict(), tag="search", returns='{"items": {...}, "profile": {...}}', read=True),
     Route("/text_search", "collection", "text_search",
           (P("text", "str", True), P("text_fields", "str_list"), K, WHERE, RETURN_FIELDS),
           _items_reply, tag="search", summary="BM25 over text fields."),
@@ -780,7 +786,7 @@ ROUTES: tuple[Route, ...] = (
           (P("text", "str", True), P("text_fields", "str_list"), K, WHERE, RETURN_FIELDS),
           _items_reply, tag="search", summary="HEAD-era name of /text_search."),
     Route("/sparse_search", "collection", "sparse_search",
-          (P("vector", "sparse", True), K, WHERE, RETURN_FIELDS), _items_reply, tag="search"),
+          (P("vector", "sparse", True), K, WHERE, RETURN_FIELDS), _items_reply, tag="search", read=True),
     Route("/hybrid_search", "collection", "hybrid_search",
           (P("vector", "vector"), P("text", "str"), P("text_fields", "str_list"), K, WHERE,
            P("fusion", "str"), P("vector_weight", "float"), P("text_weight", "float"), P("rrf_k", "float"),
@@ -790,17 +796,17 @@ ROUTES: tuple[Route, ...] = (
     # -- retrieval --------------------------------------------------------------------------------
     Route("/query", "collection", "query",
           (WHERE, P("filter_ids", "ids", limit="batch"), P("return_ids_only", "bool")),
-          lambda r, c: {"result": list(r)}, tag="read"),
+          lambda r, c: {"result": list(r)}, tag="read", read=True),
     Route("/query_vectors", "collection", "query_vectors", (WHERE, P("filter_ids", "ids", limit="batch")),
-          lambda r, c: {"result": r.to_dict()}, tag="read", returns='{"result": [vectors, ids, fields]}'),
+          lambda r, c: {"result": r.to_dict()}, tag="read", returns='{"result": [vectors, ids, fields]}', read=True),
     Route("/head", "collection", "head", (P("n", "int", limit="top_k"),), lambda r, c: {"head": r.to_dict()},
-          tag="read"),
+          tag="read", read=True),
     Route("/tail", "collection", "tail", (P("n", "int", limit="top_k"),), lambda r, c: {"tail": r.to_dict()},
-          tag="read"),
+          tag="read", read=True),
     Route("/head_binary", "collection", "head", (P("n", "int", limit="top_k"),), _rows_block,
-          method="GET", body="none", reply="binary", tag="read"),
+          method="GET", body="none", reply="binary", tag="read", read=True),
     Route("/tail_binary", "collection", "tail", (P("n", "int", limit="top_k"),), _rows_block,
-          method="GET", body="none", reply="binary", tag="read"),
+          method="GET", body="none", reply="binary", tag="read", read=True),
     Route("/write_blob", "collection", _write_blob, (P("key", "str", True, doc="the blob's key"),),
           lambda r, c: {"written": True}, body="binary", tag="blob",
           summary="Store the raw request body as blob `key` (replacing it)."),
@@ -808,17 +814,17 @@ ROUTES: tuple[Route, ...] = (
           (P("key", "str", True), P("offset", "uint", doc="first byte"), P("length", "uint", doc="bytes at most")),
           _blob_reply, method="GET", body="none", reply="binary", tag="blob", no_content="there is no blob with this key",
           returns="the blob's bytes from offset, at most length of them",
-          summary="The blob's bytes (application/octet-stream); 204 when there is no such key."),
+          read=True, summary="The blob's bytes (application/octet-stream); 204 when there is no such key."),
     Route("/delete_blob", "collection", "delete_blob", (P("key", "str", True),),
           lambda r, c: {"deleted": bool(r)}, tag="blob"),
     Route("/list_blobs", "collection", "list_blobs", (), lambda r, c: {"keys": list(r)}, method="GET",
-          body="none", tag="blob", summary="The blob keys."),
+          body="none", tag="blob", summary="The blob keys.", read=True),
     Route("/read_by_only_id", "collection", "read_by_only_id", (P("id", "id_or_ids", True),),
-          lambda r, c: {"item": r.to_dict()}, tag="read"),
-    Route("/list_fields", "collection", "list_fields", (), lambda r, c: {"fields": list(r)}, tag="read"),
+          lambda r, c: {"item": r.to_dict()}, tag="read", read=True),
+    Route("/list_fields", "collection", "list_fields", (), lambda r, c: {"fields": list(r)}, tag="read", read=True),
     Route("/is_id_exists", "collection", "is_id_exists", (P("id", "id", True),),
-          lambda r, c: {"is_id_exists": bool(r)}, tag="read"),
-    Route("/max_id", "collection", "max_id", (), lambda r, c: {"max_id": r}, tag="read"),
+          lambda r, c: {"is_id_exists": bool(r)}, tag="read", read=True),
+    Route("/max_id", "collection", "max_id", (), lambda r, c: {"max_id": r}, tag="read", read=True),
 
     # -- delete, restore, compact -------------------------------------------------------------------
     Route("/delete_items", "collection", "delete_items", (P("ids", "ids", limit="batch"), WHERE),
@@ -829,7 +835,7 @@ ROUTES: tuple[Route, ...] = (
           lambda r, c: {"status": "ok", "n_restored": r}, tag="delete"),
     Route("/restore", "collection", "restore_items", (IDS,),
           lambda r, c: {"status": "ok", "n_restored": r}, tag="delete", summary="HEAD-era name of /restore_items."),
-    Route("/list_deleted_ids", "collection", "list_deleted_ids", (), _ids_reply, tag="delete"),
+    Route("/list_deleted_ids", "collection", "list_deleted_ids", (), _ids_reply, tag="delete", read=True),
     Route("/compact", "collection", "compact", (), lambda r, c: {"vectors_removed": r}, tag="delete"),
 
     # -- backup -------------------------------------------------------------------------------------
