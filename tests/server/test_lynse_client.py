@@ -20,6 +20,7 @@ The environment of a version is, in order:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -138,12 +139,12 @@ def keyed_server(tmp_path):
         backing.close()
 
 
-def _run_smoke(era: Era, server) -> None:
+def _run_smoke(era: Era, url: str, key: str = KEY) -> None:
     python = lynse_python(era)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env.pop("VECSTORE_API_KEY", None)
     try:
-        r = subprocess.run([str(python), str(era.smoke), server.url, "--api-key", KEY],
+        r = subprocess.run([str(python), str(era.smoke), url, "--api-key", key],
                            capture_output=True, text=True, timeout=240, env=env)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"the smoke run did not finish in 240 s; output so far:\n{e.stdout}")
@@ -155,9 +156,42 @@ def _run_smoke(era: Era, server) -> None:
 
 @pytest.mark.timeout(900)  # building the venv on a fresh machine takes a minute or two
 def test_lynse_020_client_smoke(keyed_server):
-    _run_smoke(SEED, keyed_server)
+    _run_smoke(SEED, keyed_server.url)
 
 
 @pytest.mark.timeout(900)
 def test_lynse_090_client_smoke(keyed_server):
-    _run_smoke(HEAD, keyed_server)
+    _run_smoke(HEAD, keyed_server.url)
+
+
+def _served(conn) -> int:
+    """Requests the process behind ``conn`` answered, its own /metrics calls left out."""
+    _, body, _ = conn.raw("GET", "/metrics")
+    return sum(int(n) for path, n in re.findall(rb'vecstore_http_requests_total\{path="([^"]+)",status="\d+"\} (\d+)', body)
+               if path != b"/metrics")
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("era", [SEED, HEAD], ids=["0.2.0", "0.9.0"])
+def test_lynse_client_smoke_against_two_processes(era, tmp_path):
+    """``--processes 2``, with the client's first connection steered to the replica (the
+    primary holds one more connection, and a new one goes to the process holding fewer): its
+    reads are answered there and its writes forwarded, and every check still passes."""
+    from test_processes import KEY as PROCESS_KEY, Server
+    lynse_python(era)  # skip before starting anything when the client cannot be installed
+    server = Server(tmp_path / "data")
+    held = []
+    try:
+        while len(held) < 20:
+            held.append(server.connect())
+            roles = [c.role for c in held]
+            if roles.count("replica") >= 1 and roles.count("primary") == roles.count("replica") + 1:
+                break
+        replica = next(c for c in held if c.role == "replica")
+        before = _served(replica)
+        _run_smoke(era, f"http://127.0.0.1:{server.port}", PROCESS_KEY)
+        assert _served(replica) > before + 10, "the replica answered none of the client's requests"
+    finally:
+        for c in held:
+            c.close()
+        server.stop()
