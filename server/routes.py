@@ -55,6 +55,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable
 
 import numpy as np
@@ -396,21 +397,21 @@ class Route:
         and the query string for the others."""
         return p.location or ("body" if self.body == "json" else "query")
 
-    @property
+    @cached_property  # asked on every request: the route never changes
     def path_params(self) -> tuple[str, ...]:
         return tuple(_TEMPLATE.findall(self.path))
 
-    @property
+    @cached_property
     def has_query_params(self) -> bool:
         return any(self.location(p) == "query" for p in self.all_params)
 
-    @property
+    @cached_property
     def memo_query(self) -> bool:
         """Bound parameters may be reused for the same query string: all come from it, and
         none is a server path (whose confinement depends on the file system at the time)."""
         return self.body != "json" and not self.path_params and all(p.type != "path" for p in self.all_params)
 
-    @property
+    @cached_property
     def all_params(self) -> tuple[Param, ...]:
         """The declared params, preceded by the ones that name the target."""
         lead: tuple[Param, ...] = ()

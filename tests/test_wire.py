@@ -138,6 +138,11 @@ def test_search_block_refuses_string_and_negative_ids():
         wire.encode_search_block([-1], [1.0])
     with pytest.raises(InvalidArgumentError, match="2 ids but 1 scores"):
         wire.encode_search_block([1, 2], [1.0])
+    # a search result's ids are a tuple, which takes a faster path: the same checks
+    for bad in (("a",), (-1,), (True,), (2**64,), (1, 2.0)):
+        with pytest.raises(InvalidArgumentError, match="integer ids"):
+            wire.encode_search_block(bad, [1.0] * len(bad))
+    assert wire.encode_search_block((0, 2**64 - 1), [1.0, 0.5])[4:20] == bytes(8) + b"\xff" * 8
 
 
 def test_search_block_every_truncation_is_invalid_argument():

@@ -281,6 +281,9 @@ class _Reader:
 
 
 def _wire_ids(ids: Iterable[Any], what: str) -> np.ndarray:
+    # The common case, a search's tuple of Python ints, in one conversion: 1 us, not 6.
+    if isinstance(ids, tuple) and all(type(i) is int for i in ids) and (not ids or 0 <= min(ids) and max(ids) <= _U64_MAX):
+        return np.array(ids, dtype="<u8")
     out = []
     for i in ids:
         if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)) or not 0 <= int(i) <= _U64_MAX:
