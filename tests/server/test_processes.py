@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import vecstore
@@ -387,3 +388,77 @@ def test_processes_argument():
 def test_an_unreachable_primary_is_a_503(tmp_path):
     reply = PrimaryLink(str(tmp_path / "no.sock"), 30.0).forward("POST", "/add", {}, b"{}")
     assert reply.status == 503 and reply.body["code"] == "unavailable"
+
+
+def test_replica_reads_stay_consistent_under_a_stream_of_writes(server):
+    """Two writers (one connection on each process) add rows and delete some of their own,
+    while two readers on replica connections search and fetch. Oracle: what the writers had
+    been told before each read was sent. A row acknowledged as added is found by id; one
+    acknowledged as deleted is never a search hit; nothing answers other than 200."""
+    conns = server.connections(each=3)
+    primary = [c for c in conns if c.role == "primary"]
+    replica = [c for c in conns if c.role == "replica"]
+    name = "stream"
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((300, 8)).round(3).tolist()
+    primary[0].post("/create_database", database_name=DB)  # (exists already when the module's tests ran)
+    primary[0].ok("/required_collection", database_name=DB, collection_name=name, dim=8, metric="l2")
+    primary[0].ok("/add", database_name=DB, collection_name=name, ids=list(range(300)), vectors=base)
+    primary[0].ok("/build_index", database_name=DB, collection_name=name, index_mode="HNSW")
+    lock = threading.Lock()
+    added: dict[int, list[float]] = {}   # acknowledged adds that are never deleted: id -> vector
+    deleted: set[int] = set()            # acknowledged deletes (of the other rows)
+    problems: list[str] = []
+    stop = time.monotonic() + 4.0
+
+    def writer(conn, first: int) -> None:
+        i, own = first, np.random.default_rng(first)
+        while time.monotonic() < stop and not problems:
+            vecs = own.standard_normal((5, 8)).round(3).tolist()
+            status, reply = conn.col("/add", name, ids=list(range(i, i + 5)), vectors=vecs)
+            if status != 200:
+                problems.append(f"add on the {conn.role}: {status} {reply}")
+                return
+            with lock:  # the rows this writer never deletes
+                added.update((j, vec) for j, vec in zip(range(i, i + 5), vecs) if j - i not in (0, 3))
+            status, reply = conn.col("/delete", name, ids=[i, i + 3])
+            if status != 200:
+                problems.append(f"delete on the {conn.role}: {status} {reply}")
+                return
+            with lock:
+                deleted.update((i, i + 3))
+            i += 5
+
+    def reader(conn) -> None:
+        checks = 0
+        while time.monotonic() < stop and not problems:
+            with lock:
+                gone = set(deleted)
+                live = list(added.items())[-20:]
+            if not live:
+                continue
+            i, vec = live[checks % len(live)]
+            status, reply = conn.col("/read_by_only_id", name, id=i)
+            if status != 200 or reply["params"]["item"][1] != [i] or not np.allclose(reply["params"]["item"][0], [vec], atol=1e-6):
+                problems.append(f"read {i} on the {conn.role}: {status} {reply}")
+            status, reply = conn.col("/search", name, vector=vec, k=10)
+            if status != 200:
+                problems.append(f"search on the {conn.role}: {status} {reply}")
+            elif gone & set(reply["params"]["items"]["ids"]):
+                problems.append(f"deleted ids {sorted(gone & set(reply['params']['items']['ids']))} found on the {conn.role}")
+            checks += 1
+        counts.append(checks)
+
+    counts: list[int] = []
+    threads = [threading.Thread(target=writer, args=(primary[0], 10_000)),
+               threading.Thread(target=writer, args=(replica[0], 20_000)),
+               threading.Thread(target=reader, args=(replica[1],)),
+               threading.Thread(target=reader, args=(replica[2],))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for c in conns:
+        c.close()
+    assert not problems, problems[:5]
+    assert len(added) >= 20 and min(counts) >= 20, (len(added), counts)   # the stream really ran
