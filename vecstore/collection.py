@@ -57,6 +57,12 @@ def _sorted(a: np.ndarray) -> np.ndarray:
     return a if len(a) < 2 or bool((a[1:] >= a[:-1]).all()) else np.sort(a)
 
 
+def _named_defs(t) -> dict:
+    """The stored vector-field definitions by ``vfield:`` key, in creation order (which
+    list_vector_fields() reports; LMDB would give name order)."""
+    return dict(sorted(t.iter_meta("vfield:"), key=lambda kv: (kv[1].get("order", 0), kv[0])))
+
+
 def _structure(config: dict, named_defs: dict, index_records: dict) -> tuple:
     """What a handle cannot follow row by row: the config, the named fields and which indexes
     exist. ``refresh()`` reloads the whole handle when this changed. An index record's files,
@@ -129,8 +135,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             self._next_label = t.get_meta("next_label", 0)
             labels, rows = t.load_rows()
             vec_labels, matrix = t.load_vecs(cfg["dim"])
-            # creation order, which list_vector_fields() reports (LMDB would give name order)
-            named_defs = dict(sorted(t.iter_meta("vfield:"), key=lambda kv: (kv[1].get("order", 0), kv[0])))
+            named_defs = _named_defs(t)
             named_data = {key[len("vfield:"):]: t.load_named(key[len("vfield:"):], spec["dim"])
                           for key, spec in named_defs.items()}
             index_records = dict(t.iter_meta("index:"))
@@ -163,9 +168,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         self._columns.reset(self._ids, self._fields)
         self._sparse = None
         if sparse_rows:
-            self._sparse_index().upsert(
-                np.fromiter((lb for lb, _, _ in sparse_rows), dtype=np.uint64, count=len(sparse_rows)),
-                [(np.frombuffer(i, np.uint32), np.frombuffer(x, np.float32)) for _, i, x in sparse_rows])
+            self._upsert_sparse([(lb, (i, x)) for lb, i, x in sparse_rows])
             dead = self._default.labels[: self._default.n][~self._default.live[: self._default.n]]
             if len(dead):
                 self._sparse.remove(dead)
@@ -682,10 +685,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             self._index_remove(lab)
         else:
             self._index_apply(self._default, lab, self._default.matrix[pos])
-            for space in self._named.values():
-                sp = space.positions(lab)
-                if len(sp):
-                    self._index_apply(space, space.labels[sp], space.matrix[sp])
+            self._index_apply_named(lab)
         if self._sparse is not None:
             if deleted:
                 self._sparse.remove(lab)
@@ -775,8 +775,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         return True
 
     def _stored_structure(self, t) -> tuple:
-        named = dict(sorted(t.iter_meta("vfield:"), key=lambda kv: (kv[1].get("order", 0), kv[0])))
-        return _structure(t.get_meta("config"), named, dict(t.iter_meta("index:")))
+        return _structure(t.get_meta("config"), _named_defs(t), dict(t.iter_meta("index:")))
 
     def _read_changes(self, t, entries: list) -> dict | None:
         """The current records of the rows the log ``entries`` touched, from one snapshot; None
@@ -818,18 +817,11 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             self._set_named_live(lab[~live], False)
             if self._sparse is not None and (~live).any():
                 self._sparse.remove(lab[~live])
-            sparse = [(lb, s) for lb, s, ok in zip(lab.tolist(), changes["sparse"], live) if ok and s is not None]
-            if sparse:
-                self._sparse_index().upsert(np.asarray([lb for lb, _ in sparse], dtype=np.uint64),
-                                            [(np.frombuffer(i, np.uint32), np.frombuffer(x, np.float32))
-                                             for _, (i, x) in sparse])
+            self._upsert_sparse([(lb, s) for lb, s, ok in zip(lab.tolist(), changes["sparse"], live) if ok and s is not None])
         if (~live).any():
             self._index_remove(lab[~live])
         self._index_apply(self._default, lab[live], vectors[live])
-        for space in self._named.values():
-            sp = space.positions(lab[live])
-            if len(sp):
-                self._index_apply(space, space.labels[sp], space.matrix[sp])
+        self._index_apply_named(lab[live])
         if self._read_only and self._text is not None and getattr(self, "_text_private", None) is None:
             # the writer's on-disk text index: a reader never writes to it; opened again on use
             self._text.close()

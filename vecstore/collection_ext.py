@@ -163,6 +163,13 @@ class DerivedIndexes:
                 end = start + _INDEX_CHUNK
                 space.index.add(labels[start:end], np.ascontiguousarray(vectors[start:end], dtype=np.float32))
 
+    def _index_apply_named(self: "Collection", labels: np.ndarray) -> None:
+        """(Re)add the named vectors of live rows ``labels`` to their fields' indexes."""
+        for space in self._named.values():
+            sp = space.positions(labels)
+            if len(sp):
+                self._index_apply(space, space.labels[sp], space.matrix[sp])
+
     def _index_remove(self: "Collection", labels: np.ndarray) -> None:
         for space in [self._default, *self._named.values()]:
             if space.index is not None:
@@ -369,10 +376,14 @@ class DerivedIndexes:
     def _reload_sparse(self: "Collection", labels: np.ndarray) -> None:
         with self._storage.read() as t:
             found = [(int(lb), t.get_sparse(int(lb))) for lb in labels]
-        found = [(lb, s) for lb, s in found if s is not None]
-        if found:
-            self._sparse.upsert(np.asarray([lb for lb, _ in found], dtype=np.uint64),
-                                [(np.frombuffer(i, np.uint32), np.frombuffer(x, np.float32)) for _, (i, x) in found])
+        self._upsert_sparse([(lb, s) for lb, s in found if s is not None])
+
+    def _upsert_sparse(self: "Collection", records: list) -> None:
+        """Stored sparse records ``[(label, (indices bytes, values bytes)), ...]`` into the index."""
+        if records:
+            self._sparse_index().upsert(np.asarray([lb for lb, _ in records], dtype=np.uint64),
+                                        [(np.frombuffer(i, np.uint32), np.frombuffer(x, np.float32))
+                                         for _, (i, x) in records])
 
     def add_sparse_vectors(self: "Collection", vectors: Sequence[Any], ids: Sequence[Id]) -> list[Id]:
         """Attach sparse vectors (``{"indices": [...], "values": [...]}``, ``{index: weight}`` or

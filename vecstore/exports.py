@@ -211,7 +211,7 @@ class _Export:
         self.m, self.lynse = m, kind == LYNSE_EXPORT_TYPE
         self.count = self._int(m.get("count"), 0, 1 << 62, "count")
         # 0: a collection created without a dim that had no vectors yet (no rows either)
-        self.dim = self._int(m.get("dimension"), 0 if not self.count else 1, 65536, "dimension")
+        self.dim = self._int(m.get("dimension"), 0 if not self.count else 1, v.MAX_DIM, "dimension")
         self.metric = self._metric(m.get("metric", "ip"), "metric")
         desc = m.get("description")
         self.description = desc if isinstance(desc, str) else None
@@ -241,7 +241,7 @@ class _Export:
             if not isinstance(f, dict) or not isinstance(f.get("name"), str) or not _FIELD_NAME.match(f["name"]) \
                     or f["name"] == "default":
                 raise CorruptionError(f"{mpath}: bad vector field entry {str(f)[:120]}")
-            fdim = self._int(f.get("dimension"), 1, 65536, f"{f['name']}.dimension")
+            fdim = self._int(f.get("dimension"), 1, v.MAX_DIM, f"{f['name']}.dimension")
             n = self._int(f.get("count"), 0, self.count, f"{f['name']}.count")
             rows = np.asarray(self._npy(f.get("rows_file"), (n,), "i"), dtype=np.int64)
             if n and (rows[0] < 0 or rows[-1] >= self.count or (np.diff(rows) <= 0).any()):
