@@ -159,6 +159,9 @@ def test_named_vector_fields(local_client):
     assert col.search([0, 0, 1], k=1, vector_field="title_vec").ids == (3,)
     col.delete_items([3])
     assert 3 not in col.search([0, 0, 1], k=3, vector_field="title_vec").ids
+    col.restore_items([3])                      # back in the field's index, not just the mirror
+    hit = col.search([0, 0, 1], k=1, vector_field="title_vec")
+    assert hit.ids == (3,) and hit.index == "HNSW"
     col.remove_vector_field_index("title_vec")
     with pytest.raises(vecstore.NotFoundError):
         col.add_named_vectors("title_vec", [[1, 0, 0]], ids=[99])
@@ -166,6 +169,25 @@ def test_named_vector_fields(local_client):
         col.add_named_vectors("title_vec", [[1, 0]], ids=[1])
     with pytest.raises(vecstore.AlreadyExistsError):
         col.create_vector_field("title_vec", dim=3)
+
+
+def test_an_upsert_reviving_a_deleted_row_brings_back_its_named_and_sparse_vectors(local_client):
+    """restore_items() and an upsert of a soft-deleted id both make the row live again: its
+    named vectors must be back in their field's index, its sparse vector in the sparse index."""
+    col = local_client.create_database("app").require_collection("c", dim=4, metric="l2")
+    rng = np.random.default_rng(5)
+    col.add(rng.standard_normal((60, 4)), ids=list(range(60)))
+    col.create_vector_field("t", dim=3, metric="l2")
+    named = rng.standard_normal((60, 3))
+    col.add_named_vectors("t", named, ids=list(range(60)))
+    col.build_vector_field_index("t", "HNSW-L2")
+    col.add_sparse_vectors([{7: 1.0}], ids=[9])
+    col.delete_items([9])
+    assert 9 not in col.search(named[9], k=1, vector_field="t").ids and not col.sparse_search({7: 1.0}).ids
+    col.upsert(rng.standard_normal((1, 4)), ids=[9])   # revived by an upsert, not restore_items()
+    hit = col.search(named[9], k=1, vector_field="t")
+    assert hit.ids == (9,) and hit.index == "HNSW-L2"
+    assert col.sparse_search({7: 1.0}).ids == (9,)
 
 
 def test_search_profile_reports_the_plan(local_client):

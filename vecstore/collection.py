@@ -498,10 +498,18 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
     def _mirror_rows(self, ids: list, vectors: np.ndarray, fields: list, lab: np.ndarray) -> None:
         with self._rw.write:
             existed = self._mirror_ids(ids, fields)
+            # soft-deleted rows an upsert revives: as after restore_items(), their named and
+            # sparse vectors come back, in the mirror and in the indexes
+            pos = self._default.lookup(lab) if existed else lab[:0]
+            revived = lab[(pos >= 0) & ~self._default.live_at(pos)] if existed else lab[:0]
             self._default.put(lab, vectors, True)
-            if existed:
-                self._set_named_live(lab, True)  # a revived row makes its named vectors live again
+            if len(revived):
+                self._set_named_live(revived, True)
         self._index_apply(self._default, lab, vectors)
+        if len(revived):
+            self._index_apply_named(revived)
+            if self._sparse is not None:
+                self._reload_sparse(revived)
         self._text_dirty(lab)
 
     def _mirror_ids(self, ids: list, fields: list) -> bool:
