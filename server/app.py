@@ -601,20 +601,20 @@ class VecstoreHTTPServer:
         if self.replica is not None and route.target == "collection":
             # a replica's read route: its own read-only handle, held until the reply is shaped
             with self.replica.handle(call.args["database_name"], call.args["collection_name"]) as target:
-                call.target = target
-                result = (getattr(target, route.call)(**call.kwargs) if isinstance(route.call, str)
-                          else route.call(target, **call.kwargs))
-                return self._shape(route, call, result)
+                return self._shape(route, call, self._call(route, call, target))
         try:
-            call.target = target = self.resolve(route, call.args)
-            if isinstance(route.call, str):
-                result = getattr(target, route.call)(**call.kwargs)
-            else:
-                result = route.call(target, **call.kwargs)
+            result = self._call(route, call, self.resolve(route, call.args))
         finally:
             if route.invalidates:
                 self.forget_handles()
         return self._shape(route, call, result)
+
+    @staticmethod
+    def _call(route: Route, call: Call, target: Any) -> Any:
+        call.target = target
+        if isinstance(route.call, str):
+            return getattr(target, route.call)(**call.kwargs)
+        return route.call(target, **call.kwargs)
 
     def _shape(self, route: Route, call: Call, result: Any) -> Reply:
         shaped = route.respond(result, call)
