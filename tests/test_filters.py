@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
+import operator
 import random
 import time
 
@@ -829,6 +830,35 @@ def test_literal_forms():
     big = 2**62 + 1
     assert hits(f"x = {big}", [{"x": big}, {"x": float(2**62)}, {"x": 2**62}]) == [0]
     assert hits(f"x > {2**70}", [{"x": 1.0}, {"x": 2**71}]) == [1]
+
+
+# Integers around the edges of float64's exact range and of int64, and float literals that
+# are integral there, or not, or beyond every int64.
+_EDGE_INTS = [2**53 - 1, 2**53, 2**53 + 1, -2**53 - 1, 2**63 - 1, -2**63, 0, 5, -5]
+_EDGE_FLOATS = [float(2**53), float(2**53 - 1), float(2**53 + 2), -float(2**53), float(2**63),
+                -float(2**63), 1e300, -1e300, -0.0, 0.0, 0.5, -0.5, 4.5, 5.0, 2.0**51 + 0.5]
+_EDGE_LITERALS = _EDGE_FLOATS + [2**53 + 1, 2**63 - 1, -2**63, 2**64, 5]
+
+
+@pytest.mark.parametrize("values", [
+    _EDGE_INTS,                                  # an int64 column
+    _EDGE_INTS + [2**70],                        # beyond int64: an object column
+    [2**53, 2**53 - 1, 5, 0.5, -0.5, 1e300],     # ints within 2**53 and floats: a float64 column
+    [2**53 + 1, 2**63 - 1, 0.5, -1e300],         # larger ints and floats: an object column
+])
+def test_numbers_compare_exactly_whatever_the_column_holds(values):
+    # Exact Python comparison is the oracle, for mask() and matches() alike: numpy's float64
+    # comparison of an int64 column with 9007199254740992.0 had 2**53 + 1 equal to it.
+    rows = [{"n": v, "t": [v, "x"]} for v in values]
+    for c in _EDGE_LITERALS:
+        lit = repr(c)
+        for op, fn in [("=", operator.eq), ("!=", operator.ne), ("<", operator.lt),
+                       ("<=", operator.le), (">", operator.gt), (">=", operator.ge)]:
+            assert hits(f"n {op} {lit}", rows) == [i for i, v in enumerate(values) if fn(v, c)], (op, lit)
+        assert hits(f"n IN ({lit})", rows) == [i for i, v in enumerate(values) if v == c], lit
+        assert hits(f"n IN ({lit}, 0.25)", rows) == [i for i, v in enumerate(values) if v in (c, 0.25)], lit
+        assert hits(f"n NOT IN ({lit})", rows) == [i for i, v in enumerate(values) if v != c], lit
+        assert hits(f"t CONTAINS {lit}", rows) == [i for i, v in enumerate(values) if v == c], lit
 
 
 def test_arithmetic_precedence_and_grouping():

@@ -122,6 +122,25 @@ def _unify_num(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a.astype(np.float64), b.astype(np.float64)
 
 
+def _exact_operands(arr: np.ndarray, value: Any) -> tuple[np.ndarray, Any]:
+    """A number array and a number constant in forms numpy compares exactly, as Python does.
+
+    Numpy compares an int64 array with a float, and a float64 array with an int, in float64,
+    which rounds ints beyond 2**53: 2**53 + 1 would equal 2.0**53 and not exceed it, where
+    :meth:`Filter.matches` says the opposite. So an integral float against ints is compared as
+    the int it is (numpy compares ints exactly, also beyond the int64 range); any other float
+    is below 2**52 in magnitude (every float from there on is an integer), and rounding an int
+    to float64 is monotone and keeps those within 2**53 exact, so it never moves an int across
+    such a value: float64 orders them right (NaN and the infinities included). A large int
+    against floats widens the array to Python objects.
+    """
+    if type(value) is float and arr.dtype == np.int64 and value.is_integer():
+        return arr, int(value)
+    if type(value) is int and abs(value) > _EXACT_FLOAT_INT and arr.dtype == np.float64:
+        return arr.astype(object), value
+    return arr, value
+
+
 def _str_array(values: list) -> Any:
     """A pyarrow string array (None = not a string); an object array for strings pyarrow cannot
     encode (lone surrogates), with '' in the gaps so that comparisons never meet None."""
@@ -350,9 +369,7 @@ class Column:
     def compare(self, op: str, code: int, value: Any) -> np.ndarray:
         """Rows of category ``code`` whose value ``op`` the scalar ``value`` holds."""
         if code == NUM and self.num is not None:
-            arr = self.num
-            if type(value) is int and abs(value) > _EXACT_FLOAT_INT and arr.dtype != np.int64:
-                arr = arr.astype(object)  # numpy would round the int (or overflow) to a float
+            arr, value = _exact_operands(self.num, value)
             return _bool_np(_NP_OPS[op](arr, value)) & self.mask(NUM)
         if code == STR and self.strs is not None:
             return _str_op(op, self.strs, value) & self.mask(STR)
@@ -364,6 +381,10 @@ class Column:
         """Rows of category ``code`` equal to one of ``values`` (all of that category)."""
         if code == NUM and self.num is not None:
             vals = [v for v in values if not (type(v) is float and math.isnan(v))]  # NaN = nothing
+            if self.num.dtype == np.int64:
+                # Ints against ints, as in _exact_operands: a float that is no integer equals
+                # no row, and keeping it would send every row through a rounding float64 isin.
+                vals = [int(v) for v in vals if type(v) is int or v.is_integer()]
             if self.num.dtype != object and all(
                     type(v) is float or abs(v) <= _EXACT_FLOAT_INT for v in vals):
                 return np.isin(self.num, np.array(vals, dtype=self.num.dtype
@@ -398,7 +419,7 @@ class Column:
             if code == STR:
                 hit = _str_op("=", vals, value)
             else:
-                hit = _bool_np(vals == value)
+                hit = _bool_np(operator.eq(*_exact_operands(vals, value)))
             out[rows[hit]] = True
         return out
 

@@ -4,8 +4,8 @@ Rebuilt from LMDB on open, then kept in step by the collection after every commi
 *position* is a row's place in storage order (0..n-1, stable until ``compact()``); a *label* is
 its internal u64 key in LMDB and in the derived indexes (never reused).
 
-Exact search lives here: a numpy matrix product over a contiguous float32 matrix, which is
-what the FLAT mode is.
+Exact search lives here, what the FLAT mode is: a numpy matrix product over a contiguous
+float32 matrix picks the candidates, and float64 scores from the vectors themselves rank them.
 """
 
 from __future__ import annotations
@@ -18,23 +18,96 @@ from .indexes.base import IndexMode, VectorIndex, higher_is_better
 
 _GROW = 1.5
 _SCORE_BUDGET = 16 << 20  # float32 scores per block of an exact batch search (64 MB)
+_U = 2.0 ** -24  # the unit roundoff of float32
+_DIRECT_ROWS = 1024  # rows per chunk of exact float64 scoring
 
 
-def topk(scores: np.ndarray, k: int, higher: bool) -> np.ndarray:
-    """Indices of the k best entries of each row of ``scores`` (2-D), best first.
+def _error_factor(dim: int) -> float:
+    """``c`` of the bounds on the float32 error of an estimated score (see :func:`_estimate`).
 
-    Ties keep storage order (a stable sort on the partitioned candidates).
+    Any float32 dot product of length ``dim``, summed in any order (BLAS blocks, FMA), is off by
+    at most γ·Σ|x_j·q_j| ≤ γ·|x|·|q|, with γ = dim·u / (1 - dim·u) (Higham, *Accuracy and
+    Stability of Numerical Algorithms*, §3.1). l2's expansion |x|² - 2x·q + |q|² has three such
+    products and two more roundings: at most (2γ + u·(1 + γ)·(5 + 2u))·(|x|² + |q|²); ``c`` rounds
+    that up to (2γ + 8u) and divides by 1 - γ because |x|² and |q|² are themselves known only
+    as float32 estimates. The same ``c`` is more than ip and cosine need.
     """
-    m, n = scores.shape
-    if k >= n:
-        order = np.argsort(-scores if higher else scores, axis=1, kind="stable")
-        return order
-    key = -scores if higher else scores
-    part = np.argpartition(key, k - 1, axis=1)[:, :k]
-    # Re-sort the k candidates; sort by (key, position) so ties go in storage order.
-    sub = np.take_along_axis(key, part, axis=1)
-    order = np.lexsort((part, sub), axis=1)
-    return np.take_along_axis(part, order, axis=1)
+    g = dim * _U / (1 - dim * _U)
+    return (2 * g + 8 * _U) / (1 - g)
+
+
+def _estimate(metric: str, queries: np.ndarray, matrix: np.ndarray,
+              sq: np.ndarray) -> tuple[np.ndarray, float, np.ndarray | None, np.ndarray]:
+    """BLAS's float32 scores of every row for every query, as keys (lower is better), and bounds
+    on their error: ``(key (m, n), a, w, b)`` with ``|key[i, j] - exact| <= a·w[j] + b[i]``.
+
+    l2 bounds each row by its own norm (``w`` = the rows' |x|², ``sq``), so that one row far
+    from the rest does not widen every row's bound; for ip and cosine ``w`` is None and ``b``
+    alone bounds every row, from the largest norm. ``b`` also holds ``dim·2**-146``, more than any
+    underflow to float32's subnormals can lose, and for cosine the rounding of ``1 - x·q``.
+    """
+    dim = queries.shape[1]
+    c = _error_factor(dim)
+    qn = np.einsum("ij,ij->i", queries, queries)
+    key = queries @ matrix.T
+    tiny = dim * 2.0 ** -146
+    if metric == "l2":
+        key *= -2.0
+        key += sq[None, :]
+        key += qn[:, None]
+        return key, c, sq, c * qn.astype(np.float64) + tiny
+    b = c * np.sqrt(float(sq.max()) * qn.astype(np.float64)) + tiny
+    if metric == "cosine":
+        np.subtract(1.0, key, out=key)
+        b += 2 * _U
+    else:
+        np.negative(key, out=key)
+    return key, 0.0, None, b
+
+
+def _maybe_within(key: np.ndarray, a: float, w: np.ndarray | None, b: np.ndarray,
+                  limit: np.ndarray, mag: np.ndarray) -> np.ndarray:
+    """Flat indices into ``key`` (bounded as :func:`_estimate` returns it) of every entry whose
+    exact value may be ``<= limit`` of its row, i.e. ``key - (a·w + b) <= limit``; ``mag`` bounds
+    the magnitudes ``limit`` was computed from (their float64 rounding is allowed for).
+
+    With a per-row bound the test is ``key - 2a·w <= limit + 2b`` in float64: twice the bound,
+    the second half a margin far above the rounding of the test. One float32 comparison with the
+    largest bound, the limit rounded up, first screens out all but a few entries. NaN (overflow)
+    and non-finite limits let entries through: more to score exactly, never a row lost.
+    """
+    slack = b if w is None else 2 * b
+    limit = limit + slack + 2.0 ** -48 * (mag + slack)
+    wide = limit if w is None else limit + 2 * a * float(w.max())
+    out = key > np.nextafter(wide.astype(np.float32), np.float32(np.inf))[:, None]
+    np.logical_not(out, out=out)
+    flat = np.flatnonzero(out)
+    if w is not None:
+        rows, cols = np.divmod(flat, key.shape[1])
+        flat = flat[~(key[rows, cols] - 2 * a * w[cols].astype(np.float64) > limit[rows])]
+    return flat
+
+
+def _direct(metric: str, queries: np.ndarray, which: np.ndarray, matrix: np.ndarray,
+            pos: np.ndarray) -> np.ndarray:
+    """Exact scores (float64) of ``matrix[pos[i]]`` against ``queries[which[i]]``, from the vectors
+    themselves (l2 by direct differences: no cancellation). Identical vectors score identically
+    wherever they are stored, which BLAS's float32 scores do not promise (their rounding depends
+    on the position). In chunks whose float64 copies stay in cache: 4x faster when every row of
+    a large collection has to be scored this way."""
+    q64 = queries.astype(np.float64)
+    out = np.empty(len(pos))
+    for i in range(0, len(pos), _DIRECT_ROWS):
+        x = matrix[pos[i:i + _DIRECT_ROWS]].astype(np.float64)
+        w = which[i:i + _DIRECT_ROWS]
+        q = q64[w[0]] if w[0] == w[-1] else q64[w]  # ``which`` is sorted: often one query
+        if metric == "l2":
+            x -= q
+            np.multiply(x, x, out=x)
+        else:
+            np.multiply(x, q, out=x)
+        out[i:i + _DIRECT_ROWS] = x.sum(axis=1)
+    return 1.0 - out if metric == "cosine" else out
 
 
 class VectorSpace:
@@ -52,7 +125,8 @@ class VectorSpace:
         self.matrix = np.empty((16, dim), dtype=np.float32)
         self.labels = np.empty(16, dtype=np.uint64)
         self.live = np.zeros(16, dtype=bool)
-        self.sqnorms = np.empty(16, dtype=np.float32) if metric == "l2" else None
+        # |x|² of each row: l2's expansion, and for every metric the error bounds of exact search
+        self.sqnorms = np.empty(16, dtype=np.float32)
         # label -> position (-1: none) as an array: the per-hit mapping of a search is one numpy
         # take, and a lookup of many labels one fancy index (see lookup)
         self._lut = np.full(16, -1, dtype=np.int64)
@@ -74,8 +148,7 @@ class VectorSpace:
         self.matrix = m
         self.labels = np.concatenate([self.labels[: self.n], np.empty(cap - self.n, np.uint64)])
         self.live = np.concatenate([self.live[: self.n], np.zeros(cap - self.n, bool)])
-        if self.sqnorms is not None:
-            self.sqnorms = np.concatenate([self.sqnorms[: self.n], np.empty(cap - self.n, np.float32)])
+        self.sqnorms = np.concatenate([self.sqnorms[: self.n], np.empty(cap - self.n, np.float32)])
 
     def set_dim(self, dim: int) -> None:
         """Fix the dimension of a space created with ``dim=0`` (unknown), before its first vectors.
@@ -98,8 +171,7 @@ class VectorSpace:
         self.n, self.n_live = n, int(np.count_nonzero(self.live))
         self._lut = np.full(int(self.labels.max()) + 1 if n else 16, -1, dtype=np.int64)
         self._lut[self.labels.astype(np.int64)] = np.arange(n)
-        if self.sqnorms is not None:
-            self.sqnorms = np.einsum("ij,ij->i", matrix, matrix)
+        self.sqnorms = np.einsum("ij,ij->i", matrix, matrix)
         self._dead = None
 
     def put(self, labels: np.ndarray, vectors: np.ndarray, live: np.ndarray | bool = True) -> None:
@@ -122,9 +194,9 @@ class VectorSpace:
             self.labels[start:start + n_new] = labels[new]
             self.live[start:start + n_new] = False
             self.n += n_new
-        self.matrix[pos] = vectors
-        if self.sqnorms is not None:
-            self.sqnorms[pos] = np.einsum("ij,ij->i", vectors, vectors)
+        stored = np.asarray(vectors, dtype=np.float32)  # the rows as stored: the error bounds are about them
+        self.matrix[pos] = stored
+        self.sqnorms[pos] = np.einsum("ij,ij->i", stored, stored)
         self.set_live(pos, live_arr)
 
     def set_live(self, pos: np.ndarray, live: np.ndarray | bool) -> None:
@@ -184,60 +256,91 @@ class VectorSpace:
 
     def _exact_block(self, queries: np.ndarray, k: int,
                      allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        higher = higher_is_better(self.metric)
+        """BLAS's float32 scores pick the candidates, float64 direct scores rank them: see
+        :func:`_estimate` and :func:`_maybe_within`. Only rows whose estimate is within twice its
+        error bound of the k-th best can be among the k nearest; on ordinary data that is about
+        k rows, on data with a large common offset (where l2's expansion cancels) it is more,
+        all scored exactly. Ties keep storage order."""
         n = self.n
-        excluded = None
         if allowed is not None and len(allowed) * 4 > n:
             # A broad filter: scoring every row and masking the rest beats gathering the
             # allowed rows into a new matrix (a copy of most of it).
-            keep = np.zeros(n, dtype=bool)
-            keep[allowed] = True
-            excluded = np.flatnonzero(~keep)
+            ok = np.zeros(n, dtype=bool)  # the columns that may be returned
+            ok[allowed] = True
+            dead = np.flatnonzero(~ok)
             allowed = None
-        if allowed is None:
-            matrix = self.matrix[:n]
-            sq = self.sqnorms[:n] if self.sqnorms is not None else None
-            dead = self.dead_positions() if excluded is None else excluded  # dead rows are never allowed
-            cand = None
-            n_cand = self.n_live if excluded is None else n - len(excluded)
         else:
-            cand = allowed
-            matrix = self.matrix[cand]
-            sq = self.sqnorms[cand] if self.sqnorms is not None else None
-            dead = None
+            ok, dead = self.live[:n], self.dead_positions()
+        if allowed is None:
+            cand = None
+            matrix, sq = self.matrix[:n], self.sqnorms[:n]
+            n_cand = n - len(dead)
+        else:
+            cand, ok, dead = allowed, None, None
+            matrix, sq = self.matrix[cand], self.sqnorms[cand]
             n_cand = len(cand)
         m = queries.shape[0]
         kk = min(k, n_cand)
         if kk <= 0:
             return np.empty((m, 0), np.int64), np.empty((m, 0), np.float32)
-        scores = queries @ matrix.T
-        if self.metric == "l2":
-            qn = np.einsum("ij,ij->i", queries, queries)[:, None]
-            scores *= -2.0
-            scores += sq[None, :]
-            scores += qn
-            np.maximum(scores, 0.0, out=scores)
-        elif self.metric == "cosine":
-            np.subtract(1.0, scores, out=scores)
+        key, a, w, b = _estimate(self.metric, queries, matrix, sq)
         if dead is not None and len(dead):
-            scores[:, dead] = -np.inf if higher else np.inf
-        idx = topk(scores, kk, higher)[:, :kk]
-        out_scores = np.take_along_axis(scores, idx, axis=1).astype(np.float32, copy=False)
-        pos = idx if cand is None else cand[idx]
-        return pos.astype(np.int64, copy=False), out_scores
+            key[:, dead] = np.inf
+        # The kk best estimates bound the kk-th exact score from above: T = max(key + bound).
+        best = np.argpartition(key, kk - 1, axis=1)[:, :kk]
+        kb = key[np.arange(m)[:, None], best].astype(np.float64)
+        eb = b[:, None] if w is None else a * w[best] + b[:, None]
+        flat = _maybe_within(key, a, w, b, (kb + eb).max(axis=1), (np.abs(kb) + eb).max(axis=1))
+        rows, cols = np.divmod(flat, key.shape[1])
+        if ok is not None:
+            live = ok[cols]
+            rows, cols = rows[live], cols[live]
+        pos = cols if cand is None else cand[cols]
+        exact = _direct(self.metric, queries, rows, self.matrix, pos)
+        key = -exact if higher_is_better(self.metric) else exact
+        counts = np.bincount(rows, minlength=m)
+        if len(rows) > 4 * m * kk:
+            # Many candidates (data far from the origin): keep those up to each query's kk-th
+            # exact score, ties included, before the sort; a partition per query is linear.
+            ends = np.cumsum(counts)
+            kth = np.array([np.partition(key[e - c:e], kk - 1)[kk - 1] for e, c in zip(ends, counts)])
+            near = key <= kth[rows]
+            rows, pos, key, exact = rows[near], pos[near], key[near], exact[near]
+            counts = np.bincount(rows, minlength=m)
+        # Best first, ties in storage order; every query has at least kk candidates (its kk
+        # best estimates among them), so its first kk are its answer.
+        order = np.lexsort((pos, key, rows))
+        take = order[(np.cumsum(counts) - counts)[:, None] + np.arange(kk)]
+        return pos[take], exact[take].astype(np.float32)
 
-    def range_scores(self, query: np.ndarray, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Scores of every live candidate for one query: ``(positions, scores)``, unsorted."""
-        cand = np.flatnonzero(self.live[: self.n]) if allowed is None else allowed
+    def range_scores(self, query: np.ndarray, allowed: np.ndarray | None = None,
+                     threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores of the live candidates for one query: ``(positions, float64 scores)``,
+        unsorted. The scores stay float64 so that a comparison with a threshold is exact too.
+
+        With ``threshold`` (score >= threshold for ip, <= otherwise), only the rows within it:
+        BLAS's estimates rule out the rows certainly beyond it, as in :meth:`exact_search`, and
+        only the others are scored exactly. Without it every candidate is scored exactly.
+        """
+        n = self.n
+        cand = np.flatnonzero(self.live[:n]) if allowed is None else allowed
         if not len(cand):  # also: no dim yet, where (0, 0) @ query would not even multiply
-            return cand, np.empty(0, np.float32)
-        matrix = self.matrix[cand]
-        s = matrix @ query
-        if self.metric == "l2":
-            s = np.maximum(self.sqnorms[cand] - 2.0 * s + float(query @ query), 0.0)
-        elif self.metric == "cosine":
-            s = 1.0 - s
-        return cand, s.astype(np.float32, copy=False)
+            return cand, np.empty(0)
+        higher = higher_is_better(self.metric)
+        if threshold is not None:
+            q = query[None, :]
+            if allowed is None:  # score every row rather than copy the live ones out
+                key, a, w, b = _estimate(self.metric, q, self.matrix[:n], self.sqnorms[:n])
+            else:
+                key, a, w, b = _estimate(self.metric, q, self.matrix[cand], self.sqnorms[cand])
+            limit = np.array([-threshold if higher else threshold])
+            cols = _maybe_within(key, a, w, b, limit, np.abs(limit))
+            cand = cols[self.live[cols]] if allowed is None else cand[cols]
+        s = _direct(self.metric, query[None, :], np.zeros(len(cand), np.intp), self.matrix, cand)
+        if threshold is not None:
+            keep = s >= threshold if higher else s <= threshold
+            cand, s = cand[keep], s[keep]
+        return cand, s
 
     def live_labels(self) -> np.ndarray:
         return self.labels[: self.n][self.live[: self.n]]
