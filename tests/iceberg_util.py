@@ -6,6 +6,7 @@
     s1 = append(tbl, 0, 1000)                     # one APPEND snapshot, one data file
     s2 = delete_rows(tbl, "id < 100")             # copy-on-write: OVERWRITE (or DELETE) snapshot
     s3 = overwrite(tbl, make_rows(5, 3, version=1), "id >= 5 and id < 8")
+    s4 = add_data_file(tbl, make_rows(9000, 2), "b-named.parquet")   # a file at a chosen path
     rename_column(tbl, "title", "headline")
     lake.source()                                 # the externalSource dict for this table
 
@@ -117,6 +118,17 @@ def append(tbl: Table, start: int, n: int, *, dim: int | None = None, encoding: 
 
 def append_table(tbl: Table, rows: pa.Table) -> int:
     tbl.append(_conform(tbl, rows))
+    return _sid(tbl)
+
+
+def add_data_file(tbl: Table, rows: pa.Table, name: str) -> int:
+    """Write ``rows`` to ``<table>/data/<name>`` and commit it with ``add_files`` (one APPEND
+    snapshot): unlike ``append``, whose files are named by random UUIDs, the test chooses the
+    path, e.g. to make path order disagree with commit order. Returns the new snapshot id."""
+    path = Path(tbl.location().removeprefix("file://")) / "data" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(_conform(tbl, rows), path)
+    tbl.add_files([f"file://{path}"])
     return _sid(tbl)
 
 

@@ -28,8 +28,8 @@ from vecstore.errors import (ConflictError, InvalidArgumentError,  # noqa: E402
 from vecstore.external import BoundSpec  # noqa: E402
 
 from conftest import clustered  # noqa: E402
-from iceberg_util import (append, append_table, data_files, delete_rows, make_rows,  # noqa: E402
-                          overwrite, rename_column, vector_array, vector_for)
+from iceberg_util import (add_data_file, append, append_table, data_files, delete_rows,  # noqa: E402
+                          make_rows, overwrite, rename_column, vector_array, vector_for)
 
 DIM = 8
 SPEC = {"primaryKey": "id", "vector": {"externalField": "vec", "metric": "cosine", "M": 8, "efConstruction": 64}}
@@ -222,6 +222,24 @@ def test_column_rename_at_the_source_is_harmless(db, lake, table):
     assert col.read_by_only_id([2005]).fields[0]["title"] == "title 2005 v0"
 
 
+def test_row_filter_survives_a_rename_of_its_column(db, lake, table):
+    spec = {**SPEC, "fields": ["title"], "rowFilter": "year >= 2010"}
+    col = make_ext(db, lake, spec=spec)
+    assert ids_of(col) == {i for i in range(2000) if i % 30 >= 20}
+    rename_column(table, "year", "pub_year")  # the filter is bound by field id, as mapped columns are
+    append(table, 2000, 30)
+    job = refresh(db)
+    assert job.state == "COMPLETED", job.reason
+    assert ids_of(col) == {i for i in range(2030) if i % 30 >= 20}
+    version = col.version
+    with table.update_schema() as upd:  # a dropped filter column fails the job, naming both
+        upd.delete_column("pub_year")
+    append_table(table, make_rows(3000, 5, dim=DIM).drop_columns(["year"]))
+    job = refresh(db)
+    assert job.state == "FAILED" and "rowFilter: 'year >= 2010' uses column 'year'" in job.reason, job.reason
+    assert "no longer exists" in job.reason and col.version == version
+
+
 def test_snapshot_pin_and_overrides_persist_only_on_success(db, lake, table):
     s1 = table.snapshots()[0].snapshot_id
     col = make_ext(db, lake)
@@ -294,6 +312,24 @@ def test_failures_keep_the_last_good_version_serving(db, lake, table):
     assert len(col) == 0
 
 
+def test_row_filter_that_leaves_no_rows_is_refused_unless_allow_empty(db, lake, table):
+    spec = {**SPEC, "rowFilter": "year >= 2010"}
+    col = make_ext(db, lake, spec=spec)
+    version, before = col.version, ids_of(col)
+    assert len(before) == 660
+    # a new filter that matches nothing (a rebuild), then a source change that leaves no row
+    # passing the filter (a diff): the snapshot has rows, but the collection would lose them all
+    job = refresh(db, external_source=lake.source(), external_spec={**SPEC, "rowFilter": "year >= 3000"})
+    assert job.state == "FAILED" and "after rowFilter 'year >= 3000'; refusing to delete all 660 rows" in job.reason
+    delete_rows(table, "year >= 2010")
+    job = refresh(db)
+    assert job.state == "FAILED" and "allowEmpty" in job.reason and "refusing to delete all 660" in job.reason
+    assert col.version == version and ids_of(col) == before
+    job = refresh(db, external_source=lake.source(), external_spec={**spec, "allowEmpty": True})
+    assert job.state == "COMPLETED", job.reason
+    assert len(col) == 0 and job.stats["rowsDeleted"] == 660
+
+
 def test_null_vectors_skipped_and_duplicates_last_wins_when_asked(db, lake, table):
     col = make_ext(db, lake, spec={**SPEC, "onNullVector": "skip", "onDuplicatePk": "last_wins"})
     append_table(table, pa.table({"id": pa.array([3000, 7], pa.int64()),
@@ -305,6 +341,53 @@ def test_null_vectors_skipped_and_duplicates_last_wins_when_asked(db, lake, tabl
     assert (job.stats["rowsSkipped"], job.stats["rowsUpdated"], job.stats["rowsInserted"]) == (1, 1, 0)
     assert not col.is_id_exists(3000) and len(col) == 2000
     assert col.read_by_only_id([7]).fields[0]["title"] == "dup"  # the newer data file won
+
+
+def test_last_wins_brings_back_the_older_row_when_the_newer_file_goes(db, lake, table):
+    col = make_ext(db, lake, spec={**SPEC, "onDuplicatePk": "last_wins"})
+    append_table(table, make_rows(5, 1, dim=DIM, version=1))  # a newer file holding id 5 again
+    assert refresh(db).state == "COMPLETED"
+    assert col.read_by_only_id([5]).fields[0]["title"] == "title 5 v1"
+    delete_rows(table, "title == 'title 5 v1'")  # removes that whole file: the first file's row is live again
+    job = refresh(db)
+    assert job.state == "COMPLETED", job.reason
+    assert (job.stats["rowsDeleted"], job.stats["rowsUpdated"], job.stats["rowsReread"]) == (0, 1, 1)
+    rows = col.read_by_only_id([5])
+    assert rows.fields[0] == {"title": "title 5 v0", "year": 1995, "price": 2.5}
+    np.testing.assert_allclose(rows.vectors[0], unit(vector_for([5], DIM)[0]), rtol=1e-6)
+    delete_rows(table, "id == 5")  # now no file holds it
+    job = refresh(db)
+    assert job.state == "COMPLETED" and job.stats["rowsDeleted"] == 1 and not col.is_id_exists(5)
+    assert len(col) == 1999
+
+
+def test_last_wins_takes_the_newest_data_file_and_incremental_agrees_with_full(db, lake):
+    def synced(name, pin=None):  # {id: (title, vector)} of a collection synced afresh
+        col = make_ext(db, lake, name=name, spec={**spec, "snapshotId": pin})
+        return content(col)
+
+    def content(col):
+        got = col.query_vectors()
+        return {i: (f["title"], np.round(v, 5).tolist()) for v, i, f in zip(got.vectors, got.ids, got.fields)}
+
+    tbl = lake.create_table("docs", dim=DIM)
+    spec = {**SPEC, "onDuplicatePk": "last_wins"}
+    # commit order and path order disagree: the newer file's path sorts first
+    s1 = add_data_file(tbl, make_rows(0, 3, dim=DIM), "z-older.parquet")
+    s2 = add_data_file(tbl, make_rows(1, 1, dim=DIM, version=1), "a-newer.parquet")
+    col = make_ext(db, lake, spec=spec)
+    assert col.read_by_only_id([1]).fields[0]["title"] == "title 1 v1" and len(col) == 3
+    # a copy-on-write rewrite of the older file makes its copy of id 1 the newest
+    delete_rows(tbl, "id == 2")
+    assert refresh(db).state == "COMPLETED"
+    assert col.read_by_only_id([1]).fields[0]["title"] == "title 1 v0"
+    assert content(col) == synced("full_now")
+    # back to s2: the rewrite is gone and the added older file loses to the kept newer one
+    job = refresh(db, external_source=lake.source(), external_spec={**spec, "snapshotId": s2})
+    assert job.state == "COMPLETED" and job.stats["mode"] == "file_diff", job.reason
+    assert col.read_by_only_id([1]).fields[0]["title"] == "title 1 v1" and job.stats["rowsReread"] == 1
+    assert content(col) == synced("full_s2", pin=s2)
+    assert synced("full_s1", pin=s1)[1][0] == "title 1 v0"
 
 
 def test_cancel_changes_nothing_and_releases_the_lock(db, lake, table, gate):

@@ -31,6 +31,7 @@ from vecstore.external import (  # noqa: E402
 )
 
 from iceberg_util import (  # noqa: E402
+    add_data_file,
     add_equality_deletes,
     add_position_deletes,
     append,
@@ -236,6 +237,29 @@ def test_bind_by_field_id_survives_rename(lake, table):
     np.testing.assert_array_equal(got[2003][0], vector_for([2003], DIM)[0])
 
 
+def test_row_filter_is_bound_by_field_id(lake, table):
+    spec = {**SPEC, "fields": ["title"], "rowFilter": "year >= 2010 and not title in ('title 25 v0', 'x')"}
+    bound = ExternalSpec.parse(spec).bind(table)
+    persisted = json.dumps(bound.to_json())
+    rename_column(table, "year", "pub_year")
+    rename_column(table, "title", "headline")
+    tbl = lake.load()
+    bound = BoundSpec.from_json(persisted)
+    assert bound.filter_fields == (("year", 4), ("title", 3))
+    assert "pub_year" in repr(bound.row_filter_for(tbl.schema())) and "'year'" not in repr(bound.row_filter_for(tbl.schema()))
+    got = sync(tbl, bound, plan_refresh(tbl, None, None, None))
+    assert set(got) == {i for i in range(2000) if i % 30 >= 20} - {25}
+    with tbl.update_schema() as upd:
+        upd.delete_column("pub_year")
+    with pytest.raises(InvalidArgumentError, match=r"rowFilter: .* uses column 'year' \(field id 4\).*no longer exists"):
+        bound.row_filter_for(lake.load().schema())
+    # checked once, at bind: columns that do not exist, literals that do not fit
+    with pytest.raises(InvalidArgumentError, match="rowFilter: 'nope > 1' names column 'nope'"):
+        ExternalSpec.parse({**SPEC, "rowFilter": "nope > 1"}).bind(table)
+    with pytest.raises(InvalidArgumentError, match="rowFilter: .* does not apply"):
+        ExternalSpec.parse({**SPEC, "rowFilter": "id > 'abc'"}).bind(lake.load())
+
+
 def test_dropped_column_is_reported(lake, table):
     bound = ExternalSpec.parse({**SPEC, "fields": ["title", "price"]}).bind(table)
     with table.update_schema() as upd:
@@ -274,9 +298,33 @@ def test_fixed_encoding_dim_mismatch_is_caught_at_bind(lake):
 def test_plan_first_sync_is_full(table):
     plan = plan_refresh(table, None, None, None)
     assert plan.kind == "full" and plan.removed_files == []
-    assert plan.added_files == data_files(table) and len(plan.added_files) == 2
+    assert sorted(plan.added_files) == data_files(table) and len(plan.added_files) == 2
+    assert read_keys(table, plan.added_files[:1], "id") == set(range(1000))  # oldest first, not by path
     assert plan.files_after == set(plan.added_files) and plan.added_records == 2000
     assert not plan.deletes_everything and plan.to_stats()["mode"] == "rebuild"
+
+
+def test_plan_orders_files_oldest_first_not_by_path(lake):
+    tbl = lake.create_table("named", dim=DIM)
+    add_data_file(tbl, make_rows(0, 3, dim=DIM), "z-first.parquet")
+    add_data_file(tbl, make_rows(1, 1, dim=DIM, version=1), "m-second.parquet")
+    add_data_file(tbl, make_rows(1, 1, dim=DIM, version=2), "a-third.parquet")
+    plan = plan_refresh(tbl, None, None, None)
+    names = [k.rsplit("/", 1)[1] for k in plan.added_files]
+    assert names == ["z-first.parquet", "m-second.parquet", "a-third.parquet"]  # commit order
+    assert [file_key(t) for t in plan.added_tasks] == plan.added_files
+    seqs = [plan.order_of(k)[0] for k in plan.added_files]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3  # data sequence numbers
+    bound = ExternalSpec.parse({**SPEC, "onDuplicatePk": "last_wins"}).bind(tbl)
+    assert sync(tbl, bound, plan)[1][1]["title"] == "title 1 v2"  # the newest data file's row
+    # an append plan orders its new files; a diff orders every live file
+    add_data_file(tbl, make_rows(7, 1, dim=DIM), "b-fourth.parquet")
+    nxt = plan_refresh(tbl, plan.to_snapshot, None, plan.files_after)
+    assert nxt.kind == "append" and nxt.order_of(nxt.added_files[0]) > max(map(plan.order_of, plan.added_files))
+    delete_rows(tbl, "id == 2")  # rewrites z-first: the rewrite is the newest file now
+    diff = plan_refresh(tbl, nxt.to_snapshot, None, nxt.files_after)
+    assert diff.kind == "diff" and set(diff.file_order) == diff.files_after
+    assert max(diff.files_after, key=diff.order_of) == diff.added_files[0]
 
 
 def test_plan_noop(table):

@@ -10,9 +10,9 @@ The first three know nothing about collections. They answer four questions for a
    loads a fresh :class:`pyiceberg.table.Table` per job.
 2. *How do its columns map to rows?* :class:`ExternalSpec` parses ``externalSpec`` (primary key,
    vector column(s), scalar fields, full-text fields, snapshot pin) and :meth:`ExternalSpec.bind`
-   resolves it against the table schema into a :class:`BoundSpec` that holds Iceberg **field ids**,
-   so a later column rename at the source is harmless. ``BoundSpec.to_json()`` is what the
-   collection persists.
+   resolves it against the table schema into a :class:`BoundSpec` that holds Iceberg **field ids**
+   (of the mapped columns and of those ``rowFilter`` names), so a later column rename at the
+   source is harmless. ``BoundSpec.to_json()`` is what the collection persists.
 3. *What changed since the last sync?* :func:`plan_refresh` compares snapshots and data-file sets
    and returns a :class:`ChangePlan` (``noop`` / ``full`` / ``append`` / ``diff``).
 4. *Give me the rows.* :func:`read_files` streams only the planned data files (projected columns,

@@ -17,6 +17,7 @@ from ..errors import InvalidArgumentError, NotFoundError
 from .source import SOURCE, SPEC, snapshot_schema
 
 if TYPE_CHECKING:
+    from pyiceberg.expressions import BooleanExpression
     from pyiceberg.table import FileScanTask, Table
 
 __all__ = ["ChangePlan", "plan_refresh", "read_files", "read_keys", "deleted_keys", "file_key"]
@@ -73,6 +74,33 @@ def _plan_live(table: "Table", snapshot_id: int | None) -> dict[str, "FileScanTa
     return {file_key(t): t for t in tasks}
 
 
+def _data_order(table: "Table", snapshot_id: int | None, added_by: set[int] | None = None) -> dict[str, tuple]:
+    """Data file path -> its place in "newest data file wins" order (``onDuplicatePk:
+    last_wins``, refresh.md §5.2.3): ``(data sequence number, commit time of the snapshot that
+    added it, that snapshot's id, path)``. Sequence numbers order commits in format v2+ tables;
+    v1 tables have none (all 0), hence the commit time; the id and the path only make the order
+    total (files of one commit). Path order alone means nothing: pyiceberg names files by UUID.
+
+    Reads the manifests of ``snapshot_id``, only those written by the ``added_by`` snapshots if
+    given (metadata only; plan_files' tasks do not carry sequence numbers)."""
+    from pyiceberg.manifest import ManifestContent
+
+    meta = table.metadata
+    snap = meta.snapshot_by_id(snapshot_id) if snapshot_id is not None else None
+    if snap is None:
+        return {}
+    times = {s.snapshot_id: s.timestamp_ms for s in meta.snapshots}
+    out: dict[str, tuple] = {}
+    for m in snap.manifests(table.io):
+        if m.content != ManifestContent.DATA or (added_by is not None and m.added_snapshot_id not in added_by):
+            continue
+        for e in m.fetch_manifest_entry(table.io, discard_deleted=True):
+            path = e.data_file.file_path
+            sid = e.snapshot_id or 0
+            out[path] = (e.sequence_number or 0, times.get(sid, 0), sid, path)
+    return out
+
+
 def _equality_msg(snapshot_id: int | None) -> str:
     return (f"{SOURCE}: snapshot {snapshot_id} has equality-delete files (merge-on-read, e.g. Flink/Spark "
             f"upserts), which pyiceberg 0.12 cannot apply; compact the table (rewrite_data_files) or "
@@ -98,6 +126,11 @@ class ChangePlan:
     ``to_snapshot``). ``deletes_everything`` is true when the target snapshot is empty while
     files were synced: the caller refuses unless ``allowEmpty``. ``added_tasks`` carries the
     planned pyiceberg tasks so :func:`read_files` need not plan again (not persisted).
+
+    ``added_files`` (and ``added_tasks``) are ordered oldest data file first (:meth:`order_of`),
+    so a reader that lets the last row of a key win keeps the newest file's row. ``file_order``
+    holds that order for the added files and, for ``full`` and ``diff`` plans, for every file of
+    ``files_after`` (an ``append`` plan's other files are all older than its added ones).
     """
 
     from_snapshot: int | None
@@ -115,6 +148,13 @@ class ChangePlan:
     empty: bool = False
     deletes_everything: bool = False
     added_tasks: list = field(default_factory=list, repr=False, compare=False)
+    file_order: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def order_of(self, key: str) -> tuple:
+        """The sort key of file ``key`` in "newest data file wins" order (see ``_data_order``);
+        a file the plan did not order sorts first."""
+        order = self.file_order.get(key)
+        return order if order is not None else (-1, -1, 0, _key_path(key)[0])
 
     def to_stats(self) -> dict:
         """The job-record view: ``mode`` uses the names of refresh.md §5.1."""
@@ -153,15 +193,17 @@ def plan_refresh(table: "Table", from_snapshot: int | None, to_snapshot: int | N
     synced = set(synced_files) if synced_files is not None else None
 
     def finish(kind: str, added: dict, removed: list[str], files_after: set[str], reason: str,
-               live_empty: bool) -> ChangePlan:
+               live_empty: bool, ordered: dict, order: dict[str, tuple]) -> ChangePlan:
+        # ``ordered``: the tasks whose order is known (every live file, or the appended ones)
         if kind in ("append", "diff") and not added and not removed:
             kind, reason = "noop", reason + "; no data file changed"
-        keys = sorted(added)
+        file_order = {k: order.get(t.file.file_path) or (-1, -1, 0, t.file.file_path) for k, t in ordered.items()}
+        keys = sorted(added, key=file_order.__getitem__)
         return ChangePlan(kind=kind, added_files=keys, removed_files=sorted(removed), files_after=files_after,
                           reason=reason, added_records=sum(added[k].file.record_count for k in keys),
                           added_bytes=sum(added[k].file.file_size_in_bytes for k in keys),
                           empty=live_empty, deletes_everything=live_empty and bool(synced),
-                          added_tasks=[added[k] for k in keys], **base)
+                          added_tasks=[added[k] for k in keys], file_order=file_order, **base)
 
     # 1. nothing changed
     if synced is not None and from_snapshot is not None and from_snapshot == to_id:
@@ -173,7 +215,7 @@ def plan_refresh(table: "Table", from_snapshot: int | None, to_snapshot: int | N
     if synced is None or (not synced and from_snapshot is None):
         live = _plan_live(table, to_id)
         return finish("full", live, [], set(live), "first sync" if synced is None else "nothing synced yet",
-                      live_empty=not live or source_records == 0)
+                      live_empty=not live or source_records == 0, ordered=live, order=_data_order(table, to_id))
 
     # 3. append fast path: every snapshot in (from, to] is a pure append
     if from_snapshot is not None and to_id is not None:
@@ -185,19 +227,21 @@ def plan_refresh(table: "Table", from_snapshot: int | None, to_snapshot: int | N
             added = {k: t for k, t in added.items() if k not in synced}
             after = synced | set(added)
             return finish("append", added, [], after,
-                          f"{chain} append snapshot(s) since {from_snapshot}",
-                          live_empty=not after and source_records == 0)
+                          f"{len(chain)} append snapshot(s) since {from_snapshot}",
+                          live_empty=not after and source_records == 0, ordered=added,
+                          order=_data_order(table, to_id, added_by=set(chain)))
 
     # 4. anything else: diff the live file set against what was synced
     live = _plan_live(table, to_id)
     added = {k: t for k, t in live.items() if k not in synced}
     removed = [k for k in synced if k not in live]
     reason = _diff_reason(table, from_snapshot, to_id)
-    return finish("diff", added, removed, set(live), reason, live_empty=not live or source_records == 0)
+    return finish("diff", added, removed, set(live), reason, live_empty=not live or source_records == 0,
+                  ordered=live, order=_data_order(table, to_id))
 
 
-def _append_chain(table: "Table", from_id: int, to_id: int) -> int | None:
-    """Number of snapshots in ``(from, to]`` if ``from`` is an ancestor of ``to`` and every
+def _append_chain(table: "Table", from_id: int, to_id: int) -> list[int] | None:
+    """The ids of the snapshots in ``(from, to]`` if ``from`` is an ancestor of ``to`` and every
     snapshot in between is an append that added no delete files; else None."""
     from pyiceberg.table.snapshots import ancestors_between_ids, is_parent_ancestor_of
 
@@ -214,7 +258,7 @@ def _append_chain(table: "Table", from_id: int, to_id: int) -> int | None:
         if _op(s) != "append" or int(summ.get("added-delete-files", 0) or 0) > 0 \
                 or int(summ.get("added-equality-delete-files", 0) or 0) > 0:
             return None
-    return len(snaps)
+    return [s.snapshot_id for s in snaps]
 
 
 def _diff_reason(table: "Table", from_id: int | None, to_id: int | None) -> str:
@@ -286,8 +330,8 @@ def _resolve_tasks(table: "Table", files: Sequence["str | FileScanTask"], snapsh
 
 
 def read_files(table: "Table", files: Sequence["str | FileScanTask"], columns: Sequence[str | int], *,
-               snapshot_id: int | None = None, batch_rows: int = 65536, row_filter: str | None = None,
-               with_file: bool = False) -> Iterator[Any]:
+               snapshot_id: int | None = None, batch_rows: int = 65536,
+               row_filter: "str | BooleanExpression | None" = None, with_file: bool = False) -> Iterator[Any]:
     """Stream the rows of exactly these data files, projected to ``columns``.
 
     ``files`` are file keys from a :class:`ChangePlan` (resolved against ``snapshot_id``'s plan,
@@ -295,6 +339,9 @@ def read_files(table: "Table", files: Sequence["str | FileScanTask"], columns: S
     ``columns`` are names in the snapshot's schema (:meth:`BoundSpec.columns_for`) or Iceberg
     field ids; files written before a rename or an added column are read by field id, as
     Iceberg requires (a column added later reads as null).
+    ``row_filter`` (Iceberg filter text or a pyiceberg expression) names columns as the table's
+    *current* schema does, which is what pyiceberg binds it to
+    (:meth:`BoundSpec.row_filter_for` rewrites a spec's filter that way).
     Batches have at most ``batch_rows`` rows. One file is decoded at a time, so memory is
     bounded by the projected size of the largest data file, not the table. With
     ``with_file=True`` yields ``(file_key, batch)`` pairs (for per-file bookkeeping).
@@ -322,12 +369,14 @@ def read_files(table: "Table", files: Sequence["str | FileScanTask"], columns: S
         projected = schema.select(*names)
     except ValueError as e:
         raise InvalidArgumentError(f"columns: {e}; table columns: {', '.join(f.name for f in schema.fields)}") from None
-    if row_filter:
+    if isinstance(row_filter, str) and row_filter:
         from pyiceberg.expressions.parser import parse as _parse_filter
 
         bound_filter = _parse_filter(row_filter)
-    else:
+    elif row_filter is None or isinstance(row_filter, str):
         bound_filter = AlwaysTrue()
+    else:
+        bound_filter = row_filter
     order = [f.name for f in projected.fields]
     for task in tasks:
         scan = ArrowScan(table.metadata, table.io, projected, bound_filter)
@@ -347,7 +396,7 @@ def read_files(table: "Table", files: Sequence["str | FileScanTask"], columns: S
 
 
 def read_keys(table: "Table", files: Sequence["str | FileScanTask"], key_column: str | int, *,
-              snapshot_id: int | None = None, row_filter: str | None = None) -> set:
+              snapshot_id: int | None = None, row_filter: "str | BooleanExpression | None" = None) -> set:
     """The primary keys in these files (only the key column is read; ``key_column`` is a name in
     the snapshot's schema or, rename-proof, a field id).
 
@@ -365,7 +414,8 @@ def read_keys(table: "Table", files: Sequence["str | FileScanTask"], key_column:
     return out
 
 
-def deleted_keys(table: "Table", plan: ChangePlan, key_field_id: int, *, row_filter: str | None = None) -> set:
+def deleted_keys(table: "Table", plan: ChangePlan, key_field_id: int, *,
+                 row_filter: "str | BooleanExpression | None" = None) -> set:
     """Keys to delete for a ``diff`` plan: keys in the removed files that the added files do not
     bring back (with ``row_filter``, rows that stop matching count as deleted). Empty for the
     other kinds. ``key_field_id`` is ``BoundSpec.primary_key.field_id``, so the key is found in

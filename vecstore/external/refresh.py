@@ -243,9 +243,9 @@ class DatabaseExternal:
 
         Refused at once with :class:`ConflictError` when a refresh of ``name`` is pending or
         running. Problems with the table or its data (missing table or column, wrong vector
-        type or dimension, null vectors, duplicate keys, an empty snapshot that would delete
-        every row) fail the job with a ``reason`` naming the problem; the collection keeps
-        serving its last good version.
+        type or dimension, null vectors, duplicate keys, a snapshot that would delete every row
+        because it is empty or none of its rows passes ``rowFilter``) fail the job with a
+        ``reason`` naming the problem; the collection keeps serving its last good version.
         """
         self._check_open()
         if self.client.read_only:
@@ -383,6 +383,7 @@ class _Refresh:
         index = _index_of(bound.vector)
         stats: dict[str, Any] = {**plan.to_stats(), "planReason": plan.reason, "rowsRead": 0, "rowsInserted": 0,
                                  "rowsUpdated": 0, "rowsDeleted": 0, "rowsUnchanged": 0, "rowsSkipped": 0,
+                                 "rowsReread": 0,
                                  "committed": False, "resultVersion": col.version, "phaseMs": clock.laps}
         clock.lap("plan")
         ctx.progress(5)
@@ -412,34 +413,45 @@ class _Refresh:
             stats["durationMs"] = clock.total()
             return stats
 
-        # 1. read and convert the added files (nothing is written yet)
-        ids, vectors, fields, per_file, skipped = self._read(ctx, table, bound, plan)
+        # 1. read and convert the added files (nothing is written yet), oldest data file first
+        ids, vectors, fields, per_file, skipped, origin = self._read(ctx, table, bound, plan)
         stats["rowsRead"], stats["rowsSkipped"] = len(ids) + skipped, skipped
-        clock.lap("read")
-
-        # 2. diff against the collection and commit, all under the collection's write lock
-        with col._wlock:
-            removed_ids: set = set(self._live_ids(col)) if rebuild else set()
-            for key in plan.removed_files:
-                removed_ids.update(self._file_ids(col, files.get(key)))
-            if spec.on_duplicate_pk == "last_wins" and len(set(ids)) != len(ids):
+        removed_ids: set = set()   # the keys stored per removed file (no lock: only this job writes them)
+        for key in plan.removed_files:
+            removed_ids.update(self._file_ids(col, files.get(key)))
+        if spec.on_duplicate_pk == "last_wins":
+            if len(set(ids)) != len(ids):  # files were read oldest first: a key's last row is the newest
                 last = {k: j for j, k in enumerate(ids)}
                 keep = np.fromiter(sorted(last.values()), dtype=np.int64, count=len(last))
                 ids = [ids[j] for j in keep.tolist()]
                 vectors = vectors[keep]
                 fields = [fields[j] for j in keep.tolist()]
+                origin = [origin[j] for j in keep.tolist()]
+            if plan.kind == "diff":   # files kept from earlier syncs hold keys too
+                ids, vectors, fields, stats["rowsReread"] = self._newest_wins(
+                    ctx, col, table, bound, plan, files, removed_ids, ids, vectors, fields, origin)
+        clock.lap("read")
+
+        # 2. diff against the collection and commit, all under the collection's write lock
+        with col._wlock:
+            if rebuild:
+                removed_ids = set(self._live_ids(col))
             if col.metric == "cosine" and len(ids):
                 self._normalise(vectors, ids, bound)
             up_mask, counts = self._diff(col, ids, vectors, fields, removed_ids, spec, plan, files)
             new_ids = set(ids)
             deletes = removed_ids - new_ids
-            if spec.on_duplicate_pk == "last_wins" and deletes:   # another live file may still hold them
-                for key, entry in files.items():
-                    if key not in plan.removed_files:
-                        deletes.difference_update(self._file_ids(col, entry))
             stats.update(counts)
             stats["rowsDeleted"] = sum(1 for i in deletes if (p := col._id_pos.get(i)) is not None
                                        and col._default.live[p])
+            if live_now and live_now - stats["rowsDeleted"] + stats["rowsInserted"] == 0 and not spec.allow_empty:
+                # the snapshot has rows (checked above), but none that passes rowFilter (or every
+                # one was skipped): the same loss as an empty snapshot, so the same refusal
+                raise InvalidArgumentError(
+                    f"{SPEC}.allowEmpty: snapshot {plan.to_snapshot} of {self.source.describe()} leaves no rows "
+                    + (f"after rowFilter {spec.row_filter!r}" if spec.row_filter else "(every row was skipped)")
+                    + f"; refusing to delete all {live_now} rows of {self.name!r} (set allowEmpty: true to allow "
+                      f"an empty sync)")
 
             # the new file table: kept entries, tombstones for removed files, keys of new files
             after: dict[str, list] = {}
@@ -480,12 +492,14 @@ class _Refresh:
         return stats
 
     def _read(self, ctx: "JobContext", table: Any, bound: BoundSpec, plan: ChangePlan
-              ) -> tuple[list, np.ndarray, list, dict[str, list], int]:
-        """Every row of the plan's added files, converted and validated; progress 5-65."""
+              ) -> tuple[list, np.ndarray, list, dict[str, list], int, list[str]]:
+        """Every row of the plan's added files (oldest data file first, as the plan orders
+        them), converted and validated, and the file key of each row; progress 5-65."""
         spec = bound.spec
         ids: list = []
         chunks: list[np.ndarray] = []
         fields: list[dict] = []
+        origin: list[str] = []
         per_file: dict[str, list] = {}
         skipped = 0
         total = max(plan.added_records, 1)
@@ -499,14 +513,70 @@ class _Refresh:
                 fields.extend(v.check_fields(f, param=f"{SPEC}: field") for f in rows.fields)
             else:
                 fields.extend(rows.fields)
+            origin.extend([rows.file or ""] * len(rows.ids))
             per_file.setdefault(rows.file or "", []).extend(rows.ids)
             skipped += len(rows.skipped)
             ctx.progress(5 + 60 * min(1.0, (len(ids) + skipped) / total))
         ctx.check_cancelled()
-        dim = bound.vector.dim
+        return ids, self._stack(chunks, bound), fields, per_file, skipped, origin
+
+    @staticmethod
+    def _stack(chunks: list[np.ndarray], bound: BoundSpec) -> np.ndarray:
         vectors = np.concatenate(chunks) if len(chunks) > 1 else (
-            chunks[0] if chunks else np.empty((0, dim), dtype=np.float32))
-        return ids, np.ascontiguousarray(vectors, dtype=np.float32), fields, per_file, skipped
+            chunks[0] if chunks else np.empty((0, bound.vector.dim), dtype=np.float32))
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _newest_wins(self, ctx: "JobContext", col: "Collection", table: Any, bound: BoundSpec, plan: ChangePlan,
+                     files: dict, removed_ids: set, ids: list, vectors: np.ndarray, fields: list,
+                     origin: list[str]) -> tuple[list, np.ndarray, list, int]:
+        """``onDuplicatePk: last_wins`` across the files of a ``diff`` plan: a key's row comes
+        from the newest live data file holding it (:meth:`ChangePlan.order_of`), the files kept
+        from earlier syncs included, so an incremental sync ends where a full one would.
+
+        Two cases need a kept file's row, re-read from it (key-filtered): a key of a removed
+        file that a kept file still holds (the newer copy was deleted: the older one is live
+        again), and an added row older than a kept file's (a pin back to an older snapshot).
+        The per-file key lists say which kept files hold which keys, so only those are read.
+        Returns the rows to upsert (the added rows that win, then the re-read ones) and how many
+        rows were re-read."""
+        touched = set(ids) | removed_ids
+        holder: dict = {}   # touched key -> the newest kept file holding it
+        for key in sorted((k for k in plan.files_after if k in files), key=plan.order_of):
+            for i in self._file_ids(col, files[key]):
+                if i in touched:
+                    holder[i] = key
+        order = plan.order_of
+        lose = [j for j, i in enumerate(ids) if i in holder and order(holder[i]) > order(origin[j])]
+        new = set(ids)
+        want = {i for i in removed_ids if i in holder and i not in new}
+        want.update(ids[j] for j in lose)
+        if not want:
+            return ids, vectors, fields, 0
+        ctx.check_cancelled()
+        got_ids: list = []
+        chunks: list[np.ndarray] = []
+        got_fields: list[dict] = []
+        sources = sorted({holder[i] for i in want}, key=order)
+        check = any(f.conv == "nested" for f in bound.fields)
+        for rows in bound.read(table, sources, snapshot_id=plan.to_snapshot, keys=want):
+            ctx.check_cancelled()
+            # an older kept file may hold the key too: only the holder's row counts
+            sel = [j for j, i in enumerate(rows.ids) if i in want and holder[i] == rows.file]
+            got_ids.extend(rows.ids[j] for j in sel)
+            chunks.append(rows.vectors[sel])
+            picked = [rows.fields[j] for j in sel]
+            if check:   # nested values: bound the depth as every write does
+                picked = [v.check_fields(f, param=f"{SPEC}: field") for f in picked]
+            got_fields.extend(picked)
+        last = {k: j for j, k in enumerate(got_ids)}   # a key repeated in its file: its last row
+        pick = sorted(last.values())
+        keep = np.ones(len(ids), dtype=bool)
+        keep[lose] = False
+        kept_rows = np.flatnonzero(keep).tolist()
+        out_ids = [ids[j] for j in kept_rows] + [got_ids[j] for j in pick]
+        out_vectors = np.concatenate([vectors[keep], self._stack(chunks, bound)[pick]])
+        out_fields = [fields[j] for j in kept_rows] + [got_fields[j] for j in pick]
+        return out_ids, np.ascontiguousarray(out_vectors, dtype=np.float32), out_fields, len(pick)
 
     def _normalise(self, vectors: np.ndarray, ids: list, bound: BoundSpec) -> None:
         norms = np.linalg.norm(vectors, axis=1)

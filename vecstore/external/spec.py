@@ -19,7 +19,7 @@ import math
 import re
 import uuid as _uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +31,7 @@ from .plan import ChangePlan, read_files
 from .source import SPEC, _check_keys, _load_json, _sample, redact, snapshot_schema
 
 if TYPE_CHECKING:
+    from pyiceberg.expressions import BooleanExpression
     from pyiceberg.schema import Schema
     from pyiceberg.table import FileScanTask, Table
 
@@ -469,7 +470,62 @@ class ExternalSpec:
         return BoundSpec(spec=self, primary_key=pk, vectors=tuple(vectors), fields=tuple(fields),
                          full_text=tuple(self.full_text), skipped_columns=tuple(skipped),
                          table_uuid=str(table.metadata.table_uuid) if table is not None else None,
-                         schema_id=schema.schema_id)
+                         schema_id=schema.schema_id,
+                         filter_fields=_filter_fields(self.row_filter, schema) if self.row_filter else ())
+
+
+def _map_filter(expr: "BooleanExpression", rename: Callable[[str], str]) -> "BooleanExpression":
+    """An unbound filter expression rebuilt with every column name ``n`` replaced by
+    ``rename(n)`` (pyiceberg expressions are immutable models)."""
+    from pyiceberg.expressions import (AlwaysFalse, AlwaysTrue, And, LiteralPredicate, Not, Or, Reference,
+                                       SetPredicate, UnaryPredicate)
+
+    def walk(e: Any) -> Any:
+        if isinstance(e, And):
+            return And(walk(e.left), walk(e.right))
+        if isinstance(e, Or):
+            return Or(walk(e.left), walk(e.right))
+        if isinstance(e, Not):
+            return Not(walk(e.child))
+        if isinstance(e, (AlwaysTrue, AlwaysFalse)):
+            return e
+        if isinstance(e, LiteralPredicate):
+            return type(e)(Reference(rename(e.term.name)), e.literal)
+        if isinstance(e, SetPredicate):
+            return type(e)(Reference(rename(e.term.name)), e.literals)
+        if isinstance(e, UnaryPredicate):
+            return type(e)(Reference(rename(e.term.name)))
+        raise InvalidArgumentError(f"{SPEC}.rowFilter: unsupported expression {e!r}")
+    return walk(expr)
+
+
+def _filter_fields(text: str, schema: "Schema") -> tuple[tuple[str, int], ...]:
+    """The columns ``rowFilter`` names, each with its Iceberg field id in ``schema``, after
+    checking that the filter applies to that schema (its columns exist, its literals fit their
+    types): it is bound once here, then renamed by field id at every read."""
+    from pyiceberg.expressions.parser import parse as _parse_filter
+    from pyiceberg.expressions.visitors import bind
+
+    expr = _parse_filter(text)
+    names: dict[str, None] = {}  # in order of appearance, each once
+
+    def note(name: str) -> str:
+        names[name] = None
+        return name
+    _map_filter(expr, note)
+    out = []
+    for name in names:
+        try:
+            out.append((name, schema.find_field(name).field_id))
+        except ValueError:
+            raise InvalidArgumentError(
+                f"{SPEC}.rowFilter: {text!r} names column {name!r}, which does not exist in the source table; "
+                f"columns: {', '.join(f.name for f in schema.fields)}") from None
+    try:
+        bind(schema, expr, case_sensitive=True)
+    except (ValueError, TypeError) as e:
+        raise InvalidArgumentError(f"{SPEC}.rowFilter: {text!r} does not apply to the source table: {e}") from None
+    return tuple(out)
 
 
 def _family(t: Any) -> str:
@@ -617,7 +673,9 @@ class BoundSpec:
     """An :class:`ExternalSpec` resolved against a schema: columns are held by Iceberg field id,
     vector encodings and dimensions are known. Persist ``to_json()`` with the collection and
     rebuild it with :meth:`from_json`; :meth:`columns_for` gives the *current* column names, so a
-    rename at the source needs no re-bind."""
+    rename at the source needs no re-bind. ``filter_fields`` are the ``(name, field id)`` pairs of
+    the columns ``rowFilter`` names (None in records bound before they were kept: by name then);
+    :meth:`row_filter_for` renames the filter to the current names the same way."""
 
     spec: ExternalSpec
     primary_key: BoundColumn
@@ -627,6 +685,7 @@ class BoundSpec:
     skipped_columns: tuple[str, ...] = ()
     table_uuid: str | None = None
     schema_id: int | None = None
+    filter_fields: tuple[tuple[str, int], ...] | None = ()
 
     @property
     def vector(self) -> BoundVector:
@@ -658,6 +717,7 @@ class BoundSpec:
             "skippedColumns": list(self.skipped_columns),
             "tableUuid": self.table_uuid,
             "schemaId": self.schema_id,
+            "filterFields": [list(x) for x in self.filter_fields] if self.filter_fields is not None else None,
             "mappingHash": self.mapping_hash,
         }
 
@@ -676,6 +736,8 @@ class BoundSpec:
             skipped_columns=tuple(d.get("skippedColumns", ())),
             table_uuid=d.get("tableUuid"),
             schema_id=d.get("schemaId"),
+            filter_fields=tuple((str(n), int(i)) for n, i in d["filterFields"])
+            if d.get("filterFields") is not None else None,
         )
 
     def _all_columns(self) -> list[BoundColumn | BoundVector]:
@@ -709,18 +771,60 @@ class BoundSpec:
         each once. Renamed columns come back under their new name (binding is by field id)."""
         return list(dict.fromkeys(self.names_by_id(schema).values()))
 
+    def row_filter_for(self, schema: "Schema") -> "BooleanExpression | None":
+        """The spec's ``rowFilter`` with its columns renamed to their names in ``schema``, found
+        by the field ids recorded at bind (so a rename at the source is harmless); None without
+        a filter. Raises :class:`InvalidArgumentError` naming the filter and the column if a
+        column it uses was dropped."""
+        text = self.spec.row_filter
+        if not text:
+            return None
+        from pyiceberg.expressions.parser import parse as _parse_filter
+
+        expr = _parse_filter(text)
+        if self.filter_fields is None:
+            return expr
+        names: dict[str, str] = {}
+        for name, field_id in self.filter_fields:
+            now = schema.find_column_name(field_id)
+            if now is None:
+                raise InvalidArgumentError(
+                    f"{SPEC}.rowFilter: {text!r} uses column {name!r} (field id {field_id}), which no longer exists in "
+                    f"the source table (dropped?); refresh with an externalSpec whose rowFilter names current columns")
+            names[name] = now
+        return _map_filter(expr, lambda n: names.get(n, n))
+
     def read(self, table: "Table", files: "ChangePlan | Sequence[str | FileScanTask]", *,
              snapshot_id: int | None = None, batch_rows: int | None = None,
-             seen_keys: set | None = None) -> Iterator["ConvertedRows"]:
+             seen_keys: set | None = None, keys: "Iterable | None" = None) -> Iterator["ConvertedRows"]:
         """:func:`read_files` + :meth:`convert` for the bound columns, names resolved in the
         snapshot's schema; each result carries the ``file`` key it came from. Given a
-        :class:`ChangePlan`, reads its added files at its ``to_snapshot``."""
+        :class:`ChangePlan`, reads its added files at its ``to_snapshot``. With ``keys``, only
+        the rows holding those primary keys (a key-filtered read)."""
         if isinstance(files, ChangePlan):
             files, snapshot_id = files.added_tasks or files.added_files, files.to_snapshot
         schema = snapshot_schema(table, snapshot_id)
         columns = self.columns_for(schema)
+        current = table.schema()  # pyiceberg binds a scan's filter to the current schema
+        row_filter = self.row_filter_for(current)
+        uuid_keys = None
+        if keys is not None and self.primary_key.conv == "uuid":
+            # pyarrow has no comparison kernel for its uuid type, so pyiceberg cannot filter on
+            # such a column: match the keys' 16 bytes per batch instead
+            uuid_keys = pa.array([_uuid.UUID(str(k)).bytes for k in keys], pa.binary(16))
+        elif keys is not None:
+            from pyiceberg.expressions import And, In
+
+            pk = current.find_column_name(self.primary_key.field_id) or self.primary_key.column
+            by_key = In(pk, keys)
+            row_filter = by_key if row_filter is None else And(row_filter, by_key)
+        pk_column = columns[0]  # columns_for lists the primary key first
         for key, batch in read_files(table, files, columns, snapshot_id=snapshot_id, with_file=True,
-                                     batch_rows=batch_rows or self.spec.batch_rows, row_filter=self.spec.row_filter):
+                                     batch_rows=batch_rows or self.spec.batch_rows, row_filter=row_filter):
+            if uuid_keys is not None:
+                arr = batch.column(pk_column)
+                batch = batch.filter(pc.is_in(arr.storage if isinstance(arr, pa.ExtensionArray) else arr,
+                                              value_set=uuid_keys))
             yield dataclasses.replace(self.convert(batch, schema=schema, seen_keys=seen_keys), file=key)
 
     def convert(self, batch: pa.RecordBatch | pa.Table, *, schema: "Schema | None" = None,
