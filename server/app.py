@@ -43,6 +43,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import selectors
 import socket
 import threading
@@ -274,16 +275,45 @@ def _refuse_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
+# "\uD800" to "\uDFFF" in any case: a surrogate escape. A pair decodes into one code point; a
+# lone one into a str that has no UTF-8 form, which LMDB, msgpack and tantivy cannot take.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(value: Any, where: str) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgumentError(f"{where}: expected valid Unicode text, got {value[:40]!r} "
+                                       "(a lone surrogate escape)") from None
+    elif isinstance(value, dict):
+        for k, x in value.items():
+            _refuse_lone_surrogates(k, f"{where}: a key")
+            _refuse_lone_surrogates(x, k if where == "request body" else f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, x in enumerate(value):
+            _refuse_lone_surrogates(x, f"{where}[{i}]")
+
+
 def decode_json_body(body: bytes, max_depth: int) -> Any:
     """``wire.decode_json`` with a fast path: a body with no more ``[``/``{`` than the depth
     limit cannot be too deep, so the nesting scan is skipped; anything unusual (invalid UTF-8,
-    a BOM, a parse error) goes through ``wire.decode_json`` for its exact error."""
+    a BOM, a parse error) goes through ``wire.decode_json`` for its exact error.
+
+    A string holding a lone surrogate (``"\\ud800"``, legal JSON) is refused with a 400 that
+    names where it is, rather than failing deep in a write as a 500. Only a body with such an
+    escape is walked (invalid UTF-8 bytes cannot produce one: they are refused as such)."""
     if body.count(b"[") + body.count(b"{") <= max_depth:
         try:
-            return _DECODER.decode(body.decode("utf-8"))
+            doc = _DECODER.decode(body.decode("utf-8"))
         except (ValueError, UnicodeDecodeError, RecursionError):
-            pass
-    return wire.decode_json(body, max_depth=max_depth)
+            doc = wire.decode_json(body, max_depth=max_depth)
+    else:
+        doc = wire.decode_json(body, max_depth=max_depth)
+    if _SURROGATE_ESCAPE.search(body):
+        _refuse_lone_surrogates(doc, "request body")
+    return doc
 
 
 # --------------------------------------------------------------------------------------------

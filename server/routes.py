@@ -63,7 +63,6 @@ import numpy as np
 from vecstore import wire
 from vecstore.errors import (
     ConflictError,
-    DimensionMismatchError,
     InvalidArgumentError,
     NotFoundError,
     PayloadTooLargeError,
@@ -120,7 +119,10 @@ def _float(v, name, q):
             raise InvalidArgumentError(f"{name}: expected a number, got {v!r}") from None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise _bad(name, "a number", v)
-    v = float(v)
+    try:
+        v = float(v)
+    except OverflowError:  # an integer literal beyond float range
+        v = math.inf
     if not math.isfinite(v):
         raise InvalidArgumentError(f"{name}: expected a finite number, got {v}")
     return v
@@ -135,7 +137,7 @@ def _bool(v, name, q):
 
 
 def _id(v, name, q):
-    if q and isinstance(v, str) and v.isdigit():
+    if q and isinstance(v, str) and v.isascii() and v.isdigit():  # "²".isdigit(), but int("²") fails
         return int(v)
     if _is_int(v) and v >= 0:
         return v
@@ -160,21 +162,20 @@ def _id_or_ids(v, name, q):
     return _ids(v, name, q) if isinstance(v, list) else _id(v, name, q)
 
 
-def _numbers(v, name: str, ndim: int) -> np.ndarray:
+def _numbers(v, name: str, ndim: int) -> np.ndarray | list:
     expected = "an array of numbers" if ndim == 1 else "an array of arrays of numbers"
     _list(v, name, expected)
+    # A wrong shape ([[1, 0]] for a vector, [] for either, rows of several widths) is left to
+    # the library, which knows the dimension: its DimensionMismatchError is then the local one,
+    # word for word, and no queries at all ([] to /batch_search) an empty answer, as locally.
     try:
         arr = np.asarray(v)
     except (ValueError, TypeError):  # ragged rows
-        widths = {len(row) for row in v if isinstance(row, list)}
-        if ndim == 2 and len(widths) > 1:
-            raise DimensionMismatchError(f"{name}: expected rows of one dimension, got dimensions "
-                                         f"{sorted(widths)}") from None
+        if ndim == 2:
+            return [_numbers(row, f"{name}[{i}]", 1) for i, row in enumerate(v)]
         raise InvalidArgumentError(f"{name}: expected {expected} of equal length") from None
     if arr.size and arr.dtype.kind not in "iuf":
         raise InvalidArgumentError(f"{name}: expected {expected}")
-    if arr.ndim != ndim or arr.size == 0:
-        raise InvalidArgumentError(f"{name}: expected {expected} (non-empty), got shape {arr.shape}")
     with np.errstate(over="ignore"):
         out = arr.astype(np.float32)
     if not np.isfinite(out).all():
@@ -198,7 +199,9 @@ def _sparse(v, name, q):
             raise InvalidArgumentError(f"{name}: {len(idx)} indices but {len(val)} values")
         pairs = zip(idx, val)
     elif isinstance(v, dict):
-        pairs = ((int(k) if isinstance(k, str) and k.isdigit() else k, w) for k, w in v.items())
+        # ASCII digits only: "²".isdigit() is true, but int("²") fails (and "١" would pass as 1,
+        # which the library's parse_sparse refuses).
+        pairs = ((int(k) if isinstance(k, str) and k.isascii() and k.isdigit() else k, w) for k, w in v.items())
     elif isinstance(v, list):
         if not all(isinstance(p, list) and len(p) == 2 for p in v):
             raise InvalidArgumentError(f"{name}: expected [index, weight] pairs")
@@ -304,7 +307,7 @@ TYPES: dict[str, ParamType] = {
     "ids": ParamType(_ids, {"type": "array", "items": _ID_SCHEMA}),
     "id_or_ids": ParamType(_id_or_ids, {"oneOf": [_ID_SCHEMA, {"type": "array", "items": _ID_SCHEMA}]}),
     "vector": ParamType(_vector, _VECTOR_SCHEMA),
-    "vectors": ParamType(_vectors, {"type": "array", "items": _VECTOR_SCHEMA, "minItems": 1}),
+    "vectors": ParamType(_vectors, {"type": "array", "items": _VECTOR_SCHEMA}),
     "sparse": ParamType(_sparse, _SPARSE_SCHEMA),
     "sparse_list": ParamType(_sparse_list, {"type": "array", "items": _SPARSE_SCHEMA}),
     "object": ParamType(_object, _OBJECT_SCHEMA),
@@ -604,8 +607,10 @@ def _ids_reply(r, call):
 
 def _range_reply(r, call):
     d = r.to_dict()
-    # "fields" is an addition to LynseDB's shape (which has none); clients ignore unknown keys.
-    return {"result": {"ids": d["ids"], "distances": d["scores"], "fields": d["fields"]}}
+    # "fields", "index" and "vector_field" are additions to LynseDB's shape (which has none;
+    # clients ignore unknown keys): vecstore's remote client rebuilds the local SearchResult.
+    return {"result": {"ids": d["ids"], "distances": d["scores"], "fields": d["fields"], "index": d["index"],
+                       "vector_field": d["vector_field"]}}
 
 
 def _rows_block(r, call):

@@ -3,6 +3,8 @@ the server is importable, against ``vecstore.connect("http://...")`` on a live s
 
 from __future__ import annotations
 
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -21,6 +23,45 @@ def clustered(n: int, dim: int, *, clusters: int = 32, seed: int = 0, spread: fl
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
     which = rng.integers(0, clusters, n)
     return (centres[which] + spread * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+class Beside:
+    """Another caller's ``delete_items(ids)`` then ``compact()``, in a thread started when this
+    is called (from a hook inside a search or a build). The call returns once that thread has
+    finished, or waits for a lock the calling thread holds: so the call goes on exactly where a
+    compact() running beside it would let it, without timing. Counts the waiters of the
+    collection's writer mutex (which it wraps) for that."""
+
+    def __init__(self, col, ids):
+        self.col, self.ids, self.errors, self.waiting = col, ids, [], 0
+        self._mutex, self._count = col._wlock, threading.Lock()
+        col._wlock = self
+
+    def __enter__(self):
+        with self._count:
+            self.waiting += 1
+        self._mutex.acquire()
+        with self._count:
+            self.waiting -= 1
+
+    def __exit__(self, *exc):
+        self._mutex.release()
+
+    def __call__(self):
+        def run():
+            try:
+                self.col.delete_items(self.ids)
+                self.col.compact()
+            except Exception as e:  # noqa: BLE001 - reported by join()
+                self.errors.append(e)
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+        while self.thread.is_alive() and not (self.waiting or self.col._rw.writers_waiting):
+            time.sleep(0.001)
+
+    def join(self):
+        self.thread.join()
+        assert not self.errors, self.errors
 
 
 @pytest.fixture

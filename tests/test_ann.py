@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import vecstore
-from conftest import clustered
+from conftest import Beside, clustered
 
 
 def brute_ids(x: np.ndarray, live: np.ndarray, q: np.ndarray, metric: str, k: int) -> np.ndarray:
@@ -154,6 +154,7 @@ def test_named_vector_fields(local_client):
     col.add_named_vectors("title_vec", [[1, 0, 0], [0, 1, 0], [0, 0, 1]], ids=[1, 2, 3])
     assert col.search([1, 0.1, 0], k=2, vector_field="title_vec").ids == (1, 2)
     assert col.search([1, 0.1, 0], k=2, field_name="title_vec").ids == (1, 2)  # the seed doc's name
+    assert col.hybrid_search(vector=[1, 0.1, 0], k=2, field_name="title_vec").ids == (1, 2)
     col.build_vector_field_index("title_vec", "HNSW")
     assert [f.index_mode for f in col.list_vector_fields()] == ["FLAT-L2", "HNSW"]
     assert col.search([0, 0, 1], k=1, vector_field="title_vec").ids == (3,)
@@ -199,8 +200,10 @@ def test_search_profile_reports_the_plan(local_client):
     assert p["index_path"] == "ann_index" and p["index"] == "HNSW-L2"
     p = col.search_profile(x[0], k=10, where="b < 5").profile      # 0.5%: exact over the allowed rows
     assert p["index_path"] == "flat_mmap_filtered" and p["filter_matches"] == 100
+    assert p["index"] == col.search(x[0], k=10, where="b < 5").index == "FLAT-L2"   # what answered
     p = col.search_profile(x[0], k=10, where="b < 500").profile    # 50%: the index, steered by the filter
     assert p["index_path"] == "ann_index_filtered" and p["filter_matches"] == 10_000
+    assert p["index"] == col.batch_search([x[0]], k=10, where="b < 500")[0].index == "HNSW-L2"
     for key in ("filter_us", "search_us", "total_us", "scanned_vectors", "result_count"):
         assert key in p
 
@@ -300,3 +303,154 @@ def test_searches_go_on_while_compact_rebuilds_the_index(local_client):
     job.join()
     assert during >= 20, during
     assert col.stats().n_vectors == 36_000 and col.search(x[7], k=1).ids == (7,)
+
+
+def test_a_rejected_build_changes_nothing(db):
+    """Every parameter is checked before anything is written: a build refused for a bad one
+    keeps the metric, the stored vectors and the index (it re-targeted the collection and
+    normalised its vectors, or dropped the index, before the check)."""
+    col = db.require_collection("c", dim=4, metric="l2")
+    col.add([[3, 4, 0, 0], [0, 0, 1, 1]], ids=[1, 2])
+    with pytest.raises(vecstore.InvalidArgumentError, match="M"):
+        col.build_index("HNSW-COS", M=0)
+    assert col.metric == "l2" and col.index_mode() is None
+    assert col.read_by_only_id(1).vectors[0].tolist() == [3, 4, 0, 0]
+    col.build_index("HNSW-L2")
+    with pytest.raises(vecstore.InvalidArgumentError, match="nprobe"):
+        col.build_index("IVF-IP", nprobe=0)
+    r = col.search([1, 0, 0, 0], k=2)
+    assert col.metric == "l2" and col.index_mode() == "HNSW-L2" and r.index == "HNSW-L2"
+    np.testing.assert_allclose(r.scores, [3.0, 20.0])   # squared L2 distances, not inner products
+
+
+@pytest.mark.parametrize("mode", ["HNSW-COS", "FLAT-COS"])
+def test_a_metric_change_commits_with_its_index_or_not_at_all(local_client, tmp_path, monkeypatch, mode):
+    """The new metric, the vectors normalised for it and the new index record are one
+    transaction: when the index record cannot be written, the metric and the vectors stay the
+    old ones too, in memory and after reopening (they were committed first, so a crash between
+    the two reopened cosine vectors under the old L2 index)."""
+    from vecstore.storage import Txn
+    col = local_client.create_database("app").require_collection("c", dim=4, metric="l2")
+    col.add([[3, 4, 0, 0], [0, 0, 1, 1]], ids=[1, 2])
+    col.build_index("HNSW-L2")
+    real = Txn.put_meta
+
+    def put_meta(self, key, value):
+        if key.startswith("index:"):
+            raise vecstore.StorageFullError("disk full")
+        return real(self, key, value)
+    monkeypatch.setattr(Txn, "put_meta", put_meta)
+    with pytest.raises(vecstore.StorageFullError):
+        col.build_index(mode)
+    monkeypatch.undo()
+
+    def unchanged(c):
+        assert c.metric == "l2" and c.index_mode() == "HNSW-L2"
+        assert c.read_by_only_id(1).vectors[0].tolist() == [3, 4, 0, 0]
+        np.testing.assert_allclose(c.search([1, 0, 0, 0], k=2).scores, [3.0, 20.0])
+    unchanged(col)
+    local_client.close()
+    with vecstore.connect(tmp_path / "store") as client:
+        unchanged(client.get_database("app").get_collection("c"))
+
+
+def test_a_rejected_vector_field_is_not_created(db):
+    """The index mode of create_vector_field is checked before the field is stored: a typo
+    leaves no field behind, so the corrected call succeeds."""
+    col = db.require_collection("c", dim=4, metric="l2")
+    col.add(np.eye(4), ids=[1, 2, 3, 4])
+    with pytest.raises(vecstore.InvalidArgumentError, match="index_mode"):
+        col.create_vector_field("t", dim=3, metric="l2", index_mode="HSNW")
+    assert [f.name for f in col.list_vector_fields()] == ["default"]
+    info = col.create_vector_field("t", dim=3, metric="l2", index_mode="HNSW-COS")
+    assert (info.metric, info.index_mode) == ("cosine", "HNSW-COS")   # the mode's metric, as in build_index
+    col.add_named_vectors("t", [[2, 0, 0], [0, 3, 0]], ids=[1, 2])
+    assert col.search([1, 0.1, 0], k=1, vector_field="t").ids == (1,)
+
+
+@pytest.mark.parametrize("params", [{"foo": 1}, {"M": -5}, {"ef": "x"}])
+def test_flat_refuses_parameters_it_does_not_take(db, params):
+    """FLAT takes no parameters: a stray one is refused by name, as HNSW and IVF refuse theirs
+    (it was accepted silently, hiding a typo). LynseDB's shared keys are still ignored."""
+    col = db.require_collection("c", dim=2, metric="l2")
+    col.add(np.eye(2))
+    col.build_index("HNSW")
+    with pytest.raises(vecstore.InvalidArgumentError, match=next(iter(params))):
+        col.build_index("FLAT", **params)
+    assert col.index_mode() == "HNSW"
+    assert col.build_index("FLAT", m=8, ef_search=20, n_centroids=4, nprobe=2)["index_mode"] == "FLAT"
+
+
+WRITER = textwrap.dedent("""
+    import sys, vecstore
+    with vecstore.connect(sys.argv[1]) as client:
+        col = client.get_database("app").get_collection("c")
+        col.delete_items(list(range(10)))
+        col.compact()
+""")
+
+
+@pytest.mark.parametrize("vector_field", ["default", "t"])
+def test_a_search_keeps_ids_and_scores_in_step_when_a_refresh_replaces_its_space(tmp_path, monkeypatch,
+                                                                                  vector_field):
+    """A search picks its vector space, then takes the read lock; a refresh() between the two
+    (a replica's, after another process compacted) gives it the old space under the new rows:
+    rows gone since are dropped with their scores (the scores were kept whole, so every id
+    after one gone had another's score)."""
+    from vecstore.collection import Collection
+    path = tmp_path / "store"
+    x = np.random.default_rng(4).standard_normal((50, 4)).astype(np.float32)
+    with vecstore.connect(path) as client:
+        col = client.create_database("app").require_collection("c", dim=4, metric="l2")
+        col.add(x, ids=list(range(50)))
+        col.create_vector_field("t", dim=4, metric="l2")
+        col.add_named_vectors("t", x, ids=list(range(50)))
+    reader = vecstore.connect(path, read_only=True)
+    col = reader.get_database("app").get_collection("c")
+    proc = subprocess.run([sys.executable, "-c", WRITER, str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    real = Collection._space
+
+    def space_then_refresh(self, *args, **kwargs):
+        monkeypatch.setattr(Collection, "_space", real)   # once
+        space = real(self, *args, **kwargs)
+        assert self.refresh()
+        return space
+    monkeypatch.setattr(Collection, "_space", space_then_refresh)
+    r = col.search(x[0], k=20, vector_field=vector_field)
+    distance = ((x - x[0]) ** 2).sum(1)
+    # the top 20 when the search began, less the rows gone since
+    assert r.ids == tuple(i for i in np.argsort(distance)[:20].tolist() if i >= 10)
+    np.testing.assert_allclose(r.scores, distance[list(r.ids)], rtol=1e-5)
+    reader.close()
+
+
+def test_a_build_beside_a_compact_installs_its_index(local_client, monkeypatch):
+    """build_index took the collection's vector space before the writer mutex: a compact() in
+    between replaced the space, and the index was built from the old one and installed on it,
+    where no search looks (index_mode() stayed None until a reopen)."""
+    import vecstore.collection_ext
+    col = local_client.create_database("app").require_collection("c", dim=4, metric="l2")
+    x = np.random.default_rng(8).standard_normal((100, 4)).astype(np.float32)
+    col.add(x, ids=list(range(100)))
+    beside, build_params = Beside(col, [0]), vecstore.collection_ext.lynse_build_params
+
+    def params_beside(*args):
+        monkeypatch.setattr(vecstore.collection_ext, "lynse_build_params", build_params)   # once
+        beside()
+        return build_params(*args)
+    monkeypatch.setattr(vecstore.collection_ext, "lynse_build_params", params_beside)
+    col.build_index("HNSW-L2")
+    beside.join()
+    assert col.index_mode() == "HNSW-L2" and col.stats().n_vectors == 99
+    r = col.search(x[5], k=1)
+    assert r.ids == (5,) and r.index == "HNSW-L2"
+
+
+def test_field_name_is_an_alias_of_vector_field_wherever_a_search_takes_one(db):
+    col = db.require_collection("c", dim=2, metric="l2")
+    col.add(np.eye(2), ids=[1, 2], fields=[{"t": "a"}, {"t": "b"}])
+    col.create_vector_field("t", dim=3, metric="l2")
+    col.add_named_vectors("t", [[1, 0, 0], [0, 1, 0]], ids=[1, 2])
+    assert col.search_profile([0, 1, 0], k=1, field_name="t").result.ids == (2,)
+    assert col.hybrid_search(vector=[0, 1, 0], k=1, field_name="t").ids == (2,)

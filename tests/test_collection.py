@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import vecstore
-from vecstore import (AlreadyExistsError, ClosedError, DimensionMismatchError, InvalidArgumentError,
+from vecstore import (AlreadyExistsError, ClosedError, ConflictError, DimensionMismatchError, InvalidArgumentError,
                       InvalidNameError, NotFoundError)
 
 
@@ -130,6 +130,102 @@ def test_error_messages_name_the_parameter(col):
         col.add_item([1, 0, 0, 0], id=1)
     with pytest.raises(InvalidArgumentError, match="k"):
         col.search([1, 0, 0, 0], k=-3)
+
+
+@pytest.mark.parametrize("bad_call, message", [
+    # columns that do not line up: the remote client once chunked by len(ids) and stored a part
+    (lambda c: c.add([[1, 0, 0, 0], [0, 1, 0, 0]], ids=[7]), "ids: expected 2 ids to match vectors, got 1"),
+    (lambda c: c.add([[1, 0, 0, 0], [0, 1, 0, 0]], ids=[None]), "ids: expected 2 ids to match vectors, got 1"),
+    (lambda c: c.add([[1, 0, 0, 0]], ids=[7], fields=[{"a": 1}, {"a": 2}]),
+     "fields: expected 1 dicts to match vectors, got 2"),
+    (lambda c: c.add([[1, 0, 0, 0]], fields={"a": 1}), "fields: expected a list of dicts (one per vector), got dict"),
+    (lambda c: c.add(np.zeros((0, 4)), ids=[]), "vectors: expected at least one vector, got none"),
+    (lambda c: c.upsert([[1, 0, 0, 0], [0, 1, 0, 0]], ids=[1]), "ids: expected 2 ids to match vectors, got 1"),
+    (lambda c: c.upsert([[1, 0, 0, 0]], ids=[1], fields=[None, None]),
+     "fields: expected 1 entries to match vectors, got 2"),
+    (lambda c: c.upsert(np.zeros((0, 4)), ids=[]), "ids: expected at least one id, got an empty list"),
+    # a key JSON would turn into a string ({1: "x"} -> {"1": "x"}), so the remote client checks it
+    (lambda c: c.add_item([1, 0, 0, 0], id=9, field={1: "x"}),
+     "items[0].field: expected non-empty string keys, got key 1"),
+    (lambda c: c.bulk_add_items([{"vector": [1, 0, 0, 0], "id": 9}, {"vector": [0, 1, 0, 0], "id": 10, "field": {2: 0}}]),
+     "items[1].field: expected non-empty string keys, got key 2"),
+    (lambda c: c.upsert_items([{"vector": [1, 0, 0, 0], "id": 1, "field": {3: 0}}]),
+     "items[0].field: expected non-empty string keys, got key 3"),
+    (lambda c: c.add([[1, 0, 0, 0]], ids=["s"], fields=[{4: 0}]), "fields[0]: expected non-empty string keys, got key 4"),
+    (lambda c: c.upsert([[1, 0, 0, 0]], ids=[1], fields=[{5: 0}]), "fields[0]: expected non-empty string keys, got key 5"),
+    # NaN has no JSON form: the remote client refuses it with the library's message
+    (lambda c: c.add_item([1, float("nan"), 0, 0], id=9),
+     "items[].vector: expected finite numbers, found NaN or inf in row(s) 0"),
+    (lambda c: c.bulk_add_items([{"vector": [1, 0, 0, 0], "id": 9}, {"vector": [0, float("inf"), 0, 0], "id": 10}]),
+     "items[].vector: expected finite numbers, found NaN or inf in row(s) 1"),
+])
+def test_write_errors_are_the_same_locally_and_remotely(col, bad_call, message):
+    before = snapshot_state(col)
+    with pytest.raises(InvalidArgumentError) as exc:
+        bad_call(col)
+    assert type(exc.value) is InvalidArgumentError and str(exc.value) == message
+    assert snapshot_state(col) == before
+
+
+def test_text_without_a_utf8_form_is_refused_and_changes_nothing(col):
+    """A lone surrogate ("\\ud800", a legal JSON escape) is a str that LMDB, msgpack and
+    tantivy cannot encode: refused, never a bare UnicodeEncodeError (locally) or a 500."""
+    before = snapshot_state(col)
+    calls = [lambda: col.add_item([1, 0, 0, 0], id="x\ud800"),
+             lambda: col.add_item([1, 0, 0, 0], id=9, field={"t": "\ud800"}),
+             lambda: col.add_item([1, 0, 0, 0], id=9, field={"\udfff": 1}),
+             lambda: col.upsert([[1, 0, 0, 0]], ids=["\ud800"]),
+             lambda: col.upsert([[1, 0, 0, 0]], ids=[1], fields=[{"tags": ["\udc00"]}]),
+             lambda: col.is_id_exists("\ud800"),
+             lambda: col.read_by_only_id(["\ud800"]),
+             lambda: col.text_search("\ud800"),
+             lambda: col.query(where="lang = '\ud800'"),
+             lambda: col.search([1, 0, 0, 0], where="lang = '\ud800'"),
+             lambda: col.update_description("\ud800")]
+    for call in calls:
+        with pytest.raises(InvalidArgumentError, match="expected valid Unicode text"):
+            call()
+    assert snapshot_state(col) == before
+    assert col.get_collection_config().description == "demo"
+    col.add_item([1, 1, 0, 0], id="é\U0001F600", field={"t": "\U0001F600"})  # valid non-ASCII text is fine
+    assert col.read_by_only_id("é\U0001F600").fields == ({"t": "\U0001F600"},)
+
+
+def test_validators_refuse_text_without_a_utf8_form():
+    from vecstore import validation as v
+    for call, param in [(lambda: v.check_id("a\ud800", param="ids"), "ids"),
+                        (lambda: v.check_str("\udfff", param="where"), "where"),
+                        (lambda: v.check_blob_key("k\ud800"), "key"),
+                        (lambda: v.check_fields({"t": ["ok", "\ud800"]}), "field['t']"),
+                        (lambda: v.check_fields({"\ud800": 1}), "field key")]:
+        with pytest.raises(InvalidArgumentError) as exc:
+            call()
+        assert str(exc.value).startswith(f"{param}: expected valid Unicode text, got "), exc.value
+    with pytest.raises(InvalidNameError):
+        v.check_name("a\ud800", what="collection_name")
+    assert v.check_id("é" * 200) == "é" * 200  # 400 UTF-8 bytes: the limit counts bytes, not characters
+    with pytest.raises(InvalidArgumentError, match="at most 400 bytes"):
+        v.check_id("é" * 201)
+
+
+def test_an_empty_query_of_a_collection_without_a_dim_is_a_dimension_error(db):
+    col = db.require_collection("dimless")  # dim 0 until the first vectors
+    for q in ([], np.zeros(0, np.float32)):  # the float32 one divided by zero in the fast path
+        with pytest.raises(DimensionMismatchError, match="vector: expected a dimension in"):
+            col.search(q)
+        with pytest.raises(DimensionMismatchError):
+            col.search_range(q, threshold=0.5)
+
+
+@pytest.mark.parametrize("bad", ["items\n", "a\ud800"])
+def test_names_with_a_newline_or_a_lone_surrogate_are_refused(client, bad):
+    # "$" in a pattern also matches before a final newline: "items\n" once passed check_name
+    with pytest.raises(InvalidNameError):
+        client.create_database(bad)
+    db = client.create_database("app")
+    with pytest.raises(InvalidNameError):
+        db.require_collection(bad, dim=2)
+    assert client.list_databases() == ["app"] and db.show_collections() == []
 
 
 def test_upsert_replaces_vector_and_fields(col):
@@ -327,3 +423,91 @@ def test_build_index_takes_lynsedb_shared_kwargs_like_lynsedb(db):
         col.build_index("HNSW-L2", bogus=1)
     with pytest.raises(InvalidArgumentError, match="n_clusters"):
         col.build_index("HNSW-L2", n_clusters=4)  # our own argument stays strict
+
+
+def test_results_are_the_callers_own_copies(db):
+    """Editing a returned row (nested lists and dicts included) changes nothing stored: not the
+    next read, not a filter, not what an upsert with fields=None writes."""
+    col = db.require_collection("owned", dim=2)
+    col.add_item([1, 0], id=1, field={"tags": ["a"], "meta": {"x": 1}})
+    col.query()[0]["tags"].append("secret")
+    col.head(1).fields[0]["meta"]["y"] = 2
+    col.read_by_only_id(1).fields[0]["tags"].append("secret")
+    col.search([1, 0], k=1, return_fields=True).fields[0]["tags"].append("secret")
+    col.upsert([[0, 1]], ids=[1])  # keeps the stored fields
+    want = [{"tags": ["a"], "meta": {"x": 1}, "id": 1}]
+    assert col.query() == want
+    assert col.query(where="tags CONTAINS 'secret'") == []
+    client = db.client if hasattr(db, "client") else None
+    if isinstance(client, vecstore.Client):  # and on disk
+        path = client.root
+        client.close()
+        again = vecstore.connect(path)
+        assert again.get_database(db.name).get_collection("owned").query() == want
+        again.close()
+
+
+def test_auto_ids_stop_at_the_largest_addressable_id(db):
+    col = db.require_collection("top", dim=2)
+    col.add_item([1, 0], id=2**63 - 1)
+    with pytest.raises(InvalidArgumentError, match="ids: no integer id is left"):
+        col.add_item([0, 1])
+    with pytest.raises(InvalidArgumentError, match="ids"):
+        col.add([[0, 1], [1, 1]], ids=[None, None])
+    assert col.shape[0] == 1 and col.query(return_ids_only=True) == [2**63 - 1]
+
+
+def test_ids_given_as_a_string_are_refused(db):
+    col = db.require_collection("strids", dim=2)
+    with pytest.raises(InvalidArgumentError, match="ids"):
+        col.add([[1, 0], [0, 1]], ids="xy")
+    assert col.shape[0] == 0
+
+
+def test_one_process_cannot_hold_a_collection_in_two_modes(tmp_path):
+    """LMDB allows one handle per folder and process, shared by the clients of the process: a
+    read-only client never gets the writer's handle (it could write through it), nor a writer
+    the read-only one."""
+    writer = vecstore.connect(tmp_path)
+    writer.create_database("app").require_collection("c", dim=2).add_item([1, 0], id=1)
+    reader = vecstore.connect(tmp_path, read_only=True)
+    with pytest.raises(ConflictError, match="open for writing by another client"):
+        reader.get_database("app").get_collection("c")
+    writer.close()
+    col = reader.get_database("app").get_collection("c")
+    assert col.shape[0] == 1
+    with pytest.raises(ConflictError, match="open read-only by another client"):
+        vecstore.connect(tmp_path).get_database("app").get_collection("c")
+    reader.close()
+    assert vecstore.connect(tmp_path).get_database("app").get_collection("c").add_item([0, 1]) == 2
+
+
+def test_cosine_keeps_the_direction_of_huge_and_tiny_vectors(db):
+    """Normalising in float32 overflowed (|x| ~ 1e20 became a zero vector) or underflowed
+    (~1e-23 was refused as zero): each row is scaled first."""
+    col = db.require_collection("cos_extremes", dim=2, metric="cosine")
+    col.add([[1e20, 1e20], [1e-23, 2e-23], [3e-30, 0]], ids=[1, 2, 3])
+    got = np.asarray(col.read_by_only_id([1, 2, 3]).vectors, dtype=np.float64)
+    want = np.array([[1, 1], [1, 2], [1, 0]], np.float64)
+    np.testing.assert_allclose(got, want / np.linalg.norm(want, axis=1)[:, None], rtol=1e-6)
+    assert col.search([1, 1], k=1).ids == (1,)
+    with pytest.raises(InvalidArgumentError, match="zero vector"):
+        col.add([[0.0, 0.0]], ids=[4])
+
+
+def test_numbers_beyond_float_range_are_refused(db):
+    """Python ints have no size limit; converting one past float range raised a bare
+    OverflowError (a 500 over HTTP)."""
+    col = db.require_collection("range_overflow", dim=2)
+    col.add_item([1, 0], id=1)
+    col.build_index("HNSW")
+    huge = 10**400
+    for call, param in ((lambda: col.search_range([1, 0], threshold=huge), "threshold"),
+                        (lambda: col.search([huge, 0]), "vector"),
+                        (lambda: col.add([[huge, 0]], ids=[2]), "vectors"),
+                        (lambda: col.add_sparse_vectors([{3: huge}], ids=[1]), "vectors"),
+                        (lambda: col.sparse_search({3: huge}), "vector"),
+                        (lambda: col.search([1, 0], nprobe=huge), "nprobe")):
+        with pytest.raises(InvalidArgumentError, match=param):
+            call()
+    assert col.shape[0] == 1 and col.search([1, 0], k=1).ids == (1,)

@@ -129,3 +129,72 @@ def test_sigkill_many_trials(tmp_path, mode):
         acked_all |= acked
         deleted_all |= deleted
         start = check_store(path, acked_all, deleted_all, mode)
+
+
+def _writer_holding(root) -> subprocess.Popen:
+    """A process with app/c open for writing (10 rows) that adds 5 rows when told to."""
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, numpy as np, vecstore
+        col = vecstore.connect({str(root)!r}).create_database("app").require_collection("c", dim=4)
+        col.add(np.ones((10, 4)), ids=list(range(10)))
+        print("ready", flush=True)
+        sys.stdin.readline()
+        col.add(np.ones((5, 4)), ids=list(range(10, 15)))
+        print("acked", col.shape[0], flush=True)
+        col.close()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+@pytest.mark.parametrize("drop", ["collection", "database", "recreate"])
+def test_a_drop_waits_for_no_writer_in_another_process(tmp_path, drop):
+    """Dropping is a write: while another process has the collection open for writing, a drop
+    is LockedError and deletes nothing, so that process's acknowledged writes stay."""
+    proc = _writer_holding(tmp_path)
+    try:
+        client = vecstore.connect(tmp_path)
+        db = client.get_database("app")
+        call = {"collection": lambda: db.drop_collection("c"),
+                "database": lambda: client.drop_database("app"),
+                "recreate": lambda: db.require_collection("c", dim=4, drop_if_exists=True)}[drop]
+        with pytest.raises(vecstore.LockedError):
+            call()
+        client.close()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().split() == ["acked", "15"]
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+    again = vecstore.connect(tmp_path)
+    assert again.get_database("app").get_collection("c").shape[0] == 15
+    again.get_database("app").drop_collection("c")  # and once the writer is gone, it drops
+    assert again.get_database("app").show_collections() == []
+    again.close()
+
+
+def test_a_restore_killed_between_its_renames_keeps_the_old_collection(tmp_path):
+    """overwrite=True moves the old collection aside, then renames the new one in: killed in
+    between, the next open puts the old one back (it used to delete both with the staging)."""
+    col = vecstore.connect(tmp_path).create_database("app").require_collection("c", dim=4)
+    col.add(np.ones((100, 4)), ids=list(range(100)))
+    snap = col.snapshot_to(tmp_path / "c.snap")
+    col.add(np.ones((1, 4)), ids=[100])
+    col.database.client.close()
+    child = textwrap.dedent(f"""
+        import os, signal, vecstore
+        db = vecstore.connect({str(tmp_path)!r}).get_database("app")
+        real = os.rename
+        def rename(a, b):
+            real(a, b)
+            if str(b).endswith("/old"):  # the old collection is aside, the new one not yet in
+                os.kill(os.getpid(), signal.SIGKILL)
+        os.rename = rename
+        db.restore_collection("c", {str(snap)!r}, overwrite=True)
+    """)
+    assert subprocess.run([sys.executable, "-c", child]).returncode == -signal.SIGKILL
+    db = vecstore.connect(tmp_path).get_database("app")  # the open sweeps the staging folder
+    assert db.show_collections() == ["c"] and db.get_collection("c").shape[0] == 101
+    assert [p.name for p in db.path.iterdir() if p.name.startswith(".vecstore-tmp")] == []
+    db.client.close()

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from vecstore.errors import ConflictError, JobFailedError, NotFoundError, TimeoutError_, VecstoreError
+from vecstore.errors import (ConflictError, JobFailedError, NotFoundError, ReadOnlyError, TimeoutError_,
+                             VecstoreError)
 from vecstore.jobs import JobManager
 
 
@@ -99,6 +100,73 @@ def test_cancel_running_and_pending(tmp_path):
         assert jm.cancel(done.job_id).state == "COMPLETED"  # finished jobs stay as they are
     finally:
         jm.close()
+
+
+def test_a_pending_job_cancelled_ends_at_once(tmp_path):
+    """A cancelled pending job does not wait for a worker: it is FAILED at once and its target
+    takes a new refresh while the other job still runs."""
+    jm = JobManager(tmp_path / ".jobs", max_workers=1)
+    try:
+        started, release = threading.Event(), threading.Event()
+
+        def hold(ctx):
+            started.set()
+            release.wait(10)
+        a = jm.submit("mv_refresh", "a", hold)
+        b = jm.submit("mv_refresh", "b", lambda ctx: None)
+        started.wait(5)
+        job = jm.cancel(b)
+        assert (job.state, job.cancelled, job.reason) == ("FAILED", True, "cancelled by user")
+        again = jm.submit("mv_refresh", "b", lambda ctx: {"rows": 1})  # the target is free
+        assert jm.describe(a).state == "RUNNING"
+        release.set()
+        assert jm.wait(a, timeout=10).state == "COMPLETED"
+        assert jm.wait(again, timeout=10).stats == {"rows": 1}
+        assert jm.describe(b).state == "FAILED"  # its worker did not run it afterwards
+    finally:
+        jm.close()
+
+
+def test_a_read_only_client_reads_jobs_another_process_runs(tmp_path):
+    """A read-only client describes, lists and waits for the writer's jobs (no LockedError, no
+    recovery written), and may not start or cancel any."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / ".vecstore-database").touch()
+    jm = JobManager(tmp_path / "app" / ".jobs")
+    release = threading.Event()
+    job = jm.submit("mv_refresh", "v", lambda ctx: release.wait(20) and {"rows": 2})
+    reader = textwrap.dedent(f"""
+        import sys, vecstore
+        from vecstore.errors import ReadOnlyError
+        db = vecstore.connect(sys.argv[1], read_only=True).get_database("app")
+        print(db.describe_refresh_job({job}).state, [j.state for j in db.list_refresh_jobs()], flush=True)
+        try:
+            db.cancel_refresh_job({job})
+            print("accepted", flush=True)
+        except ReadOnlyError:
+            print("refused", flush=True)
+        print(db.wait_refresh_job({job}, timeout=30).state, flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", reader, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "RUNNING ['RUNNING']"
+        assert proc.stdout.readline().strip() == "refused"
+        assert jm.describe(job).state == "RUNNING"  # not cancelled, not marked interrupted
+        release.set()
+        assert proc.stdout.readline().strip() == "COMPLETED"
+        assert proc.wait(30) == 0
+    finally:
+        release.set()
+        proc.kill()
+        jm.close()
+    empty = JobManager(tmp_path / "none", read_only=True)  # no job store yet: nothing to read
+    assert empty.list() == [] and empty.active_job("v") is None
+    with pytest.raises(NotFoundError):
+        empty.describe(1)
+    with pytest.raises(ReadOnlyError):
+        empty.submit("mv_refresh", "v", lambda ctx: None)
+    empty.close()
+    assert not (tmp_path / "none").exists()
 
 
 def test_wait_timeout_and_unknown_job(jm):

@@ -622,3 +622,12 @@ def test_a_restore_killed_midway_leaves_nothing_behind(local_client, tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_path_no_file_can_have_is_refused(tmp_path):
+    col = vecstore.connect(tmp_path / "s").create_database("app").require_collection("c", dim=2)
+    col.add_item([1, 0], id=1)
+    for call, param in ((col.snapshot_to, "snapshot_path"), (col.export_to, "export_path")):
+        with pytest.raises(vecstore.InvalidArgumentError, match=param):
+            call(str(tmp_path / "x\ud800"))
+    col.database.client.close()

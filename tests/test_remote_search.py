@@ -96,3 +96,38 @@ def test_batch_search_over_binary_like_local(pair):
     after = _requests(url)
     assert after.get("/batch_search_binary", 0) - before.get("/batch_search_binary", 0) == 3
     assert after.get("/batch_search", 0) == before.get("/batch_search", 0)
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.search([[0.0] * 8], k=1),  # 2-D: the server once said InvalidArgumentError
+    lambda c: c.search([], k=1),
+    lambda c: c.search([np.nan] * 8),  # NaN has no JSON form: "malformed JSON" once
+    lambda c: c.search([1.0, np.inf] + [0.0] * 6, k=3, where="lang = 'de'"),
+    lambda c: c.search_range([np.nan] * 8, threshold=1.0),
+    lambda c: c.search_range([[0.0] * 8], threshold=1.0),
+    lambda c: c.search_profile([], k=2),
+    lambda c: c.batch_search([[0.0] * 8, [0.0] * 7]),
+    lambda c: c.batch_search([[np.nan] * 8, [0.0] * 8]),
+    lambda c: c.batch_search([[[0.0] * 8]]),
+    lambda c: c.hybrid_search([[0.0] * 8]),
+], ids=["2d", "empty", "nan", "inf-where", "range-nan", "range-2d", "profile-empty", "batch-ragged", "batch-nan",
+        "batch-3d", "hybrid-2d"])
+def test_error_classes_and_messages_are_the_local_ones(pair, call):
+    local, remote, _, _ = pair
+    with pytest.raises(vecstore.VecstoreError) as a:
+        call(local)
+    with pytest.raises(vecstore.VecstoreError) as b:
+        call(remote)
+    assert (type(b.value), str(b.value)) == (type(a.value), str(a.value))
+
+
+def test_empty_batches_and_range_results_like_local(pair):
+    local, remote, rng, _ = pair
+    assert local.batch_search(np.zeros((0, 8)), k=2) == remote.batch_search(np.zeros((0, 8)), k=2) == []
+    q = rng.standard_normal(8).astype(np.float32)
+    for kw in ({"threshold": 12.0}, {"threshold": 1.0, "vector_field": "tv", "return_fields": True},
+               {"threshold": 10.0, "where": "n < 100", "max_results": 5}):
+        a, b = local.search_range(q, **kw), remote.search_range(q, **kw)
+        assert len(a.ids) > 0
+        assert a.ids == b.ids and a.fields == b.fields and (a.k, a.index, a.vector_field) == (b.k, b.index, b.vector_field)
+        np.testing.assert_array_equal(a.scores, b.scores)

@@ -5,6 +5,7 @@ killed process, and a read-only reader."""
 from __future__ import annotations
 
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 import vecstore
+from conftest import Beside
 
 DOCS = [
     {"title": "apple pie recipe", "body": "bake the apple pie slowly", "lang": "en"},
@@ -156,3 +158,126 @@ def test_read_only_reader_searches_text_while_a_writer_holds_the_store(tmp_path)
         """)
         proc = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True, timeout=120)
         assert proc.stdout.strip() == "[1, 3]", proc.stderr
+
+
+@pytest.mark.parametrize("loss", ["emptied", "meta.json"])
+def test_lost_text_index_files_are_rebuilt_not_trusted(tmp_path, loss):
+    """tantivy creates an empty index where its files were lost; the recorded document count
+    tells that from a good index, so the open rebuilds instead of answering from nothing."""
+    path = tmp_path / "store"
+    with vecstore.connect(path) as client:
+        col = client.create_database("app").require_collection("docs", dim=2)
+        col.add([[1, 0], [0, 1], [1, 1]], ids=[1, 2, 3], fields=[{"t": "apple pie"}, {"t": "banana"}, {"t": "apple tart"}])
+        assert col.text_search("apple", k=5).ids == (1, 3)
+    text = path / "app" / "docs" / "text"
+    for f in (list(text.iterdir()) if loss == "emptied" else [text / "meta.json"]):
+        shutil.rmtree(f) if f.is_dir() else f.unlink()
+    with vecstore.connect(path) as client:
+        col = client.get_database("app").get_collection("docs")
+        col.add([[2, 1]], ids=[4], fields=[{"t": "apple crumble"}])
+        assert sorted(col.text_search("apple", k=5).ids) == [1, 3, 4]
+
+
+def test_a_read_only_handle_searches_text_as_of_its_version(tmp_path):
+    """The writer's on-disk text index moves on with the writer; a read-only handle answers
+    text searches for the rows it holds (ids and scores in step) until refresh()."""
+    path = tmp_path / "store"
+    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, vecstore
+        col = vecstore.connect({str(path)!r}).create_database("app").require_collection("docs", dim=2)
+        col.add([[1, 0], [0, 1]], ids=[1, 2], fields=[{{"t": "apple"}}, {{"t": "apple apple"}}])
+        col.text_search("apple", k=5)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        col.add([[1, 1]], ids=[3], fields=[{{"t": "apple apple apple"}}])
+        col.delete_items([1])
+        col.text_search("apple", k=5)  # the on-disk index now has 3 and not 1
+        print("moved", flush=True)
+        sys.stdin.readline()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        reader = vecstore.connect(path, read_only=True)
+        col = reader.get_database("app").get_collection("docs")
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline().strip() == "moved"
+        hits = col.text_search("apple", k=5)
+        assert sorted(hits.ids) == [1, 2] and len(hits.scores) == 2
+        assert col.refresh()
+        assert sorted(col.text_search("apple", k=5).ids) == [2, 3]
+        reader.close()
+    finally:
+        writer.stdin.close()
+        writer.wait(30)
+
+
+def test_text_search_beside_a_compact_keeps_its_index(local_client, monkeypatch):
+    """text_search caught the text index up under the writer mutex, then searched it under the
+    read lock: a compact() in between replaced the index (AttributeError: 'NoneType' object has
+    no attribute 'search'). The catch-up and the search are one step now."""
+    from vecstore.text import TextIndex
+    col = local_client.create_database("app").require_collection("docs", dim=2)
+    col.add(np.ones((20, 2)), ids=list(range(20)), fields=[{"t": "hello world"}] * 20)
+    col.text_search("hello")
+    col.add([[1, 1]], ids=[20], fields=[{"t": "hello again"}])   # the next search catches up first
+    beside, armed, read = Beside(col, [0]), [], col._rw.read
+
+    class ReadLock:  # the collection's read lock, running `beside` when first taken after a catch-up
+        def __enter__(self):
+            if armed:
+                armed.clear()
+                beside()
+            read.__enter__()
+
+        def __exit__(self, *exc):
+            read.__exit__(*exc)
+    commit = TextIndex.commit
+    monkeypatch.setattr(TextIndex, "commit", lambda self: (commit(self), armed.append(1))[0])
+    monkeypatch.setattr(col._rw, "read", ReadLock())
+    r = col.text_search("hello", k=30)
+    beside.join()
+    assert sorted(r.ids) == list(range(21)) and len(r.scores) == 21   # as of before the delete
+    assert sorted(col.text_search("hello", k=30).ids) == list(range(1, 21))
+
+
+@pytest.mark.parametrize("text", ["apple", None])
+def test_hybrid_search_beside_a_compact_keeps_ids_and_scores_in_step(local_client, monkeypatch, text):
+    """hybrid_search ran its legs and mapped their ids back to rows under separate read locks: a
+    compact() in between raised KeyError, or dropped a removed row's id but not its score, so
+    later ids got the scores of others. Legs, fusion and mapping are one read now."""
+    import vecstore.fusion
+    col = local_client.create_database("app").require_collection("docs", dim=2, metric="l2")
+    col.add([[0, 0], [1, 0], [2, 0], [3, 0]], ids=[10, 11, 12, 13],
+            fields=[{"t": "apple"}, {"t": "apple apple"}, {"t": "pear"}, {"t": "pear"}])
+    before = col.hybrid_search(vector=[0, 0], text=text, k=4)   # the text index is current
+    beside, fuse = Beside(col, [10]), vecstore.fusion.fuse
+
+    def fuse_beside(*args, **kwargs):
+        beside()
+        return fuse(*args, **kwargs)
+    monkeypatch.setattr(vecstore.fusion, "fuse", fuse_beside)
+    r = col.hybrid_search(vector=[0, 0], text=text, k=4)
+    beside.join()
+    assert len(r.ids) == len(r.scores)
+    assert r.ids == before.ids and r.scores.tolist() == before.scores.tolist()   # as of before the delete
+    monkeypatch.undo()
+    after = col.hybrid_search(vector=[0, 0], text=text, k=4)
+    assert 10 not in after.ids and len(after.ids) == len(after.scores) == 3
+
+
+def test_a_search_during_a_delete_never_returns_the_deleted_row(local_client, monkeypatch):
+    """A delete marks the row deleted in the mirror, then removes it from the sparse index: a
+    sparse search in between found it there, and returned it although it was deleted."""
+    from vecstore.indexes.sparse import SparseIndex
+    col = local_client.create_database("app").require_collection("docs", dim=2)
+    col.add(np.eye(2), ids=[1, 2])
+    col.add_sparse_vectors([{5: 1.0}, {5: 2.0}], ids=[1, 2])
+    seen, remove = [], SparseIndex.remove
+
+    def search_then_remove(self, labels):
+        seen.append(col.sparse_search({5: 1.0}))
+        remove(self, labels)
+    monkeypatch.setattr(SparseIndex, "remove", search_then_remove)
+    col.delete_items([2])
+    assert seen[0].ids == (1,) and seen[0].scores.tolist() == [1.0]

@@ -18,7 +18,8 @@ import vecstore
 from vecstore import functions
 from vecstore.errors import (ConflictError, InvalidArgumentError, NotFoundError, ReadOnlyError,
                              VecstoreError)
-from vecstore.views import parse_lance_id
+from vecstore import views
+from vecstore.views import child_id, parse_lance_id
 
 DIM = 8
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,6 +205,10 @@ def test_output_limit_then_follow_up(db, spy):
     assert sorted(spy.chunked) == sorted(body(i, 7) for i in range(3, 9))
     assert len(view) == 25 and view_ids(view) == expected_ids(docs) - {"2#1", "2#2"}   # 2 was trimmed for good
     assert job.stats["pendingRemaining"] == 0 and job.stats["trimmed"] is False
+    assert db.describe_materialized_view("doc_chunks")["pendingSourceRows"] == 0
+    # ... as its docstring says: full=True recomputes every row and brings them back
+    job = refresh(db, full=True)
+    assert job.state == "COMPLETED" and view_ids(view) == expected_ids(docs) and len(view) == 27
     # output_limit is for chunker views only
     db.create_materialized_view("one2one", source="docs", definition={
         "kind": "udf", "select": ["title"], "udfs": [{"name": "embed", "inputs": ["body"], "output": "v"}],
@@ -308,6 +313,111 @@ def test_chain_of_views_and_source_compaction(db, spy):
     refresh(db, "firsts")
     assert set(firsts.query(return_ids_only=True)) == {f"{i}#0" for i in (1, 4, 5)}
     assert view_ids(db.get_collection("doc_chunks")) == expected_ids(docs)
+
+
+def test_int_and_str_source_ids_get_distinct_children(db, spy):
+    # ids 7 and "7" are two rows of the source (ids never collide across types); their children
+    # were both "7#0", the refresh wrote one id twice and the view's reads then failed
+    ids = [7, "7", "'7", "doc#7", "07"]
+    docs = db.create_collection("docs", dim=4)
+    docs.add(np.ones((len(ids), 4)), ids=ids,
+             fields=[{"title": repr(i), "body": body(k, 5), "lang": "en"} for k, i in enumerate(ids)])
+    view = db.create_materialized_view("doc_chunks", source="docs", definition=DEFINITION)
+    job = refresh(db)
+    assert job.state == "COMPLETED", job.reason
+    assert view_ids(view) == {"7#0", "7#1", "'7'#0", "'7'#1", "''7'#0", "''7'#1", "doc#7#0", "doc#7#1",
+                              "07#0", "07#1"}
+    owners = {row["id"]: row["src_id"] for row in view.query()}
+    assert all(child_id(src, int(cid.rsplit("#", 1)[1])) == cid for cid, src in owners.items())
+    assert [owners["7#0"], owners["'7'#0"]] == [7, "7"] and len(view.query_vectors().ids) == 10
+    # each row's refresh replaces its own children only
+    docs.upsert(np.ones((1, 4)), ids=["7"], fields=[{"title": "'7'", "body": "short", "lang": "en"}])
+    docs.delete_items([7])
+    job = refresh(db)
+    assert job.state == "COMPLETED" and job.stats["rowsDeleted"] == 3, job.reason
+    assert view_ids(view) == {"'7'#0", "''7'#0", "''7'#1", "doc#7#0", "doc#7#1", "07#0", "07#1"}
+    assert view.read_by_only_id("'7'#0").fields[0]["chunk_text"] == "short"
+    # no two source ids give one child id
+    srcs = [*range(12), *map(str, range(12)), *(f"'{i}" for i in range(12)), *(f"'{i}'" for i in range(12)), "'", "''"]
+    assert len({child_id(s, 0) for s in srcs}) == len(srcs)
+
+
+def test_a_refresh_writing_one_id_twice_fails_and_changes_nothing(db, spy, monkeypatch):
+    # the view's commit refuses duplicate ids as add/upsert do: with the ambiguous child ids
+    # of before (simulated here) the job must fail, not report COMPLETED over a broken view
+    monkeypatch.setattr(views, "child_id", lambda src_id, i: f"{src_id}#{i}")
+    docs = db.create_collection("docs", dim=4)
+    docs.add(np.ones((2, 4)), ids=[1, "1"], fields=[{"title": "t", "body": "a b", "lang": "en"}] * 2)
+    view = db.create_materialized_view("doc_chunks", source="docs", definition=DEFINITION)
+    job = refresh(db)
+    assert job.state == "FAILED" and "ids: expected unique ids" in job.reason and "'1#0'" in job.reason
+    assert len(view) == 0 and view.version == 0 and view.query() == []
+
+
+def test_source_dropped_and_recreated_rebuilds_the_view(db, spy):
+    docs = make_docs(db)
+    for i in (10, 11):                                             # the old source reaches version 3
+        docs.add(np.ones((1, 4)), ids=[i], fields=[{"title": "t", "body": body(i, 4), "lang": "en"}])
+    view = db.create_materialized_view("doc_chunks", source="docs", definition=DEFINITION)
+    refresh(db)
+    db.drop_collection("docs")
+    docs = db.create_collection("docs", dim=4)
+    for i in range(100, 105):                                      # the new one: versions 1..5
+        docs.add(np.ones((1, 4)), ids=[i], fields=[{"title": "t", "body": body(i, 4), "lang": "en"}])
+    job = refresh(db)                                              # not the new log from version 3
+    assert job.state == "COMPLETED" and job.stats["mode"] == "full" and job.stats["sourceChanged"], job.reason
+    assert view_ids(view) == expected_ids(docs) and job.stats["srcVersion"] == 5
+    job = refresh(db)
+    assert job.stats["mode"] == "no_op" and job.stats["sourceChanged"] is False
+    # a new source behind the version the view reached: rebuilt from its current version only
+    db.drop_collection("docs")
+    docs = db.create_collection("docs", dim=4)
+    docs.add(np.ones((1, 4)), ids=[7], fields=[{"title": "t", "body": body(7, 2), "lang": "en"}])
+    with pytest.raises(InvalidArgumentError, match="src_version: the source 'docs' is not the collection"):
+        db.refresh_materialized_view("doc_chunks", src_version=0)
+    job = refresh(db, src_version=1)
+    assert job.state == "COMPLETED" and job.stats["sourceChanged"], job.reason
+    assert view_ids(view) == {"7#0"} and db.describe_materialized_view("doc_chunks")["lastSrcVersion"] == 1
+    docs.add(np.ones((1, 4)), ids=[8], fields=[{"title": "t", "body": body(8, 2), "lang": "en"}])
+    job = refresh(db)
+    assert job.stats["mode"] == "incremental" and view_ids(view) == {"7#0", "8#0"}
+
+
+def test_checkpoints_of_a_dropped_source_are_not_reused(db, spy):
+    # the new source's rows have the old one's labels and row versions: only the source
+    # identity in the checkpoint key tells the old fragments from the new ones
+    make_docs(db, n=6, lang=lambda i: "en")
+    db.create_materialized_view("doc_chunks", source="docs", definition=DEFINITION)
+    spy.fail_on = "w4_"
+    assert refresh(db, max_rows_per_fragment=2).state == "FAILED"
+    assert db.describe_materialized_view("doc_chunks")["checkpoints"] == 2
+    spy.fail_on = None
+    db.drop_collection("docs")
+    docs = db.create_collection("docs", dim=4)
+    docs.add(np.ones((6, 4)), ids=list(range(6)),
+             fields=[{"title": "new", "body": f"new {body(i, 2)}", "lang": "en"} for i in range(6)])
+    job = refresh(db, max_rows_per_fragment=2)
+    assert job.state == "COMPLETED" and job.stats["fragmentsReused"] == 0, job.reason
+    view = db.get_collection("doc_chunks")
+    assert {r["chunk_text"] for r in view.query()} == {f"new w{i}_0 w{i}_1" for i in range(6)}
+    assert view_ids(view) == expected_ids(docs) and db.describe_materialized_view("doc_chunks")["checkpoints"] == 0
+
+
+def test_restored_source_is_another_collection(db, spy, tmp_path):
+    # a snapshot carries the source's identity; the restored collection went back to the
+    # snapshot's version and forked from there, so the view must not go on from its own
+    docs = make_docs(db)
+    view = db.create_materialized_view("doc_chunks", source="docs", definition=DEFINITION)
+    snap = db.snapshot_collection("docs", tmp_path / "docs.snap")
+    docs.add(np.ones((1, 4)), ids=[10], fields=[{"title": "t", "body": body(10, 4), "lang": "en"}])
+    refresh(db)                                                    # the view reaches version 2
+    docs = db.restore_collection("docs", snap, overwrite=True)     # back to version 1, no row 10
+    for i in (11, 12):
+        docs.add(np.ones((1, 4)), ids=[i], fields=[{"title": "t", "body": body(i, 4), "lang": "en"}])
+    job = refresh(db)
+    assert job.state == "COMPLETED" and job.stats["sourceChanged"] and job.stats["mode"] == "full", job.reason
+    assert view_ids(view) == expected_ids(docs) and not any(i.startswith("10#") for i in view_ids(view))
+    assert refresh(db).stats["mode"] == "no_op"
 
 
 def test_errors_conflict_cancel_and_ids(db, spy):

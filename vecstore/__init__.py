@@ -20,7 +20,7 @@ truth; every index is derived from it and rebuilt when needed.
 from . import functions
 from .client import Client, Database, connect
 from .collection import Collection
-from .errors import (AlreadyExistsError, ClosedError, ConflictError, CorruptionError,
+from .errors import (AlreadyExistsError, BadBackupError, ClosedError, ConflictError, CorruptionError,
                      DimensionMismatchError, FilterSyntaxError, FilterTypeError, InvalidArgumentError,
                      InvalidNameError, JobCancelledError, JobFailedError, LockedError, NotFoundError,
                      QuerySyntaxError, ReadOnlyError, StorageFullError, UnsupportedFormatError,
@@ -36,5 +36,5 @@ __all__ = [
     "VecstoreError", "InvalidArgumentError", "DimensionMismatchError", "InvalidNameError",
     "FilterSyntaxError", "FilterTypeError", "QuerySyntaxError", "NotFoundError", "AlreadyExistsError",
     "ConflictError", "ReadOnlyError", "ClosedError", "LockedError", "StorageFullError",
-    "CorruptionError", "UnsupportedFormatError", "JobFailedError", "JobCancelledError",
+    "CorruptionError", "BadBackupError", "UnsupportedFormatError", "JobFailedError", "JobCancelledError",
 ]

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
 from . import validation as v
 from .collection import Collection
-from .errors import AlreadyExistsError, ClosedError, DimensionMismatchError, InvalidArgumentError, NotFoundError
+from .errors import (AlreadyExistsError, ClosedError, ConflictError, DimensionMismatchError, InvalidArgumentError,
+                     NotFoundError)
 from .indexes.base import parse_metric
 from .jobs import JobManager, RefreshJob
 from .external.refresh import DatabaseExternal
-from .portability import ClientPortability, DatabasePortability, sweep_staging
+from .portability import ClientPortability, DatabasePortability, drop_folder, sweep_staging
 from .views import DatabaseViews
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,8 @@ class Client(ClientPortability):
         path = self._db_path(name)
         if drop_if_exists and path.exists():
             self.drop_database(name)
+        if _foreign(path, _DB_MARKER):
+            raise AlreadyExistsError(f"database_name: {name!r} is taken by a file or folder that is not a database")
         path.mkdir(parents=True, exist_ok=True)
         (path / _DB_MARKER).touch()
         return self.get_database(name)
@@ -138,14 +140,13 @@ class Client(ClientPortability):
         """Delete a database and everything in it (open handles are closed first)."""
         self._check_open()
         path = self._db_path(name)
-        if not path.exists():
+        if not path.exists() or _foreign(path, _DB_MARKER):
             if missing_ok:
                 return
             raise NotFoundError(f"database_name: no database {name!r}")
         db = self._databases.pop(name, None) or Database(self, name, path)
-        db.close()
-        _close_under(path)
-        shutil.rmtree(path)
+        db.close()  # outside drop_folder's lock: its running jobs may need that lock to finish
+        drop_folder(path, lambda: _close_under(path))
 
     delete_database = drop_database
 
@@ -155,6 +156,15 @@ class Client(ClientPortability):
             db.close()
         self._databases.clear()
         self._closed = True
+
+
+def _foreign(path: Path, marker: str) -> bool:
+    """``path`` is a file, or a folder holding files but no ``marker``: not something vecstore
+    made (a backup written into the data folder, the user's own files). Such a name is never
+    adopted as a database or collection, and never deleted by a drop."""
+    if path.is_dir():
+        return not (path / marker).exists() and any(path.iterdir())
+    return path.exists() or path.is_symlink()
 
 
 def _check_dim(dim: object) -> int:
@@ -198,7 +208,7 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
     def _jobs(self) -> JobManager:
         with _OPEN_LOCK:
             if self._job_manager is None:
-                self._job_manager = JobManager(self.path / ".jobs")
+                self._job_manager = JobManager(self.path / ".jobs", read_only=self.client.read_only)
             return self._job_manager
 
     def describe_refresh_job(self, job_id: int) -> RefreshJob:
@@ -242,6 +252,11 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         with _OPEN_LOCK:
             col = _OPEN.get(key)
             if col is not None and not col._closed:
+                if col._read_only != self.client.read_only:  # one LMDB handle per folder and process
+                    mode = "read-only" if col._read_only else "for writing"
+                    raise ConflictError(
+                        f"collection_name: {name!r} is open {mode} by another client of this process; "
+                        "use that client, or close it first")
                 self._collections[name] = col
                 return col
             col = Collection(self, name, path, create=create, read_only=self.client.read_only,
@@ -317,6 +332,8 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
             raise ReadOnlyError("the client is read-only")
         if self.collection_exists(name):
             raise AlreadyExistsError(f"collection_name: collection {name!r} already exists")
+        if _foreign(self._col_path(name), "data.mdb"):
+            raise AlreadyExistsError(f"collection_name: {name!r} is taken by a file or folder that is not a collection")
         dim = 0 if dim is None else _check_dim(dim)  # 0: not known until the first vectors
         if description is not None:
             v.check_str(description, param="description")
@@ -357,15 +374,15 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         """Delete a collection (its open handle is closed first)."""
         self._check_open()
         path = self._col_path(name)
-        if not path.exists():
+        if not path.exists() or _foreign(path, "data.mdb"):
             if missing_ok:
                 return
             raise NotFoundError(f"collection_name: no collection {name!r}")
-        with _OPEN_LOCK:
+        def close_open() -> None:
             col = _OPEN.get(str(path.resolve()))
             if col is not None:
                 col._discard()
-        shutil.rmtree(path)
+        drop_folder(path, close_open)
 
     def close(self) -> None:
         """Stop its jobs and close every collection opened through this database. Idempotent."""

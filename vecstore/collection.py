@@ -16,6 +16,7 @@ the committed version. Reads never touch LMDB: they run on the mirror.
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import threading
@@ -49,6 +50,17 @@ DEFAULT = "default"
 EXACT_FILTER_ROWS = 4096
 EXACT_FILTER_FRACTION = 0.05
 _ROW_CHUNK = 50_000
+
+
+def _own(fields: dict) -> dict:
+    """A caller's copy of a row's fields. Nested lists and dicts are copied too: a caller who
+    edits a result must not edit the mirror (which a later upsert with ``fields=None`` would
+    then write to disk)."""
+    out = dict(fields)
+    for key, value in out.items():
+        if type(value) is list or type(value) is dict:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def _sorted(a: np.ndarray) -> np.ndarray:
@@ -385,24 +397,11 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         ['a', 'b', 'c', 'd']
         """
         self._check_writable()
-        vecs = v.check_vectors(vectors, self.dim, param="vectors", normalise=self.metric == "cosine")
-        n = len(vecs)
-        if n == 0:
-            raise InvalidArgumentError("vectors: expected at least one vector, got none")
-        id_list = [None] * n if ids is None else [None if i is None else v.check_id(i, param="ids") for i in ids]
-        field_list = self._column_fields(fields, n)
-        if len(id_list) != n:
-            raise InvalidArgumentError(f"ids: expected {n} ids to match vectors, got {len(id_list)}")
+        vecs, id_list, field_list = v.check_add_columns(vectors, ids, fields, self.dim,
+                                                        normalise=self.metric == "cosine")
+        if field_list is None:
+            field_list = [{} for _ in id_list]
         return self._insert(id_list, vecs, field_list, progress=progress)
-
-    def _column_fields(self, fields: Any, n: int, param: str = "fields") -> list[dict]:
-        if fields is None:
-            return [{} for _ in range(n)]
-        if isinstance(fields, dict) or not hasattr(fields, "__len__"):
-            raise InvalidArgumentError(f"{param}: expected a list of dicts (one per vector), got {type(fields).__name__}")
-        if len(fields) != n:
-            raise InvalidArgumentError(f"{param}: expected {n} dicts to match vectors, got {len(fields)}")
-        return [v.check_fields(f, param=f"{param}[{i}]") for i, f in enumerate(fields)]
 
     def _insert(self, ids: list, vectors: np.ndarray, fields: list[dict], *, progress: bool) -> list[Id]:
         explicit = [i for i in ids if i is not None]
@@ -421,6 +420,10 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                 if i is None:
                     while nxt in self._id_pos or nxt in taken:
                         nxt += 1
+                    if nxt > v.MAX_INT_ID:  # an id nothing could address afterwards
+                        raise InvalidArgumentError(
+                            f"ids: no integer id is left above the largest one ({self._max_int_all}) "
+                            "to assign; pass explicit ids")
                     i = nxt
                     nxt += 1
                 out.append(i)
@@ -544,6 +547,10 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         soft-delete ``delete_ids`` (unknown ids ignored) and set ``meta`` keys (a ``None`` value
         deletes the key), in one transaction. Readers see the previous version until it
         commits. Returns the version."""
+        if upsert is not None:
+            # as in _insert/_upsert: one id twice in one commit makes two rows share an id,
+            # which the mirror cannot hold (reads fail, a reopen shows both)
+            v.check_unique(upsert[0], param="ids")
         with self._wlock:
             self._check_open()
             rows = None
@@ -585,17 +592,9 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         ['a']
         """
         self._check_writable()
-        vecs = v.check_vectors(vectors, self.dim, param="vectors", normalise=self.metric == "cosine")
-        id_list = v.check_ids(ids, param="ids")
-        if len(id_list) != len(vecs):
-            raise InvalidArgumentError(f"ids: expected {len(vecs)} ids to match vectors, got {len(id_list)}")
-        if fields is None:
-            field_list: list = [None] * len(vecs)
-        else:
-            if len(fields) != len(vecs):
-                raise InvalidArgumentError(f"fields: expected {len(vecs)} entries to match vectors, got {len(fields)}")
-            field_list = [None if f is None else v.check_fields(f, param=f"fields[{i}]") for i, f in enumerate(fields)]
-        return self._upsert(id_list, vecs, field_list, progress=progress)
+        vecs, id_list, field_list = v.check_upsert_columns(vectors, ids, fields, self.dim,
+                                                           normalise=self.metric == "cosine")
+        return self._upsert(id_list, vecs, field_list or [None] * len(id_list), progress=progress)
 
     def _upsert(self, ids: list, vectors: np.ndarray, fields: list, *, progress: bool) -> list[Id]:
         v.check_unique(ids, param="ids")
@@ -830,10 +829,6 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             self._index_remove(lab[~live])
         self._index_apply(self._default, lab[live], vectors[live])
         self._index_apply_named(lab[live])
-        if self._read_only and self._text is not None and getattr(self, "_text_private", None) is None:
-            # the writer's on-disk text index: a reader never writes to it; opened again on use
-            self._text.close()
-            self._text = None
         self._text_dirty(lab)
 
     def _reload(self) -> None:
@@ -893,7 +888,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
     def _rows(self, pos: np.ndarray) -> Rows:
         plist = pos.tolist()
         return Rows(vectors=self._default.matrix[pos].copy(), ids=tuple(self._ids[p] for p in plist),
-                    fields=tuple(dict(self._fields[p]) for p in plist))
+                    fields=tuple(_own(self._fields[p]) for p in plist))
 
     def head(self, n: int = 5) -> Rows:
         """The first ``n`` live rows in storage order, as ``vectors, ids, fields``.
@@ -942,7 +937,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             pos = self._live_positions(where, filter_ids).tolist()
             if return_ids_only:
                 return [self._ids[p] for p in pos]
-            return [{**self._fields[p], "id": self._ids[p]} for p in pos]
+            return [{**_own(self._fields[p]), "id": self._ids[p]} for p in pos]
 
     def query_vectors(self, where: str | None = None, filter_ids: Sequence[Id] | None = None) -> Rows:
         """Like :meth:`query`, with the vectors: ``vectors, ids, fields``."""
@@ -996,13 +991,15 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         return space.positions(self._default.labels[row_pos])
 
     def _run_search(self, space: VectorSpace, queries: np.ndarray, k: int, where: str | None,
-                    nprobe: int | None, profile: dict | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                    nprobe: int | None, profile: dict | None = None) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
         """The plan: no filter → the index (or exact); a selective filter → exact over just the
-        allowed rows; a broad filter → the index steered by the allowed labels."""
+        allowed rows; a broad filter → the index steered by the allowed labels. Returns the
+        ``(positions, scores)`` of each query and what answered them (``SearchResult.index``):
+        the index's mode, or ``FLAT-<metric>`` when an index was passed over for an exact scan."""
         if where is None and profile is None and space.index is not None:
             # The hot path of an unfiltered ANN search: every microsecond here is ~1% of QPS.
             labels, scores = space.index.search_trusted(queries, k, nprobe)
-            return [space.index_positions(row_l, row_s) for row_l, row_s in zip(labels, scores)]
+            return [space.index_positions(row_l, row_s) for row_l, row_s in zip(labels, scores)], space.mode.name
         if space.dim and queries.shape[1] != space.dim:  # validated while the dim was still unknown
             raise DimensionMismatchError(f"vector: expected dimension {space.dim}, got {queries.shape[1]}")
         t0 = time.perf_counter()
@@ -1025,15 +1022,17 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             out = list(zip(pos, scores))
             visited = n_allowed * len(queries)
             path = "flat_mmap" if allowed is None else "flat_mmap_filtered"
+        answered = self._mode_label(space) if use_index or space.index is None else \
+            IndexMode("FLAT", space.metric, "FLAT").canonical  # type: ignore[arg-type]
         if profile is not None:
             t2 = time.perf_counter()
             profile.update({
-                "plan": path, "index_path": path, "index": self._mode_label(space),
+                "plan": path, "index_path": path, "index": answered,
                 "filter_expression": where, "filter_matches": None if allowed is None else int(n_allowed),
                 "filter_us": int((t1 - t0) * 1e6), "search_us": int((t2 - t1) * 1e6),
                 "scanned_vectors": int(visited), "total_vectors": int(space.n_live),
                 "vector_field": space.name, "query_kind": "vector"})
-        return out
+        return out, answered
 
     def _mode_label(self, space: VectorSpace) -> str:
         if space.mode is not None:
@@ -1042,15 +1041,25 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
 
     def _result(self, space: VectorSpace, pos: np.ndarray, scores: np.ndarray, k: int,
                 return_fields: bool, index: str | None = None) -> SearchResult:
-        rows = pos if space is self._default else self._default.positions(space.labels[pos])
+        scores = np.asarray(scores, dtype=np.float32)
+        if space is self._default:
+            rows = pos
+        else:
+            # By label: the rows of a named field, or of a default space that a compact() or a
+            # refresh() replaced after the search picked it up. A row gone since then is dropped
+            # with its score, so ids and scores stay in step.
+            rows = self._default.lookup(space.labels[pos])
+            if (rows < 0).any():
+                keep = rows >= 0
+                rows, scores = rows[keep], scores[keep]
         plist = rows.tolist()
         ids = self._ids
         if index is None:
             index = space.mode.name if space.mode is not None else self._mode_label(space)
         return SearchResult(
             ids=tuple([ids[p] for p in plist]),
-            scores=np.asarray(scores, dtype=np.float32),
-            fields=tuple([dict(self._fields[p]) for p in plist]) if return_fields else None,
+            scores=scores,
+            fields=tuple([_own(self._fields[p]) for p in plist]) if return_fields else None,
             k=k, index=index, vector_field=space.name)
 
     def search(self, vector: Any, k: int = 10, where: str | None = None, return_fields: bool = False,
@@ -1072,14 +1081,15 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         k = v.check_k(k)
         space = self._space(vector_field, field_name)
         q = v.check_vector(vector, space.dim, normalise=space.metric == "cosine")
-        nprobe = v.check_positive_int(nprobe, param="nprobe")
+        nprobe = v.check_nprobe(nprobe)
         with self._rw.read:
             index = space.index
             if where is None and index is not None:  # the hot path, inlined (~1 µs)
                 labels, scores = index.search_trusted(q, k, nprobe)
                 pos, scores = space.index_positions(labels[0], scores[0])
             else:
-                (pos, scores), = self._run_search(space, q, k, where, nprobe)
+                ((pos, scores),), answered = self._run_search(space, q, k, where, nprobe)
+                return self._result(space, pos, scores, k, return_fields, index=answered)
             return self._result(space, pos, scores, k, return_fields)
 
     def batch_search(self, vectors: Any, k: int = 10, where: str | None = None, return_fields: bool = False,
@@ -1094,10 +1104,10 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         k = v.check_k(k)
         space = self._space(vector_field, field_name)
         qs = v.check_vectors(vectors, space.dim, normalise=space.metric == "cosine")
-        nprobe = v.check_positive_int(nprobe, param="nprobe")
+        nprobe = v.check_nprobe(nprobe)
         with self._rw.read:
-            return [self._result(space, pos, scores, k, return_fields)
-                    for pos, scores in self._run_search(space, qs, k, where, nprobe)]
+            hits, answered = self._run_search(space, qs, k, where, nprobe)
+            return [self._result(space, pos, scores, k, return_fields, index=answered) for pos, scores in hits]
 
     def search_range(self, vector: Any, threshold: float, max_results: int = 1000, where: str | None = None,
                      vector_field: str = DEFAULT, return_fields: bool = False) -> SearchResult:
@@ -1123,7 +1133,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                 allowed = self._space_positions_from_rows(
                     space, np.flatnonzero(self._where_mask(where) & self._default.live[: self._default.n]))
                 allowed = allowed[space.live[allowed]]
-            pos, s = space.range_scores(q, allowed)
+            pos, s = space.range_scores(q, allowed, threshold=threshold)
             higher = higher_is_better(space.metric)
             keep = s >= threshold if higher else s <= threshold
             pos, s = pos[keep], s[keep]
@@ -1131,11 +1141,13 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             return self._result(space, pos[order], s[order], max_results, return_fields)
 
     def search_profile(self, vector: Any, k: int = 10, where: str | None = None, nprobe: int | None = None,
-                       return_fields: bool = False, vector_field: str = DEFAULT, *,
+                       return_fields: bool = False, vector_field: str = DEFAULT, *, field_name: str | None = None,
                        approx: bool = False, eps: float = 1e-4) -> ProfiledSearch:
         """:meth:`search` plus how it ran: the plan chosen (``flat_mmap``, ``flat_mmap_filtered``,
         ``ann_index``, ``ann_index_filtered``), rows the filter allowed, candidates scored and
-        microseconds per stage.
+        microseconds per stage. ``index`` names what answered, as in :meth:`search`: the index, or
+        ``FLAT-<metric>`` when a selective filter ran exactly. ``field_name`` is an alias of
+        ``vector_field``.
 
         >>> col.search_profile([1, 0, 0, 0], k=2).profile["index_path"]  # doctest: +SKIP
         'flat_mmap'
@@ -1143,14 +1155,14 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         self._check_open()
         t0 = time.perf_counter()
         k = v.check_k(k)
-        space = self._space(vector_field)
+        space = self._space(vector_field, field_name)
         q = v.check_vector(vector, space.dim, normalise=space.metric == "cosine")
-        nprobe = v.check_positive_int(nprobe, param="nprobe")
+        nprobe = v.check_nprobe(nprobe)
         profile: dict = {}
         with self._rw.read:
-            (pos, scores), = self._run_search(space, q, k, where, nprobe, profile)
+            ((pos, scores),), answered = self._run_search(space, q, k, where, nprobe, profile)
             t1 = time.perf_counter()
-            result = self._result(space, pos, scores, k, return_fields)
+            result = self._result(space, pos, scores, k, return_fields, index=answered)
         t2 = time.perf_counter()
         profile.update({"rerank_us": int((t2 - t1) * 1e6), "total_us": int((t2 - t0) * 1e6),
                         "result_count": len(result)})

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -40,6 +40,14 @@ def _index_class(kind: str) -> type[VectorIndex]:
         return HnswIndex
     from .indexes.ivf import IvfIndex
     return IvfIndex
+
+
+def _check_text_fields(text_fields: Any) -> list[str] | None:
+    if text_fields is None:
+        return None
+    if isinstance(text_fields, str) or not all(isinstance(f, str) for f in text_fields):
+        raise InvalidArgumentError(f"text_fields: expected a list of field names, got {text_fields!r}")
+    return list(text_fields)
 
 
 @contextmanager
@@ -126,22 +134,48 @@ class DerivedIndexes:
     def _built_index(self: "Collection", space: VectorSpace, mode: IndexMode, params: dict,
                      progress: bool = False) -> VectorIndex:
         """A new ``mode`` index of ``space``'s live vectors, built but not installed."""
-        index = _index_class(mode.kind)(space.dim, space.metric, **params)
+        return self._fill(space, mode, _index_class(mode.kind)(space.dim, space.metric, **params), progress)
+
+    def _fill(self: "Collection", space: VectorSpace, mode: IndexMode, index: VectorIndex,
+              progress: bool = False) -> VectorIndex:
+        """``index`` (new and empty) built from ``space``'s live vectors."""
         labels, vectors = space.live_vectors()
         with _progress_callback(progress, f"{mode.name} {self.name}/{space.name}") as step:
             index.build(labels, vectors, step)
         return index
 
     def _save_index(self: "Collection", space: VectorSpace) -> None:
+        """Write ``space``'s index files so that the next open replays nothing (checkpoints)."""
+        self._commit_index(space, space.mode, space.index)
+        space.saved_version = self._version
+
+    def _commit_index(self: "Collection", space: VectorSpace, mode: IndexMode | None, index: VectorIndex | None,
+                      also: Callable[[Any], None] | None = None) -> None:
+        """Commit the index record of ``space``: ``mode`` with ``index``'s files (written and
+        checked first, under a new generation name), ``mode`` alone for FLAT, none for
+        ``mode=None``. ``also(t)`` writes in the same transaction. The superseded files are
+        removed after the commit."""
         key = self._index_record_key(space)
         with self._storage.read() as t:
             old = t.get_meta(key) or {}
-        gen = old.get("gen", 0) + 1
-        files = space.index.save(self._index_dir(), f"{space.name}.{gen}")
-        rec = {"mode": space.mode.name, "metric": space.metric, "params": space.index.params,
-               "files": files, "version": self._version, "gen": gen}
-        self._storage.write(lambda t: t.put_meta(key, rec))
-        space.saved_version = self._version
+        if mode is None:
+            rec = None
+        elif index is None:
+            rec = {"mode": mode.name, "version": self._version, "gen": 0}
+        else:
+            gen = old.get("gen", 0) + 1
+            rec = {"mode": mode.name, "metric": index.metric, "params": index.params,
+                   "files": index.save(self._index_dir(), f"{space.name}.{gen}"),
+                   "version": self._version, "gen": gen}
+
+        def tx(t):
+            if also is not None:
+                also(t)
+            if rec is not None:
+                t.put_meta(key, rec)
+            elif t.get_meta(key) is not None:
+                t.delete_meta(key)
+        self._storage.write(tx)
         for name in old.get("files", []):
             (self._index_dir() / name).unlink(missing_ok=True)
 
@@ -175,32 +209,38 @@ class DerivedIndexes:
             if space.index is not None:
                 space.index.remove(labels)
 
-    def _set_mode(self: "Collection", space: VectorSpace, mode: IndexMode | None, params: dict,
-                  progress: bool = False) -> None:
-        """Switch ``space`` to ``mode``. Callers hold ``_wlock``, so the mirror cannot change: the
-        new index is built outside the read/write lock, searches meanwhile go to the old index
-        (or scan), and only the swap excludes them."""
-        key = self._index_record_key(space)
+    def _set_mode(self: "Collection", space: VectorSpace, mode: IndexMode | None, index: VectorIndex | None,
+                  progress: bool = False, new_space: tuple[VectorSpace, Callable[[Any], None]] | None = None) -> None:
+        """Switch ``space`` to ``mode`` with ``index`` (new and empty; None for FLAT or no index).
+        Callers hold ``_wlock``, so the mirror cannot change: the new index is built outside the
+        read/write lock, searches meanwhile go to the old index (or scan), and only the swap
+        excludes them.
+
+        ``new_space`` replaces ``space`` as well: a field re-targeted to another metric (from
+        :meth:`_retarget`) or a new field, with the write that stores it. That write commits in
+        the transaction of the index record, so a crash leaves the old metric, vectors and index,
+        or the new ones, never a mix."""
+        target, also = new_space if new_space is not None else (space, None)
         old_index = space.index
-        index = None
-        if mode is not None and mode.kind != "FLAT":
-            index = self._built_index(space, mode, params, progress)
+        if index is not None:
+            self._fill(target, mode, index, progress)
+        self._commit_index(target, mode, index, also)
         with self._rw.write:
-            space.mode = mode
-            space.index = index
-        if mode is None:
-            self._storage.write(lambda t: t.delete_meta(key) if t.get_meta(key) is not None else None)
-        elif mode.kind == "FLAT":
-            self._storage.write(lambda t: t.put_meta(key, {"mode": mode.name, "version": self._version, "gen": 0}))
-        else:
-            self._save_index(space)
+            target.mode, target.index, target.saved_version = mode, index, self._version
+            if new_space is not None:
+                if target.name == "default":
+                    self._config = {**self._config, "metric": target.metric}
+                    self._default = target
+                else:
+                    self._named[target.name] = target
         if old_index is not None or mode is None:
             self._remove_orphans()
 
-    def _change_metric(self: "Collection", space: VectorSpace, metric: str) -> None:
-        """An index mode with another metric re-targets the field (LynseDB names the metric in the
-        index mode). Switching to cosine normalises the stored vectors for good."""
-        labels, _ = space.labels[: space.n], None
+    def _retarget(self: "Collection", space: VectorSpace, metric: str) -> tuple[VectorSpace, Callable[[Any], None]]:
+        """``space`` under another ``metric`` (LynseDB names the metric in the index mode), not
+        installed yet, and the write that stores it. Switching to cosine normalises the stored
+        vectors for good."""
+        labels = space.labels[: space.n].copy()
         matrix = np.array(space.matrix[: space.n], dtype=np.float32)
         if metric == "cosine" and space.n:
             norms = np.linalg.norm(matrix, axis=1)
@@ -217,36 +257,41 @@ class DerivedIndexes:
                 t.put_meta("config", {**self._config, "metric": metric})
             else:
                 t.put_meta(f"vfield:{name}", {**t.get_meta(f"vfield:{name}"), "metric": metric})
-        self._storage.write(tx)
         fresh = VectorSpace(name, space.dim, metric)
         if space.n:
-            fresh.put(labels.copy(), matrix, space.live[: space.n].copy())
-        with self._rw.write:
-            if name == "default":
-                self._config = {**self._config, "metric": metric}
-                self._default = fresh
-            else:
-                self._named[name] = fresh
+            fresh.put(labels, matrix, space.live[: space.n].copy())
+        return fresh, tx
 
-    def _build(self: "Collection", space: VectorSpace, index_mode: str, n_clusters: Any, params: dict,
-               progress: bool = False) -> dict:
-        mode = parse_index_mode(index_mode, default_metric=space.metric)
-        params = lynse_build_params(mode.kind, params)
-        if n_clusters is not None:
-            if mode.kind != "IVF":
-                raise InvalidArgumentError(f"n_clusters: only IVF indexes take n_clusters, got {n_clusters!r} for {index_mode!r}")
-            params = {**params, "n_clusters": v.check_positive_int(n_clusters, param="n_clusters")}
+    def _new_index(self: "Collection", dim: int, mode: IndexMode, params: dict) -> VectorIndex | None:
+        """An empty ``mode`` index with ``params`` (None for FLAT, which takes none): constructing
+        it checks every parameter, before anything is written."""
+        if mode.kind == "FLAT":
+            from .indexes.hnsw import refuse_unknown
+            refuse_unknown("FLAT", params)
+            return None
+        return _index_class(mode.kind)(dim, mode.metric, **params)
+
+    def _build(self: "Collection", space_of: Callable[[], VectorSpace], index_mode: str, n_clusters: Any,
+               params: dict, progress: bool = False) -> dict:
         with self._wlock:
+            # The field's space as of now, under the lock: a compact() or another build may
+            # have replaced the one there was when the call began.
+            space = space_of()
+            mode = parse_index_mode(index_mode, default_metric=space.metric)
+            params = lynse_build_params(mode.kind, params)
+            if n_clusters is not None:
+                if mode.kind != "IVF":
+                    raise InvalidArgumentError(
+                        f"n_clusters: only IVF indexes take n_clusters, got {n_clusters!r} for {index_mode!r}")
+                params = {**params, "n_clusters": v.check_positive_int(n_clusters, param="n_clusters")}
             if space.dim == 0 and mode.kind != "FLAT":
                 raise ConflictError(f"dim: collection {self.name!r} has no dimension until its first vectors "
                                     f"are added; build the {mode.kind} index after adding them")
-            if mode.metric != space.metric:
-                self._change_metric(space, mode.metric)
-                space = self._space_by_name(space.name)
-            try:
-                self._set_mode(space, mode, params, progress)
-            except TypeError as e:  # an unknown keyword for this index kind
-                raise InvalidArgumentError(f"build_index: {e}") from None
+            # Everything that can refuse the call runs before anything is written: a rejected
+            # build leaves the metric, the stored vectors and the index as they were.
+            index = self._new_index(space.dim, mode, params)
+            new_space = self._retarget(space, mode.metric) if mode.metric != space.metric else None
+            self._set_mode(space, mode, index, progress, new_space)
         return {"index_mode": mode.name, "n_clusters": params.get("n_clusters")}
 
     # ----------------------------------------------------------------- public: indexes ------
@@ -267,13 +312,13 @@ class DerivedIndexes:
         {'index_mode': 'HNSW-COS', 'n_clusters': None}
         """
         self._check_writable(rows=False)
-        return self._build(self._default, index_mode, n_clusters, params, progress)
+        return self._build(lambda: self._default, index_mode, n_clusters, params, progress)
 
     def remove_index(self: "Collection") -> None:
         """Drop the default vector's index; searches become exact."""
         self._check_writable(rows=False)
         with self._wlock:
-            self._set_mode(self._default, None, {})
+            self._set_mode(self._default, None, None)
 
     # ----------------------------------------------------------------- named vector fields --
     def create_vector_field(self: "Collection", field_name: str, dim: int, metric: str = "ip",
@@ -288,15 +333,16 @@ class DerivedIndexes:
             raise InvalidNameError(f"field_name: expected 1-64 characters of [A-Za-z0-9_-], not 'default', got {field_name!r}")
         dim = v.check_positive_int(dim, param="dim", allow_none=False)
         metric = parse_metric(metric)
+        mode = None if index_mode is None else parse_index_mode(index_mode, default_metric=metric)
         with self._wlock:
             if field_name in self._named:
                 raise AlreadyExistsError(f"field_name: vector field {field_name!r} already exists")
-            order = len(self._named) + 1
-            self._storage.write(lambda t: t.put_meta(f"vfield:{field_name}", {"dim": dim, "metric": metric, "order": order}))
-            with self._rw.write:
-                self._named[field_name] = VectorSpace(field_name, dim, metric)
-            if index_mode is not None:
-                self._build(self._named[field_name], index_mode, None, {})
+            # The field and its index record commit together, after the mode was checked: a
+            # rejected call creates nothing.
+            space = VectorSpace(field_name, dim, metric if mode is None else mode.metric)
+            spec = {"dim": dim, "metric": space.metric, "order": len(self._named) + 1}
+            index = None if mode is None else self._new_index(dim, mode, {})
+            self._set_mode(space, mode, index, new_space=(space, lambda t: t.put_meta(f"vfield:{field_name}", spec)))
         return self._field_info(self._named[field_name])
 
     def _field_info(self: "Collection", space: VectorSpace) -> VectorFieldInfo:
@@ -333,6 +379,7 @@ class DerivedIndexes:
         if len(id_list) != len(vecs):
             raise InvalidArgumentError(f"ids: expected {len(vecs)} ids to match vectors, got {len(id_list)}")
         with self._wlock:
+            space = self._named_space(field_name)  # again: a compact() meanwhile replaced it
             labels = self._live_labels_for(id_list)
             version = self._version + 1
             blobs = [(int(lb), row.tobytes()) for lb, row in zip(labels, vecs)]
@@ -357,14 +404,14 @@ class DerivedIndexes:
         {'field_name': 'title_vec', 'index_mode': 'IVF-COS', 'n_clusters': 64}
         """
         self._check_writable(rows=False)
-        out = self._build(self._named_space(field_name), index_mode, n_clusters, params, progress)
+        out = self._build(lambda: self._named_space(field_name), index_mode, n_clusters, params, progress)
         return {"field_name": field_name, **out}
 
     def remove_vector_field_index(self: "Collection", field_name: str) -> None:
         """Drop a named field's index; its searches become exact."""
         self._check_writable(rows=False)
         with self._wlock:
-            self._set_mode(self._named_space(field_name), None, {})
+            self._set_mode(self._named_space(field_name), None, None)
 
     # ----------------------------------------------------------------- sparse ---------------
     def _sparse_index(self: "Collection"):
@@ -424,8 +471,12 @@ class DerivedIndexes:
 
     def _label_result(self: "Collection", labels: np.ndarray, scores: np.ndarray, k: int,
                       return_fields: bool, index: str) -> SearchResult:
-        pos = self._default.positions(labels)
-        return self._result(self._default, pos, scores, k, return_fields, index=index)
+        """Hits by row label as a result (callers hold the read lock). The sparse and text
+        indexes follow a write just after the mirror does, so a hit that is no live row of the
+        mirror (deleted meanwhile) is dropped, with its score."""
+        pos = self._default.lookup(labels)
+        keep = self._default.live_at(pos)
+        return self._result(self._default, pos[keep], np.asarray(scores)[keep], k, return_fields, index=index)
 
     def sparse_search(self: "Collection", vector: Any, k: int = 10, where: str | None = None,
                       return_fields: bool = False) -> SearchResult:
@@ -464,31 +515,35 @@ class DerivedIndexes:
         self._text.commit()
         self._text_pending.clear()
         if not self._read_only:
-            version = self._version
-            self._storage.write(lambda t: t.put_meta("text", {"version": version}))
+            # the document count lets the next open tell a damaged or emptied index from a good one
+            rec = {"version": self._version, "docs": len(self._text)}
+            self._storage.write(lambda t: t.put_meta("text", rec))
 
     def _ensure_text(self: "Collection") -> None:
         """Open (catching up from the log) or build the tantivy index on first use.
 
-        A read-only process never takes tantivy's writer lock: it uses the on-disk index when
-        that is current, and otherwise builds a private one in a temporary folder."""
+        A read-only process builds a private one in a temporary folder: the writer's index
+        moves on with the writer (its commits are visible at once), while a read-only handle
+        answers for the version it holds until :meth:`refresh`."""
         if self._text is not None:
             return
         from .text import TextIndex
         directory = self.path / "text"
         rec = self._get_meta("text")
         self._text_pending: set[int] = set()
-        if rec is not None and directory.exists():
+        if rec is not None and not self._read_only and TextIndex.exists(directory):
             with self._storage.read() as t:
                 pending = {lb for _, _, labels in t.iter_log(rec["version"]) for lb in labels}
-            if not (self._read_only and pending):
-                try:
-                    self._text = TextIndex.open(directory)
-                    self._text_pending = pending
-                    return
-                except Exception as e:  # a damaged derived index is rebuilt, never trusted
-                    log.warning("%s: text index unusable (%s); rebuilding", self.path, e)
-                    self._text = None
+            try:
+                text = TextIndex.open(directory)
+                if len(text) != rec.get("docs", len(text)):
+                    text.close()
+                    raise CorruptionError(f"{len(text)} documents, {rec['docs']} recorded")
+                self._text, self._text_pending = text, pending
+                return
+            except Exception as e:  # a damaged derived index is rebuilt, never trusted
+                log.warning("%s: text index unusable (%s); rebuilding", self.path, e)
+                self._text = None
         if self._read_only:
             directory = Path(tempfile.mkdtemp(prefix="vecstore-text-"))
             self._text_private = directory
@@ -496,6 +551,20 @@ class DerivedIndexes:
             shutil.rmtree(directory, ignore_errors=True)
         self._text = TextIndex.open(directory)
         self._text_pending = {int(x) for x in self._default.live_labels()}
+
+    def _with_text(self: "Collection", run: Callable[[], SearchResult]) -> SearchResult:
+        """``run()`` under the read lock, with the text index caught up with the mirror."""
+        with self._rw.read:
+            if self._text is not None and not self._text_pending:  # the common case needs no write lock
+                return run()
+        # Caught up, then searched, under the writer mutex: no write comes between, in particular
+        # no compact(), whose reload replaces the text index (tests/test_retrieval.py).
+        with self._wlock:
+            self._check_open()
+            self._ensure_text()
+            self._text_catch_up()
+            with self._rw.read:
+                return run()
 
     def text_search(self: "Collection", text: str, text_fields: Sequence[str] | None = None, k: int = 10,
                     where: str | None = None, return_fields: bool = False) -> SearchResult:
@@ -508,17 +577,12 @@ class DerivedIndexes:
         self._check_open()
         text = v.check_str(text, param="text")
         k = v.check_k(k)
-        if text_fields is not None:
-            if isinstance(text_fields, str) or not all(isinstance(f, str) for f in text_fields):
-                raise InvalidArgumentError(f"text_fields: expected a list of field names, got {text_fields!r}")
-            text_fields = list(text_fields)
-        if self._text is None or self._text_pending:  # the common case needs no write lock
-            with self._wlock:
-                self._ensure_text()
-                self._text_catch_up()
-        with self._rw.read:
+        text_fields = _check_text_fields(text_fields)
+
+        def run() -> SearchResult:
             labels, scores = self._text.search(text, k, text_fields=text_fields, allowed=self._allowed_labels(where))
             return self._label_result(labels, scores, k, return_fields, "BM25")
+        return self._with_text(run)
 
     bm25_search = text_search
 
@@ -527,9 +591,11 @@ class DerivedIndexes:
                       text_fields: Sequence[str] | None = None, k: int = 10, where: str | None = None,
                       fusion: str = "rrf", vector_weight: float = 1.0, text_weight: float = 1.0,
                       rrf_k: float = 60.0, candidate_limit: int | None = None, return_fields: bool = False,
-                      nprobe: int | None = None, vector_field: str = "default") -> SearchResult:
+                      nprobe: int | None = None, vector_field: str = "default", *,
+                      field_name: str | None = None) -> SearchResult:
         """Fuse a vector search and a BM25 search: reciprocal rank fusion (``fusion="rrf"``) or
         weighted min-max-normalised scores (``"weighted"``). Either side may be omitted.
+        ``field_name`` is an alias of ``vector_field``, as in :meth:`search`.
 
         >>> col.hybrid_search(vector=q, text="vector database", k=10, fusion="rrf").index  # doctest: +SKIP
         'HYBRID-RRF'
@@ -546,18 +612,30 @@ class DerivedIndexes:
         vector_weight = v.check_number(vector_weight, param="vector_weight")
         text_weight = v.check_number(text_weight, param="text_weight")
         rrf_k = v.check_number(rrf_k, param="rrf_k")
-        legs = []
+        nprobe = v.check_nprobe(nprobe)
         if vector is not None:
-            r = self.search(vector, k=limit, where=where, nprobe=nprobe, vector_field=vector_field)
-            legs.append((self._labels_of(r.ids), r.scores, vector_weight,
-                         higher_is_better(self._space(vector_field).metric)))
+            space = self._space(vector_field, field_name)
+            q = v.check_vector(vector, space.dim, normalise=space.metric == "cosine")
         if text is not None:
-            r = self.text_search(text, text_fields=text_fields, k=limit, where=where)
-            legs.append((self._labels_of(r.ids), r.scores, text_weight, True))
-        labels, scores = fuse(legs, k, fusion=fusion, rrf_k=rrf_k)
-        with self._rw.read:
+            text = v.check_str(text, param="text")
+            text_fields = _check_text_fields(text_fields)
+
+        def run() -> SearchResult:
+            # Both legs and the fusion under one read lock, by row label: a compact() between
+            # them would remove rows a leg found (their ids then name nothing, or other rows).
+            legs = []
+            if vector is not None:
+                sp = self._space(vector_field, field_name)  # compact() may have replaced the space
+                ((pos, scores),), _ = self._run_search(sp, q, limit, where, nprobe)
+                legs.append((sp.labels[pos], scores, vector_weight, higher_is_better(sp.metric)))
+            if text is not None:
+                labels, scores = self._text.search(text, limit, text_fields=text_fields,
+                                                   allowed=self._allowed_labels(where))
+                legs.append((labels, scores, text_weight, True))
+            labels, scores = fuse(legs, k, fusion=fusion, rrf_k=rrf_k)
             return self._label_result(np.asarray(labels, dtype=np.uint64), scores, k, return_fields,
                                       "HYBRID-RRF" if fusion == "rrf" else "HYBRID-WEIGHTED")
-
-    def _labels_of(self: "Collection", ids: Sequence[Id]) -> np.ndarray:
-        return np.fromiter((int(self._default.labels[self._id_pos[i]]) for i in ids), dtype=np.uint64, count=len(ids))
+        if text is not None:
+            return self._with_text(run)
+        with self._rw.read:
+            return run()

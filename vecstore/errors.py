@@ -125,6 +125,14 @@ class CorruptionError(VecstoreError):
     code = "corrupt"
 
 
+class BadBackupError(CorruptionError):
+    """A snapshot or export given to a restore or an import is not one, or does not check
+    (truncated, damaged, tampered): the input is bad and nothing was created; the store is fine."""
+
+    http_status = 400
+    code = "bad_backup"
+
+
 class UnsupportedFormatError(CorruptionError):
     """A snapshot, export or store was written by an unknown format version."""
 

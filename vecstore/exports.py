@@ -20,6 +20,7 @@ import numpy as np
 from . import validation as v
 from .errors import (
     AlreadyExistsError,
+    BadBackupError,
     CorruptionError,
     ForbiddenPathError,
     InvalidArgumentError,
@@ -195,13 +196,13 @@ class _Export:
         self.src = src
         mpath = src / "export_manifest.json"
         if not src.is_dir() or not mpath.is_file():
-            raise CorruptionError(f"{src}: not an export directory (no export_manifest.json)")
+            raise BadBackupError(f"{src}: not an export directory (no export_manifest.json)")
         try:
             m = json.loads(mpath.read_bytes())
         except ValueError as e:
-            raise CorruptionError(f"{mpath}: unreadable manifest ({e})") from None
+            raise BadBackupError(f"{mpath}: unreadable manifest ({e})") from None
         if not isinstance(m, dict):
-            raise CorruptionError(f"{mpath}: expected a JSON object")
+            raise BadBackupError(f"{mpath}: expected a JSON object")
         kind = m.get("export_type")
         if kind not in (EXPORT_TYPE, LYNSE_EXPORT_TYPE):
             raise UnsupportedFormatError(f"{mpath}: export_type {kind!r} is not a vecstore or LynseDB export")
@@ -225,7 +226,7 @@ class _Export:
                 raise UnsupportedFormatError(f"{mpath}: vectors must be little-endian float32")
             vpath = self._file(m.get("vectors_file", "vectors.f32"))
             if vpath.stat().st_size != self.count * self.dim * 4:
-                raise CorruptionError(f"{vpath}: {vpath.stat().st_size} bytes, expected count x dimension x 4 = "
+                raise BadBackupError(f"{vpath}: {vpath.stat().st_size} bytes, expected count x dimension x 4 = "
                                       f"{self.count * self.dim * 4}")
             self.vectors = (np.memmap(vpath, dtype="<f4", mode="r", shape=(self.count, self.dim))
                             if self.count else np.empty((0, self.dim), np.float32))
@@ -236,23 +237,23 @@ class _Export:
         self.fields = []
         specs = m.get("vector_fields") or []
         if not isinstance(specs, list):
-            raise CorruptionError(f"{mpath}: vector_fields must be a list")
+            raise BadBackupError(f"{mpath}: vector_fields must be a list")
         for f in specs:
             if not isinstance(f, dict) or not isinstance(f.get("name"), str) or not _FIELD_NAME.match(f["name"]) \
                     or f["name"] == "default":
-                raise CorruptionError(f"{mpath}: bad vector field entry {str(f)[:120]}")
+                raise BadBackupError(f"{mpath}: bad vector field entry {str(f)[:120]}")
             fdim = self._int(f.get("dimension"), 1, v.MAX_DIM, f"{f['name']}.dimension")
             n = self._int(f.get("count"), 0, self.count, f"{f['name']}.count")
             rows = np.asarray(self._npy(f.get("rows_file"), (n,), "i"), dtype=np.int64)
             if n and (rows[0] < 0 or rows[-1] >= self.count or (np.diff(rows) <= 0).any()):
-                raise CorruptionError(f"{src / f['rows_file']}: row numbers must ascend within [0, {self.count})")
+                raise BadBackupError(f"{src / f['rows_file']}: row numbers must ascend within [0, {self.count})")
             self.fields.append({"name": f["name"], "dim": fdim, "metric": self._metric(f.get("metric"), f["name"]),
                                 "mode": f.get("index_mode"), "params": f.get("index_params"),
                                 "rows": rows, "vectors": self._npy(f.get("vectors_file"), (n, fdim), "f")})
 
     def _int(self, x: Any, lo: int, hi: int, key: str) -> int:
         if not isinstance(x, int) or isinstance(x, bool) or not lo <= x <= hi:
-            raise CorruptionError(f"{self.src}: manifest {key} must be an int in [{lo}, {hi}], got {x!r}")
+            raise BadBackupError(f"{self.src}: manifest {key} must be an int in [{lo}, {hi}], got {x!r}")
         return x
 
     def _metric(self, x: Any, what: str) -> str:
@@ -260,7 +261,7 @@ class _Export:
         try:
             return parse_metric(x, param=what)
         except InvalidArgumentError as e:
-            raise CorruptionError(f"{self.src}: {e}") from None
+            raise BadBackupError(f"{self.src}: {e}") from None
 
     def _file(self, name: Any) -> Path:
         """A file the manifest names: a plain name inside the export, never a path elsewhere."""
@@ -271,17 +272,17 @@ class _Export:
         if os.path.dirname(real) != os.path.realpath(self.src):
             raise ForbiddenPathError(f"{self.src}: {name} leads outside the export (symlink)")
         if not p.is_file():
-            raise CorruptionError(f"{self.src}: {name} is missing")
+            raise BadBackupError(f"{self.src}: {name} is missing")
         return p
 
     def _check_files(self) -> None:
         files = self.m.get("files")
         if not isinstance(files, dict):
-            raise CorruptionError(f"{self.src}: manifest has no file checksums")
+            raise BadBackupError(f"{self.src}: manifest has no file checksums")
         for name, info in files.items():
             p = self._file(name)
             if not isinstance(info, dict) or p.stat().st_size != info.get("bytes") or sha256_file(p) != info.get("sha256"):
-                raise CorruptionError(f"{p}: checksum mismatch: the export is damaged or incomplete")
+                raise BadBackupError(f"{p}: checksum mismatch: the export is damaged or incomplete")
         wanted = [self.m.get("metadata_file"), self.m.get("vectors_file")]
         if "blobs_file" in self.m:
             wanted.append(self.m["blobs_file"])
@@ -292,7 +293,7 @@ class _Export:
             self._file(w)
         missing = [w for w in wanted if w not in files]
         if missing:
-            raise CorruptionError(f"{self.src}: files without checksums in the manifest: {missing}")
+            raise BadBackupError(f"{self.src}: files without checksums in the manifest: {missing}")
 
     def _npy(self, name: Any, shape: tuple[int, ...], kind: str) -> np.ndarray:
         path = self._file(name)
@@ -303,17 +304,17 @@ class _Export:
                     raise ValueError(f"npy version {version}")
                 hshape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
         except ValueError as e:
-            raise CorruptionError(f"{path}: not a readable .npy file ({e})") from None
+            raise BadBackupError(f"{path}: not a readable .npy file ({e})") from None
         ok_dtype = dtype == np.dtype("<f4" if kind == "f" else "<i8") or dtype == np.dtype(">f4" if kind == "f" else ">i8")
         if tuple(hshape) != shape or fortran or not ok_dtype:
-            raise CorruptionError(f"{path}: expected {'float32' if kind == 'f' else 'int64'} of shape {shape}, "
+            raise BadBackupError(f"{path}: expected {'float32' if kind == 'f' else 'int64'} of shape {shape}, "
                                   f"got {dtype} of shape {tuple(hshape)}")
         if not shape[0]:
             return np.empty(shape, np.float32 if kind == "f" else np.int64)
         try:
             return np.load(path, mmap_mode="r", allow_pickle=False)
         except ValueError as e:
-            raise CorruptionError(f"{path}: {e}") from None
+            raise BadBackupError(f"{path}: {e}") from None
 
 
 def _unit(vecs: np.ndarray) -> np.ndarray:
@@ -353,7 +354,7 @@ def _import_rows(col: "Collection", ex: _Export, progress: bool) -> None:
                         i = v.check_id(rid, param="id")
                         field = v.check_fields(rec.get("field"), param="field")
                     except (ValueError, InvalidArgumentError) as e:
-                        raise CorruptionError(f"{ex.metadata}: line {line_no}: {e}") from None
+                        raise BadBackupError(f"{ex.metadata}: line {line_no}: {e}") from None
                     ids.append(i)
                     fields.append(field)
                     if rec.get("sparse") is not None:
@@ -361,17 +362,17 @@ def _import_rows(col: "Collection", ex: _Export, progress: bool) -> None:
                         sp_vecs.append(rec["sparse"])
                 end = start + len(ids)
                 if end > ex.count:
-                    raise CorruptionError(f"{ex.metadata}: more lines than the manifest's count {ex.count}")
+                    raise BadBackupError(f"{ex.metadata}: more lines than the manifest's count {ex.count}")
                 try:
                     _add_chunk(col, ex, start, ids, fields, sp_ids, sp_vecs)
                 except (AlreadyExistsError, InvalidArgumentError) as e:
-                    raise CorruptionError(f"{ex.src}: rows {start + 1}-{end}: {e}") from None
+                    raise BadBackupError(f"{ex.src}: rows {start + 1}-{end}: {e}") from None
                 bar.update(len(ids))
                 start = end
     finally:
         bar.close()
     if start != ex.count:
-        raise CorruptionError(f"{ex.metadata}: {start} rows, the manifest says {ex.count}")
+        raise BadBackupError(f"{ex.metadata}: {start} rows, the manifest says {ex.count}")
     for name in cosine_named:
         col._storage.write(lambda t, name=name: t.put_meta(
             f"vfield:{name}", {**t.get_meta(f"vfield:{name}"), "metric": "cosine"}))
@@ -385,7 +386,7 @@ def _import_rows(col: "Collection", ex: _Export, progress: bool) -> None:
             if f["mode"] is not None:
                 col.build_vector_field_index(f["name"], f["mode"], **_params(f["params"]))
     except InvalidArgumentError as e:
-        raise CorruptionError(f"{ex.src}: the exported index cannot be rebuilt ({e})") from None
+        raise BadBackupError(f"{ex.src}: the exported index cannot be rebuilt ({e})") from None
 
 
 def _import_blobs(col: "Collection", path: Path) -> None:
@@ -396,7 +397,7 @@ def _import_blobs(col: "Collection", path: Path) -> None:
                 key, data = rec["key"], base64.b64decode(rec["base64"], validate=True)
                 col.write_blob(key, data)
             except (ValueError, TypeError, KeyError, binascii.Error, InvalidArgumentError) as e:
-                raise CorruptionError(f"{path}: line {line_no}: not a blob record ({e})") from None
+                raise BadBackupError(f"{path}: line {line_no}: not a blob record ({e})") from None
 
 
 def _add_chunk(col: "Collection", ex: _Export, start: int, ids: list, fields: list, sp_ids: list,

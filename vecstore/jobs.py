@@ -36,12 +36,13 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from .errors import (ConflictError, JobCancelledError, JobFailedError, NotFoundError, TimeoutError_,
-                     VecstoreError)
+from .errors import (ConflictError, JobCancelledError, JobFailedError, NotFoundError, ReadOnlyError,
+                     TimeoutError_, VecstoreError)
 from .storage import Storage
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,13 @@ class JobContext:
 class JobManager:
     """The jobs of one database: submit, describe, list, wait, cancel; recovers on open."""
 
-    def __init__(self, path: Path, *, max_workers: int = 2) -> None:
-        self._storage = Storage(Path(path))
+    def __init__(self, path: Path, *, max_workers: int = 2, read_only: bool = False) -> None:
+        """``read_only``: another process owns the job store (a read-only client): jobs can be
+        described, listed and waited for, not submitted or cancelled, and nothing is recovered."""
+        self._path = Path(path)
+        self.read_only = read_only
+        self._ro_storage: Storage | None = None
+        self._storage = None if read_only else Storage(self._path)
         self._lock = threading.RLock()
         self._done = threading.Condition(self._lock)
         self._live: dict[int, RefreshJob] = {}        # jobs of this process not yet terminal
@@ -132,7 +138,28 @@ class JobManager:
         self._last_persist: dict[int, float] = {}
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="vecstore-job")
         self._closed = False
-        self._recover()
+        if not read_only:
+            self._recover()
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        """A read transaction of the job store; ``None`` when a read-only manager finds no
+        store yet (no job was ever submitted in this database)."""
+        store = self._storage
+        if store is None:
+            with self._lock:
+                if self._ro_storage is None and (self._path / "data.mdb").exists():
+                    self._ro_storage = Storage(self._path, read_only=True)
+                store = self._ro_storage
+        if store is None:
+            yield None
+            return
+        with store.read() as t:
+            yield t
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyError("the client is read-only: jobs can be described and listed, not started or cancelled")
 
     def _recover(self) -> None:
         """Jobs left PENDING/RUNNING by a dead process are FAILED "interrupted"; locks released."""
@@ -164,6 +191,7 @@ class JobManager:
         A second refresh of a target whose refresh is pending or running is refused with
         :class:`ConflictError` (HTTP 409).
         """
+        self._check_writable()
         with self._lock:
             if self._closed:
                 raise VecstoreError("the job manager is closed")
@@ -187,7 +215,9 @@ class JobManager:
 
     def _run(self, job_id: int, work: Callable, ctx: JobContext) -> None:
         with self._lock:
-            job = self._live[job_id]
+            job = self._live.get(job_id)
+            if job is None:  # cancelled while pending: already finished
+                return
             if ctx.cancel_event.is_set():
                 self._finish(job, "FAILED", ctx.cancel_reason, cancelled=True)
                 return
@@ -235,24 +265,24 @@ class JobManager:
         with self._lock:
             if job_id in self._live:
                 return self._live[job_id]
-        with self._storage.read() as t:
-            rec = t.get_job(str(job_id))
+        with self._read() as t:
+            rec = None if t is None else t.get_job(str(job_id))
         if rec is None:
             raise NotFoundError(f"jobId: no job {job_id}")
         return RefreshJob.from_dict(rec)
 
     def list(self, collection_name: str | None = None, kind: str | None = None) -> list[RefreshJob]:
         """Jobs, oldest first, optionally of one target and kind."""
-        with self._storage.read() as t:
-            recs = [RefreshJob.from_dict(r) for r in t.iter_jobs()]
+        with self._read() as t:
+            recs = [] if t is None else [RefreshJob.from_dict(r) for r in t.iter_jobs()]
         with self._lock:
             recs = [self._live.get(r.job_id, r) for r in recs]
         return sorted((r for r in recs if (collection_name is None or r.collection_name == collection_name)
                        and (kind is None or r.kind == kind)), key=lambda r: r.job_id)
 
     def active_job(self, collection_name: str) -> int | None:
-        with self._storage.read() as t:
-            return t.get_meta(f"active:{collection_name}")
+        with self._read() as t:
+            return None if t is None else t.get_meta(f"active:{collection_name}")
 
     def wait(self, job_id: int, timeout: float | None = None, *, raise_on_failure: bool = False) -> RefreshJob:
         """Block until the job ends (or ``timeout`` seconds pass: :class:`TimeoutError_`).
@@ -279,10 +309,14 @@ class JobManager:
         """Ask a job to stop. A pending job ends at once; a running one at its next check (its
         result is never committed); a finished job is left as it is."""
         job_id = _job_id(job_id)
+        self._check_writable()
         with self._lock:
             ctx = self._contexts.get(job_id)
             if ctx is not None:
                 ctx.cancel_event.set()
+                job = self._live.get(job_id)
+                if job is not None and job.state == "PENDING":  # its worker will find it finished
+                    self._finish(job, "FAILED", ctx.cancel_reason, cancelled=True)
         return self.describe(job_id)
 
     def close(self) -> None:
@@ -295,7 +329,9 @@ class JobManager:
                 ctx.cancel_reason = "cancelled: the database was closed"
                 ctx.cancel_event.set()
         self._pool.shutdown(wait=True, cancel_futures=False)
-        self._storage.close()
+        for store in (self._storage, self._ro_storage):
+            if store is not None:
+                store.close()
 
 
 def _job_id(value: Any) -> int:

@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator
 from . import validation as v
 from .errors import (
     AlreadyExistsError,
-    CorruptionError,
+    BadBackupError,
     ForbiddenPathError,
     InvalidArgumentError,
     LockedError,
@@ -104,6 +104,7 @@ log = logging.getLogger("vecstore.portability")
 
 _STAGING = ".vecstore-tmp-"
 _STAGING_LOCK = ".in-use"
+_STAGING_TARGET = ".target"  # the name of the folder a swap moved aside (see _move_aside)
 _BATCH_BYTES = 16 << 20      # raw records per restore transaction
 
 
@@ -154,6 +155,10 @@ def _as_path(path: Any, param: str) -> Path:
         raise InvalidArgumentError(f"{param}: expected a path, got {path!r}")
     if "\x00" in path:
         raise InvalidArgumentError(f"{param}: contains a NUL byte")
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:  # a lone surrogate: no file can have this name
+        raise InvalidArgumentError(f"{param}: expected a path the file system can name, got {path!r}") from None
     return Path(path)
 
 
@@ -204,6 +209,20 @@ def _staging(parent: Path) -> Iterator[Path]:
         os.close(fd)
 
 
+def _put_back(staging: Path, parent: Path) -> None:
+    """A swap killed between its two renames left the old target in ``staging`` and nothing in
+    its place: rename it back (see :func:`_move_aside`)."""
+    try:
+        name = (staging / _STAGING_TARGET).read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return
+    target = parent / name
+    if name and "/" not in name and (staging / "old").exists() and not (target.exists() or target.is_symlink()):
+        os.rename(staging / "old", target)
+        fsync_path(parent)
+        log.warning("put %s back: the restore replacing it was interrupted", target)
+
+
 def sweep_staging(parent: Path) -> list[Path]:
     """Delete the staging folders under ``parent`` that no process holds: the leftovers of a
     restore or import killed midway (their size is the data being restored). A folder without
@@ -233,6 +252,7 @@ def sweep_staging(parent: Path) -> list[Path]:
             os.close(fd)
             continue
         try:
+            _put_back(path, parent)
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
         finally:
@@ -325,7 +345,7 @@ class _SnapshotReader:
         except FileNotFoundError:
             raise NotFoundError(f"snapshot path does not exist: {path}") from None
         except IsADirectoryError:
-            raise CorruptionError(f"{path}: is a directory, not a vecstore snapshot file") from None
+            raise BadBackupError(f"{path}: is a directory, not a vecstore snapshot file") from None
         try:
             self.manifest = self._verify()
         except BaseException:
@@ -338,8 +358,8 @@ class _SnapshotReader:
     def __exit__(self, *exc: Any) -> None:
         self.fp.close()
 
-    def _bad(self, why: str) -> CorruptionError:
-        return CorruptionError(f"{self.path}: {why}")
+    def _bad(self, why: str) -> BadBackupError:
+        return BadBackupError(f"{self.path}: {why}")
 
     def _verify(self) -> dict:
         fp, p = self.fp, self.path
@@ -453,11 +473,11 @@ def _restore_store(r: _SnapshotReader, entry: dict, dest: Path, name: str) -> No
         def fix(t) -> None:
             cfg = t.get_meta("config")
             if not isinstance(cfg, dict):
-                raise CorruptionError(f"{r.path}: collection {entry['name']!r} has no config")
+                raise BadBackupError(f"{r.path}: collection {entry['name']!r} has no config")
             t.put_meta("config", {**cfg, "name": name})
             for key, rec in list(t.iter_meta("index:")):
                 if not isinstance(rec, dict):
-                    raise CorruptionError(f"{r.path}: bad index record {key!r}")
+                    raise BadBackupError(f"{r.path}: bad index record {key!r}")
                 # Never trust index files named by a snapshot: the open rebuilds from the rows.
                 t.put_meta(key, {k: x for k, x in rec.items() if k != "files"})
             if t.get_meta("text") is not None:
@@ -467,7 +487,7 @@ def _restore_store(r: _SnapshotReader, entry: dict, dest: Path, name: str) -> No
     except (VecstoreError, OSError):
         raise
     except Exception as e:  # msgpack or type errors from a crafted store
-        raise CorruptionError(f"{r.path}: collection {entry['name']!r} does not restore ({e})") from e
+        raise BadBackupError(f"{r.path}: collection {entry['name']!r} does not restore ({e})") from e
     finally:
         st.close()
 
@@ -481,7 +501,7 @@ def _put_raw(st: Storage, subdb: str, batch: list[tuple[bytes, bytes]]) -> None:
     except (StorageFullError, LockedError):
         raise
     except VecstoreError as e:  # LMDB refused a key (empty, longer than 511 bytes)
-        raise CorruptionError(f"bad record in sub-database {subdb}: {e}") from e
+        raise BadBackupError(f"bad record in sub-database {subdb}: {e}") from e
 
 
 def _open_restored(db: "Database", name: str, dest: Path, entry: dict, source: Path) -> None:
@@ -490,13 +510,13 @@ def _open_restored(db: "Database", name: str, dest: Path, entry: dict, source: P
     from .collection import Collection
     try:
         col = Collection(db, name, dest, create=None, durability=db.client.durability)
-    except (CorruptionError, StorageFullError, LockedError):
+    except (UnsupportedFormatError, BadBackupError, StorageFullError, LockedError):
         raise
-    except Exception as e:
-        raise CorruptionError(f"{source}: collection {entry['name']!r} in it does not load ({e})") from e
+    except Exception as e:  # CorruptionError included: the records came from the backup
+        raise BadBackupError(f"{source}: collection {entry['name']!r} in it does not load ({e})") from e
     try:
         if col.stats().n_vectors != entry["counts"].get("rows"):
-            raise CorruptionError(f"{source}: collection {entry['name']!r} has "
+            raise BadBackupError(f"{source}: collection {entry['name']!r} has "
                                   f"{col.stats().n_vectors} rows, the manifest says {entry['counts'].get('rows')}")
         col.close()
     except BaseException:
@@ -509,6 +529,10 @@ def _swap_in(new: Path, final: Path, staging: Path, *, exists: Callable[[], bool
     """Rename ``new`` to ``final``; an existing ``final`` (only with ``overwrite``) is closed,
     locked against other processes, moved into ``staging`` and deleted with it."""
     from .client import _OPEN_LOCK
+    # The files are fsynced by their writers; the folders naming them must be too before the
+    # rename publishes them, or a power loss could leave the new collection's folders empty.
+    for folder, _, _ in os.walk(new):
+        fsync_path(Path(folder))
     with _OPEN_LOCK:
         if not overwrite and exists():
             raise AlreadyExistsError(f"{what} already exists")
@@ -519,7 +543,7 @@ def _swap_in(new: Path, final: Path, staging: Path, *, exists: Callable[[], bool
                 close_old()
                 for lock in [final / "LOCK", *final.glob("*/LOCK")]:
                     fds.append(_take_writer_lock(lock))
-                os.rename(final, old)
+                _move_aside(final, staging)
             try:
                 os.rename(new, final)
             except BaseException:
@@ -531,6 +555,39 @@ def _swap_in(new: Path, final: Path, staging: Path, *, exists: Callable[[], bool
             for fd in fds:
                 os.close(fd)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_aside(final: Path, staging: Path) -> None:
+    """Rename ``final`` to ``staging/old``, having first written its name into the staging folder
+    (fsynced): if the process dies before ``final`` is there again (a restore's second rename),
+    :func:`sweep_staging` moves it back instead of deleting it with the staging folder."""
+    with open(staging / _STAGING_TARGET, "w", encoding="utf-8") as f:
+        f.write(final.name)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(final, staging / "old")
+    fsync_path(final.parent)
+
+
+def drop_folder(path: Path, close_open: Callable[[], None]) -> None:
+    """Delete a database or collection folder: close this process's handles on it, lock each
+    store in it against other processes (:class:`LockedError` while another process has one open
+    for writing: its acknowledged writes would go to a deleted file), move it aside in one
+    atomic rename and delete it. A crash leaves the whole folder or a staging leftover, never a
+    half-deleted store."""
+    from .client import _OPEN_LOCK
+    with _OPEN_LOCK, _staging(path.parent) as staging:
+        close_open()
+        fds: list[int] = []
+        try:
+            for lock in [path / "LOCK", *path.glob("*/LOCK")]:
+                if lock.exists():
+                    fds.append(_take_writer_lock(lock))
+            _move_aside(path, staging)
+            (staging / _STAGING_TARGET).unlink()  # gone for good: nothing to put back
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 def _discard_under(path: Path) -> None:
@@ -634,7 +691,7 @@ class DatabasePortability:
         vectors, config, index modes; indexes are rebuilt from the rows). ``overwrite=False``
         refuses an existing collection; ``overwrite=True`` replaces it only once the restored
         one is complete (its open handle is closed). A damaged, truncated or foreign file raises
-        CorruptionError (UnsupportedFormatError for another version) and changes nothing.
+        BadBackupError (UnsupportedFormatError for another version) and changes nothing.
 
         >>> db.restore_collection("items", "backups/items.snap", overwrite=True)  # doctest: +SKIP
         <Collection app/items dim=4 1000 rows>

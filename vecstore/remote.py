@@ -125,24 +125,43 @@ class _Transport:
             self._local.conn = None
 
 
-def _vec(x: Any) -> list:
-    return np.asarray(x, dtype=np.float32).tolist() if isinstance(x, np.ndarray) else list(x)
-
-
-def _vecs(x: Any) -> list:
+def _vec(x: Any, param: str = "vector") -> Any:
+    """One vector as a JSON list. JSON has no NaN or inf (the server would see only malformed
+    JSON), so a vector holding one is refused here with the library's own error. Anything that
+    is not numbers is sent as it is: the server judges it, so the error is the local one."""
     try:
-        return np.asarray(x, dtype=np.float32).tolist()
-    except (TypeError, ValueError):  # ragged rows: sent as they are, for the server to judge
-        return [_vec(row) for row in x]
-
-
-def _matrix(x: Any) -> Any:
-    """``x`` as a float32 array, or as given when it is not one (the server judges it then, so
-    the error is the local one)."""
-    try:
-        return np.asarray(x, dtype=np.float32)
-    except (TypeError, ValueError):
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError):
         return x
+    if arr.ndim == 0 or not np.isfinite(arr).all():
+        v.check_vector(x, 0, param=param)  # raises: the shape's error, or the non-finite row's
+    return arr.tolist()
+
+
+def _vecs(x: Any, param: str = "vectors") -> Any:
+    """Rows of vectors as JSON lists; see :func:`_vec`."""
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError):  # ragged rows: sent as they are, for the server to judge
+        return [_vec(row, param) for row in x] if isinstance(x, (list, tuple)) else x
+    if arr.ndim == 0 or not np.isfinite(arr).all():
+        v.check_vectors(x, 0, param=param)  # raises, as for one vector
+    return arr.tolist()
+
+
+def _wire_items(items: Any) -> Any:
+    """``items`` (dicts of ``vector``, ``id``, ``field``) as sent. Each ``field`` is checked here
+    as the library checks it: JSON would make an int key a str one, which the server could no
+    longer refuse. An absent or null ``field`` stays so (an upsert keeps the old fields)."""
+    if isinstance(items, dict) or not hasattr(items, "__iter__"):
+        return items  # the server refuses it, as the library does
+    items = list(items)
+    if not all(isinstance(it, dict) and "vector" in it for it in items):
+        return items  # the server refuses them, as the library does
+    vectors = _vecs([it["vector"] for it in items], "items[].vector")
+    return [{**it, "vector": vec} if it.get("field") is None else
+            {**it, "vector": vec, "field": v.check_fields(it["field"], param=f"items[{i}].field")}
+            for i, (it, vec) in enumerate(zip(items, vectors))]
 
 
 def _chunks(n: int, size: int = _BATCH) -> Iterable[slice]:
@@ -172,7 +191,10 @@ class RemoteClient:
             raise ClosedError("client is closed")
         return self._t.call(path, body, **kw)
 
+    # Names are checked here as well as on the server: a name JSON cannot carry faithfully (a
+    # lone surrogate) would otherwise be refused by the server's body check, as another class.
     def create_database(self, name: str, drop_if_exists: bool = False) -> "RemoteDatabase":
+        v.check_name(name, what="database_name")
         self._call("/create_database", {"database_name": name, "drop_if_exists": drop_if_exists})
         return RemoteDatabase(self, name)
 
@@ -186,9 +208,11 @@ class RemoteClient:
         return sorted(self._call("/list_databases", method="GET")["databases"])
 
     def database_exists(self, name: str) -> bool:
+        v.check_name(name, what="database_name")
         return bool(self._call("/database_exists", {"database_name": name})["exists"])
 
     def drop_database(self, name: str, missing_ok: bool = True) -> None:
+        v.check_name(name, what="database_name")
         if not missing_ok and not self.database_exists(name):
             raise NotFoundError(f"database_name: no database {name!r}")
         self._call("/drop_database", {"database_name": name})
@@ -197,9 +221,11 @@ class RemoteClient:
 
     def snapshot_database(self, name: str, path: str) -> str:
         """``path`` is on the server's filesystem, inside its data or backup folder."""
+        v.check_name(name, what="database_name")
         return self._call("/snapshot_database", {"database_name": name, "snapshot_path": str(path)})["snapshot_path"]
 
     def restore_database(self, name: str, path: str, overwrite: bool = False) -> "RemoteDatabase":
+        v.check_name(name, what="database_name")
         self._call("/restore_database", {"database_name": name, "snapshot_path": str(path), "overwrite": overwrite})
         return RemoteDatabase(self, name)
 
@@ -222,6 +248,7 @@ class RemoteDatabase:
         return self.client._call(path, {"database_name": self.name, **(body or {})})
 
     def collection_exists(self, name: str) -> bool:
+        v.check_name(name, what="collection_name")
         return bool(self._call("/is_collection_exists", {"collection_name": name})["exists"])
 
     is_collection_exists = collection_exists
@@ -229,6 +256,7 @@ class RemoteDatabase:
     def require_collection(self, name: str, dim: int | None = None, metric: str = "ip",
                            description: str | None = None, drop_if_exists: bool = False,
                            durability: str | None = None) -> "RemoteCollection":
+        v.check_name(name, what="collection_name")
         self._call("/required_collection", {"collection_name": name, "dim": dim, "metric": metric,
                                             "description": description, "drop_if_exists": drop_if_exists})
         return RemoteCollection(self, name)
@@ -255,22 +283,27 @@ class RemoteDatabase:
         return self._call("/show_collections_details")["collections"]
 
     def drop_collection(self, name: str, missing_ok: bool = True) -> None:
+        v.check_name(name, what="collection_name")
         if not missing_ok and not self.collection_exists(name):
             raise NotFoundError(f"collection_name: no collection {name!r}")
         self._call("/drop_collection", {"collection_name": name})
 
     def snapshot_collection(self, name: str, path: str) -> str:
+        v.check_name(name, what="collection_name")
         return RemoteCollection(self, name).snapshot_to(path)
 
     def restore_collection(self, name: str, path: str, overwrite: bool = False) -> "RemoteCollection":
+        v.check_name(name, what="collection_name")
         self._call("/restore_collection", {"collection_name": name, "snapshot_path": str(path), "overwrite": overwrite})
         return RemoteCollection(self, name)
 
     def export_collection(self, name: str, path: str) -> str:
+        v.check_name(name, what="collection_name")
         return RemoteCollection(self, name).export_to(path)
 
     def import_collection(self, name: str, path: str, overwrite: bool = False, *,
                           progress: bool = False) -> "RemoteCollection":
+        v.check_name(name, what="collection_name")
         self._call("/import_collection", {"collection_name": name, "export_path": str(path), "overwrite": overwrite})
         return RemoteCollection(self, name)
 
@@ -417,53 +450,61 @@ class RemoteCollection:
 
     # -- writes ----------------------------------------------------------------------------------
     def add_item(self, vector: Any, id: Id | None = None, field: dict | None = None) -> Id:
-        return self._call("/add_item", {"item": {"vector": _vec(vector), "id": id, "field": field}})["item"]["id"]
+        # Named as Collection.add_item names them (it is bulk_add_items of one item).
+        item = {"vector": _vec(vector, "items[].vector"), "id": id,
+                "field": None if field is None else v.check_fields(field, param="items[0].field")}
+        return self._call("/add_item", {"item": item})["item"]["id"]
 
     def bulk_add_items(self, items: Iterable[dict], *, progress: bool = False) -> list[Id]:
-        items = [{**it, "vector": _vec(it["vector"])} if isinstance(it, dict) and "vector" in it else it
-                 for it in items]
-        if not items:
-            return self._call("/bulk_add_items", {"items": []})["ids"]
+        return self._send_items("/bulk_add_items", _wire_items(items))
+
+    def _send_items(self, path: str, items: Any) -> list[Id]:
+        if not isinstance(items, list) or not items:  # refused by the server, as by the library
+            return self._call(path, {"items": items})["ids"]
         out: list[Id] = []
         for s in _chunks(len(items)):
-            out.extend(self._call("/bulk_add_items", {"items": items[s]})["ids"])
+            out.extend(self._call(path, {"items": items[s]})["ids"])
         return out
 
+    # add and upsert check the shapes as Collection.add and Collection.upsert do (same order,
+    # same errors) before the rows are cut into requests: a mismatch must never show only at a
+    # chunk boundary (it once stored the first len(ids) rows and dropped the rest silently).
+    # Dimension 0 takes any one width; the server checks the collection's.
     def add(self, vectors: Any, ids: Sequence[Id] | None = None, fields: Sequence[dict | None] | None = None,
             *, progress: bool = False) -> list[Id]:
-        arr = _matrix(vectors)
-        if ids is None or any(i is None for i in ids):
-            items = [{"vector": row, "id": None if ids is None else ids[j],
-                      "field": None if fields is None else fields[j]} for j, row in enumerate(arr)]
-            return self.bulk_add_items(items)
-        return self._write_rows("add", arr, list(ids), fields)
+        arr, id_list, field_list = v.check_add_columns(vectors, ids, fields, 0)
+        n = len(arr)
+        v.check_unique([i for i in id_list if i is not None], param="ids")
+        if any(i is None for i in id_list):  # ids to assign: the items route takes null ids
+            rows = arr.tolist()
+            return self._send_items("/bulk_add_items", [
+                {"vector": rows[j], "id": id_list[j], "field": None if field_list is None else field_list[j]}
+                for j in range(n)])
+        return self._write_rows("add", arr, id_list, field_list)
 
     def upsert(self, vectors: Any, ids: Sequence[Id], fields: Sequence[dict | None] | None = None,
                *, progress: bool = False) -> list[Id]:
-        return self._write_rows("upsert", _matrix(vectors), list(ids), fields)
+        arr, id_list, field_list = v.check_upsert_columns(vectors, ids, fields, 0)
+        v.check_unique(id_list, param="ids")
+        return self._write_rows("upsert", arr, id_list, field_list)
 
-    def _write_rows(self, op: str, arr: Any, ids: list, fields: Sequence | None) -> list[Id]:
+    def _write_rows(self, op: str, arr: np.ndarray, ids: list, fields: list | None) -> list[Id]:
+        """Rows already checked (``ids`` and ``fields`` as long as ``arr``), in chunks."""
         out: list[Id] = []
-        binary = isinstance(arr, np.ndarray) and arr.ndim == 2 and all(
-            isinstance(i, (int, np.integer)) and not isinstance(i, bool) and i >= 0 for i in ids)
+        binary = all(isinstance(i, int) for i in ids)  # check_id made every int a plain non-negative int
         for s in _chunks(len(ids)):
-            f = None if fields is None else list(fields[s])
+            f = None if fields is None else fields[s]
             if binary:
                 body = wire.encode_records(arr[s], ids[s], f)
                 query = {**self._query(), "dim": arr.shape[1], "n_vectors": len(ids[s]),
                          "ids_encoding": "raw", "return_ids": "true"}
                 out.extend(self.database.client._t.call_binary(f"/{op}_records_binary", query, body)["ids"])
             else:
-                out.extend(self._call(f"/{op}", {"ids": ids[s], "vectors": _vecs(arr[s]), "fields": f})["ids"])
+                out.extend(self._call(f"/{op}", {"ids": ids[s], "vectors": arr[s].tolist(), "fields": f})["ids"])
         return out
 
     def upsert_items(self, items: Iterable[dict], *, progress: bool = False) -> list[Id]:
-        items = [{**it, "vector": _vec(it["vector"])} if isinstance(it, dict) and "vector" in it else it
-                 for it in items]
-        out: list[Id] = []
-        for s in _chunks(max(len(items), 1)):
-            out.extend(self._call("/upsert_items", {"items": items[s]})["ids"])
-        return out
+        return self._send_items("/upsert_items", _wire_items(items))
 
     def delete_items(self, ids: Sequence[Id] | None = None, where: str | None = None) -> int:
         return self._call("/delete_items", {"ids": None if ids is None else list(ids), "where": where})["n_deleted"]
@@ -482,7 +523,7 @@ class RemoteCollection:
         return self._call("/compact")["vectors_removed"]
 
     def commit(self, items: Iterable[dict] | None = None) -> None:
-        self._call("/commit", {"items": [{**it, "vector": _vec(it["vector"])} for it in items] if items else None})
+        self._call("/commit", {"items": _wire_items(items) if items else None})
 
     def flush(self) -> None:
         self._call("/flush")
@@ -574,7 +615,7 @@ class RemoteCollection:
         handle stays on JSON)."""
         try:
             q = np.asarray(vector, dtype="<f4")
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
         plain = (type(k) is int and type(return_fields) is bool and type(approx) is bool
                  and (where is None or type(where) is str) and type(vf) is str
@@ -587,9 +628,12 @@ class RemoteCollection:
             query["n_queries"] = len(q)
         else:
             query.update(approx=approx, eps=eps)
-        status, ctype, data, headers = self._transport().exchange(
-            "POST", "/batch_search_binary" if batch else "/search_binary", np.ascontiguousarray(q).tobytes(),
-            query={x: y for x, y in query.items() if y is not None}, content_type="application/octet-stream")
+        try:
+            status, ctype, data, headers = self._transport().exchange(
+                "POST", "/batch_search_binary" if batch else "/search_binary", np.ascontiguousarray(q).tobytes(),
+                query={x: y for x, y in query.items() if y is not None}, content_type="application/octet-stream")
+        except UnicodeEncodeError:  # text with no UTF-8 form (a lone surrogate) in where: the server judges it
+            return None
         index = headers.get("X-Vecstore-Index") if status == 200 else None
         if index is None:  # an error, or a server that does not say which index answered
             if status == 200:
@@ -623,10 +667,12 @@ class RemoteCollection:
         return SearchResult.from_dict({**r, "k": max_results}, with_fields=return_fields)
 
     def search_profile(self, vector: Any, k: int = 10, where: str | None = None, nprobe: int | None = None,
-                       return_fields: bool = False, vector_field: str = "default", *,
+                       return_fields: bool = False, vector_field: str = "default", *, field_name: str | None = None,
                        approx: bool = False, eps: float = 1e-4) -> ProfiledSearch:
+        vf = field_name if vector_field == "default" and field_name else vector_field
         p = self._call("/search_profile", {"vector": _vec(vector), "k": k, "where": where, "nprobe": nprobe,
-                                           "return_fields": return_fields, "vector_field": vector_field})
+                                           "return_fields": return_fields, "vector_field": vf,
+                                           "approx": approx, "eps": eps})
         return ProfiledSearch(result=SearchResult.from_dict(p["items"], with_fields=return_fields),
                               profile=p["profile"])
 
@@ -650,13 +696,14 @@ class RemoteCollection:
                       k: int = 10, where: str | None = None, fusion: str = "rrf", vector_weight: float = 1.0,
                       text_weight: float = 1.0, rrf_k: float = 60.0, candidate_limit: int | None = None,
                       return_fields: bool = False, nprobe: int | None = None,
-                      vector_field: str = "default") -> SearchResult:
+                      vector_field: str = "default", *, field_name: str | None = None) -> SearchResult:
+        vf = field_name if vector_field == "default" and field_name else vector_field
         items = self._call("/hybrid_search", {
             "vector": None if vector is None else _vec(vector), "text": text,
             "text_fields": None if text_fields is None else list(text_fields), "k": k, "where": where,
             "fusion": fusion, "vector_weight": vector_weight, "text_weight": text_weight, "rrf_k": rrf_k,
             "candidate_limit": candidate_limit, "return_fields": return_fields, "nprobe": nprobe,
-            "vector_field": vector_field})["items"]
+            "vector_field": vf})["items"]
         return SearchResult.from_dict(items, with_fields=return_fields)
 
     # -- indexes and vector fields -----------------------------------------------------------------

@@ -174,6 +174,11 @@ class TextIndex:
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    @staticmethod
+    def exists(directory: Path) -> bool:
+        """True when ``directory`` holds a tantivy index (its ``meta.json``)."""
+        return Path(directory).is_dir() and tantivy.Index.exists(str(directory))
+
     @classmethod
     def open(cls, directory: Path, *, heap_bytes: int = 64_000_000, threads: int = 1) -> TextIndex:
         """Create the index in ``directory`` (made if missing), or open the one there.

@@ -22,11 +22,24 @@ import numpy as np
 
 from .errors import DimensionMismatchError, InvalidArgumentError, InvalidNameError
 
-_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 MAX_STR_ID_BYTES = 400  # LMDB keys are at most 511 bytes; leave room for the type tag
 MAX_INT_ID = 2**63 - 1
 MAX_DIM = 65536
 _MAX_FIELD_DEPTH = 8
+
+
+def _utf8_len(s: str, param: str) -> int:
+    """The UTF-8 size of ``s``; InvalidArgumentError when it has none. A lone surrogate
+    (``"\\ud800"``: a legal JSON escape, and what ``surrogateescape`` decoding yields) is a str
+    that LMDB keys, msgpack and tantivy cannot encode, and would fail deep inside a write as a
+    bare UnicodeEncodeError. ASCII, nearly every string, is not encoded at all."""
+    if s.isascii():
+        return len(s)
+    try:
+        return len(s.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(f"{param}: expected valid Unicode text, got {_brief(s)}") from None
 
 
 def _sample(values: Sequence[Any], limit: int = 5) -> str:
@@ -38,7 +51,9 @@ def check_name(name: Any, *, what: str) -> str:
     """A database, collection or field name: ``[A-Za-z0-9._-]``, 1-128 chars, no leading dot,
     no ``..``, so a name can never leave the data folder."""
     # A leading dot is refused too: vecstore keeps its own folders (``.jobs``) under dot-names.
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name or name.startswith("."):
+    # fullmatch, not match: "$" also matches before a final newline, so "items\\n" got through.
+    # The pattern is ASCII, so text without a UTF-8 form (a lone surrogate) is refused as well.
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name or name.startswith("."):
         raise InvalidNameError(
             f"{what}: expected 1-128 characters of [A-Za-z0-9._-], not starting with '.' and "
             f"without '..', got {name!r}")
@@ -55,7 +70,7 @@ def check_id(value: Any, *, param: str = "id") -> int | str:
             return v
         raise InvalidArgumentError(f"{param}: expected an int in [0, 2**63), got {v!r}")
     if isinstance(value, str):
-        if value and len(value.encode("utf-8")) <= MAX_STR_ID_BYTES:
+        if value and _utf8_len(value, param) <= MAX_STR_ID_BYTES:
             return value
         raise InvalidArgumentError(
             f"{param}: expected a non-empty string of at most {MAX_STR_ID_BYTES} bytes, got {value[:40]!r}")
@@ -93,7 +108,7 @@ def check_vectors(values: Any, dim: int, *, param: str = "vectors", normalise: b
     """
     try:
         arr = np.array(values, dtype=np.float32, copy=True, order="C")
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:  # Overflow: an int beyond float range
         widths = _row_widths(values)
         if len(widths) > 1:
             raise DimensionMismatchError(f"{param}: expected rows of one dimension{f' ({dim})' if dim else ''}, "
@@ -119,7 +134,8 @@ def check_vector(value: Any, dim: int, *, param: str = "vector", normalise: bool
     >>> check_vector([1, 2, 3], 0).shape
     (1, 3)
     """
-    if type(value) is np.ndarray and value.dtype == np.float32 and value.shape == (dim,) and not normalise:
+    # Only for a known dim: with dim 0 an empty float32 array has the shape (dim,), and 0.5 / 0.
+    if dim and type(value) is np.ndarray and value.dtype == np.float32 and value.shape == (dim,) and not normalise:
         # The common case of a search loop, kept to a few hundred nanoseconds: a dot product
         # with 1/(2·dim) weights is finite exactly when every element is (it cannot overflow).
         probe = _FINITE_PROBE.get(dim)
@@ -129,7 +145,7 @@ def check_vector(value: Any, dim: int, *, param: str = "vector", normalise: bool
             return value.reshape(1, dim)
     try:
         arr = np.array(value, dtype=np.float32, copy=True, order="C")
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise InvalidArgumentError(f"{param}: expected {dim or 'dim'} numbers, got {_brief(value)} ({e})") from None
     if arr.ndim != 1:
         raise DimensionMismatchError(f"{param}: expected a 1-D vector of dimension {dim or 'dim'}, got shape {arr.shape}")
@@ -169,11 +185,64 @@ def _check_finite(arr: np.ndarray, param: str) -> None:
 
 
 def _normalise(arr: np.ndarray, param: str) -> None:
-    norms = np.linalg.norm(arr, axis=1)
+    with np.errstate(over="ignore", under="ignore"):
+        norms = np.linalg.norm(arr, axis=1)
+    odd = np.flatnonzero((norms == 0) | ~np.isfinite(norms))
+    if len(odd):
+        # the float32 sum of squares overflowed (|x| > ~1e19) or underflowed (< ~1e-19): scale
+        # each such row by its largest magnitude first, in float64
+        rows = arr[odd].astype(np.float64)
+        top = np.abs(rows).max(axis=1)
+        with np.errstate(invalid="ignore"):
+            norms = norms.astype(np.float64)
+            norms[odd] = np.where(top > 0, top * np.linalg.norm(rows / np.where(top > 0, top, 1)[:, None], axis=1), 0)
     if (norms == 0).any():
         bad = np.flatnonzero(norms == 0)
         raise InvalidArgumentError(f"{param}: a zero vector has no cosine direction, in row(s) {_sample(bad.tolist())}")
     arr /= norms[:, None]
+
+
+def check_add_columns(vectors: Any, ids: Any, fields: Any, dim: int, *,
+                      normalise: bool = False) -> tuple[np.ndarray, list, list | None]:
+    """The input of a columnar add: a finite ``(n >= 1, dim)`` matrix, ``ids`` None or one per
+    row (a None is assigned), ``fields`` None or one dict (or None) per row. Returns
+    ``(vectors, ids, fields or None)``. The remote client checks the same before it cuts rows
+    into requests, so both refuse the same calls with the same errors.
+
+    >>> check_add_columns([[1, 2]], None, [{"a": 1}], 2)[1:]
+    ([None], [{'a': 1}])
+    """
+    vecs = check_vectors(vectors, dim, param="vectors", normalise=normalise)
+    n = len(vecs)
+    if n == 0:
+        raise InvalidArgumentError("vectors: expected at least one vector, got none")
+    if isinstance(ids, (str, bytes, dict)):  # not a list of ids (a str would be split into letters)
+        raise InvalidArgumentError(f"ids: expected a list of ids (or None), got {_brief(ids)}")
+    id_list = [None] * n if ids is None else [None if i is None else check_id(i, param="ids") for i in ids]
+    field_list = None if fields is None else _fields_column(fields, n, "dicts", keep_none=False)
+    if len(id_list) != n:
+        raise InvalidArgumentError(f"ids: expected {n} ids to match vectors, got {len(id_list)}")
+    return vecs, id_list, field_list
+
+
+def check_upsert_columns(vectors: Any, ids: Any, fields: Any, dim: int, *,
+                         normalise: bool = False) -> tuple[np.ndarray, list, list | None]:
+    """The input of a columnar upsert: as :func:`check_add_columns`, but every row has an id,
+    and a ``None`` in ``fields`` (or ``fields=None``) keeps the stored fields."""
+    vecs = check_vectors(vectors, dim, param="vectors", normalise=normalise)
+    id_list = check_ids(ids, param="ids")
+    if len(id_list) != len(vecs):
+        raise InvalidArgumentError(f"ids: expected {len(vecs)} ids to match vectors, got {len(id_list)}")
+    field_list = None if fields is None else _fields_column(fields, len(vecs), "entries", keep_none=True)
+    return vecs, id_list, field_list
+
+
+def _fields_column(fields: Any, n: int, noun: str, *, keep_none: bool) -> list:
+    if isinstance(fields, (str, bytes, dict)) or not hasattr(fields, "__len__"):
+        raise InvalidArgumentError(f"fields: expected a list of dicts (one per vector), got {type(fields).__name__}")
+    if len(fields) != n:
+        raise InvalidArgumentError(f"fields: expected {n} {noun} to match vectors, got {len(fields)}")
+    return [None if f is None and keep_none else check_fields(f, param=f"fields[{i}]") for i, f in enumerate(fields)]
 
 
 def check_fields(value: Any, *, param: str = "field") -> dict:
@@ -193,12 +262,16 @@ def _clean_dict(d: dict, param: str, depth: int) -> dict:
     for k, v in d.items():
         if not isinstance(k, str) or not k:
             raise InvalidArgumentError(f"{param}: expected non-empty string keys, got key {k!r}")
+        _utf8_len(k, f"{param} key")
         out[k] = _clean_value(v, f"{param}[{k!r}]", depth)
     return out
 
 
 def _clean_value(v: Any, where: str, depth: int) -> Any:
-    if v is None or isinstance(v, (bool, str)):
+    if isinstance(v, str):
+        _utf8_len(v, where)
+        return v
+    if v is None or isinstance(v, bool):
         return v
     if isinstance(v, np.bool_):
         return bool(v)
@@ -242,21 +315,36 @@ def check_str(v: Any, *, param: str, allow_none: bool = False) -> str | None:
         return None
     if not isinstance(v, str):
         raise InvalidArgumentError(f"{param}: expected a string, got {_brief(v)}")
+    _utf8_len(v, param)
     return v
 
 
 def check_number(v: Any, *, param: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(float(v)):
-        raise InvalidArgumentError(f"{param}: expected a finite number, got {v!r}")
-    return float(v)
+    try:
+        x = None if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) else float(v)
+    except OverflowError:  # an int beyond float range
+        x = None
+    if x is None or not math.isfinite(x):
+        raise InvalidArgumentError(f"{param}: expected a finite number, got {_brief(v)}")
+    return x
 
 
-def check_positive_int(v: Any, *, param: str, allow_none: bool = True) -> int | None:
+def check_positive_int(v: Any, *, param: str, allow_none: bool = True, limit: int | None = None) -> int | None:
     if v is None and allow_none:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 1:
-        raise InvalidArgumentError(f"{param}: expected a positive int, got {v!r}")
+        raise InvalidArgumentError(f"{param}: expected a positive int, got {_brief(v)}")
+    if limit is not None and int(v) > limit:
+        raise InvalidArgumentError(f"{param}: expected an int in [1, {limit}], got {_brief(v)}")
     return int(v)
+
+
+MAX_BREADTH = (1 << 31) - 1  # nprobe / ef: the indexes' C++ side takes a 32-bit int
+
+
+def check_nprobe(v: Any) -> int | None:
+    """The search breadth (IVF lists probed, HNSW ``ef``); ``None`` for the index's default."""
+    return check_positive_int(v, param="nprobe", limit=MAX_BREADTH)
 
 
 _MAX_BLOB_KEY = 511  # LMDB's default maximum key size, in bytes
@@ -266,10 +354,7 @@ def check_blob_key(v: Any, *, param: str = "key") -> str:
     """A blob key: a non-empty string of at most 511 UTF-8 bytes (LMDB's key limit)."""
     if not isinstance(v, str) or not v:
         raise InvalidArgumentError(f"{param}: expected a non-empty string, got {_brief(v)}")
-    try:
-        n = len(v.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidArgumentError(f"{param}: expected valid Unicode text, got {_brief(v)}") from None
+    n = _utf8_len(v, param)
     if n > _MAX_BLOB_KEY:
         raise InvalidArgumentError(f"{param}: at most {_MAX_BLOB_KEY} UTF-8 bytes, got {n}")
     return v

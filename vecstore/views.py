@@ -22,9 +22,20 @@ fragments (``mv:stage:<hash>``).
 3. *Compute*: fragments run on ``concurrency`` workers (threads, or Ray tasks with
    ``cluster``); inside one, the chunker runs per source row and each UDF per batch,
    ``intra_applier_concurrency`` calls at a time. Each finished fragment is checkpointed.
-4. *Commit*: children of processed rows are replaced (``f"{src_id}#{i}"`` ids; a 1:1 ``udf``
-   view keeps the source ids), ``output_limit`` trims, and rows, deletes and the new state go
-   in ONE transaction of the view: readers see the previous view until then.
+4. *Commit*: children of processed rows are replaced (ids from :func:`child_id`, ``"7#0"``;
+   a 1:1 ``udf`` view keeps the source ids), ``output_limit`` trims, and rows, deletes and the
+   new state go in ONE transaction of the view: readers see the previous view until then.
+
+**The source is a collection, not a name.** The view stores its source's name, but a name can
+be dropped and re-created, or restored from a snapshot, and the new collection's change log
+has nothing to do with the version the view reached. So the source carries an identity
+(``mv:sourceIdentity`` in its meta: a random id, minted when a view is first created on it or,
+for older stores, at the next refresh) bound to its ``data.mdb`` file; the view keeps the
+identity it was built from in its state. A re-created (or imported) source has none; a
+restored one (or a store copied file by file) has one recorded with a file that is no longer
+its own. Either way the source gets a new identity, and the view's next refresh rebuilds it
+from scratch (``stats.mode == "full"``, ``stats.sourceChanged``) instead of reading a foreign
+log. A restore of the whole database rebuilds its views once too.
 
 >>> import tempfile, numpy as np, vecstore
 >>> db = vecstore.connect(tempfile.mkdtemp()).create_database("app")
@@ -49,6 +60,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import secrets
 import sys
 import time
 from collections import deque
@@ -59,7 +72,7 @@ import numpy as np
 
 from . import functions as fx
 from . import validation as v
-from .errors import InvalidArgumentError, NotFoundError, VecstoreError
+from .errors import InvalidArgumentError, NotFoundError, ReadOnlyError, VecstoreError
 from .filters import compile_where
 from .indexes.base import parse_metric
 
@@ -69,11 +82,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DatabaseViews", "parse_lance_id", "parse_manifest", "DEFAULT_MAX_ROWS_PER_FRAGMENT"]
+__all__ = ["DatabaseViews", "child_id", "parse_lance_id", "parse_manifest", "DEFAULT_MAX_ROWS_PER_FRAGMENT"]
 
 META_DEF = "mv:definition"
 META_SOURCE = "mv:source"
 META_STATE = "mv:state"
+META_SOURCE_ID = "mv:sourceIdentity"   # kept in the SOURCE's meta: {"id", "file"}
 STAGE = "mv:stage:"
 DEFAULT_MAX_ROWS_PER_FRAGMENT = 4096
 JOB_KIND = "mv_refresh"
@@ -255,6 +269,26 @@ def _hash(obj: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 # Computing one fragment (pure: no LMDB; runs in a thread or as a Ray task)
 
+# How str() spells a non-negative int: a str id spelled the same way gets a quoted child id.
+_INT_SPELLING = re.compile(r"0|[1-9][0-9]*")
+
+
+def child_id(src_id: int | str, index: int) -> str:
+    """The id of chunk ``index`` of source row ``src_id`` in a chunker view: ``"7#0"`` for the
+    int id ``7``, ``"doc-a#0"`` for the str id ``"doc-a"``. A str id that is spelled like an int
+    or starts with a quote is quoted, ``"'7'#0"`` for ``"7"``: source ids ``7`` and ``"7"`` are
+    two rows, and their children must be too. The part before the last ``#`` tells the source
+    id back, and no two source ids give the same child id.
+
+    >>> child_id(7, 0), child_id("7", 0), child_id("doc-a", 2), child_id("'x", 0)
+    ('7#0', "'7'#0", 'doc-a#2', "''x'#0")
+    """
+    # Unquoted forms stay those of earlier versions (ints and most strings), so existing views
+    # keep their ids; a quoted form starts with a quote, which neither other form does.
+    if type(src_id) is int or not (_INT_SPELLING.fullmatch(src_id) or src_id.startswith("'")):
+        return f"{src_id}#{index}"
+    return f"'{src_id}'#{index}"
+
 
 def _rows_named(src_ids: Iterable[Any]) -> str:
     ids = list(dict.fromkeys(src_ids))
@@ -322,7 +356,7 @@ def _compute(rows: list, spec: dict, chunker: fx.Function | None, udfs: list, po
                 raise _fail(chunker, f"yielded {type(c).__name__}, expected str or dict", [src_id])
             out = {**base, "src_id": src_id, "chunk_index": i, **cf}
             ctxs.append({**fields, "id": src_id, "src_id": src_id, "chunk_index": i, **cf, "_out": out})
-            ids.append(f"{src_id}#{i}")
+            ids.append(child_id(src_id, i))
             owner.append(src_id)
         counts.append(len(chunks))
     n = len(ids)
@@ -456,21 +490,77 @@ class _RayExecutor:
 
 
 def _children(view: "Collection", kind: str, src_id: Any) -> list:
-    """Live view rows of one source row: ``src#0, src#1, ...`` (always a prefix of what was
-    ever written), or the source id itself in a 1:1 view. Caller holds the view's write lock."""
+    """Live view rows of one source row: ``child_id(src, 0), child_id(src, 1), ...`` (always a
+    prefix of what was ever written), or the source id itself in a 1:1 view. Caller holds the
+    view's write lock."""
     live = view._default.live
     if kind == "udf":
         p = view._id_pos.get(src_id)
         return [src_id] if p is not None and live[p] else []
-    out, i = [], 0
+    out = _prefix(view, lambda i: child_id(src_id, i), src_id)
+    if child_id(src_id, 0) != f"{src_id}#0":
+        # a str id spelled like an int had unquoted children before child_id quoted them:
+        # those rows are this row's too (their src_id field says so) and go when it is refreshed
+        out += _prefix(view, lambda i: f"{src_id}#{i}", src_id)
+    return out
+
+
+def _prefix(view: "Collection", name: Any, src_id: Any) -> list:
+    """The live rows ``name(0), name(1), ...`` up to the first id never written, that belong
+    to ``src_id`` by their ``src_id`` field (of the same type: ``"7#0"`` may be an old child of
+    the str id ``"7"``, which is not the int ``7``'s to replace)."""
+    live, out, i = view._default.live, [], 0
     while True:
-        cid = f"{src_id}#{i}"
+        cid = name(i)
         p = view._id_pos.get(cid)
         if p is None:
             return out
-        if live[p]:
+        owner = view._fields[p].get("src_id")
+        if live[p] and owner == src_id and type(owner) is type(src_id):
             out.append(cid)
         i += 1
+
+
+def _file_id(col: "Collection") -> int | None:
+    """Which file the collection's ``data.mdb`` is (its inode): a restore, an import or a
+    re-create makes a new file (the device is left out: it may change across mounts)."""
+    try:
+        return os.stat(col.path / "data.mdb").st_ino
+    except OSError:
+        return None
+
+
+def _source_identity(source: "Collection", *, mint: bool) -> str | None:
+    """The identity of ``source`` as a view source: a random id in its meta, valid while the
+    ``data.mdb`` it was recorded with is still the collection's file. A snapshot carries the
+    meta, so a restored collection shows its original's id with another file: that is a
+    different collection (its change log may have gone back and forked), and gets a new id.
+    None when there is no valid one and ``mint`` is False."""
+    rec = source._get_meta(META_SOURCE_ID)
+    here = _file_id(source)
+    if isinstance(rec, dict) and isinstance(rec.get("id"), str) and rec.get("file") == here:
+        return rec["id"]
+    if not mint:
+        return None
+    if source._read_only:
+        raise ReadOnlyError(f"source: collection {source.name!r} is read-only; its view identity cannot be recorded")
+    with source._wlock:
+        source._check_open()
+        rec = source._get_meta(META_SOURCE_ID)  # another view's refresh may have minted it meanwhile
+        if isinstance(rec, dict) and isinstance(rec.get("id"), str) and rec.get("file") == here:
+            return rec["id"]
+        new = {"id": secrets.token_hex(16), "file": here}
+        # meta only: the source's version and change log do not move, so its readers see nothing
+        source._storage.write(lambda t: t.put_meta(META_SOURCE_ID, new))
+    return new["id"]
+
+
+def _source_changed(state: dict, identity: str | None, source_version: int) -> bool:
+    """Whether the view's state was built from another collection than ``source`` is now. A
+    view created before identities existed has none: it takes the source's as its own, unless
+    it reached a version the source never had (then the source surely is another one)."""
+    known = state.get("sourceId")
+    return (known is not None and known != identity) or state.get("lastSrcVersion", 0) > source_version
 
 
 class _Plan:
@@ -491,6 +581,7 @@ class _Refresh:
         self.db = db
         self.name = name
         self.p = params
+        self.source_changed = False   # set when the job starts: the source is another collection
 
     def __call__(self, ctx: "JobContext") -> dict:
         t0 = time.monotonic()
@@ -499,25 +590,39 @@ class _Refresh:
         definition = view._get_meta(META_DEF)
         source = db.get_collection(view._get_meta(META_SOURCE))
         state = view._get_meta(META_STATE) or {"lastSrcVersion": 0, "pending": []}
+        identity = _source_identity(source, mint=True)
+        self.source_changed = _source_changed(state, identity, source.version)
+        if self.source_changed:
+            # the view's rows and its lastSrcVersion belong to a collection that is gone: its
+            # log would be read from a version of another history, so start from scratch
+            log.warning("view %s: source %r is not the collection the view was built from (dropped and "
+                        "re-created, or restored); rebuilding the view from its current version", self.name,
+                        source.name)
         manifest = p["manifest"]
         chunker, udfs, versions = self._functions(definition, manifest, p["full"])
         def_hash = _hash(definition)
         spec = {"kind": definition["kind"], "select": definition["select"], "chunker": definition["chunker"],
                 "dim": definition["dim"], "normalise": definition["metric"] == "cosine",
                 "udfs": [{**u, "batchSize": self._batch_size(manifest, f)} for u, f in zip(definition["udfs"], udfs)]}
-        ckpt_salt = _hash([def_hash, versions])
+        # the source identity too: another collection's rows can have the same labels and row
+        # versions, so a fragment checkpointed for the old source would otherwise be reused
+        ckpt_salt = _hash([def_hash, versions, identity])
         plan = self._plan(view, source, definition, state, ckpt_salt)
         t_plan = time.monotonic()
         ctx.progress(5)
         ctx.check_cancelled()
         last = state["lastSrcVersion"]
-        mode = "full" if p["full"] else "incremental" if state.get("refreshedAt") else "initial"
-        stats: dict = {"mode": mode,
+        rebuild = p["full"] or self.source_changed
+        mode = "full" if rebuild else "incremental" if state.get("refreshedAt") else "initial"
+        stats: dict = {"mode": mode, "sourceChanged": self.source_changed,
                        "fromSrcVersion": last, "srcVersion": plan.x, "sourceRowsTouched": plan.touched,
                        "sourceRowsDeferred": plan.deferred, "fragments": len(plan.fragments),
                        "maxRowsPerFragment": p["max_rows_per_fragment"], "concurrency": p["concurrency"],
                        "intraApplierConcurrency": p["intra_applier_concurrency"], "functions": versions}
-        if plan.x == last and not plan.touched and not plan.orphans and not p["full"]:
+        if plan.x == last and not plan.touched and not plan.orphans and not rebuild:
+            if state.get("sourceId") != identity:   # a view from before identities: adopt it now
+                with view._wlock:
+                    view._storage.write(lambda t: t.put_meta(META_STATE, {**state, "sourceId": identity}))
             stats.update(mode="no_op", rowsWritten=0, rowsDeleted=0, viewRows=len(view), resultVersion=view.version,
                          fragmentsComputed=0, fragmentsReused=0, pendingRemaining=0, trimmed=False, calls={},
                          seconds=round(time.monotonic() - t0, 3))
@@ -528,8 +633,9 @@ class _Refresh:
         commit = self._merge(plan, results)
         ctx.check_cancelled()
         ctx.progress(92)
-        new_state = {"lastSrcVersion": plan.x, "pending": commit["pending"], "definitionHash": def_hash,
-                     "functionVersions": versions, "lastJobId": ctx.job_id, "refreshedAt": int(time.time() * 1000)}
+        new_state = {"lastSrcVersion": plan.x, "pending": commit["pending"], "sourceId": identity,
+                     "definitionHash": def_hash, "functionVersions": versions, "lastJobId": ctx.job_id,
+                     "refreshedAt": int(time.time() * 1000)}
         meta = {META_STATE: new_state}
         if p["full"]:
             definition = _with_versions(definition, versions)
@@ -592,14 +698,21 @@ class _Refresh:
         for u in definition["udfs"]:
             wanted.update(u["inputs"])
         last = state["lastSrcVersion"]
+        foreign = self.source_changed     # every view row came from another collection
         with view._wlock, source._storage.read() as t:
             current = t.get_meta("version", 0)
             x = current if p["src_version"] is None else p["src_version"]
-            if not p["full"] and not last <= x <= current:
+            if foreign and x != current:
+                # a rebuild reads the rows as they are now: a row written after x could only be
+                # deferred, and the view holds no earlier state of it to keep meanwhile
+                raise InvalidArgumentError(
+                    f"src_version: the source {source.name!r} is not the collection view {view.name!r} was built "
+                    f"from, so this refresh rebuilds the view from its current version {current}; got {x}")
+            if not p["full"] and not foreign and not last <= x <= current:
                 raise InvalidArgumentError(f"src_version: expected {last} <= src_version <= {current}, got {x}")
             plan.x = x
-            swept = p["full"]
-            if p["full"]:
+            swept = p["full"] and not foreign
+            if p["full"] or foreign:
                 labels = {lb for lb, _ in t.iter_rows()}
             else:
                 labels = set(state.get("pending", ()))
@@ -621,7 +734,7 @@ class _Refresh:
                     if rv > x:              # written again after x: the next refresh takes it
                         plan.deferred += 1
                         continue
-                    old = _children(view, kind, src_id)
+                    old = [] if foreign else _children(view, kind, src_id)
                     if deleted or (where is not None and not where.matches(src_id, fields)):
                         if old:
                             plan.drop[src_id] = old
@@ -633,7 +746,10 @@ class _Refresh:
                 if frag["rows"]:
                     frag["key"] = _hash([salt, frag["labels"], frag["versions"]])
                     plan.fragments.append(frag)
-            if swept:
+            if foreign:     # all of them go, and output_limit counts from an empty view
+                live = np.flatnonzero(view._default.live[: view._default.n]).tolist()
+                plan.orphans = [view._ids[pos] for pos in live]
+            elif swept:
                 plan.orphans = self._sweep(view, t, plan)
             plan.view_live = len(view)
         return plan
@@ -842,9 +958,10 @@ class DatabaseViews:
             raise InvalidArgumentError("source: a view cannot be its own source")
         d = normalise_definition(definition)
         desc = definition.get("description") if isinstance(definition, dict) else None
+        identity = _source_identity(src, mint=True)
         return self._create(name, d["dim"], metric=d["metric"], description=desc, kind="view",
                             meta={META_DEF: d, META_SOURCE: src.name,
-                                  META_STATE: {"lastSrcVersion": 0, "pending": []}})
+                                  META_STATE: {"lastSrcVersion": 0, "pending": [], "sourceId": identity}})
 
     def _view(self, name: str) -> "Collection":
         self._check_open()
@@ -896,13 +1013,19 @@ class DatabaseViews:
         last one and the current one). ``max_rows_per_fragment`` (default 4096): source rows
         per unit of work and checkpoint. ``concurrency`` (default 1): fragments run at once.
         ``intra_applier_concurrency`` (default 1): calls into the functions at once within a
-        fragment. ``output_limit`` (chunker views only): cap on the view's row count; rows not
-        reached stay pending for the next refresh. ``manifest``: per-refresh overrides
+        fragment. ``output_limit`` (chunker views only): cap on the view's row count after
+        expansion. Source rows not reached stay pending and the next refresh computes them. The
+        source row at which the cap falls keeps only the chunks that fit and counts as processed:
+        **its other chunks are dropped for good**, and a later refresh (with or without a cap)
+        does not add them unless that row is written again; ``full=True`` recomputes every row
+        and brings them back. ``manifest``: per-refresh overrides
         (function versions, batch sizes, Ray runtime env); the stored definition is unchanged.
         ``cluster``: ``"local"`` (a Ray started here) or ``"ray://host:port"``; default a local
         thread pool. ``full``: recompute every row with the functions registered now and pin
-        their versions. Errors: NotFoundError (no such view), InvalidArgumentError (bad
-        parameter, ``src_version`` out of range), ConflictError (a refresh is running).
+        their versions. A source that is no longer the collection the view was built from
+        (dropped and re-created, or restored) makes the refresh a full one too, from the
+        source's current version. Errors: NotFoundError (no such view), InvalidArgumentError
+        (bad parameter, ``src_version`` out of range), ConflictError (a refresh is running).
         """
         view = self._view(name)
         d = view._get_meta(META_DEF)
@@ -925,9 +1048,17 @@ class DatabaseViews:
         if not self.collection_exists(src_name):
             raise NotFoundError(f"source: the source {src_name!r} of view {name!r} no longer exists")
         if params["src_version"] is not None and not params["full"]:
-            last = (view._get_meta(META_STATE) or {}).get("lastSrcVersion", 0)
-            current = self.get_collection(src_name).version
-            if not last <= params["src_version"] <= current:
+            state = view._get_meta(META_STATE) or {}
+            last = state.get("lastSrcVersion", 0)
+            src = self.get_collection(src_name)
+            current = src.version
+            if _source_changed(state, _source_identity(src, mint=False), current):
+                if params["src_version"] != current:
+                    raise InvalidArgumentError(
+                        f"src_version: the source {src_name!r} is not the collection view {name!r} was built from "
+                        f"(dropped and re-created, or restored), so the next refresh rebuilds the view from its "
+                        f"current version {current}; got {params['src_version']}")
+            elif not last <= params["src_version"] <= current:
                 raise InvalidArgumentError(
                     f"src_version: expected {last} <= src_version <= {current} (the view's last source "
                     f"version and the source's current one), got {params['src_version']}")

@@ -136,7 +136,11 @@ def decode_json(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     if depth > max_depth:
         raise InvalidArgumentError(f"request body: JSON nested {depth} levels deep; the limit is {max_depth}")
     try:
-        return json.loads(raw, parse_constant=_refuse_constant)
+        # Decoded here, strictly: json.loads(bytes) decodes with "surrogatepass", so the bytes
+        # of a lone surrogate (ED A0 80, which is not UTF-8) would reach callers as a str that
+        # cannot be encoded again. detect_encoding keeps what it accepts (a BOM, UTF-16/32).
+        text = raw.decode(json.detect_encoding(raw))
+        return json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:  # pragma: no cover - the depth check above comes first
         raise InvalidArgumentError("request body: JSON nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError

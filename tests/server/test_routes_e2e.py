@@ -321,7 +321,8 @@ EXAMPLES: dict[str, Ex] = {
                                check=lambda d, c: [b[0][0] for b in wire.decode_batch_search(d)] == [0, 1] or _fail(d)),
     "/search_range": Ex(body={"vector": E0, "threshold": 0.4},
                         check=lambda p, c: sorted(p["result"]["ids"]) == [0, 4]
-                        and len(p["result"]["distances"]) == 2 or _fail(p)),
+                        and len(p["result"]["distances"]) == 2
+                        and (p["result"]["index"], p["result"]["vector_field"]) == ("FLAT-IP", "default") or _fail(p)),
     "/search_profile": Ex(body={"vector": E0, "k": 2},
                           check=lambda p, c: {"items", "profile"} <= set(p) and p["items"]["ids"][0] == 0 or _fail(p)),
     "/text_search": Ex(body={"text": "apple", "k": 10},
@@ -735,3 +736,95 @@ def test_read_blob_of_a_missing_key_is_204_and_bad_ranges_are_400(live):
     assert status == 400 and "key" in data["error"], data
     status, _, data = live.request("POST", "/write_blob", query={**q, "key": ""}, raw=b"x")
     assert status == 400 and "key" in data["error"], data
+
+
+# --------------------------------------------------------------------------------------------
+# bodies the library must not see, and shapes only it can judge
+
+
+def _post_raw(live, path: str, raw: bytes) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection(live.host, live.port, timeout=60)
+    try:
+        conn.request("POST", path, body=raw, headers={"Authorization": f"Bearer {KEY}",
+                                                      "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("path, body, named", [
+    ("/add_item", {"item": {"vector": E0, "id": 9, "field": {"t": "\ud800"}}}, "item.field.t"),
+    ("/add_item", {"item": {"vector": E0, "id": 9, "field": {"\ud800": 1}}}, "item.field: a key"),
+    ("/add_item", {"item": {"vector": E0, "id": "x\ud800"}}, "item.id"),
+    ("/bulk_add_items", {"items": [{"vector": E0, "id": 9}, {"vector": E0, "id": "\udfff"}]}, "items[1].id"),
+    ("/is_id_exists", {"id": "\ud800"}, "id"),
+    ("/read_by_only_id", {"id": ["\udc00"]}, "id[0]"),
+    ("/text_search", {"text": "\ud800"}, "text"),
+    ("/query", {"where": "lang = '\ud800'"}, "where"),
+    ("/update_description", {"description": "\ud800"}, "description"),
+    ("/snapshot_collection", {"snapshot_path": "x\ud800"}, "snapshot_path"),
+])
+def test_lone_surrogates_are_400_naming_the_parameter(live, path, body, named):
+    """``"\\ud800"`` is a legal JSON escape but no Unicode text: LMDB, msgpack and tantivy
+    cannot encode it (it was a 500 on each of these routes)."""
+    coll = fresh_collection(live)
+    status, data = live.post(path, {"database_name": DB, "collection_name": coll, **body})
+    assert status == 400 and data["code"] == "invalid_argument", data
+    assert data["error"].startswith(f"{named}: expected valid Unicode text"), data
+    assert _shape(live, coll) == (200, [len(ROWS), DIM])
+
+
+def test_surrogate_escapes_in_any_case_and_as_raw_bytes(live):
+    coll = fresh_collection(live)
+    head = f'{{"database_name": "{DB}", "collection_name": "{coll}", '.encode()
+    # (a path: no library check stands behind the server's here)
+    status, data = _post_raw(live, "/snapshot_collection", head + b'"snapshot_path": "a\\uDBFF"}')  # upper case
+    assert status == 400 and data["error"].startswith("snapshot_path: expected valid Unicode text"), data
+    status, data = _post_raw(live, "/text_search", head + b'"text": "a\xed\xa0\x80"}')  # encoded: not UTF-8
+    assert status == 400 and data["error"].startswith("request body: malformed JSON"), data
+    # a surrogate pair is one code point, and an escaped backslash is no escape at all
+    status, data = _post_raw(live, "/add_item", head + b'"item": {"vector": [0, 1, 1, 0], "id": 9, '
+                                                       b'"field": {"t": "\\ud83d\\ude00", "u": "\\\\ud800"}}}')
+    assert status == 200, data
+    status, data = live.post("/read_by_only_id", {"database_name": DB, "collection_name": coll, "id": 9})
+    assert data["params"]["item"][2] == [{"t": "\U0001F600", "u": "\\ud800"}], data
+
+
+@pytest.mark.parametrize("path, body, named", [
+    ("/sparse_search", {"vector": {"\u00b2": 1.0}}, "vector index"),  # "²".isdigit(), but int("²") fails
+    ("/sparse_search", {"vector": {"\u0661": 1.0}}, "vector index"),  # int("١") == 1: not ASCII, refused locally
+    ("/add_sparse_vectors", {"vectors": [{"\u00b3": 1.0}], "ids": [0]}, "vectors[0] index"),
+])
+def test_sparse_keys_must_be_ascii_digits(live, path, body, named):
+    coll = fresh_collection(live)
+    status, data = live.post(path, {"database_name": DB, "collection_name": coll, **body})
+    assert status == 400 and data["code"] == "invalid_argument", data
+    assert data["error"].startswith(f"{named}: expected an integer"), data
+
+
+@pytest.mark.parametrize("path, body, call", [
+    ("/search", {"vector": [E0]}, lambda c: c.search([E0])),
+    ("/search", {"vector": []}, lambda c: c.search([])),
+    ("/search_range", {"vector": [[1.0]], "threshold": 0.5}, lambda c: c.search_range([[1.0]], threshold=0.5)),
+    ("/batch_search", {"vectors": [E0, [1.0, 0.0]]}, lambda c: c.batch_search([E0, [1.0, 0.0]])),
+    ("/batch_search", {"vectors": E0}, lambda c: c.batch_search(E0)),
+    ("/add", {"ids": [], "vectors": []}, lambda c: c.add([], ids=[])),
+    ("/bulk_add_items", {"items": [{"vector": [E0], "id": 9}]}, lambda c: c.bulk_add_items([{"vector": [E0], "id": 9}])),
+])
+def test_wrong_shapes_are_the_librarys_errors(live, path, body, call):
+    """The server leaves shapes to the library, which knows the dimension: the same class and
+    message as a local call (it once answered InvalidArgumentError where local is
+    DimensionMismatchError)."""
+    coll = fresh_collection(live)
+    with pytest.raises(vecstore.VecstoreError) as local:
+        call(live.backing.get_database(DB).get_collection(coll))
+    status, data = live.post(path, {"database_name": DB, "collection_name": coll, **body})
+    assert (status, data["code"], data["error"]) == (local.value.http_status, local.value.code, str(local.value))
+    assert _shape(live, coll) == (200, [len(ROWS), DIM])
+
+
+def test_batch_search_of_no_queries_is_empty(live):
+    coll = fresh_collection(live)
+    status, data = live.post("/batch_search", {"database_name": DB, "collection_name": coll, "vectors": []})
+    assert status == 200 and data["params"]["results"] == [], data

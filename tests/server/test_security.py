@@ -293,6 +293,48 @@ def test_paths_inside_work_and_existing_targets_are_refused(env):
     assert env["backing"].get_database(DB).get_collection("back").shape == (3, DIM)
 
 
+def test_backups_in_the_data_folder_are_never_adopted_or_dropped(env):
+    """Backups written beside the databases (the default base of relative paths) share their
+    names' namespace: a database or collection of that name is refused (409), a drop of it is
+    a no-op that deletes nothing, and no store is created inside an export."""
+    server = env["server"]
+    col = {"database_name": DB, "collection_name": COLL}
+    for route, body in (("/snapshot_collection", {**col, "snapshot_path": "s1.snap"}),
+                        ("/export_collection", {**col, "export_path": "exp1"}),
+                        ("/export_collection", {**col, "export_path": f"{DB}/ghost"}),
+                        ("/snapshot_database", {"database_name": DB, "snapshot_path": "bk"})):
+        assert request(server, "POST", route, body)[0] == 200
+    before = state(env)
+    for name in ("s1.snap", "exp1", "bk"):
+        status, _, data = request(server, "POST", "/create_database", {"database_name": name})
+        assert status == 409 and json.loads(data)["code"] == "already_exists", data
+        assert request(server, "POST", "/drop_database", {"database_name": name})[0] == 200
+    status, _, data = request(server, "POST", "/required_collection", {**col, "collection_name": "ghost", "dim": DIM})
+    assert status == 409, data
+    assert request(server, "POST", "/drop_collection", {**col, "collection_name": "ghost"})[0] == 200
+    assert state(env) == before
+    assert sorted(p.name for p in (env["data"] / DB / "ghost").iterdir()) == [
+        "export_manifest.json", "metadata.jsonl", "vectors.npy"]
+
+
+@pytest.mark.parametrize("route, key, target", [
+    ("/restore_collection", "snapshot_path", "note.txt"),
+    ("/restore_collection", "snapshot_path", "folder"),
+    ("/restore_database", "snapshot_path", "note.txt"),
+    ("/import_collection", "export_path", "folder"),
+    ("/import_collection", "export_path", "note.txt"),
+])
+def test_restoring_from_something_that_is_not_a_backup_is_400(env, route, key, target):
+    (env["data"] / "note.txt").write_text("not a snapshot")
+    (env["data"] / "folder").mkdir()
+    before = state(env)
+    names = {"database_name": "restored"} if route == "/restore_database" else {"database_name": DB,
+                                                                                 "collection_name": "r"}
+    status, _, data = request(env["server"], "POST", route, {**names, key: target})
+    assert status == 400 and json.loads(data)["code"] == "bad_backup", data
+    assert state(env) == before
+
+
 # --------------------------------------------------------------------------------------------
 # binding and browsers
 

@@ -25,6 +25,7 @@ query touches), then takes the top k with ``argpartition``: no Python loop over 
 
 from __future__ import annotations
 
+import math
 import numbers
 import threading
 from typing import Any
@@ -61,7 +62,10 @@ def _check_index(param: str, i: Any) -> int:
 def _check_value(param: str, v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise _bad(param, "expected sparse values to be numbers", v)
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:  # an int beyond float range
+        f = math.inf
     if not abs(f) <= _F32_MAX:
         raise _bad(param, "expected finite sparse values (within float32 range)", v)
     return f
