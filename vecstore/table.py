@@ -82,7 +82,7 @@ def _maybe_within(key: np.ndarray, a: float, w: np.ndarray | None, b: np.ndarray
     out = key > np.nextafter(wide.astype(np.float32), np.float32(np.inf))[:, None]
     np.logical_not(out, out=out)
     flat = np.flatnonzero(out)
-    if w is not None:
+    if w is not None and len(flat) > 4 * len(key) + 64:  # else re-scoring them costs less than this test
         rows, cols = np.divmod(flat, key.shape[1])
         flat = flat[~(key[rows, cols] - 2 * a * w[cols].astype(np.float64) > limit[rows])]
     return flat
@@ -310,7 +310,7 @@ class VectorSpace:
         # Best first, ties in storage order; every query has at least kk candidates (its kk
         # best estimates among them), so its first kk are its answer.
         order = np.lexsort((pos, key, rows))
-        take = order[(np.cumsum(counts) - counts)[:, None] + np.arange(kk)]
+        take = order[None, :kk] if m == 1 else order[(np.cumsum(counts) - counts)[:, None] + np.arange(kk)]
         return pos[take], exact[take].astype(np.float32)
 
     def range_scores(self, query: np.ndarray, allowed: np.ndarray | None = None,
