@@ -454,3 +454,21 @@ def test_field_name_is_an_alias_of_vector_field_wherever_a_search_takes_one(db):
     col.add_named_vectors("t", [[1, 0, 0], [0, 1, 0]], ids=[1, 2])
     assert col.search_profile([0, 1, 0], k=1, field_name="t").result.ids == (2,)
     assert col.hybrid_search(vector=[0, 1, 0], k=1, field_name="t").ids == (2,)
+
+
+def test_index_file_names_are_never_reused(tmp_path):
+    """After remove_index() the next build must not write files under a name an earlier index
+    had: a reader in another process may be checking, then loading, those files."""
+    col = vecstore.connect(tmp_path).create_database("app").require_collection("c", dim=8, metric="l2")
+    col.add(clustered(300, 8), ids=list(range(300)))
+    seen: list[set] = []
+    for mode in ("HNSW", "IVF", "HNSW"):
+        col.build_index(mode)
+        seen.append({p.name for p in (col.path / "indexes").iterdir()})
+        col.remove_index()
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+    col.build_index("HNSW")
+    col.database.client.close()
+    again = vecstore.connect(tmp_path).get_database("app").get_collection("c")
+    assert again.index_mode() == "HNSW" and again.search(clustered(300, 8)[5], k=1).ids == (5,)
+    again.database.client.close()

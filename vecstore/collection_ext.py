@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _INDEX_CHUNK = 2048  # rows per index add between which searches may run
+_GEN_KEY = "index_gen"  # the last generation number given to index files (any field)
 
 
 def _index_class(kind: str) -> type[VectorIndex]:
@@ -158,12 +159,15 @@ class DerivedIndexes:
         key = self._index_record_key(space)
         with self._storage.read() as t:
             old = t.get_meta(key) or {}
+            last = t.get_meta(_GEN_KEY, 0)
         if mode is None:
             rec = None
         elif index is None:
             rec = {"mode": mode.name, "version": self._version, "gen": 0}
         else:
-            gen = old.get("gen", 0) + 1
+            # Never a name used before, not even after remove_index(): a reader in another
+            # process may still be checking, then loading, the files of that earlier name.
+            gen = max(old.get("gen", 0), last) + 1
             rec = {"mode": mode.name, "metric": index.metric, "params": index.params,
                    "files": index.save(self._index_dir(), f"{space.name}.{gen}"),
                    "version": self._version, "gen": gen}
@@ -173,6 +177,8 @@ class DerivedIndexes:
                 also(t)
             if rec is not None:
                 t.put_meta(key, rec)
+                if rec["gen"]:
+                    t.put_meta(_GEN_KEY, rec["gen"])
             elif t.get_meta(key) is not None:
                 t.delete_meta(key)
         self._storage.write(tx)
@@ -476,7 +482,9 @@ class DerivedIndexes:
         mirror (deleted meanwhile) is dropped, with its score."""
         pos = self._default.lookup(labels)
         keep = self._default.live_at(pos)
-        return self._result(self._default, pos[keep], np.asarray(scores)[keep], k, return_fields, index=index)
+        if not keep.all():
+            pos, scores = pos[keep], np.asarray(scores)[keep]
+        return self._result(self._default, pos, scores, k, return_fields, index=index)
 
     def sparse_search(self: "Collection", vector: Any, k: int = 10, where: str | None = None,
                       return_fields: bool = False) -> SearchResult:

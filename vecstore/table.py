@@ -209,6 +209,8 @@ class VectorSpace:
     def lookup(self, labels: Any) -> np.ndarray:
         """The position of each label here; -1 for a label without a vector here."""
         lab = np.asarray(labels, dtype=np.int64).ravel()
+        if len(lab) and 0 <= lab.min() and lab.max() < len(self._lut):  # the usual case: one gather
+            return self._lut[lab].astype(np.int64, copy=False)
         out = np.full(len(lab), -1, dtype=np.int64)
         known = np.flatnonzero((lab >= 0) & (lab < len(self._lut)))
         out[known] = self._lut[lab[known]]
@@ -221,8 +223,11 @@ class VectorSpace:
 
     def live_at(self, pos: np.ndarray) -> np.ndarray:
         """For each position of :meth:`lookup` (-1: none), whether it holds a live vector."""
+        known = pos >= 0
+        if known.all():
+            return self.live[pos]
         out = np.zeros(len(pos), dtype=bool)
-        out[pos >= 0] = self.live[pos[pos >= 0]]
+        out[known] = self.live[pos[known]]
         return out
 
     def index_positions(self, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
