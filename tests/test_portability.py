@@ -374,6 +374,10 @@ def test_damaged_exports_fail_clearly_and_change_nothing(db, tmp_path, snapshot_
         "escape": (manifest(lambda m: m.update(vectors_file="../good/vectors.npy")), ForbiddenPathError),
         "symlink-out": (symlinked, ForbiddenPathError),
         "count": (manifest(lambda m: m.update(count=m["count"] + 1)), CorruptionError),
+        "deep-manifest": (lambda d: (d / "export_manifest.json").write_text("[" * 100_000 + "]" * 100_000),
+                          vecstore.BadBackupError),
+        "repeated-field": (manifest(lambda m: m["vector_fields"].append(m["vector_fields"][0])),
+                           vecstore.BadBackupError),
     }
     for label, (edit, error) in cases.items():
         d = variant(label, edit)

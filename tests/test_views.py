@@ -553,3 +553,69 @@ def _poisoned_embed(texts):
     if any("poison" in t for t in texts):
         raise ValueError("poisoned input")
     return _plain_embed(texts)
+
+
+def test_a_view_is_not_dropped_or_replaced_under_its_running_refresh(db, spy, tmp_path):
+    """A drop, restore or import of a view whose refresh runs is ConflictError (the job used to
+    die writing through the discarded handle); replacing the whole database cancels the job
+    cleanly instead, without a deadlock."""
+    make_docs(db)
+    db.create_materialized_view("doc_chunks", source="docs", definition=DEFINITION)
+    refresh(db)
+    view = db.get_collection("doc_chunks")
+    snap = view.snapshot_to(tmp_path / "v.snap")
+    exported = view.export_to(tmp_path / "v.export")
+    db_snap = db.client.snapshot_database("app", tmp_path / "app.snap")
+    gate, inside = threading.Event(), threading.Event()
+    def slow(texts):
+        inside.set()
+        gate.wait(30)
+        return spy.embed(texts)
+    functions.register_udf("embed", slow, version="1", dim=DIM)  # the same function, slowed
+    db.get_collection("docs").upsert(np.ones((1, 4)), ids=[1], fields=[{"body": "new words here", "lang": "en"}])
+    job = db.refresh_materialized_view("doc_chunks")
+    assert inside.wait(30)
+    for call in (lambda: db.drop_collection("doc_chunks"),
+                 lambda: db.restore_collection("doc_chunks", snap, overwrite=True),
+                 lambda: db.import_collection("doc_chunks", exported, overwrite=True)):
+        with pytest.raises(ConflictError, match="refresh of 'doc_chunks' is running"):
+            call()
+    assert db.describe_refresh_job(job).state == "RUNNING"
+    gate.set()
+    assert db.wait_refresh_job(job, timeout=60).state == "COMPLETED"
+    db.restore_collection("doc_chunks", snap, overwrite=True)  # free again
+
+    gate.clear()
+    inside.clear()
+    db.get_collection("docs").upsert(np.ones((1, 4)), ids=[1], fields=[{"body": "other words", "lang": "en"}])
+    job = db.refresh_materialized_view("doc_chunks")
+    assert inside.wait(30)
+    client = db.client
+    releaser = threading.Timer(1.0, gate.set)  # the cancelled job's UDF call still has to return
+    releaser.start()
+    again = client.restore_database("app", db_snap, overwrite=True)
+    releaser.cancel()
+    gate.set()
+    ended = again.describe_refresh_job(job) if again.list_refresh_jobs() else None
+    assert ended is None or ended.state == "FAILED"  # the old job store went with the old database
+    assert set(again.show_collections()) == {"docs", "doc_chunks"}
+
+
+@pytest.mark.parametrize("returned", ["xyz", {"p": 1, "q": 2, "r": 3}, 5])
+def test_a_udf_must_return_one_value_per_row(db, returned):
+    """A str, a dict or a scalar is not a list of per-row values (a str of the right length used
+    to give each row one letter): the job fails naming the function, and the view is untouched."""
+    src = db.create_collection("src", dim=2)
+    src.add(np.ones((3, 2)), ids=[1, 2, 3], fields=[{"b": "x"}, {"b": "y"}, {"b": "z"}])
+    functions.register_udf("shape", lambda xs: returned, version="1")
+    functions.register_udf("vec", lambda xs: [[1.0, 0.0] for _ in xs], version="1", dim=2)
+    try:
+        db.create_materialized_view("v", source="src", definition={"kind": "udf", "udfs": [
+            {"name": "shape", "inputs": ["b"], "output": "n"}, {"name": "vec", "inputs": ["b"], "output": "e"}],
+            "vectorField": "e"})
+        job = db.wait_refresh_job(db.refresh_materialized_view("v"), timeout=60)
+        assert job.state == "FAILED" and "function 'shape@1' (udf) returned" in job.reason, job.reason
+        assert db.get_collection("v").shape[0] == 0
+    finally:
+        functions.unregister("shape")
+        functions.unregister("vec")

@@ -211,6 +211,14 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
                 self._job_manager = JobManager(self.path / ".jobs", read_only=self.client.read_only)
             return self._job_manager
 
+    def _check_not_refreshing(self, name: str) -> None:
+        """A collection whose refresh job runs in this process is not dropped or replaced under
+        it (the job would write through a closed handle): ConflictError, as for a second refresh."""
+        job = None if self._job_manager is None else self._job_manager.active_job(name)
+        if job is not None:
+            raise ConflictError(f"collection_name: a refresh of {name!r} is running (job {job}); "
+                                "wait for it or cancel it first")
+
     def describe_refresh_job(self, job_id: int) -> RefreshJob:
         """The record of a refresh job: state, progress 0-100, times in ms, reason when failed.
 
@@ -378,6 +386,7 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
             if missing_ok:
                 return
             raise NotFoundError(f"collection_name: no collection {name!r}")
+        self._check_not_refreshing(name)
         def close_open() -> None:
             col = _OPEN.get(str(path.resolve()))
             if col is not None:

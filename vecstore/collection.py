@@ -211,6 +211,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
 
     def _get_meta(self, key: str, default: Any = None) -> Any:
         """A value stored with the collection (sync state of external collections and views)."""
+        self._check_open()  # a handle discarded by a drop or a restore has no store any more
         with self._storage.read() as t:
             return t.get_meta(key, default)
 

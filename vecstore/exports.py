@@ -199,7 +199,7 @@ class _Export:
             raise BadBackupError(f"{src}: not an export directory (no export_manifest.json)")
         try:
             m = json.loads(mpath.read_bytes())
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # Recursion: nested deeper than json decodes
             raise BadBackupError(f"{mpath}: unreadable manifest ({e})") from None
         if not isinstance(m, dict):
             raise BadBackupError(f"{mpath}: expected a JSON object")
@@ -240,8 +240,8 @@ class _Export:
             raise BadBackupError(f"{mpath}: vector_fields must be a list")
         for f in specs:
             if not isinstance(f, dict) or not isinstance(f.get("name"), str) or not _FIELD_NAME.match(f["name"]) \
-                    or f["name"] == "default":
-                raise BadBackupError(f"{mpath}: bad vector field entry {str(f)[:120]}")
+                    or f["name"] == "default" or any(f["name"] == g["name"] for g in self.fields):
+                raise BadBackupError(f"{mpath}: bad or repeated vector field entry {str(f)[:120]}")
             fdim = self._int(f.get("dimension"), 1, v.MAX_DIM, f"{f['name']}.dimension")
             n = self._int(f.get("count"), 0, self.count, f"{f['name']}.count")
             rows = np.asarray(self._npy(f.get("rows_file"), (n,), "i"), dtype=np.int64)
@@ -353,7 +353,7 @@ def _import_rows(col: "Collection", ex: _Export, progress: bool) -> None:
                         rid = rec.get("external_id", rec.get("id")) if ex.lynse else rec.get("id")
                         i = v.check_id(rid, param="id")
                         field = v.check_fields(rec.get("field"), param="field")
-                    except (ValueError, InvalidArgumentError) as e:
+                    except (ValueError, RecursionError, InvalidArgumentError) as e:
                         raise BadBackupError(f"{ex.metadata}: line {line_no}: {e}") from None
                     ids.append(i)
                     fields.append(field)
@@ -396,7 +396,7 @@ def _import_blobs(col: "Collection", path: Path) -> None:
                 rec = json.loads(raw)
                 key, data = rec["key"], base64.b64decode(rec["base64"], validate=True)
                 col.write_blob(key, data)
-            except (ValueError, TypeError, KeyError, binascii.Error, InvalidArgumentError) as e:
+            except (ValueError, RecursionError, TypeError, KeyError, binascii.Error, InvalidArgumentError) as e:
                 raise BadBackupError(f"{path}: line {line_no}: not a blob record ({e})") from None
 
 

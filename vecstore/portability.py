@@ -671,6 +671,7 @@ class DatabasePortability:
         overwrite = v.check_bool(overwrite, param="overwrite")
         if not overwrite and self.collection_exists(name):
             raise AlreadyExistsError(f"collection_name: collection {name!r} already exists")
+        self._check_not_refreshing(name)
         return final, overwrite
 
     def _portability_publish(self: "Database", name: str, final: Path, staging: Path, overwrite: bool) -> "Collection":
@@ -785,12 +786,10 @@ class ClientPortability:
                 (new / _DB_MARKER).touch()
                 fsync_path(new)
 
-                def close_old() -> None:
-                    old = self._databases.pop(name, None)
-                    _discard_under(final)
-                    if old is not None:
-                        old.close()
+                old = self._databases.pop(name, None) if overwrite else None
+                if old is not None:  # its jobs end (cancelled) before their handles go; outside the
+                    old.close()      # swap's lock, which a job may need to finish
                 _swap_in(new, final, staging, exists=lambda: self.database_exists(name), overwrite=overwrite,
-                         what=f"database_name: database {name!r}", close_old=close_old)
+                         what=f"database_name: database {name!r}", close_old=lambda: _discard_under(final))
         return self.get_database(name)
 

@@ -396,7 +396,11 @@ def _compute(rows: list, spec: dict, chunker: fx.Function | None, udfs: list, po
                     arr = arr / norms[:, None]
                 vectors[s:e] = arr
             else:
-                vals = list(res) if res is not None else []
+                # one value per row, in order: a str, a dict or a set would pass as "values" (its
+                # letters, its keys, in no order), and a scalar is no list at all
+                if isinstance(res, (str, bytes, dict, set, frozenset)) or not isinstance(res, (list, tuple, np.ndarray)):
+                    raise _fail(f, f"returned {type(res).__name__}, not a list of one value per row", owner[s:e])
+                vals = list(res)
                 if len(vals) != e - s:
                     raise _fail(f, f"returned {len(vals)} value(s) for {e - s} row(s)", owner[s:e])
                 for j, val in zip(range(s, e), vals):
@@ -853,6 +857,7 @@ class _Refresh:
         record = {"counts": res["counts"], "ids": res["ids"], "fields": res["fields"],
                   "vectors": np.ascontiguousarray(res["vectors"], dtype=np.float32).tobytes(), "calls": res["calls"]}
         with view._wlock:
+            view._check_open()  # replaced or dropped meanwhile: ClosedError, the job's reason
             view._storage.write(lambda t: t.put_meta(STAGE + key, record))
 
     @staticmethod
@@ -860,6 +865,7 @@ class _Refresh:
         if keys:
             try:
                 with view._wlock:
+                    view._check_open()
                     view._storage.write(lambda t: [t.delete_meta(STAGE + k) for k in keys])
             except Exception:  # the commit is done; a stale checkpoint is only garbage
                 log.warning("could not remove %d checkpoint(s) of view %s", len(keys), view.name, exc_info=True)
