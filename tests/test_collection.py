@@ -511,3 +511,141 @@ def test_numbers_beyond_float_range_are_refused(db):
         with pytest.raises(InvalidArgumentError, match=param):
             call()
     assert col.shape[0] == 1 and col.search([1, 0], k=1).ids == (1,)
+
+
+def test_a_metric_change_between_validation_and_commit_is_a_conflict(tmp_path, monkeypatch):
+    """Vectors are normalised (or not) for the metric read when the call is validated; a
+    build_index that re-targets the metric in between would store them wrong (an l2 vector
+    in a cosine collection scored -4 against itself). The commit re-checks the metric."""
+    import threading
+    from vecstore import validation
+    col = vecstore.connect(tmp_path).create_database("a").require_collection("c", dim=4, metric="l2")
+    col.add(np.random.default_rng(0).random((50, 4)) + 0.1, ids=list(range(50)))
+    col.create_vector_field("t", dim=2, metric="l2")
+    validated, built = threading.Event(), threading.Event()
+    real = validation.check_vectors
+
+    def check_vectors(*a, **k):
+        out = real(*a, **k)
+        if threading.current_thread().name == "writer":
+            validated.set()
+            built.wait(10)
+        return out
+    monkeypatch.setattr(validation, "check_vectors", check_vectors)
+    for call, build in ((lambda: col.add([[3.0, 4.0, 0.0, 0.0]], ids=["x"]), lambda: col.build_index("HNSW-COS")),
+                        (lambda: col.upsert([[3.0, 4.0, 0.0, 0.0]], ids=[1]), lambda: col.build_index("HNSW-L2")),
+                        (lambda: col.add_named_vectors("t", [[3.0, 4.0]], ids=[2]),
+                         lambda: col.build_vector_field_index("t", "HNSW-COS"))):
+        errors: list = []
+        validated.clear()
+        built.clear()
+
+        def run() -> None:
+            try:
+                call()
+            except Exception as e:  # noqa: BLE001 - what the writer got, checked below
+                errors.append(e)
+        t = threading.Thread(target=run, name="writer")
+        t.start()
+        assert validated.wait(10)
+        build()
+        built.set()
+        t.join(10)
+        assert len(errors) == 1 and isinstance(errors[0], ConflictError), errors
+    assert "x" not in col and col.shape[0] == 50
+    assert col.search([3.0, 4.0], k=1, vector_field="t").ids == ()  # the named vector was not stored
+    col.database.client.close()
+
+
+def _paused_in(monkeypatch, cls, name, *, thread="writer", when=lambda self: True):
+    """Pause the thread named ``thread`` on entering ``cls.name`` until released; returns the
+    two events (paused, release)."""
+    import threading
+    paused, release = threading.Event(), threading.Event()
+    real = getattr(cls, name)
+
+    def hooked(self, *a, **k):
+        if threading.current_thread().name == thread and when(self):
+            paused.set()
+            release.wait(10)
+        return real(self, *a, **k)
+    monkeypatch.setattr(cls, name, hooked)
+    return paused, release
+
+
+@pytest.mark.parametrize("during", ["add", "compact"])
+def test_counts_and_id_checks_never_see_a_half_updated_mirror(tmp_path, monkeypatch, during):
+    """shape, stats, is_id_exists / in, max_id, list_fields and list_deleted_ids read the
+    mirror under the read lock: in the middle of an add or a compact() they used to raise
+    IndexError, or answer shape (0, dim) and "id 3 does not exist"."""
+    import threading
+    from vecstore.table import VectorSpace
+    col = vecstore.connect(tmp_path).create_database("a").require_collection("c", dim=4, metric="l2")
+    col.add(np.random.default_rng(0).random((16, 4)), ids=list(range(16)), fields=[{"f": i} for i in range(16)])
+    col.delete_items([0, 1])
+    paused, release = _paused_in(monkeypatch, VectorSpace, "put" if during == "add" else "fill",
+                                 when=lambda space: space.name == "default")
+    action = (lambda: col.add(np.ones((1, 4)), ids=[16], fields=[{"g": 1}])) if during == "add" else col.compact
+    t = threading.Thread(target=action, name="writer")
+    t.start()
+    assert paused.wait(10)
+    answers: dict = {}
+
+    def reader() -> None:  # waits for the writer's lock, then sees the finished state
+        answers.update(shape=col.shape, live=col.stats().n_live, has3=3 in col, max=col.max_id(),
+                       fields=col.list_fields(), deleted=col.list_deleted_ids())
+    r = threading.Thread(target=reader)
+    r.start()
+    r.join(0.3)
+    assert r.is_alive()  # blocked behind the write, not reading half of it
+    release.set()
+    t.join(10)
+    r.join(10)
+    want_n = 15 if during == "add" else 14
+    assert answers == {"shape": (want_n, 4), "live": want_n, "has3": True, "max": 16 if during == "add" else 15,
+                       "fields": ["f", "g"] if during == "add" else ["f"],
+                       "deleted": [0, 1] if during == "add" else []}
+    col.database.client.close()
+
+
+@pytest.mark.parametrize("call", ["build_index", "checkpoint", "write_blob", "read_blob", "update_description",
+                                  "remove_index", "delete_ids", "delete_where", "text_search", "search"])
+def test_a_call_racing_close_gets_closed_error(tmp_path, monkeypatch, call):
+    """A call that passed its open check just before another thread closed the handle gets
+    ClosedError, not AttributeError from the released store, NotFoundError or an empty result."""
+    import threading
+    from vecstore import ClosedError
+    from vecstore.collection import Collection
+    col = vecstore.connect(tmp_path).create_database("a").require_collection("c", dim=4, metric="l2")
+    col.add(np.random.default_rng(0).random((50, 4)), ids=list(range(50)), fields=[{"t": "hello world"}] * 50)
+    col.write_blob("b", b"x")
+    col.text_search("hello")
+    calls = {"build_index": lambda: col.build_index("HNSW"), "checkpoint": col.checkpoint,
+             "write_blob": lambda: col.write_blob("k", b"v"), "read_blob": lambda: col.read_blob("b"),
+             "update_description": lambda: col.update_description("d"), "remove_index": col.remove_index,
+             "delete_ids": lambda: col.delete_items([1]), "delete_where": lambda: col.delete_items(where="id = 1"),
+             "text_search": lambda: col.text_search("hello"), "search": lambda: col.search([0.1] * 4, k=5)}
+    checked, closed = threading.Event(), threading.Event()
+    for name in ("_check_open", "_check_writable"):
+        real = getattr(Collection, name)
+
+        def hooked(self, *a, _real=real, **k):
+            _real(self, *a, **k)
+            if threading.current_thread().name == "caller" and not checked.is_set():
+                checked.set()
+                closed.wait(10)
+        monkeypatch.setattr(Collection, name, hooked)
+    got: list = []
+
+    def caller() -> None:
+        try:
+            got.append(calls[call]())
+        except Exception as e:  # noqa: BLE001 - the class is the assertion
+            got.append(e)
+    t = threading.Thread(target=caller, name="caller")
+    t.start()
+    assert checked.wait(10)
+    col.close()
+    closed.set()
+    t.join(10)
+    assert len(got) == 1 and isinstance(got[0], ClosedError), got

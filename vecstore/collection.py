@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 
 from . import validation as v
-from .errors import (AlreadyExistsError, ClosedError, CorruptionError, DimensionMismatchError,
+from .errors import (AlreadyExistsError, ClosedError, ConflictError, CorruptionError, DimensionMismatchError,
                      InvalidArgumentError, NotFoundError, ReadOnlyError)
 from .blobs import CollectionBlobs
 from .collection_ext import DerivedIndexes
@@ -249,11 +249,13 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                 shutil.rmtree(self._text_private, ignore_errors=True)
             self._storage.close()
             # Release the mirror and the indexes now rather than with the last reference: a
-            # notebook or an app that keeps the handle would otherwise hold every vector. A
-            # search already running keeps the arrays it holds; a new one gets ClosedError.
-            self._default = VectorSpace(DEFAULT, self._default.dim, self._default.metric)
-            self._named, self._ids, self._fields, self._id_pos = {}, [], [], {}
-            self._columns, self._sparse, self._text = FieldColumns(), None, None
+            # notebook or an app that keeps the handle would otherwise hold every vector.
+            # Searches running finish first; one that checked the handle before the close
+            # finds it closed under the lock (ClosedError).
+            with self._rw.write:
+                self._default = VectorSpace(DEFAULT, self._default.dim, self._default.metric)
+                self._named, self._ids, self._fields, self._id_pos = {}, [], [], {}
+                self._columns, self._sparse, self._text = FieldColumns(), None, None
         self.database._forget(self)
 
     def __enter__(self) -> "Collection":
@@ -307,7 +309,8 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         (1000, 128)
         """
         self._check_open()
-        return (self._default.n_live, self.dim)
+        with self._rw.read:  # a write or compact() swaps the mirror's pieces one by one
+            return (self._default.n_live, self.dim)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -315,11 +318,12 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
     def stats(self) -> CollectionStats:
         """Counts: stored rows, live rows, soft-deleted rows, dimension, index mode, max id."""
         self._check_open()
-        n = self._default.n
-        return CollectionStats(
-            n_vectors=n, n_live=self._default.n_live, n_tombstoned=n - self._default.n_live,
-            dimension=self.dim, index_mode=self.index_mode() or "none", max_id=self.max_id(),
-            version=self._version)
+        with self._rw.read:
+            n = self._default.n
+            return CollectionStats(
+                n_vectors=n, n_live=self._default.n_live, n_tombstoned=n - self._default.n_live,
+                dimension=self.dim, index_mode=self.index_mode() or "none", max_id=self._max_id(),
+                version=self._version)
 
     def get_collection_config(self) -> CollectionConfig:
         """The persisted configuration: ``dim``, ``metric``, ``description`` ..."""
@@ -383,12 +387,13 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         for i, it in enumerate(items):
             if not isinstance(it, dict) or "vector" not in it:
                 raise InvalidArgumentError(f"items[{i}]: expected a dict with a 'vector' key, got {it!r:.80}")
+        metric = self.metric
         vectors = v.check_vectors([it["vector"] for it in items], self.dim, param="items[].vector",
-                                  normalise=self.metric == "cosine")
+                                  normalise=metric == "cosine")
         ids = [None if it.get("id") is None else v.check_id(it["id"], param=f"items[{i}].id")
                for i, it in enumerate(items)]
         fields = [v.check_fields(it.get("field"), param=f"items[{i}].field") for i, it in enumerate(items)]
-        return self._insert(ids, vectors, fields, progress=progress)
+        return self._insert(ids, vectors, fields, progress=progress, metric=metric)
 
     def add(self, vectors: Any, ids: Sequence[Id] | None = None, fields: Sequence[dict | None] | None = None,
             *, progress: bool = False) -> list[Id]:
@@ -398,17 +403,26 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         ['a', 'b', 'c', 'd']
         """
         self._check_writable()
-        vecs, id_list, field_list = v.check_add_columns(vectors, ids, fields, self.dim,
-                                                        normalise=self.metric == "cosine")
+        metric = self.metric
+        vecs, id_list, field_list = v.check_add_columns(vectors, ids, fields, self.dim, normalise=metric == "cosine")
         if field_list is None:
             field_list = [{} for _ in id_list]
-        return self._insert(id_list, vecs, field_list, progress=progress)
+        return self._insert(id_list, vecs, field_list, progress=progress, metric=metric)
 
-    def _insert(self, ids: list, vectors: np.ndarray, fields: list[dict], *, progress: bool) -> list[Id]:
+    def _same_metric(self, metric: str) -> None:
+        """Under the writer mutex: the vectors were validated (normalised for cosine, or not)
+        for ``metric``; a build_index that changed the metric since would store them wrong."""
+        if metric != self.metric:
+            raise ConflictError(f"metric: the collection's metric changed from {metric!r} to {self.metric!r} "
+                                "while this call was being validated (a build_index); retry it")
+
+    def _insert(self, ids: list, vectors: np.ndarray, fields: list[dict], *, progress: bool,
+                metric: str) -> list[Id]:
         explicit = [i for i in ids if i is not None]
         v.check_unique(explicit, param="ids")
         with self._wlock:
             self._check_writable()
+            self._same_metric(metric)
             clash = [i for i in explicit if i in self._id_pos]
             if clash:
                 deleted = [i for i in clash if not self._default.live[self._id_pos[i]]]
@@ -579,11 +593,12 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             if not isinstance(it, dict) or "vector" not in it or it.get("id") is None:
                 raise InvalidArgumentError(f"items[{i}]: upsert needs a dict with 'vector' and 'id', got {it!r:.80}")
         ids = [v.check_id(it["id"], param=f"items[{i}].id") for i, it in enumerate(items)]
+        metric = self.metric
         vecs = v.check_vectors([it["vector"] for it in items], self.dim, param="items[].vector",
-                               normalise=self.metric == "cosine")
+                               normalise=metric == "cosine")
         fields = [v.check_fields(it["field"], param=f"items[{i}].field") if "field" in it and it["field"] is not None else None
                   for i, it in enumerate(items)]
-        return self._upsert(ids, vecs, fields, progress=progress)
+        return self._upsert(ids, vecs, fields, progress=progress, metric=metric)
 
     def upsert(self, vectors: Any, ids: Sequence[Id], fields: Sequence[dict | None] | None = None,
                *, progress: bool = False) -> list[Id]:
@@ -593,14 +608,15 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         ['a']
         """
         self._check_writable()
-        vecs, id_list, field_list = v.check_upsert_columns(vectors, ids, fields, self.dim,
-                                                           normalise=self.metric == "cosine")
-        return self._upsert(id_list, vecs, field_list or [None] * len(id_list), progress=progress)
+        metric = self.metric
+        vecs, id_list, field_list = v.check_upsert_columns(vectors, ids, fields, self.dim, normalise=metric == "cosine")
+        return self._upsert(id_list, vecs, field_list or [None] * len(id_list), progress=progress, metric=metric)
 
-    def _upsert(self, ids: list, vectors: np.ndarray, fields: list, *, progress: bool) -> list[Id]:
+    def _upsert(self, ids: list, vectors: np.ndarray, fields: list, *, progress: bool, metric: str) -> list[Id]:
         v.check_unique(ids, param="ids")
         with self._wlock:
             self._check_writable()
+            self._same_metric(metric)
             n = len(ids)
             chunks = range(0, n, _ROW_CHUNK)
             for start in _progress(chunks, len(chunks), progress and n > _ROW_CHUNK, "upserting"):
@@ -626,6 +642,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         if ids is None and where is None:
             raise InvalidArgumentError("delete_items: expected ids or where, got neither")
         with self._wlock:
+            self._check_writable()  # again: a close() meanwhile emptied the mirror
             pos = self._positions_for(ids, where)
             pos = pos[self._default.live[pos]]
             if len(pos):
@@ -643,6 +660,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         self._check_writable()
         id_list = v.check_ids(ids, param="ids")
         with self._wlock:
+            self._check_writable()
             pos = self._positions_for(id_list, None, include_deleted=True)
             pos = pos[~self._default.live[pos]]
             if len(pos):
@@ -710,7 +728,8 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
     def list_deleted_ids(self) -> list[Id]:
         """Ids of soft-deleted rows, in storage order."""
         self._check_open()
-        return [self._ids[p] for p in self._default.dead_positions().tolist()]
+        with self._rw.read:
+            return [self._ids[p] for p in self._default.dead_positions().tolist()]
 
     def compact(self) -> int:
         """Remove soft-deleted rows for good and rebuild what indexes them; returns how many rows
@@ -950,18 +969,20 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         """Metadata field names used by live rows, sorted."""
         self._check_open()
         names: set[str] = set()
-        live = self._default.live
-        for p, f in enumerate(self._fields):
-            if f and live[p]:
-                names.update(f)
+        with self._rw.read:
+            live = self._default.live
+            for p, f in enumerate(self._fields):
+                if f and live[p]:
+                    names.update(f)
         return sorted(names)
 
     def is_id_exists(self, id: Id) -> bool:
         """True when ``id`` is a live row (soft-deleted ids are not)."""
         self._check_open()
         i = v.check_id(id)
-        pos = self._id_pos.get(i)
-        return pos is not None and bool(self._default.live[pos])
+        with self._rw.read:
+            pos = self._id_pos.get(i)
+            return pos is not None and bool(self._default.live[pos])
 
     def __contains__(self, id: Id) -> bool:
         return self.is_id_exists(id)
@@ -969,6 +990,10 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
     def max_id(self) -> int:
         """The largest integer id among live rows; -1 when there is none."""
         self._check_open()
+        with self._rw.read:
+            return self._max_id()
+
+    def _max_id(self) -> int:
         pos = self._id_pos.get(self._max_int_all)
         if pos is not None and self._default.live[pos]:
             return self._max_int_all
@@ -1084,6 +1109,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         q = v.check_vector(vector, space.dim, normalise=space.metric == "cosine")
         nprobe = v.check_nprobe(nprobe)
         with self._rw.read:
+            self._check_open()  # closed meanwhile: the mirror is gone
             index = space.index
             if where is None and index is not None:  # the hot path, inlined (~1 µs)
                 labels, scores = index.search_trusted(q, k, nprobe)

@@ -379,13 +379,18 @@ class DerivedIndexes:
         """
         self._check_writable()
         space = self._named_space(field_name)
-        vecs = v.check_vectors(vectors, space.dim, param="vectors", normalise=space.metric == "cosine")
+        metric = space.metric
+        vecs = v.check_vectors(vectors, space.dim, param="vectors", normalise=metric == "cosine")
         id_list = v.check_ids(ids, param="ids")
         v.check_unique(id_list)
         if len(id_list) != len(vecs):
             raise InvalidArgumentError(f"ids: expected {len(vecs)} ids to match vectors, got {len(id_list)}")
         with self._wlock:
+            self._check_writable()
             space = self._named_space(field_name)  # again: a compact() meanwhile replaced it
+            if space.metric != metric:  # as Collection._same_metric, for this field
+                raise ConflictError(f"metric: field {field_name!r} changed from {metric!r} to {space.metric!r} "
+                                    "while this call was being validated (a build_index); retry it")
             labels = self._live_labels_for(id_list)
             version = self._version + 1
             blobs = [(int(lb), row.tobytes()) for lb, row in zip(labels, vecs)]

@@ -405,7 +405,7 @@ def _add_chunk(col: "Collection", ex: _Export, start: int, ids: list, fields: li
     """One chunk of rows, then the sparse and named vectors of those rows."""
     end = start + len(ids)
     vecs = v.check_vectors(np.asarray(ex.vectors[start:end], dtype=np.float32), ex.dim, param="vectors")
-    col._insert(ids, _unit(vecs) if col.metric == "cosine" else vecs, fields, progress=False)
+    col._insert(ids, _unit(vecs) if col.metric == "cosine" else vecs, fields, progress=False, metric=col.metric)
     if sp_ids:
         col.add_sparse_vectors(sp_vecs, ids=sp_ids)
     for f in ex.fields:

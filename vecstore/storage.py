@@ -47,7 +47,7 @@ import lmdb
 import msgpack
 import numpy as np
 
-from .errors import ConflictError, CorruptionError, LockedError, ReadOnlyError, StorageFullError, VecstoreError
+from .errors import ClosedError, ConflictError, CorruptionError, LockedError, ReadOnlyError, StorageFullError, VecstoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -347,7 +347,10 @@ class Storage:
         self._lock_fd: int | None = None
         self._map_guard = _MapGuard()
         if not read_only:
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise VecstoreError(f"{self.path}: cannot create the collection folder ({e.strerror or e})") from None
             self._lock_fd = _take_writer_lock(self.path / "LOCK")
         elif not (self.path / "data.mdb").exists():
             raise VecstoreError(f"no collection store at {self.path}")
@@ -386,6 +389,8 @@ class Storage:
         snapshot export holds one while writers go on)."""
         while True:
             with self._map_guard.read():
+                if self.env is None:  # closed by another thread after this caller's own check
+                    raise ClosedError(f"{self.path}: the store is closed")
                 try:
                     txn = self.env.begin(write=False, buffers=False)
                 except lmdb.MapResizedError:
@@ -420,6 +425,8 @@ class Storage:
         if self.read_only:
             raise ReadOnlyError(f"collection store {self.path} is open read-only")
         while True:
+            if self.env is None:
+                raise ClosedError(f"{self.path}: the store is closed")
             try:
                 with self.env.begin(write=True) as txn:
                     return fn(Txn(self.env, self._dbs, txn))
@@ -439,6 +446,8 @@ class Storage:
 
     def sync(self) -> None:
         """Flush to disk (the barrier of ``durability="fast"``)."""
+        if self.env is None:
+            raise ClosedError(f"{self.path}: the store is closed")
         if not self.read_only:
             try:
                 self.env.sync(True)
@@ -510,7 +519,11 @@ class _MapGuard:
 
 
 def _take_writer_lock(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # a folder this process may not write (permissions, read-only mount)
+        raise VecstoreError(f"{path.parent}: cannot open for writing ({e.strerror or e}); "
+                            "open it read-only (vecstore.connect(..., read_only=True))") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
