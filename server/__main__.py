@@ -1,4 +1,4 @@
-"""``python -m vecstore.server --data ./data [--host 127.0.0.1] [--port 7637] [--api-key KEY] [--processes N]``
+"""``python -m vecstore.server --data ./data [--host 127.0.0.1] [--port 7637] [--api-key KEY] [--processes N] [--functions MODULE]``
 
 The key may also come from ``VECSTORE_API_KEY`` (better: it does not show in ``ps``). Ctrl-C
 or SIGTERM stops the server after the requests in flight have been answered.
@@ -12,11 +12,14 @@ arguments plus the hidden ``--replica-of``, ``--primary-pid``, ``--listen-fd``,
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import logging
 import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,24 +40,42 @@ def _processes(text: str) -> int:
     return n
 
 
+def _int_in(lo: int, hi: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = lo - 1
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"expected {what} in {lo}..{hi}, got {text!r}")
+        return n
+    return parse
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m vecstore.server", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="./data", help="root folder of the store (created if missing)")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    ap.add_argument("--port", type=int, default=7637, help="port (default 7637; 0 = any free port)")
+    ap.add_argument("--port", type=_int_in(0, 65535, "a port (0: any free port)"), default=7637,
+                    help="port (default 7637; 0 = any free port)")
     ap.add_argument("--api-key", default=os.environ.get("VECSTORE_API_KEY") or None,
                     help="require this key (Bearer, or the password of Basic auth); default $VECSTORE_API_KEY")
     ap.add_argument("--backup-dir", action="append", default=[], metavar="DIR",
                     help="another folder snapshot/export paths may point into (repeatable); "
                          "relative paths resolve against the first one")
-    ap.add_argument("--max-json-mb", type=int, default=256, help="largest JSON body accepted (MiB)")
-    ap.add_argument("--max-binary-mb", type=int, default=512, help="largest binary body accepted (MiB)")
-    ap.add_argument("--workers", type=int, default=0,
+    ap.add_argument("--max-json-mb", type=_int_in(1, 1 << 20, "MiB"), default=256,
+                    help="largest JSON body accepted (MiB)")
+    ap.add_argument("--max-binary-mb", type=_int_in(1, 1 << 20, "MiB"), default=512,
+                    help="largest binary body accepted (MiB)")
+    ap.add_argument("--workers", type=_int_in(0, 1024, "a number of threads (0: one per 2 cores)"), default=0,
                     help="requests answered at once (more only while those are slow); default: one per 2 cores")
     ap.add_argument("--processes", type=_processes, default=1, metavar="N",
                     help="processes serving the same socket and data folder (default 1; 0 = one per core): "
                          "searches use N cores; writes and text searches go to the first process; "
                          "each process holds its own copy of the collections it serves")
+    ap.add_argument("--functions", action="append", default=[], metavar="MODULE",
+                    help="import this module (a dotted name, or a .py file) before serving: it registers "
+                         "the chunkers and UDFs that materialized views use (repeatable)")
     ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                     help="DEBUG also writes one access-log line per request (logger vecstore.server.access)")
     # set by the primary for its replicas only
@@ -63,7 +84,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--state-file", help=argparse.SUPPRESS)
     ap.add_argument("--slot", type=int, default=0, help=argparse.SUPPRESS)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.api_key is not None and not args.api_key.strip():
+        # an unset $KEY in `--api-key "$KEY"` would otherwise turn authentication off silently
+        ap.error("--api-key: the key is empty; omit the flag to use $VECSTORE_API_KEY, or give a key")
+    return args
 
 
 def run(server: VecstoreHTTPServer, client: Any = None, replicas: Supervisor | None = None,
@@ -116,6 +141,34 @@ def run(server: VecstoreHTTPServer, client: Any = None, replicas: Supervisor | N
     return 0
 
 
+def load_functions(spec: str) -> None:
+    """Import ``spec``, a dotted module name or a ``.py`` file, for what it registers with
+    :mod:`vecstore.functions` (a view refreshed over HTTP runs in this process and finds its
+    chunker and UDFs only here)."""
+    if spec.endswith(".py"):
+        path = Path(spec).resolve()
+        module_spec = importlib.util.spec_from_file_location(f"_vecstore_functions_{path.stem}", path)
+        if module_spec is None or module_spec.loader is None:
+            raise ImportError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        importlib.import_module(spec)
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why the server could not write in ``folder`` (created if missing), or None. Checked at
+    start: a folder the server cannot write used to start "ready" and answer 500 to everything."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".vecstore-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"not a writable folder ({e.strerror or e})"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -123,10 +176,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     pid = "[%(process)d]" if processes > 1 else ""  # which process a line comes from
     logging.basicConfig(level=args.log_level, format=f"%(asctime)s %(levelname)s %(name)s{pid}: %(message)s")
     data = Path(args.data).resolve()
-    data.mkdir(parents=True, exist_ok=True)
     backups = tuple(Path(d).resolve() for d in args.backup_dir)
-    for d in backups:
-        d.mkdir(parents=True, exist_ok=True)
+    for flag, folder in [("--data", data), *(("--backup-dir", d) for d in backups)]:
+        problem = _unwritable(folder) if not args.replica_of else None
+        if problem:
+            log.error("%s %s: %s", flag, folder, problem)
+            return 1
+    for spec in args.functions:
+        try:
+            load_functions(spec)
+        except Exception as e:  # noqa: BLE001 - any failure of the user's module stops the start
+            log.error("--functions %s: %s: %s", spec, type(e).__name__, e)
+            return 1
     config = ServerConfig(data_dir=data, host=args.host, port=args.port, api_key=args.api_key,
                           backup_dirs=backups, max_json_bytes=args.max_json_mb * MiB,
                           max_binary_bytes=args.max_binary_mb * MiB, workers=max(0, args.workers))

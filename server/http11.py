@@ -187,10 +187,13 @@ def _declared_length_or_zero(headers: dict[bytes, bytes]) -> int:
 
 
 def is_loopback(host: str) -> bool:
-    """``127.0.0.1``, ``::1``, ``localhost``; not ``0.0.0.0`` or ``""`` (every interface)."""
+    """``127.0.0.1``, ``::1``, ``::ffff:127.0.0.1``, ``localhost``; not ``0.0.0.0`` or ``""``
+    (every interface)."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is 127.0.0.1
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)

@@ -83,3 +83,65 @@ def test_materialized_view_refreshed_remotely(served):
     finally:
         functions.unregister("remote_words")
         functions.unregister("remote_embed")
+
+
+FUNCTIONS_MODULE = '''
+import numpy as np
+from vecstore import functions
+
+def words(text, size=2):
+    w = text.split()
+    return [" ".join(w[i:i + size]) for i in range(0, len(w), size)]
+
+functions.register_chunker("cli_words", words, version="1")
+functions.register_udf("cli_embed", lambda texts: np.stack([[len(t), 1.0] for t in texts]), version="1", dim=2)
+'''
+
+
+def test_server_functions_flag_lets_a_view_refresh_over_http(tmp_path):
+    """`python -m vecstore.server --functions my_functions.py`: the view's chunker and UDF are
+    registered in the server process, where its refresh runs (without them every refresh over
+    HTTP failed with "function ... is not registered")."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    module = tmp_path / "my_functions.py"
+    module.write_text(FUNCTIONS_MODULE)
+    data = tmp_path / "data"
+    namespace: dict = {}
+    exec(FUNCTIONS_MODULE, namespace)  # registered here too, to define the view  # noqa: S102
+    try:
+        with vecstore.connect(data) as local:
+            db = local.create_database("app")
+            db.require_collection("docs", dim=2).add([[1, 0], [0, 1]], ids=[1, 2],
+                                                     fields=[{"body": "a b c d"}, {"body": "e f"}])
+            db.create_materialized_view("chunks", source="docs", definition={
+                "kind": "chunker", "chunker": {"name": "cli_words", "input": "body"},
+                "udfs": [{"name": "cli_embed", "inputs": ["chunk_text"], "output": "e"}],
+                "vectorField": "e", "metric": "l2"})
+    finally:
+        functions.unregister("cli_words")
+        functions.unregister("cli_embed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "vecstore.server", "--data", str(data), "--port", str(port),
+                               "--functions", str(module)], stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):
+            try:
+                remote = vecstore.connect(f"http://127.0.0.1:{port}")
+                break
+            except vecstore.VecstoreError:
+                time.sleep(0.05)
+        db = remote.get_database("app")
+        job = db.wait_refresh_job(db.refresh_materialized_view("chunks"), timeout=60)
+        assert job.state == "COMPLETED", job.reason
+        assert db.get_collection("chunks").shape == (3, 2)
+    finally:
+        server.terminate()
+        server.wait(30)
+    bad = subprocess.run([sys.executable, "-m", "vecstore.server", "--data", str(tmp_path / "d2"), "--port", "0",
+                          "--functions", "no_such_module_here"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "--functions no_such_module_here: ModuleNotFoundError" in bad.stderr

@@ -22,7 +22,7 @@ from typing import Any
 from . import validation as v
 from .collection import Collection
 from .errors import (AlreadyExistsError, ClosedError, ConflictError, DimensionMismatchError, InvalidArgumentError,
-                     NotFoundError)
+                     NotFoundError, VecstoreError)
 from .indexes.base import parse_metric
 from .jobs import JobManager, RefreshJob
 from .external.refresh import DatabaseExternal
@@ -70,7 +70,11 @@ class Client(ClientPortability):
         self.read_only = read_only
         self.durability = durability
         if not read_only:
-            self.root.mkdir(parents=True, exist_ok=True)
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise InvalidArgumentError(f"path: {str(self.root)!r} is not a folder vecstore can use "
+                                           f"({e.strerror or e})") from None
             sweep_staging(self.root)  # a restore_database killed midway
         elif not self.root.is_dir():
             raise NotFoundError(f"path: no vecstore folder at {self.root}")
@@ -105,8 +109,11 @@ class Client(ClientPortability):
             self.drop_database(name)
         if _foreign(path, _DB_MARKER):
             raise AlreadyExistsError(f"database_name: {name!r} is taken by a file or folder that is not a database")
-        path.mkdir(parents=True, exist_ok=True)
-        (path / _DB_MARKER).touch()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / _DB_MARKER).touch()
+        except OSError as e:  # a root this process may not write
+            raise VecstoreError(f"database_name: cannot create {name!r} in {str(self.root)!r} ({e.strerror or e})") from None
         return self.get_database(name)
 
     def get_database(self, name: str) -> "Database":

@@ -339,9 +339,46 @@ def test_restoring_from_something_that_is_not_a_backup_is_400(env, route, key, t
 # binding and browsers
 
 
+def test_loopback_addresses():
+    from vecstore.server.http11 import is_loopback
+    assert [is_loopback(h) for h in ("127.0.0.1", "::1", "::ffff:127.0.0.1", "localhost")] == [True] * 4
+    assert [is_loopback(h) for h in ("0.0.0.0", "", "::", "::ffff:10.0.0.1", "10.0.0.1", "example.org")] == [False] * 6
+
+
 def test_binds_loopback_by_default():
     assert ServerConfig(data_dir=Path(".")).host == "127.0.0.1"
     assert parse_args([]).host == "127.0.0.1"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--port", "70000"], "--port: expected a port"),
+    (["--port", "-1"], "--port: expected a port"),
+    (["--max-json-mb", "-1"], "--max-json-mb: expected MiB"),
+    (["--max-binary-mb", "0"], "--max-binary-mb: expected MiB"),
+    (["--workers", "-3"], "--workers: expected a number of threads"),
+    (["--workers", "100000"], "--workers: expected a number of threads"),
+    (["--api-key", ""], "--api-key: the key is empty"),
+    (["--api-key", "   "], "--api-key: the key is empty"),
+])
+def test_bad_flags_exit_with_a_message(argv, message, capsys, monkeypatch):
+    """Nonsense flag values used to end in a traceback (a port out of range), or to take effect:
+    a negative body limit refused every request, an empty --api-key (an unset $KEY) turned
+    authentication off even with $VECSTORE_API_KEY set."""
+    monkeypatch.setenv("VECSTORE_API_KEY", "from-the-environment")
+    with pytest.raises(SystemExit) as e:
+        parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_data_or_backup_path_that_is_no_folder_is_a_message_not_a_traceback(tmp_path, caplog):
+    from vecstore.server.__main__ import main
+    (tmp_path / "afile").write_text("x")
+    for argv in (["--data", str(tmp_path / "afile")], ["--data", str(tmp_path / "afile" / "sub")],
+                 ["--data", str(tmp_path / "d"), "--backup-dir", str(tmp_path / "afile")]):
+        assert main([*argv, "--port", "0"]) == 1
+    assert "not a writable folder" in caplog.text
+    with pytest.raises(vecstore.InvalidArgumentError, match="not a folder vecstore can use"):
+        vecstore.connect(tmp_path / "afile")
 
 
 def test_no_cors_headers(env):
