@@ -472,3 +472,26 @@ def test_index_file_names_are_never_reused(tmp_path):
     again = vecstore.connect(tmp_path).get_database("app").get_collection("c")
     assert again.index_mode() == "HNSW" and again.search(clustered(300, 8)[5], k=1).ids == (5,)
     again.database.client.close()
+
+
+def test_superseded_index_files_outlive_one_more_save(tmp_path):
+    """A checkpoint's new index files supersede the last ones, which stay until the next save:
+    a reader in another process may be loading them (without them it rebuilt the index from
+    the rows, minutes at a million rows). Older ones, and files no record names, go."""
+    col = vecstore.connect(tmp_path).create_database("app").require_collection("c", dim=8, metric="l2")
+    x = clustered(400, 8)
+    col.add(x[:200], ids=list(range(200)))
+    col.build_index("HNSW")
+    names = lambda: {p.name.split(".")[1] for p in (col.path / "indexes").iterdir()}  # noqa: E731
+    first = names()
+    for i in range(3):  # three saves: generations 2, 3, 4
+        col.add(x[200 + 50 * i:250 + 50 * i], ids=list(range(200 + 50 * i, 250 + 50 * i)))
+        col.checkpoint()
+    gens = sorted(names(), key=int)
+    assert len(gens) == 2 and not (first & set(gens))  # the current generation and the one before
+    (col.path / "indexes" / "default.999.orphan").write_bytes(b"x")
+    col.database.client.close()
+    again = vecstore.connect(tmp_path).get_database("app").get_collection("c")
+    assert sorted({p.name.split(".")[1] for p in (again.path / "indexes").iterdir()}, key=int) == gens
+    assert again.search(x[5], k=1).ids == (5,)
+    again.database.client.close()

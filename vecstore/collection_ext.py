@@ -154,8 +154,10 @@ class DerivedIndexes:
                       also: Callable[[Any], None] | None = None) -> None:
         """Commit the index record of ``space``: ``mode`` with ``index``'s files (written and
         checked first, under a new generation name), ``mode`` alone for FLAT, none for
-        ``mode=None``. ``also(t)`` writes in the same transaction. The superseded files are
-        removed after the commit."""
+        ``mode=None``. ``also(t)`` writes in the same transaction. The files this commit
+        supersedes are kept until the next one (the record names them): a reader in another
+        process may be loading them right now, and without them it would rebuild the index
+        from the rows. Those the previous commit superseded are removed."""
         key = self._index_record_key(space)
         with self._storage.read() as t:
             old = t.get_meta(key) or {}
@@ -170,7 +172,7 @@ class DerivedIndexes:
             gen = max(old.get("gen", 0), last) + 1
             rec = {"mode": mode.name, "metric": index.metric, "params": index.params,
                    "files": index.save(self._index_dir(), f"{space.name}.{gen}"),
-                   "version": self._version, "gen": gen}
+                   "version": self._version, "gen": gen, "superseded": old.get("files", [])}
 
         def tx(t):
             if also is not None:
@@ -182,7 +184,8 @@ class DerivedIndexes:
             elif t.get_meta(key) is not None:
                 t.delete_meta(key)
         self._storage.write(tx)
-        for name in old.get("files", []):
+        gone = old.get("superseded", []) + (old.get("files", []) if rec is None or "files" not in rec else [])
+        for name in gone:
             (self._index_dir() / name).unlink(missing_ok=True)
 
     def _remove_orphans(self: "Collection") -> None:
@@ -190,7 +193,7 @@ class DerivedIndexes:
         if not d.exists() or self._read_only:
             return
         with self._storage.read() as t:
-            keep = {f for _, rec in t.iter_meta("index:") for f in rec.get("files", [])}
+            keep = {f for _, rec in t.iter_meta("index:") for f in rec.get("files", []) + rec.get("superseded", [])}
         for f in d.iterdir():
             if f.name not in keep:
                 f.unlink(missing_ok=True)

@@ -479,7 +479,7 @@ def _restore_store(r: _SnapshotReader, entry: dict, dest: Path, name: str) -> No
                 if not isinstance(rec, dict):
                     raise BadBackupError(f"{r.path}: bad index record {key!r}")
                 # Never trust index files named by a snapshot: the open rebuilds from the rows.
-                t.put_meta(key, {k: x for k, x in rec.items() if k != "files"})
+                t.put_meta(key, {k: x for k, x in rec.items() if k not in ("files", "superseded")})
             if t.get_meta("text") is not None:
                 t.delete_meta("text")
         st.write(fix)
