@@ -495,3 +495,15 @@ def test_superseded_index_files_outlive_one_more_save(tmp_path):
     assert sorted({p.name.split(".")[1] for p in (again.path / "indexes").iterdir()}, key=int) == gens
     assert again.search(x[5], k=1).ids == (5,)
     again.database.client.close()
+
+
+def test_a_removed_index_keeps_its_files_until_the_next_index_commit(tmp_path):
+    col = vecstore.connect(tmp_path).create_database("app").require_collection("c", dim=8, metric="l2")
+    col.add(clustered(200, 8), ids=list(range(200)))
+    col.build_index("HNSW")
+    files = {p.name for p in (col.path / "indexes").iterdir()}
+    col.remove_index()  # a reader may be loading these right now
+    assert files <= {p.name for p in (col.path / "indexes").iterdir()}
+    col.build_index("IVF")
+    assert not files & {p.name for p in (col.path / "indexes").iterdir()}
+    col.database.client.close()

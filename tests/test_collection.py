@@ -609,7 +609,8 @@ def test_counts_and_id_checks_never_see_a_half_updated_mirror(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("call", ["build_index", "checkpoint", "write_blob", "read_blob", "update_description",
-                                  "remove_index", "delete_ids", "delete_where", "text_search", "search"])
+                                  "remove_index", "delete_ids", "delete_where", "text_search", "search",
+                                  "hybrid_vector"])
 def test_a_call_racing_close_gets_closed_error(tmp_path, monkeypatch, call):
     """A call that passed its open check just before another thread closed the handle gets
     ClosedError, not AttributeError from the released store, NotFoundError or an empty result."""
@@ -624,7 +625,8 @@ def test_a_call_racing_close_gets_closed_error(tmp_path, monkeypatch, call):
              "write_blob": lambda: col.write_blob("k", b"v"), "read_blob": lambda: col.read_blob("b"),
              "update_description": lambda: col.update_description("d"), "remove_index": col.remove_index,
              "delete_ids": lambda: col.delete_items([1]), "delete_where": lambda: col.delete_items(where="id = 1"),
-             "text_search": lambda: col.text_search("hello"), "search": lambda: col.search([0.1] * 4, k=5)}
+             "text_search": lambda: col.text_search("hello"), "search": lambda: col.search([0.1] * 4, k=5),
+             "hybrid_vector": lambda: col.hybrid_search(vector=[0.1] * 4, k=5)}
     checked, closed = threading.Event(), threading.Event()
     for name in ("_check_open", "_check_writable"):
         real = getattr(Collection, name)
@@ -649,3 +651,44 @@ def test_a_call_racing_close_gets_closed_error(tmp_path, monkeypatch, call):
     closed.set()
     t.join(10)
     assert len(got) == 1 and isinstance(got[0], ClosedError), got
+
+
+def test_numpy_scalars_and_missing_numbers_behave_alike_locally_and_remotely(db):
+    """The remote client sent numpy ints as unsendable JSON, dropped a None k (the server then
+    took its default), crashed on read_by_only_id(None), and judged ragged query lists with
+    other exception classes than the library."""
+    col = db.require_collection("np_parity", dim=3)
+    col.add_item([1, 0, 0], id=np.int64(7))
+    col.bulk_add_items([{"vector": [0, 1, 0], "id": np.int64(8)}])
+    assert col.search([1, 0, 0], k=np.int64(1)).ids == (7,)
+    assert col.read_by_only_id([np.int64(8)]).ids == (8,) and col.is_id_exists(np.int64(7))
+    assert col.delete_items(np.array([8])) == 1 and col.restore_items([np.int64(8)]) == 1
+    for call in (lambda: col.search([1, 0, 0], k=None), lambda: col.batch_search([[1, 0, 0]], k=None),
+                 lambda: col.search_range([1, 0, 0], threshold=1.0, max_results=None),
+                 lambda: col.text_search("x", k=None), lambda: col.head(None), lambda: col.tail(None),
+                 lambda: col.read_by_only_id(None), lambda: col.read_by_only_id(1.5),
+                 lambda: col.batch_search([None, [1, 0, 0]], k=1)):
+        with pytest.raises(InvalidArgumentError):
+            call()
+    with pytest.raises(DimensionMismatchError):
+        col.bulk_add_items([{"vector": [[1, 2], [3]]}, {"vector": [1, 0, 0]}])
+    assert col.shape == (2, 3)
+
+
+def test_a_collection_folder_left_before_its_store_existed_is_still_ours(tmp_path):
+    """A creation that failed after the folder and its LOCK were made, before data.mdb: the
+    name can be dropped and created again (it is not someone else's folder)."""
+    client = vecstore.connect(tmp_path)
+    db = client.create_database("app")
+    (db.path / "half").mkdir()
+    (db.path / "half" / "LOCK").write_text("pid 1")
+    db.drop_collection("half")
+    assert not (db.path / "half").exists()
+    (db.path / "half").mkdir()
+    (db.path / "half" / "LOCK").write_text("pid 1")
+    assert db.require_collection("half", dim=2).shape == (0, 2)
+    (db.path / "theirs").mkdir()
+    (db.path / "theirs" / "notes.txt").write_text("mine")
+    with pytest.raises(AlreadyExistsError):
+        db.require_collection("theirs", dim=2)
+    client.close()

@@ -165,12 +165,17 @@ class Client(ClientPortability):
         self._closed = True
 
 
+# What a collection folder holds before its data.mdb exists (a creation that failed midway):
+# still vecstore's, so it can be dropped or created again.
+_BEFORE_STORE = {"LOCK", "lock.mdb"}
+
+
 def _foreign(path: Path, marker: str) -> bool:
     """``path`` is a file, or a folder holding files but no ``marker``: not something vecstore
     made (a backup written into the data folder, the user's own files). Such a name is never
     adopted as a database or collection, and never deleted by a drop."""
     if path.is_dir():
-        return not (path / marker).exists() and any(path.iterdir())
+        return not (path / marker).exists() and any(p.name not in _BEFORE_STORE for p in path.iterdir())
     return path.exists() or path.is_symlink()
 
 

@@ -16,7 +16,6 @@ the committed version. Reads never touch LMDB: they run on the mirror.
 
 from __future__ import annotations
 
-import copy
 import logging
 import shutil
 import threading
@@ -52,15 +51,28 @@ EXACT_FILTER_FRACTION = 0.05
 _ROW_CHUNK = 50_000
 
 
+_NESTED = (list, dict)
+
+
 def _own(fields: dict) -> dict:
     """A caller's copy of a row's fields. Nested lists and dicts are copied too: a caller who
     edits a result must not edit the mirror (which a later upsert with ``fields=None`` would
-    then write to disk)."""
+    then write to disk). Field values are JSON-like (validated), so no ``copy.deepcopy``
+    (10x slower here: its memo table and dispatch)."""
     out = dict(fields)
     for key, value in out.items():
-        if type(value) is list or type(value) is dict:
-            out[key] = copy.deepcopy(value)
+        kind = type(value)
+        if kind is list:  # the first level inline: a call per nested value costs as much as the copy
+            out[key] = [_copy_nested(i) if type(i) in _NESTED else i for i in value]
+        elif kind is dict:
+            out[key] = _copy_nested(value)
     return out
+
+
+def _copy_nested(x: list | dict) -> list | dict:
+    if type(x) is list:
+        return [_copy_nested(i) if type(i) in _NESTED else i for i in x]
+    return {k: _copy_nested(i) if type(i) in _NESTED else i for k, i in x.items()}
 
 
 def _sorted(a: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _INDEX_CHUNK = 2048  # rows per index add between which searches may run
 _GEN_KEY = "index_gen"  # the last generation number given to index files (any field)
+_DROPPED_KEY = "index_dropped"  # index files no record names any more, removed at the next index commit
 
 
 def _index_class(kind: str) -> type[VectorIndex]:
@@ -155,13 +156,14 @@ class DerivedIndexes:
         """Commit the index record of ``space``: ``mode`` with ``index``'s files (written and
         checked first, under a new generation name), ``mode`` alone for FLAT, none for
         ``mode=None``. ``also(t)`` writes in the same transaction. The files this commit
-        supersedes are kept until the next one (the record names them): a reader in another
-        process may be loading them right now, and without them it would rebuild the index
-        from the rows. Those the previous commit superseded are removed."""
+        supersedes or drops stay until the next index commit (of any field; the store lists
+        them): a reader in another process may be loading them right now, and without them it
+        would rebuild the index from the rows. Those the previous commit listed are removed."""
         key = self._index_record_key(space)
         with self._storage.read() as t:
             old = t.get_meta(key) or {}
             last = t.get_meta(_GEN_KEY, 0)
+            earlier = t.get_meta(_DROPPED_KEY, [])
         if mode is None:
             rec = None
         elif index is None:
@@ -172,7 +174,7 @@ class DerivedIndexes:
             gen = max(old.get("gen", 0), last) + 1
             rec = {"mode": mode.name, "metric": index.metric, "params": index.params,
                    "files": index.save(self._index_dir(), f"{space.name}.{gen}"),
-                   "version": self._version, "gen": gen, "superseded": old.get("files", [])}
+                   "version": self._version, "gen": gen}
 
         def tx(t):
             if also is not None:
@@ -183,9 +185,9 @@ class DerivedIndexes:
                     t.put_meta(_GEN_KEY, rec["gen"])
             elif t.get_meta(key) is not None:
                 t.delete_meta(key)
+            t.put_meta(_DROPPED_KEY, old.get("files", []))
         self._storage.write(tx)
-        gone = old.get("superseded", []) + (old.get("files", []) if rec is None or "files" not in rec else [])
-        for name in gone:
+        for name in earlier:
             (self._index_dir() / name).unlink(missing_ok=True)
 
     def _remove_orphans(self: "Collection") -> None:
@@ -193,7 +195,8 @@ class DerivedIndexes:
         if not d.exists() or self._read_only:
             return
         with self._storage.read() as t:
-            keep = {f for _, rec in t.iter_meta("index:") for f in rec.get("files", []) + rec.get("superseded", [])}
+            keep = {f for _, rec in t.iter_meta("index:") for f in rec.get("files", [])}
+            keep.update(t.get_meta(_DROPPED_KEY, []))
         for f in d.iterdir():
             if f.name not in keep:
                 f.unlink(missing_ok=True)
@@ -571,6 +574,7 @@ class DerivedIndexes:
     def _with_text(self: "Collection", run: Callable[[], SearchResult]) -> SearchResult:
         """``run()`` under the read lock, with the text index caught up with the mirror."""
         with self._rw.read:
+            self._check_open()
             if self._text is not None and not self._text_pending:  # the common case needs no write lock
                 return run()
         # Caught up, then searched, under the writer mutex: no write comes between, in particular
@@ -654,4 +658,5 @@ class DerivedIndexes:
         if text is not None:
             return self._with_text(run)
         with self._rw.read:
+            self._check_open()  # closed meanwhile: the mirror is gone
             return run()

@@ -479,7 +479,9 @@ def _restore_store(r: _SnapshotReader, entry: dict, dest: Path, name: str) -> No
                 if not isinstance(rec, dict):
                     raise BadBackupError(f"{r.path}: bad index record {key!r}")
                 # Never trust index files named by a snapshot: the open rebuilds from the rows.
-                t.put_meta(key, {k: x for k, x in rec.items() if k not in ("files", "superseded")})
+                t.put_meta(key, {k: x for k, x in rec.items() if k != "files"})
+            if t.get_meta("index_dropped") is not None:  # names files of the original store
+                t.delete_meta("index_dropped")
             if t.get_meta("text") is not None:
                 t.delete_meta("text")
         st.write(fix)

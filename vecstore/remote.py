@@ -91,7 +91,7 @@ class _Transport:
         """A JSON route: returns its ``params``; raises the server's error as its class."""
         try:
             payload = None if body is None else json.dumps({k: x for k, x in body.items() if x is not None},
-                                                           separators=(",", ":")).encode()
+                                                           separators=(",", ":"), default=_plain).encode()
         except (TypeError, ValueError) as e:  # a value JSON cannot carry (a set, bytes, an object)
             raise InvalidArgumentError(f"{path}: the request cannot be sent as JSON: {e}") from None
         status, ctype, data = self.request(method, path, payload)
@@ -125,6 +125,25 @@ class _Transport:
             self._local.conn = None
 
 
+def _plain(x: Any) -> Any:
+    """numpy scalars and arrays as JSON values (``json.dumps``'s ``default``), as the library
+    takes them; anything else stays unsendable (the caller's InvalidArgumentError)."""
+    if isinstance(x, (np.integer, np.floating, np.bool_)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"Object of type {type(x).__name__} is not JSON serializable")
+
+
+def _flat_numbers(row: Any) -> bool:
+    if isinstance(row, (str, bytes)):
+        return False
+    try:
+        return np.asarray(row, dtype=np.float32).ndim == 1
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 def _vec(x: Any, param: str = "vector") -> Any:
     """One vector as a JSON list. JSON has no NaN or inf (the server would see only malformed
     JSON), so a vector holding one is refused here with the library's own error. Anything that
@@ -142,8 +161,11 @@ def _vecs(x: Any, param: str = "vectors") -> Any:
     """Rows of vectors as JSON lists; see :func:`_vec`."""
     try:
         arr = np.asarray(x, dtype=np.float32)
-    except (TypeError, ValueError, OverflowError):  # ragged rows: sent as they are, for the server to judge
-        return [_vec(row, param) for row in x] if isinstance(x, (list, tuple)) else x
+    except (TypeError, ValueError, OverflowError):  # not one clean matrix
+        rows = x if isinstance(x, (list, tuple)) else None
+        if rows is None or not all(_flat_numbers(r) for r in rows):
+            v.check_vectors(x, 0, param=param)  # not rows of numbers: the library's own error
+        return [_vec(row, param) for row in rows]  # rows of uneven length: the server judges them, knowing the dim
     if arr.ndim == 0 or not np.isfinite(arr).all():
         v.check_vectors(x, 0, param=param)  # raises, as for one vector
     return arr.tolist()
@@ -564,15 +586,13 @@ class RemoteCollection:
         return Rows.from_dict(triple, self.dim)
 
     def head(self, n: int = 5) -> Rows:
-        return self._rows(self._call("/head", {"n": n})["head"])
+        return self._rows(self._call("/head", {"n": v.check_k(n, param="n")})["head"])
 
     def tail(self, n: int = 5) -> Rows:
-        return self._rows(self._call("/tail", {"n": n})["tail"])
+        return self._rows(self._call("/tail", {"n": v.check_k(n, param="n")})["tail"])
 
     def read_by_only_id(self, id: Id | Sequence[Id]) -> Rows:
-        body_id = id if isinstance(id, (int, str, np.integer)) else list(id)
-        if isinstance(body_id, np.integer):
-            body_id = int(body_id)
+        body_id = list(id) if isinstance(id, (list, tuple, np.ndarray)) else id  # else: the server judges it
         return self._rows(self._call("/read_by_only_id", {"id": body_id})["item"])
 
     def query(self, where: str | None = None, filter_ids: Sequence[Id] | None = None,
@@ -598,6 +618,7 @@ class RemoteCollection:
                nprobe: int | None = None, vector_field: str = "default", *, field_name: str | None = None,
                approx: bool = False, eps: float = 1e-4) -> SearchResult:
         vf = field_name if vector_field == "default" and field_name else vector_field
+        k = v.check_k(k)  # here: the transport would drop a None and the server take its default
         if self._binary_search:
             found = self._search_binary(vector, k, where, return_fields, nprobe, vf, approx, eps)
             if found is not None:
@@ -651,6 +672,7 @@ class RemoteCollection:
                      nprobe: int | None = None, vector_field: str = "default", *,
                      field_name: str | None = None) -> list[SearchResult]:
         vf = field_name if vector_field == "default" and field_name else vector_field
+        k = v.check_k(k)
         if self._binary_search:
             found = self._search_binary(vectors, k, where, return_fields, nprobe, vf, batch=True)
             if found is not None:
@@ -661,6 +683,7 @@ class RemoteCollection:
 
     def search_range(self, vector: Any, threshold: float, max_results: int = 1000, where: str | None = None,
                      vector_field: str = "default", return_fields: bool = False) -> SearchResult:
+        max_results = v.check_k(max_results, param="max_results")
         r = self._call("/search_range", {"vector": _vec(vector), "threshold": threshold, "max_results": max_results,
                                          "where": where, "vector_field": vector_field,
                                          "return_fields": return_fields})["result"]
@@ -670,6 +693,7 @@ class RemoteCollection:
                        return_fields: bool = False, vector_field: str = "default", *, field_name: str | None = None,
                        approx: bool = False, eps: float = 1e-4) -> ProfiledSearch:
         vf = field_name if vector_field == "default" and field_name else vector_field
+        k = v.check_k(k)
         p = self._call("/search_profile", {"vector": _vec(vector), "k": k, "where": where, "nprobe": nprobe,
                                            "return_fields": return_fields, "vector_field": vf,
                                            "approx": approx, "eps": eps})
@@ -678,6 +702,7 @@ class RemoteCollection:
 
     def text_search(self, text: str, text_fields: Sequence[str] | None = None, k: int = 10,
                     where: str | None = None, return_fields: bool = False) -> SearchResult:
+        k = v.check_k(k)
         items = self._call("/text_search", {"text": text, "text_fields": None if text_fields is None else list(text_fields),
                                             "k": k, "where": where, "return_fields": return_fields})["items"]
         return SearchResult.from_dict(items, with_fields=return_fields)
@@ -687,6 +712,7 @@ class RemoteCollection:
     def sparse_search(self, vector: Any, k: int = 10, where: str | None = None,
                       return_fields: bool = False) -> SearchResult:
         from .indexes.sparse import parse_sparse
+        k = v.check_k(k)
         idx, val = parse_sparse(vector, param="vector")
         items = self._call("/sparse_search", {"vector": {"indices": idx.tolist(), "values": val.tolist()}, "k": k,
                                               "where": where, "return_fields": return_fields})["items"]
@@ -698,6 +724,7 @@ class RemoteCollection:
                       return_fields: bool = False, nprobe: int | None = None,
                       vector_field: str = "default", *, field_name: str | None = None) -> SearchResult:
         vf = field_name if vector_field == "default" and field_name else vector_field
+        k = v.check_k(k)
         items = self._call("/hybrid_search", {
             "vector": None if vector is None else _vec(vector), "text": text,
             "text_fields": None if text_fields is None else list(text_fields), "k": k, "where": where,
