@@ -692,3 +692,33 @@ def test_a_collection_folder_left_before_its_store_existed_is_still_ours(tmp_pat
     with pytest.raises(AlreadyExistsError):
         db.require_collection("theirs", dim=2)
     client.close()
+
+
+def test_an_open_racing_a_drop_never_recreates_the_collection(tmp_path, monkeypatch):
+    """get_collection checks that the collection exists, then opens it; a drop in between used
+    to let the open make a new, empty, config-less store in its place (every later open a 500,
+    and a database name nothing could drop or create again)."""
+    from vecstore.client import Database
+    client = vecstore.connect(tmp_path)
+    db = client.create_database("app")
+    db.require_collection("c", dim=2)
+    db.drop_collection("c")
+    monkeypatch.setattr(Database, "collection_exists", lambda self, name: True)  # the stale check
+    with pytest.raises(NotFoundError):
+        db.get_collection("c")
+    assert not (db.path / "c").exists()
+    client.close()
+
+
+def test_a_reader_opening_a_collection_being_created_gets_not_found(tmp_path):
+    """data.mdb exists a moment before the writer commits the store's first transaction: a
+    read-only open then is NotFoundError (404 over HTTP), not a KeyError or CorruptionError (500)."""
+    import lmdb
+    path = tmp_path / "app" / "c"
+    path.mkdir(parents=True)
+    (tmp_path / "app" / ".vecstore-database").touch()
+    lmdb.open(str(path), max_dbs=12).close()  # the environment, no sub-database yet
+    reader = vecstore.connect(tmp_path, read_only=True)
+    with pytest.raises(NotFoundError, match="being created"):
+        reader.get_database("app").get_collection("c")
+    reader.close()

@@ -123,7 +123,8 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         self._read_only = read_only
         if create is not None:
             durability = durability or create.get("durability", "safe")
-        self._storage = Storage(self.path, read_only=read_only, durability=durability or "safe")
+        self._storage = Storage(self.path, read_only=read_only, durability=durability or "safe",
+                                create=create is not None)
         try:
             if create is not None:
                 self._init_new(create)
@@ -149,6 +150,8 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         """Rebuild the mirror from LMDB, then load or rebuild the derived indexes."""
         with self._storage.read() as t:
             cfg = t.get_meta("config")
+            if cfg is None and self._read_only:  # the writer is still creating it
+                raise NotFoundError(f"{self.path}: the collection is being created")
             if cfg is None:
                 raise CorruptionError(f"{self.path}: no collection config in the store")
             if cfg.get("format", 1) > STORE_FORMAT:

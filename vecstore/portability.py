@@ -233,7 +233,11 @@ def sweep_staging(parent: Path) -> list[Path]:
     []
     """
     removed = []
-    for path in parent.glob(_STAGING + "*"):
+    try:
+        candidates = list(parent.glob(_STAGING + "*"))
+    except FileNotFoundError:  # the folder was dropped meanwhile
+        return removed
+    for path in candidates:
         try:
             fd = os.open(path / _STAGING_LOCK, os.O_RDWR)
         except FileNotFoundError:

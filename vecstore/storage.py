@@ -47,7 +47,8 @@ import lmdb
 import msgpack
 import numpy as np
 
-from .errors import ClosedError, ConflictError, CorruptionError, LockedError, ReadOnlyError, StorageFullError, VecstoreError
+from .errors import (ClosedError, ConflictError, CorruptionError, LockedError, NotFoundError, ReadOnlyError,
+                     StorageFullError, VecstoreError)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -341,19 +342,25 @@ class Storage:
     """
 
     def __init__(self, path: Path, *, read_only: bool = False, durability: str = "safe",
-                 map_size: int | None = None) -> None:
+                 map_size: int | None = None, create: bool = True) -> None:
+        """``create=False``: open an existing store only (NotFoundError when there is none, for
+        instance dropped a moment ago), never make an empty one in its place."""
         self.path = Path(path)
         self.read_only = read_only
         self._lock_fd: int | None = None
         self._map_guard = _MapGuard()
+        create = create and not read_only
+        if not create and not (self.path / "data.mdb").exists():
+            raise NotFoundError(f"no collection store at {self.path}")
         if not read_only:
             try:
-                self.path.mkdir(parents=True, exist_ok=True)
+                if create:
+                    self.path.mkdir(parents=True, exist_ok=True)
+                self._lock_fd = _take_writer_lock(self.path / "LOCK")
+            except FileNotFoundError:  # dropped between the check above and the lock
+                raise NotFoundError(f"no collection store at {self.path}") from None
             except OSError as e:
                 raise VecstoreError(f"{self.path}: cannot create the collection folder ({e.strerror or e})") from None
-            self._lock_fd = _take_writer_lock(self.path / "LOCK")
-        elif not (self.path / "data.mdb").exists():
-            raise VecstoreError(f"no collection store at {self.path}")
         size = map_size or DEFAULT_MAP_SIZE
         if (self.path / "data.mdb").exists():
             size = max(size, (self.path / "data.mdb").stat().st_size * 2)
@@ -362,7 +369,7 @@ class Storage:
             self.env = lmdb.open(
                 str(self.path), map_size=size, max_dbs=len(_SUBDBS) + 2, readonly=read_only,
                 lock=True, sync=(durability != "fast"), metasync=(durability != "fast"),
-                max_readers=1024, max_spare_txns=4, subdir=True, create=not read_only)
+                max_readers=1024, max_spare_txns=4, subdir=True, create=create)
         except lmdb.Error as e:
             self._release_lock()
             raise _translate(e, "open") from e
@@ -376,6 +383,9 @@ class Storage:
                         self._dbs[name] = self.env.open_db(name.encode(), create=False)
                     except lmdb.NotFoundError:  # a sub-db newer than the store (blobs): empty
                         pass
+                if "meta" not in self._dbs:  # the writer has not committed the store's first transaction
+                    self.close()
+                    raise NotFoundError(f"{self.path}: the collection is being created")
             else:
                 with self.env.begin(write=True) as txn:
                     self._dbs = {name: self.env.open_db(name.encode(), txn=txn) for name in _SUBDBS}
