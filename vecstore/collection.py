@@ -424,11 +424,14 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             field_list = [{} for _ in id_list]
         return self._insert(id_list, vecs, field_list, progress=progress, metric=metric)
 
-    def _same_metric(self, metric: str) -> None:
+    def _same_metric(self, metric: str, space: VectorSpace | None = None) -> None:
         """Under the writer mutex: the vectors were validated (normalised for cosine, or not)
-        for ``metric``; a build_index that changed the metric since would store them wrong."""
-        if metric != self.metric:
-            raise ConflictError(f"metric: the collection's metric changed from {metric!r} to {self.metric!r} "
+        for ``metric``; a build_index that changed the metric of ``space`` (default: the
+        collection's) since would store them wrong."""
+        space = space or self._default
+        if metric != space.metric:
+            what = "the collection" if space is self._default else f"field {space.name!r}"
+            raise ConflictError(f"metric: {what} changed from {metric!r} to {space.metric!r} "
                                 "while this call was being validated (a build_index); retry it")
 
     def _insert(self, ids: list, vectors: np.ndarray, fields: list[dict], *, progress: bool,

@@ -394,9 +394,7 @@ class DerivedIndexes:
         with self._wlock:
             self._check_writable()
             space = self._named_space(field_name)  # again: a compact() meanwhile replaced it
-            if space.metric != metric:  # as Collection._same_metric, for this field
-                raise ConflictError(f"metric: field {field_name!r} changed from {metric!r} to {space.metric!r} "
-                                    "while this call was being validated (a build_index); retry it")
+            self._same_metric(metric, space)
             labels = self._live_labels_for(id_list)
             version = self._version + 1
             blobs = [(int(lb), row.tobytes()) for lb, row in zip(labels, vecs)]
