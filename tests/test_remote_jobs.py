@@ -37,7 +37,7 @@ def test_external_collection_refreshed_remotely(served, tmp_path):
     db = remote.get_database("app")
     job_id = db.refresh_external_collection("ext")
     job = db.wait_refresh_job(job_id, timeout=60, raise_on_failure=True)
-    assert (job.state, job.progress, job.collection_name) == ("COMPLETED", 100, "ext")
+    assert (job.state, job.progress, job.collection_name, job.kind) == ("COMPLETED", 100, "ext", "external_refresh")
     assert job.end_time >= job.start_time > 0
     col = db.get_collection("ext")
     assert col.shape == (50, 8)
@@ -74,7 +74,9 @@ def test_materialized_view_refreshed_remotely(served):
             "vectorField": "embedding", "metric": "l2"})
         db = remote.get_database("app")
         job = db.wait_refresh_job(db.refresh_materialized_view("chunks"), timeout=60, raise_on_failure=True)
-        assert job.state == "COMPLETED"
+        assert (job.state, job.kind) == ("COMPLETED", "mv_refresh")  # the kind the library gives
+        with pytest.raises(TypeError):
+            db.refresh_materialized_view("chunks", bogus=1)  # as locally: no job started
         assert db.get_collection("chunks").shape == (3, 3)       # "a b", "c d", "e f"
         with pytest.raises(vecstore.NotFoundError):
             db.refresh_materialized_view("no_such_view")

@@ -345,7 +345,9 @@ class RemoteDatabase:
     @staticmethod
     def _job(d: dict) -> RefreshJob:
         reason = d.get("reason", "") or ""
-        return RefreshJob(job_id=int(d["jobId"]), kind="refresh", collection_name=d["collectionName"],
+        # the Zilliz record has no kind: an external refresh is the one that names its source
+        return RefreshJob(job_id=int(d["jobId"]), kind="external_refresh" if d.get("externalSource") else "mv_refresh",
+                          collection_name=d["collectionName"],
                           state=_STATES[d["state"]], progress=int(d["progress"]), start_time=int(d["startTime"]),
                           end_time=int(d["endTime"]), reason=reason, cancelled=reason.startswith("cancelled"),
                           external_source=d.get("externalSource") or None)
@@ -383,9 +385,16 @@ class RemoteDatabase:
             raise (JobCancelledError if job.cancelled else JobFailedError)(f"job {job_id} failed: {job.reason}")
         return job
 
-    def refresh_materialized_view(self, name: str, src_version: int | None = None, **params: Any) -> int:
-        """Start a refresh of a materialized view (``POST /v1/materialized_view/{db}${view}/refresh``)."""
-        body = {"src_version": src_version, **params}
+    def refresh_materialized_view(self, name: str, src_version: int | None = None,
+                                  max_rows_per_fragment: int | None = None, concurrency: int | None = None,
+                                  intra_applier_concurrency: int | None = None, output_limit: int | None = None,
+                                  manifest: str | dict | None = None, cluster: str | None = None, *,
+                                  full: bool = False) -> int:
+        """Start a refresh of a materialized view (``POST /v1/materialized_view/{db}${view}/refresh``);
+        the parameters of :meth:`vecstore.Database.refresh_materialized_view`."""
+        body = {"src_version": src_version, "max_rows_per_fragment": max_rows_per_fragment,
+                "concurrency": concurrency, "intra_applier_concurrency": intra_applier_concurrency,
+                "output_limit": output_limit, "manifest": manifest, "cluster": cluster, "full": full or None}
         path = f"/v1/materialized_view/{quote(self.name + '$' + name, safe='')}/refresh"
         return int(self.client._call(path, body)["job_id"])
 
