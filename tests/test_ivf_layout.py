@@ -292,3 +292,21 @@ def test_removing_most_of_the_lists_compacts_them():
     index.check()
     labels, _, _ = index.search(q, 10, breadth=4)
     np.testing.assert_array_equal(labels, _brute(model, q, 10)[0])
+
+
+def test_a_vector_whose_squared_norm_overflows_float32_stays_live(tmp_path):
+    """l2 lists keep ||x||² as each row's bias, and +inf marks a tombstone: a finite vector of
+    norm ~3e19 (its square overflows float32) was taken for deleted: dropped by a build,
+    never found after an add, and lost on save/load."""
+    huge = np.array([[3e19, 0, 0, 0]], np.float32)
+    for how in ("build", "add"):
+        idx = IvfIndex(4, "l2", n_clusters=1)
+        if how == "build":
+            idx.build(np.arange(2, dtype=np.uint64), np.vstack([np.zeros((1, 4), np.float32), huge]))
+        else:
+            idx.build(np.arange(1, dtype=np.uint64), np.zeros((1, 4), np.float32))
+            idx.add(np.array([1], np.uint64), huge)
+        idx.check()
+        assert len(idx) == 2 and idx.search(huge, 1)[0].tolist() == [[1]]
+        again = IvfIndex.load(tmp_path, idx.save(tmp_path, f"x{how}"), 4, "l2", {})
+        assert len(again) == 2 and again.search(huge, 1)[0].tolist() == [[1]]

@@ -87,6 +87,7 @@ _FILTER_HITS = 3
 # differently depending on how rows were grouped, so a few spare candidates keep the result the
 # same for one query and a batch, and before and after a reload.
 _RESCORE_EXTRA = 8
+_F32_MAX = np.float32(np.finfo(np.float32).max)
 # Two probed lists whose regions touch are scored as one slice if the first one's spare rows (bias
 # +inf) number at most this: one numpy call costs about as much as scoring ~50 rows of 128 floats.
 _GAP_ROWS = 32
@@ -135,11 +136,13 @@ def _assign(x: np.ndarray, centroids: np.ndarray, by_dot: bool, c_norms: np.ndar
     out = np.empty(len(x), np.int64)
     step = max(1, _CHUNK // max(1, len(centroids)))
     for s in range(0, len(x), step):
-        dots = x[s:s + step] @ centroids.T
+        with np.errstate(over="ignore", invalid="ignore"):  # |x| near float32's limit: inf, not a warning
+            dots = x[s:s + step] @ centroids.T
         if by_dot:
             out[s:s + step] = np.argmax(dots, axis=1)
         else:  # ||x||² is constant per row
-            out[s:s + step] = np.argmin(c_norms - 2 * dots, axis=1)
+            with np.errstate(over="ignore", invalid="ignore"):
+                out[s:s + step] = np.argmin(c_norms - 2 * dots, axis=1)
     return out
 
 
@@ -522,7 +525,12 @@ class IvfIndex(VectorIndex):
     def _bias(self, vecs: np.ndarray) -> np.ndarray:
         # Ranking value r = bias - 2·dot (l2: bias = ||x||², so r + ||q||² = squared distance)
         # or r = bias - dot (ip/cosine: bias = 0). Tombstones get +inf.
-        return _sq_norms(vecs).astype(np.float32) if not self._by_dot else np.zeros(len(vecs), np.float32)
+        if self._by_dot:
+            return np.zeros(len(vecs), np.float32)
+        # +inf marks a tombstone: a finite vector whose squared norm overflows float32 (|x| >
+        # ~1.8e19) must keep a finite bias, or it would be dropped as deleted
+        with np.errstate(over="ignore"):
+            return np.minimum(_sq_norms(vecs).astype(np.float32), _F32_MAX)
 
     def _train(self, vectors: np.ndarray, progress: Progress | None = None) -> tuple[np.ndarray, int]:
         n = len(vectors)
@@ -632,7 +640,7 @@ class IvfIndex(VectorIndex):
         # errstate: a tombstone's +inf bias times the query's 1 is +inf, but BLAS kernels also
         # multiply it by the zero padding of partial tiles and raise "invalid value" (the NaN lands
         # in discarded lanes; a NaN would not rank either, as it fails every `< inf`)
-        with self._lock.read, np.errstate(invalid="ignore"):
+        with self._lock.read, np.errstate(invalid="ignore", over="ignore"):
             lists = self._lists
             if lists is None or not lists.where or m == 0:
                 return out_labels, out_scores, 0
