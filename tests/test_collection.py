@@ -44,13 +44,15 @@ def test_databases_lifecycle(client):
     assert db.show_collections() == []
 
 
-@pytest.mark.parametrize("bad", ["", "../evil", "a/b", "..", "x" * 129, "sp ace", "é"])
+# "items\n": "$" in a pattern also matches before a final newline, so it once passed check_name
+@pytest.mark.parametrize("bad", ["", "../evil", "a/b", "..", "x" * 129, "sp ace", "é", "items\n", "a\ud800"])
 def test_bad_names_never_escape(client, bad):
     with pytest.raises(InvalidNameError):
         client.create_database(bad)
     db = client.create_database("app")
     with pytest.raises(InvalidNameError):
         db.require_collection(bad, dim=2)
+    assert client.list_databases() == ["app"] and db.show_collections() == []
 
 
 def test_require_collection_create_open_and_drop(db):
@@ -215,17 +217,6 @@ def test_an_empty_query_of_a_collection_without_a_dim_is_a_dimension_error(db):
             col.search(q)
         with pytest.raises(DimensionMismatchError):
             col.search_range(q, threshold=0.5)
-
-
-@pytest.mark.parametrize("bad", ["items\n", "a\ud800"])
-def test_names_with_a_newline_or_a_lone_surrogate_are_refused(client, bad):
-    # "$" in a pattern also matches before a final newline: "items\n" once passed check_name
-    with pytest.raises(InvalidNameError):
-        client.create_database(bad)
-    db = client.create_database("app")
-    with pytest.raises(InvalidNameError):
-        db.require_collection(bad, dim=2)
-    assert client.list_databases() == ["app"] and db.show_collections() == []
 
 
 def test_upsert_replaces_vector_and_fields(col):
