@@ -210,7 +210,10 @@ def _sparse(v, name, q):
         raise _bad(name, 'a sparse vector {"indices": [...], "values": [...]}', v)
     out: dict[int, float] = {}
     for i, w in pairs:
-        out[_uint(i, f"{name} index", False)] = _float(w, f"{name} weight", False)
+        i = _uint(i, f"{name} index", False)
+        if i in out:  # as the library's parse_sparse: a duplicate is refused, never last-wins
+            raise InvalidArgumentError(f"{name}: duplicate sparse index {i}")
+        out[i] = _float(w, f"{name} weight", False)
     return out
 
 

@@ -507,3 +507,17 @@ def test_a_removed_index_keeps_its_files_until_the_next_index_commit(tmp_path):
     col.build_index("IVF")
     assert not files & {p.name for p in (col.path / "indexes").iterdir()}
     col.database.client.close()
+
+
+def test_vector_field_names_are_checked(db):
+    """A non-string name is bad input (not "no such field"), and ``vector_field`` and its alias
+    ``field_name`` naming two different fields is an error, not a silent choice of one."""
+    col = db.require_collection("c", dim=2, metric="l2")
+    col.add(np.eye(2), ids=[1, 2])
+    col.create_vector_field("t", dim=3, metric="l2")
+    col.add_named_vectors("t", [[1, 0, 0], [0, 1, 0]], ids=[1, 2])
+    for kw in ({"vector_field": 5}, {"field_name": ["t"]}, {"vector_field": "t", "field_name": "default"}):
+        with pytest.raises(vecstore.InvalidArgumentError, match="vector_field|field_name"):
+            col.search([0, 1, 0], k=1, **kw)
+    assert col.search([0, 1, 0], k=1, vector_field="t", field_name="t").ids == (2,)
+    assert col.search([0, 1], k=1, vector_field="default").ids == (2,)

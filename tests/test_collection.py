@@ -449,10 +449,21 @@ def test_auto_ids_stop_at_the_largest_addressable_id(db):
 
 
 def test_ids_given_as_a_string_are_refused(db):
+    """A bare string is not a list of one-letter ids, nor a bare int a list (the remote client
+    used to send ``list("ab")`` and delete rows "a" and "b")."""
     col = db.require_collection("strids", dim=2)
     with pytest.raises(InvalidArgumentError, match="ids"):
         col.add([[1, 0], [0, 1]], ids="xy")
     assert col.shape[0] == 0
+    col.add([[1, 0], [0, 1]], ids=["a", "b"])
+    col.create_vector_field("t", dim=2)
+    for call in (lambda: col.delete_items("ab"), lambda: col.restore_items("ab"),
+                 lambda: col.add_named_vectors("t", [[1, 0]], ids=3),
+                 lambda: col.add_sparse_vectors([{1: 1.0}], ids="a"),
+                 lambda: col.query(filter_ids=3), lambda: col.query_vectors(filter_ids="ab")):
+        with pytest.raises(InvalidArgumentError, match="ids: expected a list of ids"):
+            call()
+    assert col.shape[0] == 2 and col.query(filter_ids=[], return_ids_only=True) == []
 
 
 def test_one_process_cannot_hold_a_collection_in_two_modes(tmp_path):

@@ -18,13 +18,14 @@ import threading
 import time
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 
 import vecstore
 import vecstore.portability as portability
 from conftest import clustered
-from vecstore.errors import (AlreadyExistsError, ClosedError, CorruptionError, ForbiddenPathError,
+from vecstore.errors import (AlreadyExistsError, BadBackupError, ClosedError, CorruptionError, ForbiddenPathError,
                              InvalidArgumentError, NotFoundError, UnsupportedFormatError)
 from vecstore.portability import _FOOT, _SnapshotWriter, resolve_confined
 from vecstore.storage import Storage
@@ -328,6 +329,42 @@ class _NullBar:
         pass
 
 
+@pytest.mark.parametrize("case", ["next_label", "metric", "dim", "version", "negative id", "float id",
+                                  "empty id", "repeated id"])
+def test_checksummed_snapshot_with_inconsistent_records_is_refused(db, tmp_path, case):
+    """Records that decode but contradict each other restored "successfully" before, then broke
+    later calls: a ``next_label`` at a stored label made the next add overwrite a row, a bogus
+    metric or version raised KeyError / TypeError (500 over HTTP), bad ids were kept."""
+    from vecstore.portability import _SnapshotReader
+    col = db.require_collection("a", dim=2, metric="l2")
+    col.add([[1, 0], [0, 1], [1, 1]], ids=[1, 2, 3])
+    snap = Path(col.snapshot_to(tmp_path / "a.snap"))
+    pack, unpack = (lambda x: msgpack.packb(x, use_bin_type=True)), (lambda b: msgpack.unpackb(b, raw=False))
+    meta = {"next_label": lambda k, x: 0 if k == "next_label" else x,
+            "metric": lambda k, x: {**x, "metric": "bogus"} if k == "config" else x,
+            "dim": lambda k, x: {**x, "dim": "2"} if k == "config" else x,
+            "version": lambda k, x: "x" if k == "version" else x}.get(case)
+    first_id = {"negative id": -5, "float id": 1.5, "empty id": "", "repeated id": 2}.get(case)
+    with _SnapshotReader(snap) as r:
+        entry = r.manifest["collections"][0]
+        members = {sub: list(r.records(f"a/{sub}")) for sub in entry["subdbs"]}
+    if meta:
+        members["meta"] = [(k, pack(meta(k.decode(), unpack(x)))) for k, x in members["meta"]]
+    else:
+        members["rows"] = [(k, pack([first_id, *row[1:]] if row[0] == 1 else row))
+                           for k, row in ((k, unpack(x)) for k, x in members["rows"])]
+    crafted = tmp_path / "crafted.snap"
+    with open(crafted, "wb") as fp:
+        w = _SnapshotWriter(fp)
+        for sub in entry["subdbs"]:
+            w.member(f"a/{sub}", members[sub], _NullBar())
+        w.finish({"kind": "collection", "collections": [entry]})
+    with pytest.raises(BadBackupError):
+        db.restore_collection("b", crafted)
+    assert not db.collection_exists("b")
+    assert db.restore_collection("b", snap).query(return_ids_only=True) == [1, 2, 3]
+
+
 def test_damaged_exports_fail_clearly_and_change_nothing(db, tmp_path, snapshot_and_target):
     _, _, before = snapshot_and_target
     good = Path(db.get_collection("src").export_to(tmp_path / "good"))
@@ -493,6 +530,29 @@ def test_import_lynsedb_export(db, tmp_path, era):
     (d / "vectors.f32").write_bytes(vecs.astype("<f4").tobytes()[:-4])
     with pytest.raises(CorruptionError, match="expected count x dimension"):
         db.import_collection("items", d, overwrite=True)
+
+
+def test_cosine_import_and_retarget_keep_the_direction_of_huge_and_tiny_vectors(db, tmp_path):
+    """An import normalising cosine rows that are not unit length, and ``build_index("…-COS")``
+    on an l2 collection, used float32 norms: |x| ~ 5e20 was stored as a zero vector (for good)
+    and ~1e-25 was refused as one. Both now scale as ``add`` does."""
+    vecs = np.array([[3e20, 4e20, 0, 0], [1e-25, 0, 0, 0], [1, 2, 3, 4]], np.float32)
+    want = vecs.astype(np.float64) / np.array([5e20, 1e-25, np.sqrt(30)])[:, None]
+    d = tmp_path / "lynse"
+    d.mkdir()
+    (d / "vectors.f32").write_bytes(vecs.astype("<f4").tobytes())
+    (d / "metadata.jsonl").write_text("".join(json.dumps({"id": i, "field": {}}) + "\n" for i in range(3)))
+    (d / "export_manifest.json").write_text(json.dumps({
+        "export_type": "lynsedb-collection-export", "export_version": 1, "count": 3, "dimension": 4,
+        "metric": "cosine", "vectors_file": "vectors.f32", "metadata_file": "metadata.jsonl"}))
+    imported = db.import_collection("imp", d)
+    l2 = db.require_collection("l2", dim=4, metric="l2")
+    l2.add(vecs, ids=[0, 1, 2])
+    l2.build_index("FLAT-COS")
+    for col in (imported, l2):
+        np.testing.assert_allclose(col.query_vectors().vectors, want, rtol=1e-6, atol=1e-7)
+        assert col.search([3, 4, 0, 0], k=1).ids == (0,)
+    db.import_collection("again", l2.export_to(tmp_path / "e"))   # its own export imports
 
 
 # ------------------------------------------------------------------ databases -----------------

@@ -105,6 +105,42 @@ def plain_rrf(legs, k, rrf_k=60.0):
     return sorted(scores.items(), key=lambda kv: -kv[1])[:k]
 
 
+def test_text_fields_and_fusion_parameters_are_checked_alike(col):
+    """The remote client sent ``list("title")`` (five one-letter fields) and dropped a None
+    weight or fusion (the server then used its default); ``text_fields=5`` raised TypeError."""
+    bad = [dict(text_fields="title"), dict(text_fields=5), dict(text_fields=["title", 3])]
+    for kw in bad:
+        with pytest.raises(vecstore.InvalidArgumentError, match="text_fields"):
+            col.text_search("apple", **kw)
+        with pytest.raises(vecstore.InvalidArgumentError, match="text_fields"):
+            col.hybrid_search(text="apple", **kw)
+    for kw in (dict(fusion=None), dict(vector_weight=None), dict(text_weight=None), dict(rrf_k=None),
+               dict(text_weight=1e300), dict(fusion="weighted", vector_weight=-1e31)):
+        with pytest.raises(vecstore.InvalidArgumentError, match=next(iter(kw)) if len(kw) == 1 else "vector_weight"):
+            col.hybrid_search(vector=[1, 0, 0, 0], text="apple", **kw)
+    names = (f for f in ["title"])
+    assert col.text_search("apple", text_fields=names).ids == col.text_search("apple", text_fields=["title"]).ids
+
+
+def test_text_ties_are_broken_by_insertion_order_not_by_segment(tmp_path):
+    """Three rows tie exactly; each add lands in its own tantivy segment, whose ids are random,
+    and tantivy orders ties by segment: identical histories gave different orders, and k=1 a
+    different row. Ties now go by label (insertion order), filtered or not."""
+    for trial in range(6):
+        client = vecstore.connect(tmp_path / str(trial))
+        col = client.create_database("d").require_collection("c", dim=2)
+        for i in (1, 2, 3):
+            col.add([[1, 0]], ids=[i], fields=[{"t": "apple pie", "n": i}])
+            col.text_search("apple")   # commits this row's segment
+        r = col.text_search("apple", k=10)
+        assert r.ids == (1, 2, 3) and len(set(r.scores.tolist())) == 1
+        assert col.text_search("apple", k=1).ids == (1,)
+        assert col.text_search("apple", k=2).ids == (1, 2)
+        assert col.text_search("apple", k=1, where="n >= 2").ids == (2,)
+        assert col.hybrid_search(text="apple", k=1).ids == (1,)
+        client.close()
+
+
 def test_hybrid_search_rrf_and_weighted(col):
     q = np.asarray(col.read_by_only_id(2).vectors[0])
     vec = col.search(q, k=24)

@@ -22,9 +22,9 @@ from .client import Client, Database, connect
 from .collection import Collection
 from .errors import (AlreadyExistsError, BadBackupError, ClosedError, ConflictError, CorruptionError,
                      DimensionMismatchError, FilterSyntaxError, FilterTypeError, InvalidArgumentError,
-                     InvalidNameError, JobCancelledError, JobFailedError, LockedError, NotFoundError,
-                     QuerySyntaxError, ReadOnlyError, StorageFullError, UnsupportedFormatError,
-                     VecstoreError)
+                     ForbiddenPathError, InvalidNameError, JobCancelledError, JobFailedError, LockedError,
+                     NotFoundError, PayloadTooLargeError, QuerySyntaxError, ReadOnlyError, StorageFullError,
+                     TimeoutError_, UnauthorizedError, UnsupportedFormatError, VecstoreError)
 from .types import (CollectionConfig, CollectionStats, ProfiledSearch, Rows, SearchResult,
                     VectorFieldInfo)
 
@@ -37,4 +37,5 @@ __all__ = [
     "FilterSyntaxError", "FilterTypeError", "QuerySyntaxError", "NotFoundError", "AlreadyExistsError",
     "ConflictError", "ReadOnlyError", "ClosedError", "LockedError", "StorageFullError",
     "CorruptionError", "BadBackupError", "UnsupportedFormatError", "JobFailedError", "JobCancelledError",
+    "TimeoutError_", "UnauthorizedError", "ForbiddenPathError", "PayloadTooLargeError",
 ]

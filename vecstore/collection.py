@@ -36,7 +36,7 @@ from .indexes.base import IndexMode, higher_is_better
 from .indexes.rwlock import RWLock
 from .storage import STORE_FORMAT, Storage
 from .table import VectorSpace
-from .types import (CollectionConfig, CollectionStats, Id, ProfiledSearch, Rows, SearchResult)
+from .types import (CollectionConfig, CollectionStats, Id, IdLike, Ids, ProfiledSearch, Rows, SearchResult)
 
 if TYPE_CHECKING:
     from .client import Database
@@ -82,6 +82,20 @@ def _named_defs(t) -> dict:
     """The stored vector-field definitions by ``vfield:`` key, in creation order (which
     list_vector_fields() reports; LMDB would give name order)."""
     return dict(sorted(t.iter_meta("vfield:"), key=lambda kv: (kv[1].get("order", 0), kv[0])))
+
+
+def _check_counters(path: Path, cfg: Any, version: Any, next_label: Any, labels: np.ndarray) -> None:
+    """The records every later write builds on: a config naming a known metric and a dimension,
+    and counters that only grow (a ``next_label`` at or below a stored label would make the next
+    add overwrite rows). A store failing this was damaged, or crafted (a restored snapshot)."""
+    def count(x: Any) -> bool:
+        return type(x) is int and x >= 0
+    if not (isinstance(cfg, dict) and cfg.get("metric") in ("l2", "ip", "cosine")
+            and count(cfg.get("dim")) and cfg["dim"] <= v.MAX_DIM):
+        raise CorruptionError(f"{path}: bad collection config {str(cfg)[:200]}")
+    if not (count(version) and count(next_label) and (len(labels) == 0 or next_label > int(labels.max()))):
+        raise CorruptionError(f"{path}: bad counters (version {version!r}, next_label {next_label!r}, "
+                              f"largest label {int(labels.max()) if len(labels) else None})")
 
 
 def _structure(config: dict, named_defs: dict, index_records: dict) -> tuple:
@@ -168,6 +182,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         if not np.array_equal(labels, vec_labels):
             raise CorruptionError(f"{self.path}: {len(labels)} rows but {len(vec_labels)} vectors, "
                                   "or not for the same labels")
+        _check_counters(self.path, cfg, self._version, self._next_label, labels)
         dim, metric = cfg["dim"], cfg["metric"]
         n = len(rows)
         self._ids: list[Id] = [r[0] for r in rows]
@@ -175,6 +190,8 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         alive = np.fromiter((not r[2] for r in rows), dtype=bool, count=n)
         del rows
         self._id_pos: dict[Id, int] = dict(zip(self._ids, range(n)))
+        if len(self._id_pos) != n:
+            raise CorruptionError(f"{self.path}: {n - len(self._id_pos)} rows repeat another row's id")
         ints = [i for i in self._ids if type(i) is int]
         self._max_int_all = max(ints) if ints else -1
         self._default = VectorSpace(DEFAULT, dim, metric)
@@ -372,7 +389,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         return mode.name if mode is not None else None
 
     # ------------------------------------------------------------------ writes --------------
-    def add_item(self, vector: Any, id: Id | None = None, field: dict | None = None) -> Id:
+    def add_item(self, vector: Any, id: IdLike | None = None, field: dict | None = None) -> Id:
         """Add one row; without ``id`` the next integer id is assigned (max id + 1).
 
         >>> col.add_item([0.1, 0.2, 0.3, 0.4], id=1, field={"lang": "en"})  # doctest: +SKIP
@@ -407,7 +424,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         fields = [v.check_fields(it.get("field"), param=f"items[{i}].field") for i, it in enumerate(items)]
         return self._insert(ids, vectors, fields, progress=progress, metric=metric)
 
-    def add(self, vectors: Any, ids: Sequence[Id] | None = None, fields: Sequence[dict | None] | None = None,
+    def add(self, vectors: Any, ids: Ids | None = None, fields: Sequence[dict | None] | None = None,
             *, progress: bool = False) -> list[Id]:
         """Columnar add: ``vectors`` is an ``(n, dim)`` array; ``ids`` and ``fields`` line up.
 
@@ -615,7 +632,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                   for i, it in enumerate(items)]
         return self._upsert(ids, vecs, fields, progress=progress, metric=metric)
 
-    def upsert(self, vectors: Any, ids: Sequence[Id], fields: Sequence[dict | None] | None = None,
+    def upsert(self, vectors: Any, ids: Ids, fields: Sequence[dict | None] | None = None,
                *, progress: bool = False) -> list[Id]:
         """Columnar upsert; ``fields=None`` keeps the fields of existing rows.
 
@@ -645,7 +662,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                 self._commit_rows("upsert", c_ids, vectors[start:end], c_fields, labels)
         return list(ids)
 
-    def delete_items(self, ids: Sequence[Id] | None = None, where: str | None = None) -> int:
+    def delete_items(self, ids: Ids | None = None, where: str | None = None) -> int:
         """Soft-delete rows by id, or every live row matching ``where``; returns how many rows
         went from live to deleted. Deleted rows vanish from every read until restored;
         ``compact()`` removes them for good. An id that does not exist raises NotFoundError.
@@ -666,7 +683,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
 
     delete = delete_items
 
-    def restore_items(self, ids: Sequence[Id]) -> int:
+    def restore_items(self, ids: Ids) -> int:
         """Undo soft deletes; returns how many rows became live again.
 
         >>> col.restore_items([1])  # doctest: +SKIP
@@ -684,7 +701,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
 
     restore = restore_items
 
-    def _positions_for(self, ids: Sequence[Id] | None, where: str | None, *, include_deleted: bool = False) -> np.ndarray:
+    def _positions_for(self, ids: Ids | None, where: str | None, *, include_deleted: bool = False) -> np.ndarray:
         out = None
         if ids is not None:
             id_list = v.check_ids(ids, param="ids")
@@ -908,7 +925,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         where = v.check_str(where, param="where")
         return compile_where(where).mask(self._columns)
 
-    def _live_positions(self, where: str | None, filter_ids: Sequence[Id] | None) -> np.ndarray:
+    def _live_positions(self, where: str | None, filter_ids: Ids | None) -> np.ndarray:
         n = self._default.n
         mask = self._default.live[:n].copy()
         if where is not None:
@@ -944,7 +961,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             live = np.flatnonzero(self._default.live[: self._default.n])
             return self._rows(live[-n:])
 
-    def read_by_only_id(self, id: Id | Sequence[Id]) -> Rows:
+    def read_by_only_id(self, id: IdLike | Ids) -> Rows:
         """Rows by id (one id or a list), in the order asked; an unknown or deleted id raises
         NotFoundError.
 
@@ -959,7 +976,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                 raise NotFoundError(f"id: {len(missing)} unknown or deleted: {v._sample(missing)}")
             return self._rows(np.asarray([self._id_pos[i] for i in ids], dtype=np.int64))
 
-    def query(self, where: str | None = None, filter_ids: Sequence[Id] | None = None,
+    def query(self, where: str | None = None, filter_ids: Ids | None = None,
               return_ids_only: bool = False) -> list:
         """Live rows matching ``where`` and (if given) among ``filter_ids``, in storage order:
         ``[{"id": ..., **fields}, ...]``, or just the ids.
@@ -974,7 +991,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                 return [self._ids[p] for p in pos]
             return [{**_own(self._fields[p]), "id": self._ids[p]} for p in pos]
 
-    def query_vectors(self, where: str | None = None, filter_ids: Sequence[Id] | None = None) -> Rows:
+    def query_vectors(self, where: str | None = None, filter_ids: Ids | None = None) -> Rows:
         """Like :meth:`query`, with the vectors: ``vectors, ids, fields``."""
         self._check_open()
         with self._rw.read:
@@ -991,7 +1008,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                     names.update(f)
         return sorted(names)
 
-    def is_id_exists(self, id: Id) -> bool:
+    def is_id_exists(self, id: IdLike) -> bool:
         """True when ``id`` is a live row (soft-deleted ids are not)."""
         self._check_open()
         i = v.check_id(id)
@@ -999,7 +1016,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             pos = self._id_pos.get(i)
             return pos is not None and bool(self._default.live[pos])
 
-    def __contains__(self, id: Id) -> bool:
+    def __contains__(self, id: IdLike) -> bool:
         return self.is_id_exists(id)
 
     def max_id(self) -> int:
@@ -1018,7 +1035,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
 
     # ------------------------------------------------------------------ vector search -------
     def _space(self, vector_field: str | None, field_name: str | None = None) -> VectorSpace:
-        name = vector_field if vector_field not in (None, DEFAULT) else (field_name or DEFAULT)
+        name = v.check_vector_field(vector_field, field_name)
         if name == DEFAULT:
             return self._default
         space = self._named.get(name)

@@ -24,7 +24,7 @@ from .errors import (AlreadyExistsError, ConflictError, CorruptionError, Invalid
                      InvalidNameError, NotFoundError)
 from .indexes.base import IndexMode, Progress, VectorIndex, lynse_build_params, parse_index_mode, parse_metric
 from .table import VectorSpace
-from .types import Id, SearchResult, VectorFieldInfo
+from .types import Id, Ids, SearchResult, VectorFieldInfo
 
 if TYPE_CHECKING:
     from .collection import Collection
@@ -42,14 +42,6 @@ def _index_class(kind: str) -> type[VectorIndex]:
         return HnswIndex
     from .indexes.ivf import IvfIndex
     return IvfIndex
-
-
-def _check_text_fields(text_fields: Any) -> list[str] | None:
-    if text_fields is None:
-        return None
-    if isinstance(text_fields, str) or not all(isinstance(f, str) for f in text_fields):
-        raise InvalidArgumentError(f"text_fields: expected a list of field names, got {text_fields!r}")
-    return list(text_fields)
 
 
 @contextmanager
@@ -255,7 +247,7 @@ class DerivedIndexes:
         labels = space.labels[: space.n].copy()
         matrix = np.array(space.matrix[: space.n], dtype=np.float32)
         if metric == "cosine" and space.n:
-            norms = np.linalg.norm(matrix, axis=1)
+            norms = v.row_norms(matrix)
             if (norms == 0).any():
                 raise InvalidArgumentError(f"index_mode: cannot switch field {space.name!r} to cosine: it holds zero vectors")
             matrix /= norms[:, None]
@@ -377,7 +369,7 @@ class DerivedIndexes:
             raise NotFoundError(f"ids: {len(missing)} unknown or deleted: {v._sample(missing)}")
         return self._default.labels[[self._id_pos[i] for i in ids]].astype(np.uint64)
 
-    def add_named_vectors(self: "Collection", field_name: str, vectors: Any, ids: Sequence[Id]) -> list[Id]:
+    def add_named_vectors(self: "Collection", field_name: str, vectors: Any, ids: Ids) -> list[Id]:
         """Attach vectors of a named field to existing rows (replacing earlier ones).
 
         >>> col.add_named_vectors("title_vec", np.random.rand(2, 384), ids=[1, 2])  # doctest: +SKIP
@@ -447,7 +439,7 @@ class DerivedIndexes:
                                         [(np.frombuffer(i, np.uint32), np.frombuffer(x, np.float32))
                                          for _, (i, x) in records])
 
-    def add_sparse_vectors(self: "Collection", vectors: Sequence[Any], ids: Sequence[Id]) -> list[Id]:
+    def add_sparse_vectors(self: "Collection", vectors: Sequence[Any], ids: Ids) -> list[Id]:
         """Attach sparse vectors (``{"indices": [...], "values": [...]}``, ``{index: weight}`` or
         ``[(index, weight), ...]``) to existing rows, replacing earlier ones.
 
@@ -595,7 +587,7 @@ class DerivedIndexes:
         self._check_open()
         text = v.check_str(text, param="text")
         k = v.check_k(k)
-        text_fields = _check_text_fields(text_fields)
+        text_fields = v.check_text_fields(text_fields)
 
         def run() -> SearchResult:
             labels, scores = self._text.search(text, k, text_fields=text_fields, allowed=self._allowed_labels(where))
@@ -623,20 +615,16 @@ class DerivedIndexes:
         self._check_open()
         if vector is None and text is None:
             raise InvalidArgumentError("hybrid_search: expected a vector, a text, or both; got neither")
-        if fusion not in ("rrf", "weighted"):
-            raise InvalidArgumentError(f"fusion: expected 'rrf' or 'weighted', got {fusion!r}")
+        fusion, vector_weight, text_weight, rrf_k = v.check_fusion_params(fusion, vector_weight, text_weight, rrf_k)
         k = v.check_k(k)
         limit = max(v.check_positive_int(candidate_limit, param="candidate_limit") or 4 * k, k)
-        vector_weight = v.check_number(vector_weight, param="vector_weight")
-        text_weight = v.check_number(text_weight, param="text_weight")
-        rrf_k = v.check_number(rrf_k, param="rrf_k")
         nprobe = v.check_nprobe(nprobe)
         if vector is not None:
             space = self._space(vector_field, field_name)
             q = v.check_vector(vector, space.dim, normalise=space.metric == "cosine")
         if text is not None:
             text = v.check_str(text, param="text")
-            text_fields = _check_text_fields(text_fields)
+            text_fields = v.check_text_fields(text_fields)
 
         def run() -> SearchResult:
             # Both legs and the fusion under one read lock, by row label: a compact() between

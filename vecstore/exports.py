@@ -320,7 +320,7 @@ class _Export:
 def _unit(vecs: np.ndarray) -> np.ndarray:
     """Normalise rows that are not already unit length; unit rows keep their exact bits (a
     second normalisation would change the last bits, and an export would not round-trip)."""
-    norms = np.linalg.norm(vecs, axis=1)
+    norms = v.row_norms(vecs)
     if (norms == 0).any():
         raise InvalidArgumentError("a zero vector has no cosine direction")
     off = np.abs(norms - 1.0) > _UNIT_TOL

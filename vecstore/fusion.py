@@ -33,6 +33,7 @@ __all__ = ["FUSIONS", "fuse", "minmax_normalise"]
 FUSIONS = ("rrf", "weighted")
 
 Leg = tuple[Any, Any, float, bool]
+_F64_MAX = np.finfo(np.float64).max
 
 
 def minmax_normalise(scores: np.ndarray, *, higher_is_better: bool) -> np.ndarray:
@@ -47,8 +48,10 @@ def minmax_normalise(scores: np.ndarray, *, higher_is_better: bool) -> np.ndarra
     s = np.asarray(scores, dtype=np.float64).ravel()
     if s.size == 0:
         return s
-    if not np.isfinite(s).all():
-        raise InvalidArgumentError("scores: expected finite scores to normalise")
+    if np.isnan(s).any():
+        raise InvalidArgumentError("scores: expected scores to normalise, got NaN")
+    # a score that overflowed float32 (a distance between huge vectors) ranks at its end
+    s = np.clip(s, -_F64_MAX, _F64_MAX)
     lo, hi = s.min(), s.max()
     if hi == lo:
         return np.ones_like(s)

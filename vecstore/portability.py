@@ -521,6 +521,9 @@ def _open_restored(db: "Database", name: str, dest: Path, entry: dict, source: P
     except Exception as e:  # CorruptionError included: the records came from the backup
         raise BadBackupError(f"{source}: collection {entry['name']!r} in it does not load ({e})") from e
     try:
+        for i in col._ids:  # the store trusts its own ids; a snapshot's are checked once, here
+            if not (type(i) is int and 0 <= i <= v.MAX_INT_ID or type(i) is str and i):
+                raise BadBackupError(f"{source}: collection {entry['name']!r} in it has a bad id {str(i)[:80]!r}")
         if col.stats().n_vectors != entry["counts"].get("rows"):
             raise BadBackupError(f"{source}: collection {entry['name']!r} has "
                                   f"{col.stats().n_vectors} rows, the manifest says {entry['counts'].get('rows')}")
@@ -531,15 +534,19 @@ def _open_restored(db: "Database", name: str, dest: Path, entry: dict, source: P
 
 
 def _swap_in(new: Path, final: Path, staging: Path, *, exists: Callable[[], bool], overwrite: bool, what: str,
-             close_old: Callable[[], None]) -> None:
+             close_old: Callable[[], None], marker: str) -> None:
     """Rename ``new`` to ``final``; an existing ``final`` (only with ``overwrite``) is closed,
-    locked against other processes, moved into ``staging`` and deleted with it."""
-    from .client import _OPEN_LOCK
+    locked against other processes, moved into ``staging`` and deleted with it. A ``final``
+    vecstore did not make (no ``marker`` in it: the user's files, a backup written into the data
+    folder) is never moved or deleted, whatever ``overwrite`` says."""
+    from .client import _OPEN_LOCK, _foreign
     # The files are fsynced by their writers; the folders naming them must be too before the
     # rename publishes them, or a power loss could leave the new collection's folders empty.
     for folder, _, _ in os.walk(new):
         fsync_path(Path(folder))
     with _OPEN_LOCK:
+        if _foreign(final, marker):
+            raise AlreadyExistsError(f"{what} is taken by a file or folder vecstore did not make")
         if not overwrite and exists():
             raise AlreadyExistsError(f"{what} already exists")
         fds: list[int] = []
@@ -671,12 +678,15 @@ class DatabasePortability:
         return self.get_collection(name).export_to(path)
 
     def _portability_target(self: "Database", name: str, overwrite: Any) -> tuple[Path, bool]:
+        from .client import _foreign
         self._check_open()
         _writable(self.client)
         final = self._col_path(name)
         overwrite = v.check_bool(overwrite, param="overwrite")
         if not overwrite and self.collection_exists(name):
             raise AlreadyExistsError(f"collection_name: collection {name!r} already exists")
+        if _foreign(final, "data.mdb"):
+            raise AlreadyExistsError(f"collection_name: {name!r} is taken by a file or folder vecstore did not make")
         self._check_not_refreshing(name)
         return final, overwrite
 
@@ -689,7 +699,7 @@ class DatabasePortability:
                 if col is not None:
                     col._discard()
         _swap_in(staging / "new", final, staging, exists=lambda: self.collection_exists(name), overwrite=overwrite,
-                 what=f"collection_name: collection {name!r}", close_old=close_old)
+                 what=f"collection_name: collection {name!r}", close_old=close_old, marker="data.mdb")
         return self.get_collection(name)
 
     def restore_collection(self: "Database", name: str, path: str | os.PathLike,
@@ -771,13 +781,15 @@ class ClientPortability:
         >>> client.restore_database("app2", "backups/app.snap")  # doctest: +SKIP
         <vecstore.Database 'app2'>
         """
-        from .client import _DB_MARKER, Database
+        from .client import _DB_MARKER, Database, _foreign
         self._check_open()
         _writable(self)
         final = self._db_path(name)
         overwrite = v.check_bool(overwrite, param="overwrite")
         if not overwrite and self.database_exists(name):
             raise AlreadyExistsError(f"database_name: database {name!r} already exists")
+        if _foreign(final, _DB_MARKER):
+            raise AlreadyExistsError(f"database_name: {name!r} is taken by a file or folder vecstore did not make")
         src = _as_path(path, "snapshot_path")
         with _SnapshotReader(src) as r:
             if r.manifest["kind"] != "database":
@@ -796,6 +808,7 @@ class ClientPortability:
                 if old is not None:  # its jobs end (cancelled) before their handles go; outside the
                     old.close()      # swap's lock, which a job may need to finish
                 _swap_in(new, final, staging, exists=lambda: self.database_exists(name), overwrite=overwrite,
-                         what=f"database_name: database {name!r}", close_old=lambda: _discard_under(final))
+                         what=f"database_name: database {name!r}", close_old=lambda: _discard_under(final),
+                         marker=_DB_MARKER)
         return self.get_database(name)
 

@@ -26,7 +26,7 @@ from . import wire
 from .errors import (AlreadyExistsError, ClosedError, ConflictError, InvalidArgumentError, JobCancelledError,
                      JobFailedError, NotFoundError, TimeoutError_, VecstoreError, error_class_for)
 from .jobs import ZILLIZ_STATE, RefreshJob
-from .types import (CollectionConfig, CollectionStats, Id, ProfiledSearch, Rows, SearchResult,
+from .types import (CollectionConfig, CollectionStats, Id, IdLike, Ids, ProfiledSearch, Rows, SearchResult,
                     VectorFieldInfo)
 
 _BATCH = 50_000
@@ -169,6 +169,12 @@ def _vecs(x: Any, param: str = "vectors") -> Any:
     if arr.ndim == 0 or not np.isfinite(arr).all():
         v.check_vectors(x, 0, param=param)  # raises, as for one vector
     return arr.tolist()
+
+
+def _filter_ids(ids: Any) -> list | None:
+    """``filter_ids`` as sent: checked here as the library checks them (a bare ``"ab"`` is not
+    two ids), ``None`` for no restriction."""
+    return None if ids is None else v.check_ids(ids, param="filter_ids", allow_empty=True)
 
 
 def _wire_items(items: Any) -> Any:
@@ -456,7 +462,7 @@ class RemoteCollection:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __contains__(self, id: Id) -> bool:
+    def __contains__(self, id: IdLike) -> bool:
         return self.is_id_exists(id)
 
     def stats(self) -> CollectionStats:
@@ -480,7 +486,7 @@ class RemoteCollection:
         self._closed = True
 
     # -- writes ----------------------------------------------------------------------------------
-    def add_item(self, vector: Any, id: Id | None = None, field: dict | None = None) -> Id:
+    def add_item(self, vector: Any, id: IdLike | None = None, field: dict | None = None) -> Id:
         # Named as Collection.add_item names them (it is bulk_add_items of one item).
         item = {"vector": _vec(vector, "items[].vector"), "id": id,
                 "field": None if field is None else v.check_fields(field, param="items[0].field")}
@@ -501,7 +507,7 @@ class RemoteCollection:
     # same errors) before the rows are cut into requests: a mismatch must never show only at a
     # chunk boundary (it once stored the first len(ids) rows and dropped the rest silently).
     # Dimension 0 takes any one width; the server checks the collection's.
-    def add(self, vectors: Any, ids: Sequence[Id] | None = None, fields: Sequence[dict | None] | None = None,
+    def add(self, vectors: Any, ids: Ids | None = None, fields: Sequence[dict | None] | None = None,
             *, progress: bool = False) -> list[Id]:
         arr, id_list, field_list = v.check_add_columns(vectors, ids, fields, 0)
         n = len(arr)
@@ -513,7 +519,7 @@ class RemoteCollection:
                 for j in range(n)])
         return self._write_rows("add", arr, id_list, field_list)
 
-    def upsert(self, vectors: Any, ids: Sequence[Id], fields: Sequence[dict | None] | None = None,
+    def upsert(self, vectors: Any, ids: Ids, fields: Sequence[dict | None] | None = None,
                *, progress: bool = False) -> list[Id]:
         arr, id_list, field_list = v.check_upsert_columns(vectors, ids, fields, 0)
         v.check_unique(id_list, param="ids")
@@ -537,13 +543,13 @@ class RemoteCollection:
     def upsert_items(self, items: Iterable[dict], *, progress: bool = False) -> list[Id]:
         return self._send_items("/upsert_items", _wire_items(items))
 
-    def delete_items(self, ids: Sequence[Id] | None = None, where: str | None = None) -> int:
-        return self._call("/delete_items", {"ids": None if ids is None else list(ids), "where": where})["n_deleted"]
+    def delete_items(self, ids: Ids | None = None, where: str | None = None) -> int:
+        return self._call("/delete_items", {"ids": None if ids is None else v.check_ids(ids), "where": where})["n_deleted"]
 
     delete = delete_items
 
-    def restore_items(self, ids: Sequence[Id]) -> int:
-        return self._call("/restore_items", {"ids": list(ids)})["n_restored"]
+    def restore_items(self, ids: Ids) -> int:
+        return self._call("/restore_items", {"ids": v.check_ids(ids)})["n_restored"]
 
     restore = restore_items
 
@@ -600,23 +606,22 @@ class RemoteCollection:
     def tail(self, n: int = 5) -> Rows:
         return self._rows(self._call("/tail", {"n": v.check_k(n, param="n")})["tail"])
 
-    def read_by_only_id(self, id: Id | Sequence[Id]) -> Rows:
+    def read_by_only_id(self, id: IdLike | Ids) -> Rows:
         body_id = list(id) if isinstance(id, (list, tuple, np.ndarray)) else id  # else: the server judges it
         return self._rows(self._call("/read_by_only_id", {"id": body_id})["item"])
 
-    def query(self, where: str | None = None, filter_ids: Sequence[Id] | None = None,
+    def query(self, where: str | None = None, filter_ids: Ids | None = None,
               return_ids_only: bool = False) -> list:
-        return self._call("/query", {"where": where, "filter_ids": None if filter_ids is None else list(filter_ids),
+        return self._call("/query", {"where": where, "filter_ids": _filter_ids(filter_ids),
                                      "return_ids_only": return_ids_only})["result"]
 
-    def query_vectors(self, where: str | None = None, filter_ids: Sequence[Id] | None = None) -> Rows:
-        return self._rows(self._call("/query_vectors", {"where": where, "filter_ids":
-                                                        None if filter_ids is None else list(filter_ids)})["result"])
+    def query_vectors(self, where: str | None = None, filter_ids: Ids | None = None) -> Rows:
+        return self._rows(self._call("/query_vectors", {"where": where, "filter_ids": _filter_ids(filter_ids)})["result"])
 
     def list_fields(self) -> list[str]:
         return self._call("/list_fields")["fields"]
 
-    def is_id_exists(self, id: Id) -> bool:
+    def is_id_exists(self, id: IdLike) -> bool:
         return self._call("/is_id_exists", {"id": id})["is_id_exists"]
 
     def max_id(self) -> int:
@@ -626,7 +631,7 @@ class RemoteCollection:
     def search(self, vector: Any, k: int = 10, where: str | None = None, return_fields: bool = False,
                nprobe: int | None = None, vector_field: str = "default", *, field_name: str | None = None,
                approx: bool = False, eps: float = 1e-4) -> SearchResult:
-        vf = field_name if vector_field == "default" and field_name else vector_field
+        vf = v.check_vector_field(vector_field, field_name)
         k = v.check_k(k)  # here: the transport would drop a None and the server take its default
         if self._binary_search:
             found = self._search_binary(vector, k, where, return_fields, nprobe, vf, approx, eps)
@@ -680,7 +685,7 @@ class RemoteCollection:
     def batch_search(self, vectors: Any, k: int = 10, where: str | None = None, return_fields: bool = False,
                      nprobe: int | None = None, vector_field: str = "default", *,
                      field_name: str | None = None) -> list[SearchResult]:
-        vf = field_name if vector_field == "default" and field_name else vector_field
+        vf = v.check_vector_field(vector_field, field_name)
         k = v.check_k(k)
         if self._binary_search:
             found = self._search_binary(vectors, k, where, return_fields, nprobe, vf, batch=True)
@@ -701,7 +706,7 @@ class RemoteCollection:
     def search_profile(self, vector: Any, k: int = 10, where: str | None = None, nprobe: int | None = None,
                        return_fields: bool = False, vector_field: str = "default", *, field_name: str | None = None,
                        approx: bool = False, eps: float = 1e-4) -> ProfiledSearch:
-        vf = field_name if vector_field == "default" and field_name else vector_field
+        vf = v.check_vector_field(vector_field, field_name)
         k = v.check_k(k)
         p = self._call("/search_profile", {"vector": _vec(vector), "k": k, "where": where, "nprobe": nprobe,
                                            "return_fields": return_fields, "vector_field": vf,
@@ -712,7 +717,7 @@ class RemoteCollection:
     def text_search(self, text: str, text_fields: Sequence[str] | None = None, k: int = 10,
                     where: str | None = None, return_fields: bool = False) -> SearchResult:
         k = v.check_k(k)
-        items = self._call("/text_search", {"text": text, "text_fields": None if text_fields is None else list(text_fields),
+        items = self._call("/text_search", {"text": text, "text_fields": v.check_text_fields(text_fields),
                                             "k": k, "where": where, "return_fields": return_fields})["items"]
         return SearchResult.from_dict(items, with_fields=return_fields)
 
@@ -732,11 +737,12 @@ class RemoteCollection:
                       text_weight: float = 1.0, rrf_k: float = 60.0, candidate_limit: int | None = None,
                       return_fields: bool = False, nprobe: int | None = None,
                       vector_field: str = "default", *, field_name: str | None = None) -> SearchResult:
-        vf = field_name if vector_field == "default" and field_name else vector_field
+        vf = v.check_vector_field(vector_field, field_name)
         k = v.check_k(k)
+        fusion, vector_weight, text_weight, rrf_k = v.check_fusion_params(fusion, vector_weight, text_weight, rrf_k)
         items = self._call("/hybrid_search", {
             "vector": None if vector is None else _vec(vector), "text": text,
-            "text_fields": None if text_fields is None else list(text_fields), "k": k, "where": where,
+            "text_fields": v.check_text_fields(text_fields), "k": k, "where": where,
             "fusion": fusion, "vector_weight": vector_weight, "text_weight": text_weight, "rrf_k": rrf_k,
             "candidate_limit": candidate_limit, "return_fields": return_fields, "nprobe": nprobe,
             "vector_field": vf})["items"]
@@ -767,9 +773,9 @@ class RemoteCollection:
     def list_vector_fields(self) -> list[VectorFieldInfo]:
         return [VectorFieldInfo(**f) for f in self._call("/list_vector_fields")["fields"]]
 
-    def add_named_vectors(self, field_name: str, vectors: Any, ids: Sequence[Id]) -> list[Id]:
+    def add_named_vectors(self, field_name: str, vectors: Any, ids: Ids) -> list[Id]:
         return self._call("/add_named_vectors", {"field_name": field_name, "vectors": _vecs(vectors),
-                                                 "ids": list(ids)})["ids"]
+                                                 "ids": v.check_ids(ids)})["ids"]
 
     def build_vector_field_index(self, field_name: str, index_mode: str = "FLAT", n_clusters: int | None = None,
                                  *, progress: bool = False, **params: Any) -> dict:
@@ -780,13 +786,14 @@ class RemoteCollection:
     def remove_vector_field_index(self, field_name: str) -> None:
         self._call("/remove_vector_field_index", {"field_name": field_name})
 
-    def add_sparse_vectors(self, vectors: Sequence[Any], ids: Sequence[Id]) -> list[Id]:
+    def add_sparse_vectors(self, vectors: Sequence[Any], ids: Ids) -> list[Id]:
         from .indexes.sparse import parse_sparse
+        id_list = v.check_ids(ids)
         wire_vectors = []
         for i, x in enumerate(vectors):
             idx, val = parse_sparse(x, param=f"vectors[{i}]")
             wire_vectors.append({"indices": idx.tolist(), "values": val.tolist()})
-        return self._call("/add_sparse_vectors", {"vectors": wire_vectors, "ids": list(ids)})["ids"]
+        return self._call("/add_sparse_vectors", {"vectors": wire_vectors, "ids": id_list})["ids"]
 
     # -- portability (paths on the server) ---------------------------------------------------------
     def snapshot_to(self, path: str, *, progress: bool = False) -> str:

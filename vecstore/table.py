@@ -316,7 +316,8 @@ class VectorSpace:
         # best estimates among them), so its first kk are its answer.
         order = np.lexsort((pos, key, rows))
         take = order[None, :kk] if m == 1 else order[(np.cumsum(counts) - counts)[:, None] + np.arange(kk)]
-        return pos[take], exact[take].astype(np.float32)
+        with np.errstate(over="ignore"):  # a distance beyond float32 range is inf, ranked already
+            return pos[take], exact[take].astype(np.float32)
 
     def range_scores(self, query: np.ndarray, allowed: np.ndarray | None = None,
                      threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:

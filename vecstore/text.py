@@ -74,7 +74,7 @@ import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Callable, Self
 
 import numpy as np
 import tantivy
@@ -452,7 +452,9 @@ class TextIndex:
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best rows for ``text`` by BM25: ``(labels uint64, scores float32)``.
 
-        Best first, only scores > 0; ties keep tantivy's order (segment, then document).
+        Best first, only scores > 0; ties by ascending label (tantivy's own order among equal
+        scores depends on its segments, whose ids are random: the same writes would not give
+        the same result).
         ``text_fields`` restricts the fields searched (default: all string fields);
         ``allowed`` is a sorted ``uint64`` array of the labels that may be returned, applied
         exactly (k hits are returned whenever k allowed rows match).
@@ -479,7 +481,8 @@ class TextIndex:
         if n_docs == 0:
             return _EMPTY
         if allowed is None:
-            labels, scores = self._run(searcher, query, min(int(k), n_docs))
+            def fetch(limit: int) -> tuple[np.ndarray, np.ndarray]:
+                return self._run(searcher, query, limit)
         else:
             allowed = np.asarray(allowed)
             if allowed.ndim != 1 or (allowed.size and allowed.dtype.kind not in "ui"):
@@ -487,8 +490,11 @@ class TextIndex:
                     f"allowed: expected a 1-d array of uint64 labels, got {allowed.dtype} {allowed.shape}")
             if allowed.size == 0:
                 return _EMPTY
-            labels, scores = self._search_allowed(searcher, query, int(k), n_docs,
-                                                  allowed.astype(np.uint64, copy=False))
+            allowed = allowed.astype(np.uint64, copy=False)
+
+            def fetch(limit: int) -> tuple[np.ndarray, np.ndarray]:
+                return self._search_allowed(searcher, query, limit, n_docs, allowed)
+        labels, scores = _best_by_label(fetch, int(k), n_docs)
         if len(scores) and scores[-1] <= 0:  # best first: only the tail can be <= 0
             keep = scores > 0
             labels, scores = labels[keep], scores[keep]
@@ -541,3 +547,18 @@ class TextIndex:
             (tantivy.Occur.Must, query),
             (tantivy.Occur.Must, tantivy.Query.const_score_query(clause, 0.0))])
         return self._run(searcher, both, min(k, n_allowed, n_docs))
+
+
+def _best_by_label(fetch: Callable[[int], tuple[np.ndarray, np.ndarray]], k: int,
+                   n_docs: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best hits, ties by ascending label. ``fetch(limit)`` gives up to ``limit`` hits
+    best first; one beyond ``k`` shows whether a tie crosses the k-th place, and the fetch
+    widens until the tied run ends inside what was fetched."""
+    limit = min(k + 1, n_docs)
+    while True:
+        labels, scores = fetch(limit)
+        if len(labels) <= k or len(labels) < limit or limit >= n_docs or scores[-1] < scores[k - 1]:
+            break
+        limit = min(2 * limit, n_docs)
+    order = np.lexsort((labels, -scores))[:k]
+    return labels[order], scores[order]

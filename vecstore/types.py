@@ -12,11 +12,15 @@ remote client uses, so a result looks the same whichever transport produced it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Sequence, Union
 
 import numpy as np
 
 Id = Union[int, str]
+_F32_MAX = np.finfo(np.float32).max
+# What calls accept as ids: numpy integers and arrays too (ids come back as plain int / str).
+IdLike = Union[int, str, np.integer]
+Ids = Union[Sequence[IdLike], np.ndarray]
 
 
 def _plain(value: Any) -> Any:
@@ -54,11 +58,12 @@ class SearchResult:
         return f"SearchResult(ids={list(self.ids)!r}, scores={np.round(self.scores, 4).tolist()!r}, index={self.index!r})"
 
     def to_dict(self) -> dict:
-        """The wire shape of LynseDB's ``items``: ``{"k", "ids", "scores", "fields", ...}``."""
+        """The wire shape of LynseDB's ``items``: ``{"k", "ids", "scores", "fields", ...}``. JSON
+        has no infinity: a score that overflowed float32 is sent as ±3.4028235e38."""
         return {
             "k": self.k,
             "ids": [_plain(i) for i in self.ids],
-            "scores": [float(s) for s in self.scores],
+            "scores": np.clip(np.asarray(self.scores), -_F32_MAX, _F32_MAX).tolist(),
             "fields": list(self.fields) if self.fields is not None else [],
             "index": self.index,
             "vector_field": self.vector_field,

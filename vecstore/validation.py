@@ -184,18 +184,29 @@ def _check_finite(arr: np.ndarray, param: str) -> None:
         raise InvalidArgumentError(f"{param}: expected finite numbers, found NaN or inf in row(s) {_sample(bad.tolist())}")
 
 
-def _normalise(arr: np.ndarray, param: str) -> None:
+def row_norms(arr: np.ndarray) -> np.ndarray:
+    """Euclidean norm of each row of a finite float32 matrix, right also where the float32 sum of
+    squares overflows (|x| > ~1e19) or underflows (< ~1e-19); 0 only for a zero row. Every
+    cosine normalisation goes through here.
+
+    >>> row_norms(np.array([[3e20, 4e20], [3e-25, 4e-25], [0, 0]], np.float32)).tolist()
+    [5.000000...e+20, 5.000000...e-25, 0.0]
+    """
     with np.errstate(over="ignore", under="ignore"):
         norms = np.linalg.norm(arr, axis=1)
     odd = np.flatnonzero((norms == 0) | ~np.isfinite(norms))
     if len(odd):
-        # the float32 sum of squares overflowed (|x| > ~1e19) or underflowed (< ~1e-19): scale
-        # each such row by its largest magnitude first, in float64
+        # scale each such row by its largest magnitude first, in float64
         rows = arr[odd].astype(np.float64)
         top = np.abs(rows).max(axis=1)
         with np.errstate(invalid="ignore"):
             norms = norms.astype(np.float64)
             norms[odd] = np.where(top > 0, top * np.linalg.norm(rows / np.where(top > 0, top, 1)[:, None], axis=1), 0)
+    return norms
+
+
+def _normalise(arr: np.ndarray, param: str) -> None:
+    norms = row_norms(arr)
     if (norms == 0).any():
         bad = np.flatnonzero(norms == 0)
         raise InvalidArgumentError(f"{param}: a zero vector has no cosine direction, in row(s) {_sample(bad.tolist())}")
@@ -317,6 +328,61 @@ def check_str(v: Any, *, param: str, allow_none: bool = False) -> str | None:
         raise InvalidArgumentError(f"{param}: expected a string, got {_brief(v)}")
     _utf8_len(v, param)
     return v
+
+
+def check_text_fields(text_fields: Any) -> list[str] | None:
+    """``text_fields`` of a text or hybrid search: None (every text field) or a list of names;
+    a bare string is not a list of one-letter names.
+
+    >>> check_text_fields(("title", "body"))
+    ['title', 'body']
+    """
+    if text_fields is None:
+        return None
+    out = None if isinstance(text_fields, (str, bytes, dict)) or not hasattr(text_fields, "__iter__") \
+        else list(text_fields)
+    if out is None or not all(isinstance(f, str) for f in out):
+        raise InvalidArgumentError(f"text_fields: expected a list of field names, got {_brief(text_fields)}")
+    return out
+
+
+MAX_WEIGHT = 1e30  # fused scores stay within float32 range (a result's scores are float32)
+
+
+def check_fusion_params(fusion: Any, vector_weight: Any, text_weight: Any, rrf_k: Any) -> tuple[str, float, float, float]:
+    """The fusion parameters of a hybrid search, checked the same way locally and by the remote
+    client (a ``None`` is an error, not the default).
+
+    >>> check_fusion_params("rrf", 1, 0.5, 60)
+    ('rrf', 1.0, 0.5, 60.0)
+    """
+    if fusion not in ("rrf", "weighted"):
+        raise InvalidArgumentError(f"fusion: expected 'rrf' or 'weighted', got {_brief(fusion)}")
+    weights = []
+    for param, w in (("vector_weight", vector_weight), ("text_weight", text_weight)):
+        w = check_number(w, param=param)
+        if abs(w) > MAX_WEIGHT:
+            raise InvalidArgumentError(f"{param}: expected a weight of magnitude at most {MAX_WEIGHT:g}, got {w!r}")
+        weights.append(w)
+    return fusion, weights[0], weights[1], check_number(rrf_k, param="rrf_k")
+
+
+def check_vector_field(vector_field: Any, field_name: Any = None) -> str:
+    """The vector field a search names: ``vector_field``, or its alias ``field_name`` (the seed
+    document's name); ``"default"`` when neither is given. Two different names are an error, not
+    a silent choice.
+
+    >>> check_vector_field("default", "title_vec"), check_vector_field(None)
+    ('title_vec', 'default')
+    """
+    vector_field = check_str(vector_field, param="vector_field", allow_none=True)
+    field_name = check_str(field_name, param="field_name", allow_none=True)
+    if field_name is None or field_name == vector_field:
+        return "default" if vector_field is None else vector_field
+    if vector_field in (None, "default"):
+        return field_name
+    raise InvalidArgumentError(f"field_name: {field_name!r} names another field than "
+                               f"vector_field={vector_field!r}; give one of them")
 
 
 def check_number(v: Any, *, param: str) -> float:

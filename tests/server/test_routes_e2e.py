@@ -803,6 +803,35 @@ def test_sparse_keys_must_be_ascii_digits(live, path, body, named):
     assert data["error"].startswith(f"{named}: expected an integer"), data
 
 
+@pytest.mark.parametrize("path, body", [
+    ("/add_sparse_vectors", {"vectors": [{"indices": [5, 5], "values": [1.0, 2.0]}], "ids": [0]}),
+    ("/add_sparse_vectors", {"vectors": [{"7": 1.0, "07": 4.0}], "ids": [0]}),
+    ("/sparse_search", {"vector": {"indices": [5, 5], "values": [1.0, 1.0]}}),
+])
+def test_duplicate_sparse_indices_are_refused_not_collapsed(live, path, body):
+    """The library refuses a repeated index; the route's dict kept the last value instead."""
+    coll = fresh_collection(live)
+    status, data = live.post(path, {"database_name": DB, "collection_name": coll, **body})
+    assert status == 400 and "duplicate sparse index" in data["error"], data
+
+
+def test_scores_beyond_float32_are_sent_as_json_numbers(live):
+    """A sparse dot product over float32 range is inf; JSON has no infinity (the server wrote
+    ``Infinity``, which its own parser refuses), so it is sent as float32's largest value."""
+    coll = fresh_collection(live)
+    base = {"database_name": DB, "collection_name": coll}
+    assert live.post("/add_sparse_vectors", {**base, "vectors": [{"1": 3e38}, {"1": 1.0}], "ids": [0, 1]})[0] == 200
+    conn = http.client.HTTPConnection(live.host, live.port, timeout=60)
+    conn.request("POST", "/sparse_search", body=json.dumps({**base, "vector": {"1": 10.0}}),
+                 headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    raw = resp.read()
+    conn.close()
+    items = json.loads(raw, parse_constant=lambda c: pytest.fail(f"non-JSON token {c}"))["params"]["items"]
+    assert items["ids"] == [0, 1] and items["scores"] == [float(np.finfo(np.float32).max), 10.0]
+
+
 @pytest.mark.parametrize("path, body, call", [
     ("/search", {"vector": [E0]}, lambda c: c.search([E0])),
     ("/search", {"vector": []}, lambda c: c.search([])),

@@ -312,6 +312,15 @@ def test_backups_in_the_data_folder_are_never_adopted_or_dropped(env):
     status, _, data = request(server, "POST", "/required_collection", {**col, "collection_name": "ghost", "dim": DIM})
     assert status == 409, data
     assert request(server, "POST", "/drop_collection", {**col, "collection_name": "ghost"})[0] == 200
+    # nor replaced by a restore or an import, with or without overwrite (that deleted the
+    # backups: restore_database("bk", "bk") moved the snapshot folder aside and removed it)
+    for overwrite in (False, True):
+        for route, body in (("/restore_database", {"database_name": "bk", "snapshot_path": "bk"}),
+                            ("/restore_database", {"database_name": "exp1", "snapshot_path": "bk"}),
+                            ("/restore_collection", {**col, "collection_name": "ghost", "snapshot_path": "s1.snap"}),
+                            ("/import_collection", {**col, "collection_name": "ghost", "export_path": f"{DB}/ghost"})):
+            status, _, data = request(server, "POST", route, {**body, "overwrite": overwrite})
+            assert status == 409 and json.loads(data)["code"] == "already_exists", (route, data)
     assert state(env) == before
     assert sorted(p.name for p in (env["data"] / DB / "ghost").iterdir()) == [
         "export_manifest.json", "metadata.jsonl", "vectors.npy"]

@@ -391,4 +391,5 @@ class SparseIndex:
             top = np.flatnonzero(scores >= kth)
             labels, scores = labels[top], scores[top]
         order = np.lexsort((labels, -scores))[:k]
-        return labels[order], scores[order].astype(np.float32)
+        with np.errstate(over="ignore"):  # a dot product beyond float32 range is inf, ranked already
+            return labels[order], scores[order].astype(np.float32)
