@@ -83,6 +83,34 @@ def test_auto_ids_continue_from_max(db):
     assert c.max_id() == 6
 
 
+def test_max_id_scans_the_rows_once_per_change_of_liveness(local_client):
+    """Once the largest int id is deleted, ``max_id`` needs a scan of every row; ``stats()``
+    (and the /stats route) did that scan on every call. It is now kept until a row's liveness
+    changes, and right across deletes, restores and adds."""
+    col = local_client.create_database("app").require_collection("c", dim=2)
+    col.add(np.ones((6, 2)), ids=[1, 7, "x", 3, 9, 4])
+
+    class Counting(list):
+        scans = 0
+
+        def __iter__(self):
+            Counting.scans += 1
+            return super().__iter__()
+
+    col._ids = Counting(col._ids)
+    assert col.max_id() == 9 and Counting.scans == 0
+    col.delete_items([9])
+    assert [col.stats().max_id, col.max_id(), col.max_id()] == [7, 7, 7] and Counting.scans == 1
+    col.delete_items([7])
+    assert col.max_id() == 4 and col.max_id() == 4 and Counting.scans == 2
+    col.restore_items([7])
+    assert col.max_id() == 7
+    col.add([[0, 1]], ids=[5])
+    assert col.max_id() == 7
+    col.restore_items([9])
+    assert col.max_id() == 9
+
+
 def test_string_ids_and_columnar_add(db):
     c = db.require_collection("items", dim=3, metric="l2")
     ids = c.add(np.eye(3, dtype=np.float32), ids=["a", "b", "c"], fields=[{"n": 1}, None, {"n": 3}])

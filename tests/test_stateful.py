@@ -118,6 +118,7 @@ class CollectionModel(RuleBasedStateMachine):
             np.testing.assert_allclose(got.vectors, np.stack([r[0] for _, r in live]), rtol=1e-5, atol=1e-6)
         ints = [i for i, _ in live if isinstance(i, int)]
         assert self.col.max_id() == (max(ints) if ints else -1)
+        assert self.col.list_fields() == sorted({name for _, r in live for name in r[1]})
 
     @invariant()
     def search_agrees(self):

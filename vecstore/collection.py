@@ -207,6 +207,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             self._named[fname] = space
         self._columns = FieldColumns()
         self._columns.reset(self._ids, self._fields)
+        self._fields_gen = 0  # counts writes of fields: list_fields() is kept per (liveness, this)
         self._sparse = None
         if sparse_rows:
             self._upsert_sparse([(lb, (i, x)) for lb, i, x in sparse_rows])
@@ -585,6 +586,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             self._columns.append(new_ids, new_fields)
         if old_pos:
             self._columns.set(old_pos, old_ids, old_fields)
+        self._fields_gen += 1
         return bool(old_pos)
 
     def _apply_changes(self, op: str, *, upsert: tuple[list, np.ndarray, list] | None = None,
@@ -1000,13 +1002,17 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
     def list_fields(self) -> list[str]:
         """Metadata field names used by live rows, sorted."""
         self._check_open()
-        names: set[str] = set()
         with self._rw.read:
-            live = self._default.live
-            for p, f in enumerate(self._fields):
-                if f and live[p]:
-                    names.update(f)
-        return sorted(names)
+            memo = self._default.memo
+            hit = memo.get("fields")
+            if hit is None or hit[0] != self._fields_gen:
+                names: set[str] = set()
+                live = self._default.live
+                for p, f in enumerate(self._fields):
+                    if f and live[p]:
+                        names.update(f)
+                hit = memo["fields"] = (self._fields_gen, sorted(names))
+            return list(hit[1])
 
     def is_id_exists(self, id: IdLike) -> bool:
         """True when ``id`` is a live row (soft-deleted ids are not)."""
@@ -1026,12 +1032,20 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             return self._max_id()
 
     def _max_id(self) -> int:
+        """The caller holds the read lock. Usually the largest int id ever stored; once that row
+        is deleted, a scan of every row, kept until liveness changes again (``stats()`` calls
+        this, and was a full scan on every call)."""
+        if self._max_int_all < 0:
+            return -1
         pos = self._id_pos.get(self._max_int_all)
         if pos is not None and self._default.live[pos]:
             return self._max_int_all
-        live = self._default.live
-        ints = [i for p, i in enumerate(self._ids) if isinstance(i, int) and live[p]]
-        return max(ints) if ints else -1
+        memo = self._default.memo
+        if "max_id" not in memo:
+            live = self._default.live
+            ints = [i for p, i in enumerate(self._ids) if type(i) is int and live[p]]
+            memo["max_id"] = max(ints) if ints else -1
+        return memo["max_id"]
 
     # ------------------------------------------------------------------ vector search -------
     def _space(self, vector_field: str | None, field_name: str | None = None) -> VectorSpace:

@@ -132,6 +132,8 @@ class VectorSpace:
         self._lut = np.full(16, -1, dtype=np.int64)
         self.n_live = 0
         self._dead: np.ndarray | None = None  # cached positions of non-live rows
+        # values derived from which rows are live (the collection's max_id), dropped with _dead
+        self.memo: dict[str, Any] = {}
         self.index: VectorIndex | None = None
         self.mode: IndexMode | None = None     # None: no index built (exact search)
         self.saved_version = -1                # the collection version of the index files on disk (-1: none)
@@ -172,7 +174,7 @@ class VectorSpace:
         self._lut = np.full(int(self.labels.max()) + 1 if n else 16, -1, dtype=np.int64)
         self._lut[self.labels.astype(np.int64)] = np.arange(n)
         self.sqnorms = np.einsum("ij,ij->i", matrix, matrix)
-        self._dead = None
+        self._dead, self.memo = None, {}
 
     def put(self, labels: np.ndarray, vectors: np.ndarray, live: np.ndarray | bool = True) -> None:
         """Insert or replace vectors; new labels go to the end in the given order."""
@@ -204,7 +206,7 @@ class VectorSpace:
         before = int(self.live[pos].sum())
         self.live[pos] = live
         self.n_live += int(self.live[pos].sum()) - before
-        self._dead = None
+        self._dead, self.memo = None, {}
 
     def lookup(self, labels: Any) -> np.ndarray:
         """The position of each label here; -1 for a label without a vector here."""
