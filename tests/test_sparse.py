@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vecstore.errors import InvalidArgumentError
-from vecstore.indexes.sparse import SparseIndex, parse_sparse
+from vecstore.indexes.sparse import SparseIndex, _Segment, parse_sparse
 
 U64 = np.uint64
 
@@ -197,6 +197,114 @@ def test_search_arguments():
         index.search(np.array([1, 2]), np.array([1.0]), 3)
     with pytest.raises(InvalidArgumentError):
         index.upsert(np.array([1], dtype=U64), [])
+
+
+class TinyTiers(SparseIndex):
+    """Fresh tier of 3 rows, levels of 6, 12, 24, ... rows: a few hundred writes cross every
+    merge boundary (fresh -> level 0, cascades through several levels at once, compactions)."""
+
+    _FRESH_ROWS = 3
+    _GROWTH = 2
+
+
+def check_structure(index: SparseIndex, n_rows: int, peak_rows: int) -> None:
+    assert len(index) == n_rows  # no label alive in two places
+    assert len(index._fresh) <= index._FRESH_ROWS
+    for i, seg in enumerate(index._levels):
+        if seg is not None:
+            assert seg.n_alive <= index._FRESH_ROWS * index._GROWTH ** (i + 1)
+            assert seg.n_alive * 2 >= len(seg.labels)  # mostly dead levels are rebuilt
+    # a level is opened by more live rows than the one below holds: O(log n) levels
+    if index._levels:
+        assert index._FRESH_ROWS * index._GROWTH ** (len(index._levels) - 1) < peak_rows
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tiers_match_python_oracle(seed):
+    """Random upserts (new labels, replaced ones, repeats within a batch, empty vectors), removes
+    (present, absent, in the fresh tier) and re-upserts of removed labels, against a dict of
+    label -> {feature: value} with Python dot products; searches with and without `allowed`."""
+    rng = np.random.default_rng(100 + seed)
+    dim = 40
+    index, model = TinyTiers(), {}
+    removed: list[int] = []
+    deepest = peak = 0
+
+    def search_check():
+        q_idx, q_val = random_vectors(rng, 1, dim, max_nnz=5)[0]
+        q = dict(zip(q_idx.tolist(), q_val.tolist()))
+        k = int(rng.integers(1, 25))
+        allowed = None
+        if model and rng.random() < 0.5:
+            pool = np.array(sorted(model) + removed[:5] + [10**12], dtype=U64)
+            allowed = np.unique(rng.choice(pool, int(rng.integers(1, len(pool) + 1))))
+        want = [(lab, sum(row.get(f, 0.0) * w for f, w in q.items())) for lab, row in model.items()
+                if allowed is None or lab in set(allowed.tolist())]
+        want = sorted([(lab, sc) for lab, sc in want if sc != 0], key=lambda t: (-t[1], t[0]))[:k]
+        labels, scores = index.search(q_idx, q_val, k, allowed=allowed)
+        assert labels.dtype == np.uint64 and scores.dtype == np.float32
+        assert labels.tolist() == [lab for lab, _ in want]
+        assert scores.tolist() == [sc for _, sc in want]
+
+    for step in range(700):
+        op = rng.random()
+        if op < 0.55 or not model:  # upsert: fresh labels, replacements, re-upserts, repeats
+            n = int(rng.integers(1, 4)) if rng.random() < 0.9 else int(rng.integers(10, 60))
+            pool = [int(x) for x in rng.integers(0, 10**6, n)]
+            for j in range(n):
+                r = rng.random()
+                if r < 0.3 and model:
+                    pool[j] = int(rng.choice(list(model)))
+                elif r < 0.4 and removed:
+                    pool[j] = removed.pop(int(rng.integers(len(removed))))
+                elif r < 0.45 and j:
+                    pool[j] = pool[j - 1]  # repeated in the batch: the last wins
+            vecs = random_vectors(rng, n, dim, max_nnz=6)
+            index.upsert(np.array(pool, dtype=U64), vecs)
+            for lab, (i, v) in zip(pool, vecs):
+                model[lab] = dict(zip(i.tolist(), v.tolist()))
+        else:
+            live = list(model)
+            gone = [int(x) for x in rng.choice(live, int(rng.integers(1, min(len(live), 12) + 1)))]
+            gone += [int(x) for x in rng.integers(0, 10**6, 2)]  # (almost surely) unknown
+            index.remove(np.array(gone, dtype=U64))
+            for lab in gone:
+                if model.pop(lab, None) is not None:
+                    removed.append(lab)
+        deepest, peak = max(deepest, len(index._levels)), max(peak, len(model))
+        check_structure(index, len(model), peak)
+        if rng.random() < 0.5:
+            search_check()
+    assert deepest >= 5  # the writes went through several levels
+    for lab in list(model):  # remove everything: every level empties
+        index.remove(np.array([lab], dtype=U64))
+        del model[lab]
+        check_structure(index, len(model), peak)
+    assert all(seg is None for seg in index._levels)
+    assert index.search(np.array([1], np.uint32), np.array([1.0], np.float32), 5)[0].size == 0
+
+
+def test_search_after_a_write_builds_only_the_fresh_tier(monkeypatch):
+    """A search after a small write costs O(fresh tier), not O(rows written since a bulk load);
+    writes rewrite each row O(log n) times in all."""
+    built, merged = [], []
+    from_rows, merge = _Segment.from_rows.__func__, _Segment.merge.__func__
+    monkeypatch.setattr(_Segment, "from_rows", classmethod(
+        lambda cls, labels, vectors: built.append(len(labels)) or from_rows(cls, labels, vectors)))
+    monkeypatch.setattr(_Segment, "merge", classmethod(
+        lambda cls, segs: merged.append(sum(s.n_alive for s in segs)) or merge(cls, segs)))
+    rng = np.random.default_rng(3)
+    index = SparseIndex()
+    index.upsert(np.arange(20_000, dtype=U64), random_vectors(rng, 20_000, 100, max_nnz=4))
+    q = parse_sparse({1: 1.0, 2: 1.0})
+    built.clear()
+    n_writes = 2_000
+    for i in range(n_writes):
+        index.upsert(np.array([20_000 + i], dtype=U64), random_vectors(rng, 1, 100, max_nnz=4))
+        index.search(*q, k=5)
+    assert max(built) <= SparseIndex._FRESH_ROWS + 1
+    # leveled merging: about _GROWTH / 2 rewrites per row per level, a few levels here
+    assert sum(merged) <= 4 * SparseIndex._GROWTH * n_writes
 
 
 # -- parse_sparse ---------------------------------------------------------------------------

@@ -6,15 +6,18 @@ product over the indices they share (LynseDB §8.3, label ``SPARSE-FLAT-IP``); r
 is 0 (no shared index, or terms that cancel) are not returned.
 
 The index is derived: it lives in memory and the collection rebuilds it from LMDB on open.
-Layout: a *main* segment, postings by feature in CSR form (``feats`` sorted unique feature ids,
-``ptr`` offsets, ``rows``/``vals`` per posting) over rows sorted by label, with an ``alive``
-mask; plus a small *pending* set of rows written since the main segment was built. Replacing or
-removing a row clears its ``alive`` bit; pending rows are merged into a new main segment (one
-``argsort`` of packed ``(feature, row)`` keys) when they outgrow ``max(4096, rows / 8)``, and
-the main segment is rebuilt when over half of its rows are dead. A search gathers the
-posting slices of the query's features and scatter-adds ``w * value`` per row in float64
-(``np.add.at`` per slice into a dense accumulator, or ``np.bincount`` over the few rows a rare
-query touches), then takes the top k with ``argpartition``: no Python loop over rows.
+A *segment* holds postings by feature in CSR form (``feats`` sorted unique feature ids, ``ptr``
+offsets, ``rows``/``vals`` per posting) over rows sorted by label, with an ``alive`` mask.
+Rows live in a log-structured set of segments: new rows go to a small *fresh* tier (a dict,
+turned into a segment on the next search), which, when full, is merged into the first *level*
+that can hold it together with the levels below it; level capacities grow by a factor of 16, so
+a row is rewritten O(log n) times and a search visits O(log n) segments (a bulk load is one
+segment). Replacing or removing a row clears its ``alive`` bit; a level over half dead is
+rebuilt. A merge is one ``argsort`` of packed ``(feature, row)`` keys. A search gathers the
+posting slices of the query's features in each segment and scatter-adds ``w * value`` per row
+in float64 (``np.add.at`` per slice into a dense accumulator, or ``np.bincount`` over the few
+rows a rare query touches), then takes the top k with ``argpartition``: no Python loop over
+rows.
 
 >>> idx = SparseIndex()
 >>> idx.upsert(np.array([7, 8], dtype=np.uint64), [parse_sparse({1: 1.0, 3: 2.0}), parse_sparse({3: 5.0})])
@@ -28,7 +31,7 @@ from __future__ import annotations
 import math
 import numbers
 import threading
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -179,7 +182,7 @@ class _Segment:
     __slots__ = ("alive", "feats", "labels", "n_alive", "ptr", "rows", "vals")
 
     def __init__(self, labels: np.ndarray, entry_row: np.ndarray, entry_feat: np.ndarray,
-                 entry_val: np.ndarray) -> None:
+                 entry_val: np.ndarray, sort_kind: Literal["quicksort", "stable"] = "quicksort") -> None:
         """``labels``: the rows, sorted and unique (a row may have no entry); ``entry_*``: one
         element per (row, feature) pair, ``entry_row`` indexing ``labels``."""
         self.labels = labels
@@ -189,7 +192,7 @@ class _Segment:
             raise InvalidArgumentError("sparse index: more than 2**32 rows in one segment")
         # One sort of a packed (feature, row) key orders the postings by feature, then row.
         key = (entry_feat.astype(np.uint64) << np.uint64(32)) | entry_row.astype(np.uint64)
-        order = np.argsort(key)
+        order = np.argsort(key, kind=sort_kind)
         key = key[order]
         self.vals = entry_val[order].astype(np.float32, copy=False)
         # intp, not int32: np.add.at's fast path wants native indices (int32 rows cost ~30 % more
@@ -202,25 +205,29 @@ class _Segment:
         self.ptr = np.append(starts, len(key)).astype(np.int64)
 
     @classmethod
-    def build(cls, labels: np.ndarray, vectors: list[tuple[np.ndarray, np.ndarray]],
-              base: _Segment | None = None) -> _Segment:
-        """A segment of the alive rows of ``base`` plus these rows (labels unique, none alive
-        in ``base``)."""
-        parts_lab = [labels]
-        if base is not None:
-            parts_lab.insert(0, base.labels[base.alive])
-        all_labels = np.sort(np.concatenate(parts_lab).astype(np.uint64, copy=False))
-        lengths = np.fromiter((len(v[0]) for v in vectors), dtype=np.int64, count=len(vectors))
-        rows = [np.repeat(np.searchsorted(all_labels, labels), lengths)]
-        feats = [np.concatenate([v[0] for v in vectors]) if vectors else np.empty(0, np.uint32)]
-        vals = [np.concatenate([v[1] for v in vectors]) if vectors else np.empty(0, np.float32)]
-        if base is not None and base.n_alive:
-            keep = base.alive[base.rows]
-            new_row_of_old = np.searchsorted(all_labels, base.labels)  # dead rows: unused
-            rows.append(new_row_of_old[base.rows[keep]])
-            feats.append(np.repeat(base.feats, np.diff(base.ptr))[keep])
-            vals.append(base.vals[keep])
-        return cls(all_labels, np.concatenate(rows), np.concatenate(feats), np.concatenate(vals))
+    def from_rows(cls, labels: np.ndarray, vectors: list[tuple[np.ndarray, np.ndarray]]) -> _Segment:
+        """A segment of these rows (labels unique, in any order)."""
+        sorted_labels = np.sort(labels)
+        lengths = [len(v[0]) for v in vectors]
+        rows = np.repeat(np.searchsorted(sorted_labels, labels), lengths)
+        feats = np.concatenate([v[0] for v in vectors]) if vectors else np.empty(0, np.uint32)
+        vals = np.concatenate([v[1] for v in vectors]) if vectors else np.empty(0, np.float32)
+        return cls(sorted_labels, rows, feats, vals)
+
+    @classmethod
+    def merge(cls, segments: list[_Segment]) -> _Segment:
+        """A segment of the alive rows of these segments (no label is alive in two of them)."""
+        labels = np.sort(np.concatenate([s.labels[s.alive] for s in segments]))
+        rows, feats, vals = [], [], []
+        for s in segments:
+            keep = s.alive[s.rows]
+            rows.append(np.searchsorted(labels, s.labels)[s.rows[keep]])  # dead rows: unused
+            feats.append(np.repeat(s.feats, np.diff(s.ptr))[keep])
+            vals.append(s.vals[keep])
+        # Each part keeps its (feature, row) order (rows are renumbered monotonically), and
+        # timsort merges sorted runs: 0.03 s against 0.3 s for quicksort on 9M entries.
+        return cls(labels, np.concatenate(rows), np.concatenate(feats), np.concatenate(vals),
+                   sort_kind="stable")
 
     def kill(self, labels: np.ndarray) -> None:
         """Clear the alive bit of these labels (unknown ones are ignored)."""
@@ -237,7 +244,7 @@ class _Segment:
 
     def score(self, q_feat: np.ndarray, q_val: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(labels, float64 scores)`` of the alive rows with a non-zero score; with ``k``, only
-        those that can be among the k best (the k best and every row tied with the k-th)."""
+        those that can be among the k best (at least the k best, ties by ascending label)."""
         if not len(self.feats) or not len(q_feat):
             return _EMPTY[0], np.empty(0)
         pos = np.searchsorted(self.feats, q_feat)
@@ -262,8 +269,14 @@ class _Segment:
                 # select on the dense array (no gather of every candidate first)
                 key = np.where(hit, acc, -np.inf)
                 kth = key[np.argpartition(-key, k - 1)[:k]].min()
-                hit = key >= kth
-            cand = np.flatnonzero(hit)
+                cand = np.flatnonzero(key >= kth)
+                if len(cand) > k:
+                    # Of the rows tied with the k-th score the first win (rows are in label
+                    # order): a segment adds at most k rows to the final sort, however many tie.
+                    tied = acc[cand] == kth
+                    cand = cand[~tied | (np.cumsum(tied) <= k - len(cand) + np.count_nonzero(tied))]
+            else:
+                cand = np.flatnonzero(hit)
             return self.labels[cand], acc[cand]
         # A query has few features: concatenating their contiguous posting slices is one memcpy
         # each, several times faster than a fancy-index gather over the same entries.
@@ -283,17 +296,20 @@ class SparseIndex:
     finite ``float32`` values).
     """
 
-    _BULK_ROWS = 4096
+    # The fresh tier holds up to _FRESH_ROWS rows; level i up to _FRESH_ROWS * _GROWTH ** (i + 1).
+    _FRESH_ROWS = 64
+    _GROWTH = 16
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._main = _Segment.build(np.empty(0, np.uint64), [])
-        self._pending: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._pending_seg: _Segment | None = None
+        self._levels: list[_Segment | None] = []
+        self._fresh: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._fresh_seg: _Segment | None = None  # the fresh rows as a segment, built on demand
 
     def __len__(self) -> int:
         """Number of rows holding a sparse vector (an empty one counts)."""
-        return self._main.n_alive + len(self._pending)
+        with self._lock:
+            return len(self._fresh) + sum(s.n_alive for s in self._levels if s is not None)
 
     def upsert(self, labels: np.ndarray, vectors: list[tuple[np.ndarray, np.ndarray]]) -> None:
         """Insert rows, or replace the vector of labels already present (the last wins when a
@@ -312,38 +328,55 @@ class SparseIndex:
                     f"{len(feat)} and {len(val)}")
             clean.append((feat, val))
         with self._lock:
-            self._main.kill(labels)
-            if len(labels) + len(self._pending) >= max(self._BULK_ROWS, len(self._main.labels) // 8):
-                # Large write: fold main, pending and this batch into a new main segment.
-                for lab, vec in zip(labels.tolist(), clean):
-                    self._pending[lab] = vec
-                self._merge()
-            else:
-                for lab, vec in zip(labels.tolist(), clean):
-                    self._pending[lab] = vec
-                self._pending_seg = None
+            self._kill(labels)
+            self._fresh.update(zip(labels.tolist(), clean))
+            self._fresh_seg = None
+            if len(self._fresh) > self._FRESH_ROWS:
+                self._flush()
 
     def remove(self, labels: np.ndarray) -> None:
         """Drop these labels; unknown labels are ignored."""
         labels = np.asarray(labels, dtype=np.uint64).ravel()
         with self._lock:
-            self._main.kill(labels)
-            popped = [self._pending.pop(lab, None) for lab in labels.tolist()]
+            self._kill(labels)
+            popped = [self._fresh.pop(lab, None) for lab in labels.tolist()]
             if any(p is not None for p in popped):
-                self._pending_seg = None
+                self._fresh_seg = None
 
-    def _merge(self) -> None:
-        # Call with the lock held: fold the pending rows into a new main segment.
-        labels = np.fromiter(self._pending.keys(), dtype=np.uint64, count=len(self._pending))
-        self._main = _Segment.build(labels, list(self._pending.values()), base=self._main)
-        self._pending.clear()
-        self._pending_seg = None
+    def _kill(self, labels: np.ndarray) -> None:
+        # Lock held. A level over half dead is rebuilt from its alive rows: at most one rebuild
+        # per half of its rows killed, and a search never scans mostly dead postings.
+        for i, seg in enumerate(self._levels):
+            if seg is not None:
+                seg.kill(labels)
+                if seg.n_alive * 2 < len(seg.labels):
+                    self._levels[i] = _Segment.merge([seg]) if seg.n_alive else None
 
-    def _pending_segment(self) -> _Segment:
-        if self._pending_seg is None:
-            labels = np.fromiter(self._pending.keys(), dtype=np.uint64, count=len(self._pending))
-            self._pending_seg = _Segment.build(labels, list(self._pending.values()))
-        return self._pending_seg
+    def _flush(self) -> None:
+        # Lock held. The fresh rows go to the first level that can hold them together with that
+        # level and every level below it (all merged in one build). Rows reach level i in groups
+        # of over a _GROWTH-th of its capacity, so a row is rewritten at most _GROWTH times per
+        # level: O(log n) per row written, and only O(log n) segments for a search to visit.
+        group = [self._fresh_segment()]
+        self._fresh, self._fresh_seg = {}, None
+        n, i = group[0].n_alive, 0
+        while True:
+            if i == len(self._levels):
+                self._levels.append(None)
+            level, self._levels[i] = self._levels[i], None
+            if level is not None:
+                group.append(level)
+                n += level.n_alive
+            if n <= self._FRESH_ROWS * self._GROWTH ** (i + 1):
+                self._levels[i] = _Segment.merge(group) if len(group) > 1 else group[0]
+                return
+            i += 1
+
+    def _fresh_segment(self) -> _Segment:
+        if self._fresh_seg is None:
+            labels = np.fromiter(self._fresh.keys(), dtype=np.uint64, count=len(self._fresh))
+            self._fresh_seg = _Segment.from_rows(labels, list(self._fresh.values()))
+        return self._fresh_seg
 
     def search(self, indices: np.ndarray, values: np.ndarray, k: int, *,
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -366,16 +399,14 @@ class SparseIndex:
             raise InvalidArgumentError("vector: expected sparse indices as integers in [0, 2**32)")
         q_feat = q_feat.astype(np.uint32)
         with self._lock:
-            main = self._main
-            if len(self._pending) > max(self._BULK_ROWS, len(main.labels) // 8) or (
-                    len(main.labels) > self._BULK_ROWS and main.n_alive < len(main.labels) // 2):
-                self._merge()  # too many pending rows, or mostly dead main rows
+            segments = [s for s in self._levels if s is not None]
+            if self._fresh:
+                segments.append(self._fresh_segment())
             # without a filter each segment can keep just its own k best (and ties)
-            main_lab, main_sc = self._main.score(q_feat, q_val, k if allowed is None else None)
-            pend_lab, pend_sc = (self._pending_segment().score(q_feat, q_val) if self._pending
-                                 else (_EMPTY[0], np.empty(0)))
-        labels = np.concatenate([main_lab, pend_lab]) if len(pend_lab) else main_lab
-        scores = np.concatenate([main_sc, pend_sc]) if len(pend_lab) else main_sc
+            hits = [s.score(q_feat, q_val, k if allowed is None else None) for s in segments]
+        if not hits:
+            return _EMPTY
+        labels, scores = hits[0] if len(hits) == 1 else map(np.concatenate, zip(*hits))
         if allowed is not None and len(labels):
             allowed = np.asarray(allowed, dtype=np.uint64)
             if not len(allowed):
