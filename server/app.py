@@ -18,14 +18,17 @@ Threads: a small pool (``ServerConfig.workers``, by default one per two cores) i
 leader/followers pattern. One thread at a time reads every connection through a selector
 (non-blocking sockets); complete requests go to one FIFO queue and the pool answers them in
 arrival order, the reading thread taking the first itself (at low load a request is read and
-answered by one thread, no hand-over). A client sending its body slowly holds no thread.
+answered by one thread, no hand-over). A client sending its body slowly holds no thread, nor
+does one slow to read its reply: what the socket does not take at once, the reader loop writes
+as the client takes it.
 Bounding the threads bounds the contention for the GIL: with a thread per connection, 16
 clients on 2 cores meant 16 threads fighting for it and requests served in no particular
 order (p99 about 5x p50). A watchdog adds threads while all of them are stuck on slow requests
 (builds, flushes) with others waiting, and they leave after a few idle seconds.
 :meth:`VecstoreHTTPServer.stop` stops accepting, closes idle keep-alive connections, answers
 the requests in flight, queued, or whose body is still arriving, then returns; connections
-silent for ``request_timeout`` are closed.
+silent for ``request_timeout`` (reading or writing), or whose request head is not complete that
+long after it began, are closed.
 
 Per-request work is kept small: each route's parameter binder is precomputed, the bound
 parameters of a binary route are memoised by query string, resolved database / collection
@@ -37,6 +40,7 @@ is formatted only when enabled at DEBUG.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import hmac
 import itertools
@@ -74,7 +78,6 @@ from .http11 import (
     default_workers,
     is_loopback,
     parse_head,
-    send_all,
 )
 from .routes import (
     PUBLIC_PATHS,
@@ -166,6 +169,37 @@ def check_api_key(authorization: str | None, api_key: str) -> bool:
     whole = hmac.compare_digest(hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest(), wanted)
     part = hmac.compare_digest(hashlib.sha256(password.encode("utf-8", "surrogatepass")).digest(), wanted)
     return (whole and scheme.lower() == "bearer") or (part and bool(password))
+
+
+def parse_query(query: str) -> dict[str, str]:
+    """The query string's parameters (the last of a repeated name wins). Percent-escapes must
+    decode to UTF-8: urllib's default replaces invalid bytes with U+FFFD, so different values
+    (blob keys ``%FF`` and ``%FE``) would silently become one. The parameter is named in the
+    400; finding it costs only a refused request."""
+    try:
+        return dict(parse_qsl(query, keep_blank_values=True, errors="strict"))
+    except UnicodeDecodeError:
+        pass
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        name = unquote(name.replace("+", " "), errors="replace")
+        try:
+            unquote(value.replace("+", " "), errors="strict")
+        except UnicodeDecodeError:
+            raise InvalidArgumentError(f"{name}: not valid UTF-8 once percent-decoded: {value[:60]!r}") from None
+    raise InvalidArgumentError(f"query string: a parameter name is not valid UTF-8 once percent-decoded: "
+                               f"{query[:100]!r}")
+
+
+def _unquote_path_params(params: dict[str, str]) -> dict[str, str]:
+    """Percent-decoded path parameters, refusing escapes that are not UTF-8 (see :func:`parse_query`)."""
+    out = {}
+    for name, value in params.items():
+        try:
+            out[name] = unquote(value, errors="strict")
+        except UnicodeDecodeError:
+            raise InvalidArgumentError(f"{name}: not valid UTF-8 once percent-decoded: {value[:60]!r}") from None
+    return out
 
 
 def confine_path(value: str, roots: Iterable[Path], base: Path, name: str = "path") -> Path:
@@ -372,7 +406,7 @@ class VecstoreHTTPServer:
         self._busy = 0  # threads handling a request
         self._done = False
         self._batch: list[tuple[_Connection, _Request]] = []  # read in the current round (leader only)
-        self._posted: deque[_Connection] = deque()  # connections handed back to the reader
+        self._posted: deque[tuple[_Connection, Any]] = deque()  # connections handed back to the reader (_post)
         self._connections: set[_Connection] = set()
         self._last_take = time.monotonic()  # when a thread last took a request
         self._next_sweep = 0.0
@@ -383,6 +417,8 @@ class VecstoreHTTPServer:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._closing: list[socket.socket] = []  # listeners to close from the reader loop
+        self._paused: list[socket.socket] = []  # listeners not watched until the next sweep (_pause_accepting)
+        self._accept_failing = False
         if sock is not None:  # listening already (a replica's, inherited from the primary)
             self.socket = sock
             self.address_family = sock.family
@@ -606,18 +642,17 @@ class VecstoreHTTPServer:
     def _bind(self, route: Route, body: dict, query: str, path: dict) -> Call:
         binder = self.binders[route.path]
         if route.body == "json":
-            q = dict(parse_qsl(query, keep_blank_values=True)) if query and route.has_query_params else {}
+            q = parse_query(query) if query and route.has_query_params else {}
             return binder.bind(body, q, path, self.config)
         if not route.memo_query:
-            q = dict(parse_qsl(query, keep_blank_values=True))
-            return binder.bind({}, q, path, self.config)
+            return binder.bind({}, parse_query(query), path, self.config)
         # Binary and GET routes: the parameters are all scalars from the query string, which a
         # client usually repeats for every request of a session; bind each distinct one once.
         key = (route.path, query)
         hit = self._query_cache.get(key)
         if hit is not None:
             return Call(route, hit[0], dict(hit[1]))
-        call = binder.bind({}, dict(parse_qsl(query, keep_blank_values=True)), path, self.config)
+        call = binder.bind({}, parse_query(query), path, self.config)
         if len(self._query_cache) >= _QUERY_CACHE_MAX:
             self._query_cache.clear()
         self._query_cache[key] = (call.args, dict(call.kwargs))
@@ -678,9 +713,15 @@ class VecstoreHTTPServer:
                 sock, address = listener.accept()
             except (BlockingIOError, InterruptedError):  # none left (or another process took it)
                 return
-            except OSError as e:  # out of file descriptors, or the listener closed under us
-                log.warning("accept failed: %s", e)
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._pause_accepting(listener, e)
+                else:  # the listener closed under us
+                    log.warning("accept failed: %s", e)
                 return
+            if self._accept_failing:
+                self._accept_failing = False
+                log.warning("accepting connections again")
             sock.setblocking(False)
             if tcp:
                 try:
@@ -695,6 +736,20 @@ class VecstoreHTTPServer:
                 self._counted.add(conn)
                 self.shared.set_connections(self.slot, len(self._counted))
                 return
+
+    def _pause_accepting(self, listener: socket.socket, error: OSError) -> None:
+        """Out of file descriptors (or memory): the connection stays in the backlog, so the
+        listener stays readable and the loop would spin on it, logging each time. Stop
+        watching it until the next sweep (within a second; connections closing meanwhile free
+        descriptors), and log once until an accept succeeds again."""
+        try:
+            self._selector.unregister(listener)
+        except (KeyError, ValueError):
+            pass
+        self._paused.append(listener)
+        if not self._accept_failing:
+            self._accept_failing = True
+            log.warning("accept failed: %s; retrying about once a second (logged again only once it works)", error)
 
     def _leave_to_others(self) -> bool:
         """With ``--processes``: True (after a 1 ms sleep, which also leaves the CPU to them)
@@ -712,18 +767,29 @@ class VecstoreHTTPServer:
         time.sleep(0.001)
         return True
 
+    def _watch_for(self, conn: _Connection, read: bool, write: bool) -> None:
+        """What the selector waits for on ``conn``: reading (``registered``), writing the rest
+        of a reply (``writing``), both, or nothing."""
+        if (read, write) == (conn.registered, conn.writing):
+            return
+        before = conn.registered or conn.writing
+        conn.registered, conn.writing = read, write
+        events = (selectors.EVENT_READ if read else 0) | (selectors.EVENT_WRITE if write else 0)
+        try:
+            if not events:
+                self._selector.unregister(conn.sock)
+            elif before:
+                self._selector.modify(conn.sock, events, conn)
+            else:
+                self._selector.register(conn.sock, events, conn)
+        except (KeyError, ValueError):
+            pass
+
     def _register(self, conn: _Connection) -> None:
-        if not conn.registered:
-            self._selector.register(conn.sock, selectors.EVENT_READ, conn)
-            conn.registered = True
+        self._watch_for(conn, True, conn.writing)
 
     def _unregister(self, conn: _Connection) -> None:
-        if conn.registered:
-            conn.registered = False
-            try:
-                self._selector.unregister(conn.sock)
-            except (KeyError, ValueError):
-                pass
+        self._watch_for(conn, False, conn.writing)
 
     def _close(self, conn: _Connection) -> None:
         self._connections.discard(conn)
@@ -731,7 +797,8 @@ class VecstoreHTTPServer:
             self._counted.discard(conn)
             if self.socket.fileno() >= 0:  # (else it left)
                 self.shared.set_connections(self.slot, len(self._counted))
-        self._unregister(conn)
+        self._watch_for(conn, False, False)
+        conn.out = None
         try:
             conn.sock.close()
         except OSError:
@@ -785,9 +852,12 @@ class VecstoreHTTPServer:
                 req.reply = Reply(e.status, wire.error_body(e.message, "bad_request"))
                 req.unread = 1  # drain what the client is still sending before closing
                 buf.clear()
+                conn.scan = 0
                 self._queue_request(conn, req)
                 return
             if head is None:
+                if not conn.scan:  # its first bytes: the head's deadline runs from here (_sweep)
+                    conn.head_since = conn.last
                 conn.scan = len(buf)
                 if conn.eof:
                     self._close(conn)
@@ -828,10 +898,20 @@ class VecstoreHTTPServer:
             path = urlsplit(target).path
         req.path = path = path or "/"
         req.unread = _declared_length_or_zero(headers)
+        if b"transfer-encoding" in headers:
+            # Where a chunked body ends is unknown: whatever the answer (401, 404, or 411 from
+            # _body_length), close after it and drain what comes, so that no chunk of it is
+            # ever read as the next request.
+            req.close, req.unread = True, req.unread or 1
         try:
             if path not in PUBLIC_PATHS and self.config.api_key:
                 auth = headers.get(b"authorization")
-                if not check_api_key(None if auth is None else auth.decode("latin-1"), self.config.api_key):
+                if auth is not None:
+                    try:  # UTF-8, as curl sends a non-ASCII key and as Basic credentials are read
+                        auth = auth.decode("utf-8")
+                    except UnicodeDecodeError:  # what sends str headers as Latin-1 (Python's http.client)
+                        auth = auth.decode("latin-1")
+                if not check_api_key(auth, self.config.api_key):
                     raise UnauthorizedError("Unauthorized")
             found = self.table.find(method, path)
             if found is None:
@@ -846,8 +926,7 @@ class VecstoreHTTPServer:
     def _body_length(self, conn: _Connection, req: _Request) -> int:
         """Check the declared length against the route's limit (413 before reading any of it)."""
         headers = req.headers
-        if b"transfer-encoding" in headers:
-            req.close = True  # we cannot tell where the body ends
+        if b"transfer-encoding" in headers:  # (closed after the reply: see _prepare)
             raise LengthRequiredError("Transfer-Encoding is not supported; send Content-Length")
         declared = headers.get(b"content-length")
         if declared is None:
@@ -874,9 +953,12 @@ class VecstoreHTTPServer:
         except OSError:  # a wake-up is already pending (buffer full), or we are closing
             pass
 
-    def _post(self, conn: _Connection) -> None:
-        """Hand a connection back to the reader loop (from a worker)."""
-        self._posted.append(conn)
+    def _post(self, conn: _Connection, rest: Any = None) -> None:
+        """Hand a connection back to the reader loop (from a worker). ``rest`` None: read on (a
+        pipelined request, the client's EOF, reading paused). Otherwise the worker is done and
+        left ``busy`` set: the reader writes ``rest`` (what the socket did not take of the reply;
+        may be empty), then closes, drains or reads on (:meth:`_finish`)."""
+        self._posted.append((conn, rest))
         self._wake()
 
     def _take_posted(self) -> None:
@@ -888,18 +970,50 @@ class VecstoreHTTPServer:
         while self._closing:
             self._close_listener(self._closing.pop())
         while self._posted:
-            conn = self._posted.popleft()
+            conn, rest = self._posted.popleft()
             if conn not in self._connections:
                 continue
-            if conn.close_after:
-                if conn.drain and not conn.eof:
-                    self._start_drain(conn)
-                else:
-                    self._close(conn)
-                continue
-            if not conn.eof:
-                self._register(conn)
-            self._advance(conn)
+            if rest is None:
+                if not conn.eof:
+                    self._register(conn)
+                self._advance(conn)  # (nothing if a later request of it is in a worker's hands)
+            elif rest:
+                conn.out, conn.last = rest, time.monotonic()  # (the no-progress clock of _sweep)
+                self._watch_for(conn, conn.registered, True)
+            else:
+                self._finish(conn)
+
+    def _on_writable(self, conn: _Connection) -> None:
+        """More of a reply the client is slow to take. Written here rather than by a worker
+        blocked on the socket, so clients that do not read their replies hold no thread."""
+        try:
+            n = conn.sock.send(conn.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        conn.last = time.monotonic()
+        if n < len(conn.out):
+            conn.out = conn.out[n:]
+            return
+        conn.out = None
+        self._watch_for(conn, conn.registered, False)
+        self._finish(conn)
+
+    def _finish(self, conn: _Connection) -> None:
+        """The whole reply is out, and the worker left the connection to the reader: close it,
+        drain it, or read its next request."""
+        conn.busy = False  # (no worker has it: no lock needed)
+        if conn.close_after:
+            if conn.drain and not conn.eof:
+                self._start_drain(conn)
+            else:
+                self._close(conn)
+            return
+        if not conn.eof:
+            self._register(conn)
+        self._advance(conn)
 
     def _start_drain(self, conn: _Connection) -> None:
         """Read (and drop) some of a body we refused, so closing the socket does not reset the
@@ -926,16 +1040,22 @@ class VecstoreHTTPServer:
             self._close(conn)
 
     def _sweep(self, now: float) -> None:
-        """Close connections silent for ``request_timeout`` (idle keep-alive, or stalled in the
-        middle of a request) and finished drains."""
+        """Close connections silent for ``request_timeout`` (idle keep-alive, stalled in the
+        middle of a request, or not taking their reply), heads still incomplete that long after
+        they began (a client sending a header line now and then), and finished drains; watch
+        the listeners paused for want of file descriptors again."""
+        while self._paused:
+            sock = self._paused.pop()
+            if sock.fileno() >= 0:
+                self._selector.register(sock, selectors.EVENT_READ, None)
         timeout = self.config.request_timeout
         for conn in list(self._connections):
-            if conn.busy:
-                continue
+            if conn.busy and not conn.writing:
+                continue  # a worker has it
             if conn.drain_until:
                 if now > conn.drain_until:
                     self._close(conn)
-            elif now - conn.last > timeout:
+            elif now - conn.last > timeout or (conn.scan and now - conn.head_since > timeout):
                 self._close(conn)
 
     def _wind_down(self) -> bool:
@@ -945,10 +1065,10 @@ class VecstoreHTTPServer:
             self.server_close()
         now = time.monotonic()
         for conn in list(self._connections):
-            if conn.busy:
+            if conn.busy and not conn.writing:
                 continue
-            if conn.pending is not None and now - conn.last <= self.config.request_timeout:
-                continue  # a body still coming: answer it (with Connection: close)
+            if (conn.pending is not None or conn.writing) and now - conn.last <= self.config.request_timeout:
+                continue  # a body still coming (answer it, with Connection: close), or a reply going out
             if conn.drain_until and now <= conn.drain_until:
                 continue
             self._close(conn)
@@ -986,29 +1106,33 @@ class VecstoreHTTPServer:
                 self._lead()
                 continue
             self._last_take = time.monotonic()
+            rest = None
             try:
-                self._handle(conn, req)
+                rest = self._handle(conn, req)
             except BaseException:  # a pool thread must survive anything
                 log.exception("request handling failed")
                 conn.close_after = True
             finally:
                 with cv:
                     self._busy -= 1
-            self._release(conn)
+            self._release(conn, rest)
 
     def _lead(self) -> None:
         """One round of reading: wait for the connections, accept, read, queue complete
         requests, housekeeping; then step down."""
         batch = self._batch
         try:
-            for key, _ in self._selector.select(self._tick):
+            for key, events in self._selector.select(self._tick):
                 conn = key.data
                 if conn is None:
                     self._accept(key.fileobj)
                 elif conn is self._wake_r:
                     self._take_posted()
-                else:
-                    self._on_readable(conn)
+                else:  # (each only if still wanted: the connection may have closed meanwhile)
+                    if events & selectors.EVENT_WRITE and conn.writing:
+                        self._on_writable(conn)
+                    if events & selectors.EVENT_READ and conn.registered:
+                        self._on_readable(conn)
             now = time.monotonic()
             done = False
             if self.stopping:
@@ -1060,10 +1184,12 @@ class VecstoreHTTPServer:
                 self._last_take = time.monotonic()
             self._start_thread(extra=True)
 
-    def _release(self, conn: _Connection) -> None:
-        """After the reply: close, drain, or wait for the next request on the connection."""
-        if conn.close_after:
-            self._post(conn)
+    def _release(self, conn: _Connection, rest: Any) -> None:
+        """After the reply: wait for the next request on the connection; or leave it to the
+        reader, to write the ``rest`` of the reply the socket did not take, or to close or
+        drain it."""
+        if rest or conn.close_after:
+            self._post(conn, rest or b"")
             return
         with conn.lock:
             conn.busy = False
@@ -1074,7 +1200,8 @@ class VecstoreHTTPServer:
 
     # -- the generic handler's second half (in a worker) ---------------------------------------
 
-    def _handle(self, conn: _Connection, req: _Request) -> None:
+    def _handle(self, conn: _Connection, req: _Request) -> memoryview | None:
+        """Answer ``req``; returns what the socket did not take of the reply at once."""
         rid = self.next_request_id()
         started = time.perf_counter()
         route = req.route
@@ -1097,22 +1224,23 @@ class VecstoreHTTPServer:
         self.record(label, status, elapsed)  # before sending, so a client's next request sees it
         # a body we did not read would be taken for the next request: close after the reply
         close = req.close or req.unread > 0 or self.stopping
-        sent = 0
+        sent, rest = 0, None
         try:
-            sent = self._send(conn.sock, reply, req.method, rid, close)
-        except (OSError, TimeoutError):
+            sent, rest = self._send(conn.sock, reply, req.method, rid, close)
+        except OSError:
             close, req.unread = True, 0
         conn.close_after, conn.drain = close, req.unread > 0
         if access_log.isEnabledFor(logging.DEBUG):
             access_log.debug('%s "%s %s" %s %d %.1fms rid=%d', conn.address[0] if conn.address else "-",
                              req.method, req.path, status, sent, elapsed * 1000, rid)
+        return rest
 
     def _respond(self, req: _Request) -> Reply:
         route, path_params = req.route, req.path_params
         if self.replica is not None and not route.read and route.target != "server":
             return self.replica.forward(req)  # a write, a text search, a catalog route: the primary's
         if path_params:
-            path_params = {k: unquote(v) for k, v in path_params.items()}
+            path_params = _unquote_path_params(path_params)
         body = req.body if req.body is not None else b""
         if route.body == "json":
             values = decode_json_body(body, self.config.max_json_depth) if body.strip() else {}
@@ -1121,8 +1249,11 @@ class VecstoreHTTPServer:
             return self.dispatch(route, values, None, req.query, path_params)
         return self.dispatch(route, {}, body, req.query, path_params)
 
-    def _send(self, sock: socket.socket, reply: Reply, method: str, rid: int, close: bool) -> int:
-        """The whole reply (status line, headers, body) in one write."""
+    def _send(self, sock: socket.socket, reply: Reply, method: str, rid: int,
+              close: bool) -> tuple[int, memoryview | None]:
+        """The whole reply (status line, headers, body) in one write: ``(body length, what the
+        socket did not take)``. That rest is written by the reader loop as the client takes it
+        (:meth:`_on_writable`), not by this worker waiting on the socket."""
         body = reply.body
         if not isinstance(body, (bytes, bytearray)):
             body = wire.encode_json(body)
@@ -1139,8 +1270,12 @@ class VecstoreHTTPServer:
         out.append(b"\r\n")
         if method != "HEAD" and body:
             out.append(body)
-        send_all(sock, b"".join(out), self.config.request_timeout)
-        return len(body)
+        data = b"".join(out)
+        try:
+            n = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        return len(body), (memoryview(data)[n:] if n < len(data) else None)
 
 
 def make_server(config: ServerConfig, client: Any, routes: tuple[Route, ...] = ROUTES) -> VecstoreHTTPServer:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import selectors
 import socket
 import threading
 import time
@@ -18,6 +17,10 @@ from .routes import Reply, Route
 
 MAX_LINE = 65536  # request line and each header line
 MAX_HEADERS = 100
+# The whole head: a request line at its limit (a long `where` in a binary route's query string)
+# plus ordinary headers. Until a head is whole only this is checked (its lines then), so each
+# read of a head sent slowly costs only the bytes it added, and what it can hold is bounded.
+MAX_HEAD = MAX_LINE + 16384
 
 
 def default_workers() -> int:
@@ -37,17 +40,22 @@ def default_workers() -> int:
 
 class _Connection:
     """One client connection. The reader thread owns its buffer until a request is complete;
-    ``busy`` (under ``lock``) says a worker has that request."""
+    ``busy`` says a worker has that request (the worker clears it under ``lock``, or leaves it
+    set and hands the connection back to the reader: to close, or to write ``out``, the rest of
+    a reply the socket could not take at once). ``registered`` and ``writing``: what the
+    selector waits for (reading, writing)."""
 
-    __slots__ = ("address", "buf", "busy", "close_after", "drain", "drain_until", "drained", "eof", "last", "lock",
-                 "pending", "registered", "scan", "sock")
+    __slots__ = ("address", "buf", "busy", "close_after", "drain", "drain_until", "drained", "eof", "head_since",
+                 "last", "lock", "out", "pending", "registered", "scan", "sock", "writing")
 
     def __init__(self, sock: socket.socket, address: Any) -> None:
         self.sock, self.address = sock, address
         self.buf = bytearray()
         self.scan = 0  # how much of buf has been searched for the end of a head
+        self.head_since = 0.0  # when the first bytes of a head still incomplete arrived
         self.pending: _Request | None = None  # head read, body still arriving
-        self.busy = self.eof = self.registered = self.close_after = self.drain = False
+        self.out: memoryview | None = None  # the unsent rest of a reply (the reader writes it)
+        self.busy = self.eof = self.registered = self.writing = self.close_after = self.drain = False
         self.last = time.monotonic()
         self.lock = threading.Lock()
         self.drain_until = 0.0
@@ -84,24 +92,21 @@ def parse_head(buf: bytes | bytearray, scanned: int = 0) -> tuple[int, str, str,
     headers by lower-cased name, close after the reply)``, or None while incomplete (the first
     ``scanned`` bytes are known to hold no end of head). Lines end in CRLF or LF.
 
-    Raises :class:`_FramingError` (400, 414, 431) on a broken or oversized head, as soon as
-    the part received shows it.
+    Raises :class:`_FramingError` (400, 414, 431) on a broken or oversized head: when it is
+    whole, or as soon as more than ``MAX_HEAD`` bytes came without its end. The target must be
+    UTF-8 (RFC 3986 wants it ASCII; raw UTF-8 is what curl sends for a literal non-ASCII URL):
+    read as Latin-1 it would silently become other text.
     """
     at = max(0, scanned - 2)
     crlf = buf.find(b"\n\r\n", at)
     lf = buf.find(b"\n\n", at, len(buf) if crlf < 0 else crlf + 1)  # (not through the body)
     if crlf < 0 and lf < 0:
-        first = buf.find(b"\n")
-        if first < 0:
-            if len(buf) > MAX_LINE:
+        # Incomplete: only its size is checked here (line count and lengths once it is whole),
+        # so a head sent a byte at a time costs each read only the bytes it added.
+        if len(buf) > MAX_HEAD:
+            if buf.find(b"\n", 0, MAX_LINE + 1) < 0:
                 raise _FramingError(414, "request line too long")
-            return None
-        if first > MAX_LINE:
-            raise _FramingError(414, "request line too long")
-        if len(buf) - buf.rfind(b"\n") - 1 > MAX_LINE:
-            raise _FramingError(431, "header line too long")
-        if buf.count(b"\n") > MAX_HEADERS + 1:
-            raise _FramingError(431, f"more than {MAX_HEADERS} headers")
+            raise _FramingError(431, f"request head over {MAX_HEAD} bytes")
         return None
     if crlf < 0 or 0 <= lf < crlf:
         end, used = lf, lf + 2
@@ -114,6 +119,8 @@ def parse_head(buf: bytes | bytearray, scanned: int = 0) -> tuple[int, str, str,
     parts = line.split()
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
         raise _FramingError(400, f"bad request line {line[:100]!r}")
+    if end > MAX_HEAD:  # (whether it came in one read or in many)
+        raise _FramingError(431, f"request head over {MAX_HEAD} bytes")
     if len(lines) > MAX_HEADERS + 1:
         raise _FramingError(431, f"more than {MAX_HEADERS} headers")
     headers: dict[bytes, bytes] = {}
@@ -133,28 +140,11 @@ def parse_head(buf: bytes | bytearray, scanned: int = 0) -> tuple[int, str, str,
     method, target, version = parts
     connection = headers.get(b"connection", b"").lower()
     close = b"keep-alive" not in connection if version == b"HTTP/1.0" else b"close" in connection
-    return used, method.decode("latin-1"), target.decode("latin-1"), headers, close
-
-
-def send_all(sock: socket.socket, data: bytes, timeout: float) -> None:
-    """Write ``data`` to a non-blocking socket: at once when it fits in the socket buffer (the
-    usual case), else waiting for room, giving up after ``timeout`` seconds without progress."""
     try:
-        n = sock.send(data)
-    except (BlockingIOError, InterruptedError):
-        n = 0
-    if n == len(data):
-        return
-    view = memoryview(data)[n:]
-    with selectors.DefaultSelector() as sel:
-        sel.register(sock, selectors.EVENT_WRITE)
-        while view:
-            if not sel.select(timeout):
-                raise TimeoutError(f"no progress sending a reply for {timeout} s")
-            try:
-                view = view[sock.send(view):]
-            except (BlockingIOError, InterruptedError):
-                pass
+        text = target.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _FramingError(400, f"request target is not valid UTF-8: {target[:100]!r}") from None
+    return used, method.decode("latin-1"), text, headers, close
 
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}

@@ -258,7 +258,7 @@ class PrimaryLink:
         self._local = threading.local()
 
     def forward(self, method: str, target: str, headers: dict[bytes, bytes], body: bytes | None) -> Reply:
-        head = [f"{method} {target} HTTP/1.1\r\nHost: vecstore-primary\r\n".encode("latin-1"),
+        head = [f"{method} {target} HTTP/1.1\r\nHost: vecstore-primary\r\n".encode(),  # UTF-8, as parse_head read it
                 b"Content-Length: %d\r\n" % len(body or b"")]
         for name in (b"content-type", b"authorization"):
             if name in headers:

@@ -525,6 +525,18 @@ def test_cosine_keeps_the_direction_of_huge_and_tiny_vectors(db):
         col.add([[0.0, 0.0]], ids=[4])
 
 
+def test_a_zero_query_beside_a_huge_vector_searches_quietly(db):
+    """|x| ~ 1e20 has a float32 squared norm of inf; the exact scan's error bound multiplied it
+    by a zero query's norm (inf * 0) and numpy warned "invalid value" to the user."""
+    import warnings
+    col = db.require_collection("huge_ip", dim=2, metric="ip")
+    col.add([[1e20, 0], [1, 1], [2, 2]], ids=[1, 2, 3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert col.search([0, 0], k=3).ids == (1, 2, 3)           # all score 0: storage order
+        assert col.search([1, 0], k=3).ids == (1, 3, 2)
+
+
 def test_numbers_beyond_float_range_are_refused(db):
     """Python ints have no size limit; converting one past float range raised a bare
     OverflowError (a 500 over HTTP)."""

@@ -45,7 +45,8 @@ class _Transport:
         self._host, self._port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 7637)
         self._base = parts.path.rstrip("/")
         self._timeout = timeout
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # bytes: http.client would encode a str as Latin-1 (and fail beyond it); the server reads UTF-8
+        self._headers = {"Authorization": b"Bearer " + api_key.encode("utf-8")} if api_key else {}
         self._local = threading.local()
         self.url = url
 

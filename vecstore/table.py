@@ -56,7 +56,9 @@ def _estimate(metric: str, queries: np.ndarray, matrix: np.ndarray,
         key += sq[None, :]
         key += qn[:, None]
         return key, c, sq, c * qn.astype(np.float64) + tiny
-    b = c * np.sqrt(float(sq.max()) * qn.astype(np.float64)) + tiny
+    with np.errstate(invalid="ignore"):  # a norm that overflowed float32 (inf) times a zero query
+        b = c * np.sqrt(float(sq.max()) * qn.astype(np.float64))
+    b = np.where(qn > 0, b, 0.0) + tiny  # a zero query scores every row exactly 0
     if metric == "cosine":
         np.subtract(1.0, key, out=key)
         b += 2 * _U

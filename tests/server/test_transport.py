@@ -1,0 +1,344 @@
+"""The HTTP/1.1 layer against hostile or broken clients: connections refused with a body,
+heads sent slowly or without end, bytes that are not UTF-8, chunked bodies after an early
+refusal, non-ASCII API keys, running out of file descriptors, clients that never read their
+replies. Driven against test_app_unit's fake client, with small limits so that every test
+takes seconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import http.client
+import json
+import logging
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from live_server import read_until_closed
+from test_app_unit import COLL, KEY, FakeClient, coll, make, request  # noqa: F401 - make is a fixture
+from vecstore.server import app as app_module
+from vecstore.server import http11
+from vecstore.server.processes import PrimaryLink
+
+import vecstore
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def _auth(key: str = KEY) -> bytes:
+    return b"Authorization: Bearer " + key.encode() + b"\r\n"
+
+
+# --------------------------------------------------------------------------------------------
+# a refused request whose client stays connected
+
+
+@pytest.mark.parametrize("head", [
+    b"POST /no_such_route HTTP/1.1\r\nHost: x\r\n" + _auth() + b"Content-Length: 5\r\n\r\nhello",  # 404
+    b"POST /stats HTTP/1.1\r\nHost: x\r\n" + _auth() + b"Content-Length: 999999999999\r\n\r\n",  # 413
+    b"POST /stats HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",  # 401
+    b"GET /healthz HTTP/2.0\r\n\r\n",  # 400
+])
+def test_a_refused_client_that_stays_connected_is_closed_after_the_drain(make, head):
+    server, _ = make()
+    with socket.create_connection(server.server_address[:2], timeout=5) as s:
+        s.sendall(head)
+        reply = read_until_closed(s)  # the server half-closes after its answer ...
+        assert reply.startswith(b"HTTP/1.1 4") and b"Connection: close" in reply, reply[:100]
+        # ... and closes its end once the drain is over (1 s), though this client says nothing more
+        assert _wait_for(lambda: not server._connections, 4), "the connection was never closed"
+        s.settimeout(10)
+        stopping = threading.Thread(target=server.stop)
+        stopping.start()
+        stopping.join(5)
+        assert not stopping.is_alive(), "stop() waits for a refused client"
+
+
+# --------------------------------------------------------------------------------------------
+# request heads: size, scanning, deadline
+
+
+def test_an_incomplete_head_over_the_limit_is_refused_at_once(make):
+    server, _ = make()
+    lines = b"".join(b"X-%d: %s\r\n" % (i, b"a" * 1000) for i in range(90))  # < MAX_HEADERS, > MAX_HEAD
+    assert len(lines) > http11.MAX_HEAD
+    with socket.create_connection(server.server_address[:2], timeout=3) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\n" + lines)  # no blank line: the head never ends
+        out = read_until_closed(s)
+    assert out.startswith(b"HTTP/1.1 431 ") and b"request head over" in out, out[:200]
+
+
+def test_a_long_request_line_with_its_headers_still_fits(make):
+    server, _ = make()
+    status, _, _ = request(server, "GET", "/healthz?pad=" + "a" * 60_000, headers={"X-Pad": "b" * 8000})
+    assert status == 200
+
+
+class _ScanSpy(bytearray):
+    """A buffer that records where each search of it starts."""
+
+    starts: list[int]
+
+    def find(self, sub, start=0, *rest):
+        self.starts.append(start)
+        return super().find(sub, start, *rest)
+
+    def count(self, sub, start=0, *rest):
+        self.starts.append(start)
+        return super().count(sub, start, *rest)
+
+    def rfind(self, sub, start=0, *rest):
+        self.starts.append(start)
+        return super().rfind(sub, start, *rest)
+
+
+def test_an_incomplete_head_is_searched_only_where_the_last_read_ended():
+    # A head trickled a byte per read must not cost a pass over all of it per read.
+    buf = _ScanSpy(b"GET /healthz HTTP/1.1\r\n" + b"X: y\r\n" * 90)
+    scanned = len(buf) - 1
+    buf.starts = []
+    assert http11.parse_head(buf, scanned) is None
+    assert buf.starts and min(buf.starts) >= scanned - 2, buf.starts
+
+
+def test_a_head_trickled_line_by_line_is_closed_at_its_deadline(make):
+    server, _ = make(request_timeout=1.0)
+    with socket.create_connection(server.server_address[:2], timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\n")
+        started = time.monotonic()
+        closed = False
+        for i in range(20):  # a header line every 0.25 s: never silent for request_timeout
+            time.sleep(0.25)
+            try:
+                s.sendall(b"X-%d: y\r\n" % i)
+            except OSError:
+                closed = True
+                break
+            if not server._connections:
+                closed = True
+                break
+        assert closed, "a head trickled line by line was never closed"
+        assert time.monotonic() - started < 4
+
+
+# --------------------------------------------------------------------------------------------
+# query strings, paths and targets are UTF-8
+
+
+def _binary_search(server, query: str):
+    return request(server, "POST", "/search_binary?database_name=db&collection_name=c&dim=3&" + query,
+                   raw=np.ones(3, np.float32).tobytes(), headers={"Content-Type": "application/octet-stream"})
+
+
+def test_query_values_must_be_utf8(make):
+    server, client = make()
+    status, _, data = _binary_search(server, "where=name%3D%27caf%C3%A9%27")
+    assert status == 200 and coll(client).last[1]["where"] == "name='café'"
+    n = len(coll(client).calls)
+    for query in ("where=name%3D%27caf%E9%27", "where=%FF", "k=1&where=%FE"):
+        status, _, data = _binary_search(server, query)
+        assert status == 400, (query, data)
+        assert json.loads(data)["error"].startswith("where: not valid UTF-8"), data
+    assert len(coll(client).calls) == n  # nothing reached the library
+    # a JSON route's query parameters too
+    status, _, data = request(server, "POST", "/v1/materialized_view/db$v/refresh?delimiter=%FF", {})
+    assert status == 400 and json.loads(data)["error"].startswith("delimiter: not valid UTF-8"), data
+
+
+def test_path_parameters_must_be_utf8(make):
+    server, _ = make()
+    status, _, data = request(server, "POST", "/v1/materialized_view/%FF/refresh", {})
+    assert status == 400 and json.loads(data)["error"].startswith("id: not valid UTF-8"), data
+
+
+def test_raw_non_ascii_in_the_target_is_read_as_utf8(make):
+    server, client = make()
+    raw = np.ones(3, np.float32).tobytes()
+
+    def send(where: bytes) -> bytes:
+        head = (b"POST /search_binary?database_name=db&collection_name=c&dim=3&where=" + where + b" HTTP/1.1\r\n"
+                b"Host: x\r\n" + _auth() + b"Content-Length: 12\r\nConnection: close\r\n\r\n")
+        with socket.create_connection(server.server_address[:2], timeout=5) as s:
+            s.sendall(head + raw)
+            return read_until_closed(s)
+
+    assert send("café".encode()).startswith(b"HTTP/1.1 200")
+    assert coll(client).last[1]["where"] == "café"  # not its Latin-1 reading, 'cafÃ©'
+    out = send(b"caf\xe9")
+    assert out.startswith(b"HTTP/1.1 400") and b"not valid UTF-8" in out, out[:200]
+
+
+def test_a_replica_forwards_a_non_latin1_target(tmp_path):
+    # the primary reads the target as UTF-8, so the replica must send it so
+    path = str(tmp_path / "primary.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    got = []
+
+    def primary() -> None:
+        sock, _ = listener.accept()
+        with sock:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += sock.recv(65536)
+            got.append(data)
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    t = threading.Thread(target=primary, daemon=True)
+    t.start()
+    reply = PrimaryLink(path, 30.0).forward("GET", "/read_blob?key=ключ", {}, None)
+    t.join(5)
+    listener.close()
+    assert reply.status == 200 and got[0].startswith("GET /read_blob?key=ключ HTTP/1.1\r\n".encode())
+
+
+# --------------------------------------------------------------------------------------------
+# Transfer-Encoding after an early refusal
+
+
+@pytest.mark.parametrize("path, auth, status", [
+    (b"/no_such_route", _auth(), 404),
+    (b"/search", b"", 401),
+    (b"/search", _auth(), 411),
+])
+def test_a_chunked_body_is_never_read_as_the_next_request(make, path, auth, status):
+    server, _ = make()
+    inner = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    body = b"%x\r\n" % len(inner) + inner + b"\r\n0\r\n\r\n"
+    with socket.create_connection(server.server_address[:2], timeout=5) as s:
+        s.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n" + auth + b"Transfer-Encoding: chunked\r\n\r\n" + body)
+        out = read_until_closed(s)
+    assert out.startswith(b"HTTP/1.1 %d " % status), out[:200]
+    assert out.count(b"HTTP/1.1 ") == 1 and b"Connection: close" in out, out
+
+
+# --------------------------------------------------------------------------------------------
+# non-ASCII API keys
+
+
+@pytest.mark.parametrize("key", ["s3crét", "ключ-1234"])
+def test_a_non_ascii_key_works_as_bearer_basic_and_from_the_remote_client(make, key):
+    server, _ = make(api_key=key)
+
+    def status_with(authorization: bytes) -> int:
+        with socket.create_connection(server.server_address[:2], timeout=5) as s:
+            s.sendall(b"GET /list_databases HTTP/1.1\r\nHost: x\r\nAuthorization: " + authorization +
+                      b"\r\nConnection: close\r\n\r\n")
+            return int(read_until_closed(s).split()[1])
+
+    assert status_with(b"Bearer " + key.encode()) == 200  # UTF-8, as curl sends it
+    assert status_with(b"Basic " + base64.b64encode(b"u:" + key.encode())) == 200
+    assert status_with(b"Bearer " + key[:-1].encode()) == 401
+    if all(ord(c) < 256 for c in key):  # its Latin-1 bytes (Python's http.client with a str)
+        assert status_with(b"Bearer " + key.encode("latin-1")) == 200
+    assert vecstore.connect(server.url, api_key=key).list_databases() == ["db"]
+    with pytest.raises(vecstore.UnauthorizedError):
+        vecstore.connect(server.url, api_key=key + "x").list_databases()
+
+
+# --------------------------------------------------------------------------------------------
+# out of file descriptors
+
+
+class _FailingListener:
+    """The server's listening socket, whose accept() fails with EMFILE while ``failing``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.failing, self.calls = sock, True, 0
+
+    def accept(self):
+        self.calls += 1
+        if self.failing:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return self.sock.accept()
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def test_out_of_file_descriptors_pauses_accepting_and_logs_once(tmp_path, caplog):
+    config = app_module.ServerConfig(data_dir=tmp_path, port=0)
+    server = app_module.make_server(config, FakeClient())
+    listener = server._listeners[0] = _FailingListener(server.socket)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="vecstore.server"):
+            thread.start()
+            with socket.create_connection(server.server_address[:2], timeout=5) as s:  # waits in the backlog
+                time.sleep(0.5)
+                assert listener.calls <= 2, f"{listener.calls} accept() calls in 0.5 s: the loop spins"
+                failures = [r for r in caplog.records if "accept failed" in r.getMessage()]
+                assert len(failures) == 1
+                listener.failing = False  # descriptors freed: the waiting client is served
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert read_until_closed(s).startswith(b"HTTP/1.1 200")
+    finally:
+        server.stop()
+        thread.join(5)
+
+
+# --------------------------------------------------------------------------------------------
+# clients that do not read their replies
+
+
+def _non_reader(server, n: int) -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(server.server_address[:2])
+    s.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * n)  # 160 kB each, never read
+    return s
+
+
+def test_clients_that_never_read_hold_no_worker(make, monkeypatch):
+    monkeypatch.setattr(app_module, "_MAX_EXTRA_WORKERS", 0)  # no watchdog threads to hide a stuck one
+    server, _ = make(workers=1, request_timeout=1.5, api_key=None)
+    stuck = [_non_reader(server, 40) for _ in range(3)]  # 6 MB each: more than the socket buffers
+    try:
+        assert _wait_for(lambda: sum(c.busy for c in list(server._connections)) == 3, 2)  # replies stuck
+        for _ in range(3):
+            started = time.monotonic()
+            conn = http.client.HTTPConnection(*server.server_address[:2], timeout=5)
+            conn.request("POST", "/flush", body=json.dumps(COLL))
+            assert conn.getresponse().status == 200
+            conn.close()
+            assert time.monotonic() - started < 1.0
+        # making no progress, they are closed after request_timeout, and stop() need not wait
+        assert _wait_for(lambda: not server._connections, 5)
+        server.stop()
+    finally:
+        for s in stuck:
+            s.close()
+
+
+def test_a_slow_reader_gets_every_pipelined_reply_whole(make):
+    server, _ = make(workers=1, api_key=None)
+    _, _, one = request(server, "GET", "/openapi.json")
+    assert len(one) > 100_000
+    with socket.create_connection(server.server_address[:2], timeout=10) as s:
+        s.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 9 +
+                  b"GET /openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            time.sleep(0.002)
+    out = b"".join(chunks)
+    parts = out.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert len(parts) == 10
+    for part in parts:
+        _, _, body = part.partition(b"\r\n\r\n")
+        assert body == one
