@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from .errors import (AlreadyExistsError, ClosedError, ConflictError, DimensionMi
 from .indexes.base import parse_metric
 from .jobs import JobManager, RefreshJob
 from .external.refresh import DatabaseExternal
-from .portability import ClientPortability, DatabasePortability, drop_folder, sweep_staging
+from .portability import _STAGING, ClientPortability, DatabasePortability, database_lock, drop_folder, sweep_staging
 from .views import DatabaseViews
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,10 @@ _DURABILITY = ("safe", "fast")
 # all the time.
 _OPEN: dict[str, Collection] = {}
 _OPEN_LOCK = threading.RLock()
+# One job manager per job store (and mode) per process too, with the Database objects using it:
+# a second one could not take the store's lock (a notebook re-creating its client would get
+# LockedError), nor see the first one's jobs. A Database's close() stops it for its last user.
+_JOBS: dict[tuple[str, bool], tuple[JobManager, set[Database]]] = {}
 
 
 def connect(path: str | os.PathLike, *, api_key: str | None = None, read_only: bool = False,
@@ -107,11 +112,17 @@ class Client(ClientPortability):
         path = self._db_path(name)
         if drop_if_exists and path.exists():
             self.drop_database(name)
-        if _foreign(path, _DB_MARKER):
-            raise AlreadyExistsError(f"database_name: {name!r} is taken by a file or folder that is not a database")
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            (path / _DB_MARKER).touch()
+            while True:
+                if _foreign(path, _DB_MARKER):
+                    raise AlreadyExistsError(
+                        f"database_name: {name!r} is taken by a file or folder that is not a database")
+                try:
+                    path.mkdir(parents=True, exist_ok=True)
+                    (path / _DB_MARKER).touch()
+                    break
+                except (FileNotFoundError, FileExistsError):  # dropped by another process meanwhile
+                    continue
         except OSError as e:  # a root this process may not write
             raise VecstoreError(f"database_name: cannot create {name!r} in {str(self.root)!r} ({e.strerror or e})") from None
         return self.get_database(name)
@@ -147,13 +158,16 @@ class Client(ClientPortability):
         """Delete a database and everything in it (open handles are closed first)."""
         self._check_open()
         path = self._db_path(name)
-        if not path.exists() or _foreign(path, _DB_MARKER):
-            if missing_ok:
-                return
-            raise NotFoundError(f"database_name: no database {name!r}")
-        db = self._databases.pop(name, None) or Database(self, name, path)
-        db.close()  # outside drop_folder's lock: its running jobs may need that lock to finish
-        drop_folder(path, lambda: _close_under(path))
+        db = self._databases.pop(name, None)
+        if db is not None:
+            db.close()  # outside the locks below: its running jobs may need _OPEN_LOCK to finish
+        _stop_jobs(path)  # other clients' too: the drop locks the job store
+        try:
+            # Exclusive: no other process creates or opens a collection in it until it is gone.
+            drop_folder(path, lambda: _close_under(path), database_lock(path / _DB_MARKER, exclusive=True))
+        except NotFoundError:  # none (a name not a database's included), or dropped meanwhile
+            if not missing_ok:
+                raise NotFoundError(f"database_name: no database {name!r}") from None
 
     delete_database = drop_database
 
@@ -165,8 +179,8 @@ class Client(ClientPortability):
         self._closed = True
 
 
-# What a collection folder holds before its data.mdb exists (a creation that failed midway):
-# still vecstore's, so it can be dropped or created again.
+# What a collection folder holds before its data.mdb exists (a creation that failed midway, or
+# running in another process): still vecstore's, so it can be dropped or created again.
 _BEFORE_STORE = {"LOCK", "lock.mdb"}
 
 
@@ -174,9 +188,15 @@ def _foreign(path: Path, marker: str) -> bool:
     """``path`` is a file, or a folder holding files but no ``marker``: not something vecstore
     made (a backup written into the data folder, the user's own files). Such a name is never
     adopted as a database or collection, and never deleted by a drop."""
-    if path.is_dir():
-        return not (path / marker).exists() and any(p.name not in _BEFORE_STORE for p in path.iterdir())
-    return path.exists() or path.is_symlink()
+    try:  # one look: another process may be creating or dropping it, or writing its marker
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return path.is_symlink()  # free, unless a dangling link holds the name
+    except NotADirectoryError:
+        return True
+    # a staging folder: another process's restore or drop of a collection in a database being
+    # made again (its marker not written yet)
+    return marker not in names and any(n not in _BEFORE_STORE and not n.startswith(_STAGING) for n in names)
 
 
 def _check_dim(dim: object) -> int:
@@ -191,7 +211,25 @@ def _close_under(path: Path) -> None:
     with _OPEN_LOCK:
         for key, col in list(_OPEN.items()):
             if key.startswith(prefix):
-                col.close()
+                _release(col)
+
+
+def _stop_jobs(path: Path) -> None:
+    """Stop the job manager of the database at ``path`` whoever uses it (it is being dropped or
+    replaced); outside ``_OPEN_LOCK``, which its running jobs may need to finish."""
+    with _OPEN_LOCK:
+        jobs = [_JOBS.pop(key)[0] for key in list(_JOBS) if key[0] == str((path / ".jobs").resolve())]
+    for jm in jobs:
+        jm.close()
+
+
+def _release(col: Collection, *, discard: bool = False) -> None:
+    """Close a handle before its folder is locked and dropped or replaced (``discard``: write
+    nothing, the store is being deleted). A close that another thread began (its client's
+    ``close()``) is waited for: until it ends, the store's lock is still held."""
+    with col._wlock:
+        if not col._closed:
+            (col._discard if discard else col.close)()
 
 
 class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
@@ -217,16 +255,28 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         """True once :meth:`close` released the database's collections and jobs."""
         return self._closed
 
+    def _jobs_key(self) -> tuple[str, bool]:
+        return str((self.path / ".jobs").resolve()), self.client.read_only
+
     def _jobs(self) -> JobManager:
         with _OPEN_LOCK:
-            if self._job_manager is None:
-                self._job_manager = JobManager(self.path / ".jobs", read_only=self.client.read_only)
+            if self._job_manager is None or self._job_manager.closed:
+                key = self._jobs_key()
+                jm, users = _JOBS.get(key) or (None, set())
+                if jm is None or jm.closed:
+                    with self._shared_lock():
+                        jm = JobManager(self.path / ".jobs", read_only=self.client.read_only)
+                    users = set()
+                    _JOBS[key] = (jm, users)
+                users.add(self)
+                self._job_manager = jm
             return self._job_manager
 
     def _check_not_refreshing(self, name: str) -> None:
         """A collection whose refresh job runs in this process is not dropped or replaced under
         it (the job would write through a closed handle): ConflictError, as for a second refresh."""
-        job = None if self._job_manager is None else self._job_manager.active_job(name)
+        jm = (_JOBS.get(self._jobs_key()) or (None,))[0]
+        job = None if jm is None or jm.closed else jm.active_job(name)
         if job is not None:
             raise ConflictError(f"collection_name: a refresh of {name!r} is running (job {job}); "
                                 "wait for it or cancel it first")
@@ -265,6 +315,14 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         if self._closed:
             raise ClosedError(f"database {self.name!r} is closed")
         self.client._check_open()
+        if not (self.path / _DB_MARKER).exists():  # dropped, by another client or process
+            raise NotFoundError(f"database_name: no database {self.name!r} (dropped)")
+
+    def _shared_lock(self) -> Any:
+        """:func:`database_lock`, shared: held (under ``_OPEN_LOCK``) while a store in the
+        database is created or opened, so that no drop moves the database away meanwhile. A
+        read-only client creates nothing and a drop does not wait for readers: no lock."""
+        return nullcontext() if self.client.read_only else database_lock(self.path / _DB_MARKER, exclusive=False)
 
     def _open(self, name: str, create: dict | None, durability: str | None = None) -> Collection:
         path = self._col_path(name)
@@ -272,6 +330,8 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         with _OPEN_LOCK:
             col = _OPEN.get(key)
             if col is not None and not col._closed:
+                if create is not None:
+                    raise AlreadyExistsError(f"collection_name: collection {name!r} already exists")
                 if col._read_only != self.client.read_only:  # one LMDB handle per folder and process
                     mode = "read-only" if col._read_only else "for writing"
                     raise ConflictError(
@@ -279,8 +339,15 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
                         "use that client, or close it first")
                 self._collections[name] = col
                 return col
-            col = Collection(self, name, path, create=create, read_only=self.client.read_only,
-                             durability=durability or (self.client.durability if create is None else None))
+            with self._shared_lock():
+                if create is not None:  # checked here, where no other thread or process creates it
+                    if (path / "data.mdb").exists():
+                        raise AlreadyExistsError(f"collection_name: collection {name!r} already exists")
+                    if _foreign(path, "data.mdb"):
+                        raise AlreadyExistsError(
+                            f"collection_name: {name!r} is taken by a file or folder that is not a collection")
+                col = Collection(self, name, path, create=create, read_only=self.client.read_only,
+                                 durability=durability or (self.client.durability if create is None else None))
             _OPEN[key] = col
             self._collections[name] = col
             return col
@@ -318,14 +385,19 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
             dim = _check_dim(dim)  # before anything is dropped or opened
         if drop_if_exists:
             self.drop_collection(name)
-        if self.collection_exists(name):
-            col = self._open(name, None, durability)
-            if dim is not None and dim != col.dim:
-                if col.dim:
-                    raise DimensionMismatchError(f"dim: collection {name!r} has dimension {col.dim}, got {dim}")
-                col._set_dim(dim)
-            return col
-        return self.create_collection(name, dim, metric=metric, description=description, durability=durability)
+        if not self.collection_exists(name):
+            try:
+                return self.create_collection(name, dim, metric=metric, description=description,
+                                              durability=durability)
+            except AlreadyExistsError:  # created meanwhile by another thread: open it as it is
+                if not self.collection_exists(name):  # a name taken by something not a collection
+                    raise
+        col = self._open(name, None, durability)
+        if dim is not None and dim != col.dim:
+            if col.dim:
+                raise DimensionMismatchError(f"dim: collection {name!r} has dimension {col.dim}, got {dim}")
+            col._set_dim(dim)
+        return col
 
     def create_collection(self, name: str, dim: int | None = None, metric: str = "ip",
                           description: str | None = None, durability: str | None = None) -> Collection:
@@ -350,10 +422,7 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         if self.client.read_only:
             from .errors import ReadOnlyError
             raise ReadOnlyError("the client is read-only")
-        if self.collection_exists(name):
-            raise AlreadyExistsError(f"collection_name: collection {name!r} already exists")
-        if _foreign(self._col_path(name), "data.mdb"):
-            raise AlreadyExistsError(f"collection_name: {name!r} is taken by a file or folder that is not a collection")
+        self._col_path(name)  # the name is checked before the arguments
         dim = 0 if dim is None else _check_dim(dim)  # 0: not known until the first vectors
         if description is not None:
             v.check_str(description, param="description")
@@ -375,8 +444,11 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
     def show_collections(self) -> list[str]:
         """Collection names, sorted."""
         self._check_open()
-        return sorted(p.name for p in self.path.iterdir()
-                      if not p.name.startswith(".") and (p / "data.mdb").exists())
+        try:
+            return sorted(p.name for p in self.path.iterdir()
+                          if not p.name.startswith(".") and (p / "data.mdb").exists())
+        except FileNotFoundError:  # dropped since the check
+            raise NotFoundError(f"database_name: no database {self.name!r} (dropped)") from None
 
     list_collections = show_collections
 
@@ -392,24 +464,37 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
 
     def drop_collection(self, name: str, missing_ok: bool = True) -> None:
         """Delete a collection (its open handle is closed first)."""
-        self._check_open()
         path = self._col_path(name)
-        if not path.exists() or _foreign(path, "data.mdb"):
-            if missing_ok:
-                return
-            raise NotFoundError(f"collection_name: no collection {name!r}")
-        self._check_not_refreshing(name)
-        def close_open() -> None:
+
+        def close_open() -> None:  # under the locks: a drop running beside this one may go first
+            if not path.exists() or _foreign(path, "data.mdb"):
+                raise NotFoundError(f"collection_name: no collection {name!r}")
+            self._check_not_refreshing(name)
             col = _OPEN.get(str(path.resolve()))
             if col is not None:
-                col._discard()
-        drop_folder(path, close_open)
+                _release(col, discard=True)
+        try:
+            self._check_open()
+            drop_folder(path, close_open, self._shared_lock())
+        except NotFoundError:  # the collection, or its whole database, is not there
+            if not missing_ok:
+                raise NotFoundError(f"collection_name: no collection {name!r}") from None
 
     def close(self) -> None:
-        """Stop its jobs and close every collection opened through this database. Idempotent."""
-        if self._job_manager is not None:
-            self._job_manager.close()
-            self._job_manager = None
+        """Stop its jobs (unless another client of this process uses the same job store) and
+        close every collection opened through this database. Idempotent."""
+        with _OPEN_LOCK:
+            jm, self._job_manager = self._job_manager, None
+            key = self._jobs_key()
+            shared, users = _JOBS.get(key, (None, set()))
+            if jm is not None and jm is shared:
+                users.discard(self)
+                if users:
+                    jm = None  # another client of this process still uses it
+                else:
+                    del _JOBS[key]
+        if jm is not None:
+            jm.close()  # outside _OPEN_LOCK: its running jobs may need it to finish
         for col in list(self._collections.values()):
             col.close()
         self._collections.clear()

@@ -319,6 +319,10 @@ class JobManager:
                     self._finish(job, "FAILED", ctx.cancel_reason, cancelled=True)
         return self.describe(job_id)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """Cancel what is running, wait for the workers, release the job store."""
         with self._lock:

@@ -60,7 +60,7 @@ import shutil
 import struct
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator
 
@@ -87,7 +87,7 @@ from .exports import (
     _write_export,
 )
 from .fileio import fsync_path
-from .storage import STORE_FORMAT, Storage, _take_writer_lock
+from .storage import STORE_FORMAT, Storage, _take_writer_lock, same_file
 
 if TYPE_CHECKING:
     from .client import Client, Database
@@ -199,8 +199,11 @@ def _staging(parent: Path) -> Iterator[Path]:
     from ``show_collections``/``list_databases`` (no store or marker at its top level). It is
     ``flock``-ed while in use, so :func:`sweep_staging` can tell a crash's leftover from the
     staging folder of a restore running in another process."""
-    path = Path(tempfile.mkdtemp(prefix=_STAGING, dir=parent))
-    fd = os.open(path / _STAGING_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        path = Path(tempfile.mkdtemp(prefix=_STAGING, dir=parent))
+        fd = os.open(path / _STAGING_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    except FileNotFoundError:
+        raise NotFoundError(f"{parent}: no such folder (dropped meanwhile?)") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield path
@@ -516,8 +519,8 @@ def _open_restored(db: "Database", name: str, dest: Path, entry: dict, source: P
     from .collection import Collection
     try:
         col = Collection(db, name, dest, create=None, durability=db.client.durability)
-    except (UnsupportedFormatError, BadBackupError, StorageFullError, LockedError):
-        raise
+    except (UnsupportedFormatError, BadBackupError, StorageFullError, LockedError, NotFoundError):
+        raise  # NotFoundError: the staging folder was dropped with its database, not the backup's fault
     except Exception as e:  # CorruptionError included: the records came from the backup
         raise BadBackupError(f"{source}: collection {entry['name']!r} in it does not load ({e})") from e
     try:
@@ -534,17 +537,18 @@ def _open_restored(db: "Database", name: str, dest: Path, entry: dict, source: P
 
 
 def _swap_in(new: Path, final: Path, staging: Path, *, exists: Callable[[], bool], overwrite: bool, what: str,
-             close_old: Callable[[], None], marker: str) -> None:
+             close_old: Callable[[], None], marker: str, lock: AbstractContextManager | None = None) -> None:
     """Rename ``new`` to ``final``; an existing ``final`` (only with ``overwrite``) is closed,
     locked against other processes, moved into ``staging`` and deleted with it. A ``final``
     vecstore did not make (no ``marker`` in it: the user's files, a backup written into the data
-    folder) is never moved or deleted, whatever ``overwrite`` says."""
+    folder) is never moved or deleted, whatever ``overwrite`` says. ``lock`` is held with
+    ``_OPEN_LOCK`` for the renames (not the deletion)."""
     from .client import _OPEN_LOCK, _foreign
     # The files are fsynced by their writers; the folders naming them must be too before the
     # rename publishes them, or a power loss could leave the new collection's folders empty.
     for folder, _, _ in os.walk(new):
         fsync_path(Path(folder))
-    with _OPEN_LOCK:
+    with _OPEN_LOCK, lock or nullcontext():
         if _foreign(final, marker):
             raise AlreadyExistsError(f"{what} is taken by a file or folder vecstore did not make")
         if not overwrite and exists():
@@ -554,8 +558,8 @@ def _swap_in(new: Path, final: Path, staging: Path, *, exists: Callable[[], bool
         try:
             if final.exists() or final.is_symlink():
                 close_old()
-                for lock in [final / "LOCK", *final.glob("*/LOCK")]:
-                    fds.append(_take_writer_lock(lock))
+                for lock_file in [final / "LOCK", *final.glob("*/LOCK")]:
+                    fds.append(_take_writer_lock(lock_file))
                 _move_aside(final, staging)
             try:
                 os.rename(new, final)
@@ -582,33 +586,77 @@ def _move_aside(final: Path, staging: Path) -> None:
     fsync_path(final.parent)
 
 
-def drop_folder(path: Path, close_open: Callable[[], None]) -> None:
+@contextmanager
+def database_lock(marker: Path, *, exclusive: bool, missing_ok: bool = False) -> Iterator[None]:
+    """An ``flock`` on a database's marker file: shared while a collection or job store of the
+    database is created or opened, exclusive while the database is dropped or replaced. Otherwise another process could make a collection folder
+    in a database whose stores a drop has already locked, and have its acknowledged rows
+    deleted with it. Shared waits; exclusive does not (LockedError): a process opening a
+    collection in the database is about to hold that collection's lock anyway.
+
+    NotFoundError when there is no database (nothing locked with ``missing_ok``), including one
+    dropped while this waited. Take it under ``client._OPEN_LOCK``: two ``flock`` of one process
+    exclude each other, and only that lock orders this process's own threads."""
+    fd: int | None = None
+    while fd is None:
+        try:
+            fd = os.open(marker, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):  # the name is free, or a file
+            if missing_ok:
+                break
+            raise NotFoundError(f"database_name: no database {marker.parent.name!r}") from None
+        except OSError as e:
+            raise VecstoreError(f"{marker.parent}: cannot lock the database ({e.strerror or e})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockedError(f"database {marker.parent.name!r} is in use by another process (a collection of it "
+                              "is being created or opened); retry") from None
+        if not same_file(fd, marker):  # dropped or replaced while this waited: look again
+            os.close(fd)
+            fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def drop_folder(path: Path, close_open: Callable[[], None], lock: AbstractContextManager) -> None:
     """Delete a database or collection folder: close this process's handles on it, lock each
     store in it against other processes (:class:`LockedError` while another process has one open
     for writing: its acknowledged writes would go to a deleted file), move it aside in one
     atomic rename and delete it. A crash leaves the whole folder or a staging leftover, never a
-    half-deleted store."""
+    half-deleted store.
+
+    ``lock`` (:func:`database_lock`: exclusive for a database, shared for a collection) is held
+    with ``_OPEN_LOCK`` until the rename; ``close_open`` runs under both, so it also checks that
+    ``path`` is there to drop (NotFoundError otherwise, as when another process dropped it
+    first)."""
     from .client import _OPEN_LOCK
-    with _OPEN_LOCK, _staging(path.parent) as staging:
+    with _staging(path.parent) as staging, _OPEN_LOCK, lock:
         close_open()
         fds: list[int] = []
         try:
-            for lock in [path / "LOCK", *path.glob("*/LOCK")]:
-                if lock.exists():
-                    fds.append(_take_writer_lock(lock))
+            for lock_file in [path / "LOCK", *path.glob("*/LOCK")]:
+                if lock_file.exists():
+                    fds.append(_take_writer_lock(lock_file))
             _move_aside(path, staging)
             (staging / _STAGING_TARGET).unlink()  # gone for good: nothing to put back
+        except FileNotFoundError:
+            raise NotFoundError(f"{path} was dropped meanwhile") from None
         finally:
             for fd in fds:
                 os.close(fd)
 
 
 def _discard_under(path: Path) -> None:
-    from .client import _OPEN, _OPEN_LOCK
+    from .client import _OPEN, _OPEN_LOCK, _release
     with _OPEN_LOCK:
         for key, col in list(_OPEN.items()):
             if key.startswith(str(path.resolve()) + os.sep):
-                col._discard()
+                _release(col, discard=True)
 
 
 # =========================================================================== mixins =========
@@ -691,15 +739,17 @@ class DatabasePortability:
         return final, overwrite
 
     def _portability_publish(self: "Database", name: str, final: Path, staging: Path, overwrite: bool) -> "Collection":
-        from .client import _OPEN, _OPEN_LOCK
+        from .client import _OPEN, _OPEN_LOCK, _release
 
         def close_old() -> None:
             with _OPEN_LOCK:
                 col = _OPEN.get(str(final.resolve()))
                 if col is not None:
-                    col._discard()
+                    _release(col, discard=True)
         _swap_in(staging / "new", final, staging, exists=lambda: self.collection_exists(name), overwrite=overwrite,
                  what=f"collection_name: collection {name!r}", close_old=close_old, marker="data.mdb")
+        # Not acknowledged before this open, which waits for a drop of the database in another
+        # process (database_lock): a collection renamed into a database being dropped goes with it.
         return self.get_collection(name)
 
     def restore_collection(self: "Database", name: str, path: str | os.PathLike,
@@ -781,7 +831,7 @@ class ClientPortability:
         >>> client.restore_database("app2", "backups/app.snap")  # doctest: +SKIP
         <vecstore.Database 'app2'>
         """
-        from .client import _DB_MARKER, Database, _foreign
+        from .client import _DB_MARKER, Database, _foreign, _stop_jobs
         self._check_open()
         _writable(self)
         final = self._db_path(name)
@@ -807,8 +857,10 @@ class ClientPortability:
                 old = self._databases.pop(name, None) if overwrite else None
                 if old is not None:  # its jobs end (cancelled) before their handles go; outside the
                     old.close()      # swap's lock, which a job may need to finish
+                if overwrite:
+                    _stop_jobs(final)  # other clients' too: the swap locks the job store
                 _swap_in(new, final, staging, exists=lambda: self.database_exists(name), overwrite=overwrite,
                          what=f"database_name: database {name!r}", close_old=lambda: _discard_under(final),
-                         marker=_DB_MARKER)
+                         marker=_DB_MARKER, lock=database_lock(final / _DB_MARKER, exclusive=True, missing_ok=True))
         return self.get_database(name)
 

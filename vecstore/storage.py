@@ -354,11 +354,11 @@ class Storage:
             raise NotFoundError(f"no collection store at {self.path}")
         if not read_only:
             try:
-                if create:
-                    self.path.mkdir(parents=True, exist_ok=True)
+                if create:  # never its parents: a database dropped meanwhile is not made again
+                    self.path.mkdir(exist_ok=True)
                 self._lock_fd = _take_writer_lock(self.path / "LOCK")
             except FileNotFoundError:  # dropped between the check above and the lock
-                raise NotFoundError(f"no collection store at {self.path}") from None
+                raise NotFoundError(f"no collection store at {self.path} (dropped meanwhile?)") from None
             except OSError as e:
                 raise VecstoreError(f"{self.path}: cannot create the collection folder ({e.strerror or e})") from None
         size = map_size or DEFAULT_MAP_SIZE
@@ -372,6 +372,8 @@ class Storage:
                 max_readers=1024, max_spare_txns=4, subdir=True, create=create)
         except lmdb.Error as e:
             self._release_lock()
+            if not self.path.is_dir():  # dropped since its lock was taken
+                raise NotFoundError(f"no collection store at {self.path} (dropped meanwhile?)") from None
             raise _translate(e, "open") from e
         self.env.reader_check()  # clears slots left by killed readers
         try:
@@ -465,10 +467,14 @@ class Storage:
                 raise _translate(e, "sync") from e
 
     def close(self) -> None:
-        env = getattr(self, "env", None)
-        if env is not None:
-            env.close()
-            self.env = None  # type: ignore[assignment]
+        # Waits for the reads of other threads (a snapshot or an export of a collection being
+        # dropped): closing the environment aborts their transactions under cursors that
+        # py-lmdb runs without the GIL. Reads starting meanwhile find it closed (ClosedError).
+        with self._map_guard.exclusive():
+            env = getattr(self, "env", None)
+            if env is not None:
+                env.close()
+                self.env = None  # type: ignore[assignment]
         self._release_lock()
 
     def _release_lock(self) -> None:
@@ -531,6 +537,8 @@ class _MapGuard:
 def _take_writer_lock(path: Path) -> int:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:  # its folder is gone (dropped): the caller says what that means
+        raise
     except OSError as e:  # a folder this process may not write (permissions, read-only mount)
         raise VecstoreError(f"{path.parent}: cannot open for writing ({e.strerror or e}); "
                             "open it read-only (vecstore.connect(..., read_only=True))") from None
@@ -542,9 +550,21 @@ def _take_writer_lock(path: Path) -> int:
         raise LockedError(
             f"{path.parent} is open for writing by {holder}; open it read-only "
             f"(vecstore.connect(..., read_only=True)) or serve it with python -m vecstore.server") from None
+    if not same_file(fd, path):  # its folder was moved aside (dropped) while this waited for it
+        os.close(fd)
+        raise FileNotFoundError(errno.ENOENT, "dropped while being locked", str(path))
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
     return fd
+
+
+def same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (a lock taken on a file that a drop
+    has moved aside, or a restore replaced, locks nothing that matters)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _translate(e: lmdb.Error, what: str) -> VecstoreError:

@@ -1,0 +1,454 @@
+"""Client and Database calls racing each other: creates, opens, drops, restores, snapshots and
+closes, in threads of one process and in two processes. Each race is forced where it matters
+(hooks that pause one caller at the critical point), never left to timing."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import vecstore
+import vecstore.client as client_mod
+import vecstore.exports as exports_mod
+import vecstore.portability as portability
+import vecstore.storage as storage
+from vecstore.errors import AlreadyExistsError, DimensionMismatchError, LockedError, NotFoundError
+from vecstore.jobs import JobManager
+
+WAIT = 20  # seconds: only reached when something is broken
+
+
+class LockProbe:
+    """Stands in for a lock (``client._OPEN_LOCK``, a collection's writer mutex): ``waiting`` is
+    set once a thread asks for it while another thread holds it, so a test knows that caller is
+    parked exactly there."""
+
+    def __init__(self, lock) -> None:
+        self._lock = lock
+        self.waiting = threading.Event()
+
+    def __enter__(self) -> LockProbe:
+        if not self._lock.acquire(blocking=False):
+            self.waiting.set()
+            self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def probe_open_lock(monkeypatch: pytest.MonkeyPatch) -> LockProbe:
+    probe = LockProbe(client_mod._OPEN_LOCK)
+    monkeypatch.setattr(client_mod, "_OPEN_LOCK", probe)
+    return probe
+
+
+def pause(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> tuple[threading.Event, threading.Event]:
+    """Make ``module.name`` stop at its first call until ``go`` is set; ``there`` says it did."""
+    real, there, go = getattr(module, name), threading.Event(), threading.Event()
+
+    def paused(*args, **kwargs):
+        if not there.is_set():
+            there.set()
+            assert go.wait(WAIT)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, paused)
+    return there, go
+
+
+def run(fn, *args, **kwargs) -> tuple[threading.Thread, dict]:
+    """``fn`` in a thread; its result or exception lands in the returned dict."""
+    out: dict = {}
+
+    def target():
+        try:
+            out["value"] = fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - the test looks at it
+            out["error"] = e
+    t = threading.Thread(target=target)
+    t.start()
+    return t, out
+
+
+def joined(t: threading.Thread, out: dict) -> dict:
+    t.join(WAIT)
+    assert not t.is_alive()
+    return out
+
+
+# ---------------------------------------------------------------- bug 1: drop vs another process
+_DROPPER = textwrap.dedent("""
+    import os, sys, time, vecstore, vecstore.portability as P
+    root, locked, go, snap = sys.argv[1:5]
+    real = P._move_aside
+    def paused(final, staging):  # every store it found is locked; the other process may now try
+        open(locked, "w").close()
+        while not os.path.exists(go):
+            time.sleep(0.005)
+        return real(final, staging)
+    P._move_aside = paused
+    if snap == "-":
+        vecstore.connect(root).drop_database("app", missing_ok=False)
+    else:
+        vecstore.connect(root).restore_database("app", snap, overwrite=True)
+    print("done")
+""")
+
+
+@pytest.mark.parametrize("action", ["create", "jobs", "restore", "create in a replaced database"])
+def test_drop_database_in_another_process_excludes_a_create(tmp_path, action):
+    """Process B drops (or replaces, restore_database) the database and stops once it has
+    locked the stores it found; A then makes a store in it (a collection, the job store, a
+    restored collection): A must wait, then find the database gone (or make it in the
+    replacement), never have its acknowledged rows deleted with the old one."""
+    root = tmp_path / "data"
+    with vecstore.connect(root) as c:
+        old = c.create_database("app").require_collection("old", dim=2)
+        old.add([[1, 1]])
+        snap = old.snapshot_to(tmp_path / "old.snap")
+        db_snap = c.snapshot_database("app", tmp_path / "app.snap")
+    replace = action == "create in a replaced database"
+    locked, go = tmp_path / "locked", tmp_path / "go"
+    proc = subprocess.Popen([sys.executable, "-c", _DROPPER, str(root), str(locked), str(go),
+                             db_snap if replace else "-"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + WAIT
+        while not locked.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.005)
+        a = vecstore.connect(root)
+        db = a.get_database("app")
+
+        def make_a_store():
+            if action == "jobs":
+                return db.list_refresh_jobs()
+            if action == "restore":
+                return db.restore_collection("new", snap).add([[1, 0]], ids=[7])
+            col = db.create_collection("new", dim=2)
+            col.add([[1, 0], [0, 1]], ids=[1, 2])
+            return col
+        t, out = run(make_a_store)
+        t.join(0.3)
+        assert t.is_alive(), f"acknowledged inside a database being dropped: {out}"
+        go.touch()
+        stdout, stderr = proc.communicate(timeout=WAIT)
+        assert proc.returncode == 0 and "done" in stdout, stderr
+        if replace:  # made in the new database, which stays
+            assert joined(t, out)["value"].shape == (2, 2)
+            a.close()
+            with vecstore.connect(root) as fresh:
+                assert fresh.get_database("app").show_collections() == ["new", "old"]
+                assert fresh.get_database("app").get_collection("new").shape == (2, 2)
+            return
+        assert isinstance(joined(t, out).get("error"), NotFoundError), out
+        assert not (root / "app").exists() and a.list_databases() == []
+        assert a.create_database("app").show_collections() == []  # the name is usable again
+        a.close()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_drop_database_while_another_process_opens_a_collection_is_locked(tmp_path):
+    c = vecstore.connect(tmp_path)
+    db = c.create_database("app")
+    db.require_collection("a", dim=2).close()
+    # what another process's create or open of a collection holds meanwhile
+    with portability.database_lock(db.path / client_mod._DB_MARKER, exclusive=False), pytest.raises(LockedError):
+        c.drop_database("app")
+    assert c.database_exists("app")
+    c.drop_database("app")
+    assert not c.database_exists("app")
+
+
+def test_a_collection_dropped_while_its_lock_is_taken_is_not_made_again(tmp_path, monkeypatch):
+    """Another process drops the collection being created between the LOCK file's creation
+    and its flock: the lock taken is on the moved file, so the create must not go on."""
+    db = vecstore.connect(tmp_path).create_database("app")
+    real = storage.fcntl.flock
+
+    def moved_first(fd, op):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/app/c/LOCK"):
+            monkeypatch.setattr(storage.fcntl, "flock", real)
+            os.rename(db.path / "c", tmp_path / "dropped")
+        return real(fd, op)
+    monkeypatch.setattr(storage.fcntl, "flock", moved_first)
+    with pytest.raises(NotFoundError):
+        db.create_collection("c", dim=2)
+    assert not (db.path / "c").exists()
+
+
+@pytest.mark.parametrize("missing_ok", [True, False])
+def test_a_collection_dropped_by_another_process_during_a_drop(tmp_path, monkeypatch, missing_ok):
+    db = vecstore.connect(tmp_path).create_database("app")
+    db.require_collection("c", dim=2).close()
+    real = portability._take_writer_lock
+
+    def moved_first(path):  # the other process's drop of it went first
+        os.rename(db.path / "c", tmp_path / "dropped")
+        return real(path)
+    monkeypatch.setattr(portability, "_take_writer_lock", moved_first)
+    if missing_ok:
+        assert db.drop_collection("c") is None
+    else:
+        with pytest.raises(NotFoundError):
+            db.drop_collection("c", missing_ok=False)
+
+
+def test_a_collection_dropped_before_lmdb_opens_it_is_not_found(tmp_path, monkeypatch):
+    db = vecstore.connect(tmp_path).create_database("app")
+    db.require_collection("c", dim=2).close()
+    real = storage.lmdb.open
+
+    def moved_first(path, **kwargs):
+        os.rename(path, tmp_path / "dropped")
+        return real(path, **kwargs)
+    monkeypatch.setattr(storage.lmdb, "open", moved_first)
+    with pytest.raises(NotFoundError):
+        db.get_collection("c")
+
+
+# ---------------------------------------------------------------- bug 2: dropped database re-made
+def test_a_stale_database_handle_never_makes_the_dropped_database_again(tmp_path, monkeypatch):
+    c1, c2 = vecstore.connect(tmp_path), vecstore.connect(tmp_path)
+    c1.create_database("app").require_collection("c", dim=2).add([[1, 2]])
+    snap = c1.get_database("app").get_collection("c").snapshot_to(tmp_path / "c.snap")
+    export = c1.get_database("app").get_collection("c").export_to(tmp_path / "c.export")
+    db2 = c2.get_database("app")
+    c1.drop_database("app")
+    calls = [lambda: db2.create_collection("x", dim=2), lambda: db2.require_collection("x", dim=2),
+             lambda: db2.get_collection("c"), db2.show_collections, db2.list_refresh_jobs,
+             lambda: db2.restore_collection("r", snap), lambda: db2.import_collection("i", export)]
+    for call in calls:
+        with pytest.raises(NotFoundError):
+            call()
+    # the database is what is missing, not something wrong with the caller's backup
+    (tmp_path / "bad.snap").write_bytes(b"not a snapshot")
+    with pytest.raises(NotFoundError):
+        db2.restore_collection("r", tmp_path / "bad.snap")
+    # the same calls when their own check passed just before the drop: the check under the lock
+    monkeypatch.setattr(db2, "_check_open", lambda: None)
+    for call in calls:
+        with pytest.raises(NotFoundError):
+            call()
+    assert not (tmp_path / "app").exists()
+    assert c1.list_databases() == [] and c1.create_database("app").show_collections() == []
+
+
+def test_no_store_is_made_in_a_folder_that_is_gone(tmp_path):
+    with pytest.raises(NotFoundError):
+        storage.Storage(tmp_path / "dropped" / "c")
+    with pytest.raises(NotFoundError):
+        JobManager(tmp_path / "dropped" / ".jobs")
+    assert not (tmp_path / "dropped").exists()
+
+
+# ---------------------------------------------------------------- bug 3: one name, two configs
+@pytest.mark.parametrize("second", ["create", "require other dim", "require same dim"])
+def test_concurrent_creates_of_one_name(tmp_path, monkeypatch, second):
+    db = vecstore.connect(tmp_path).create_database("app")
+    real = client_mod.Collection
+    creating, go = threading.Event(), threading.Event()
+
+    def slow_create(*args, **kwargs):
+        if kwargs.get("create") is not None and not creating.is_set():
+            creating.set()
+            assert go.wait(WAIT)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(client_mod, "Collection", slow_create)
+    probe = probe_open_lock(monkeypatch)
+    t1, out1 = run(db.create_collection, "c", dim=3, metric="l2")
+    assert creating.wait(WAIT)
+    if second == "create":
+        t2, out2 = run(db.create_collection, "c", dim=5, metric="ip")
+    else:
+        t2, out2 = run(db.require_collection, "c", dim=5 if second == "require other dim" else 3)
+    assert probe.waiting.wait(WAIT)  # the second call passed its own checks and waits for the first
+    go.set()
+    col = joined(t1, out1)["value"]
+    assert (col.dim, col.get_collection_config().metric) == (3, "l2")
+    out2 = joined(t2, out2)
+    if second == "create":
+        assert isinstance(out2.get("error"), AlreadyExistsError), out2
+    elif second == "require other dim":
+        assert isinstance(out2.get("error"), DimensionMismatchError), out2
+    else:
+        assert out2.get("value") is col
+
+
+# ---------------------------------------------------------------- bug 4: two drops of one name
+@pytest.mark.parametrize("missing_ok", [True, False])
+@pytest.mark.parametrize("what", ["collection", "database"])
+def test_concurrent_drops_of_one_name(tmp_path, monkeypatch, what, missing_ok):
+    c = vecstore.connect(tmp_path)
+    db = c.create_database("app")
+    db.require_collection("c", dim=2).add([[1, 2]])
+    drop = (lambda **kw: db.drop_collection("c", **kw)) if what == "collection" else \
+        (lambda **kw: c.drop_database("app", **kw))
+    moving, go = pause(monkeypatch, portability, "_move_aside")
+    probe = probe_open_lock(monkeypatch)
+    t1, out1 = run(drop)
+    assert moving.wait(WAIT)
+    t2, out2 = run(drop, missing_ok=missing_ok)
+    assert probe.waiting.wait(WAIT)  # the second drop found the name there and waits for the first
+    go.set()
+    assert joined(t1, out1) == {"value": None}
+    out2 = joined(t2, out2)
+    if missing_ok:
+        assert out2 == {"value": None}
+    else:
+        assert isinstance(out2.get("error"), NotFoundError), out2
+    assert not (tmp_path / "app" / "c").exists()
+
+
+# ---------------------------------------------------------------- bug 5: close under a snapshot
+@pytest.mark.parametrize("how", ["close", "drop"])
+@pytest.mark.parametrize("what", ["snapshot", "export"])
+def test_close_or_drop_waits_for_a_running_snapshot(tmp_path, monkeypatch, what, how):
+    c = vecstore.connect(tmp_path / "data")
+    db = c.create_database("app")
+    col = db.require_collection("c", dim=2)
+    col.add([[float(i), 1.0] for i in range(100)])
+    # the snapshot or export holds its read transaction when it reaches its progress bar
+    reading, go = pause(monkeypatch, portability if what == "snapshot" else exports_mod, "_bar")
+    real_exclusive, closing = storage._MapGuard.exclusive, threading.Event()
+
+    def exclusive(self):
+        closing.set()
+        return real_exclusive(self)
+    monkeypatch.setattr(storage._MapGuard, "exclusive", exclusive)
+    target = tmp_path / ("c.snap" if what == "snapshot" else "c.export")
+    t1, out1 = run(col.snapshot_to if what == "snapshot" else col.export_to, target)
+    assert reading.wait(WAIT)
+    t2, out2 = run(col.close if how == "close" else lambda: db.drop_collection("c"))
+    while not closing.is_set() and t2.is_alive():  # waiting for the read, or (unguarded) done
+        time.sleep(0.001)
+    go.set()
+    assert "error" not in joined(t1, out1), out1
+    assert joined(t2, out2) == {"value": None}
+    assert col.closed
+    monkeypatch.undo()
+    restored = (db.restore_collection if what == "snapshot" else db.import_collection)("r", target)
+    assert restored.shape == (100, 2)
+
+
+# ---------------------------------------------------------------- bug 8: restore into a dropped database
+@pytest.mark.parametrize("hook", ["_restore_store", "_open_restored", "_import_rows"])
+def test_restore_or_import_into_a_database_dropped_midway(tmp_path, monkeypatch, hook):
+    root = tmp_path / "data"
+    c, other = vecstore.connect(root), vecstore.connect(root)
+    col = c.create_database("app").require_collection("c", dim=2)
+    col.add([[1, 2], [3, 4]])
+    snap, export = col.snapshot_to(tmp_path / "c.snap"), col.export_to(tmp_path / "c.export")
+    real = getattr(portability, hook)
+
+    def dropped_first(*args, **kwargs):
+        other.drop_database("app")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(portability, hook, dropped_first)
+    db = c.get_database("app")
+    with pytest.raises(NotFoundError):
+        if hook == "_import_rows":
+            db.import_collection("r", export)
+        else:
+            db.restore_collection("r", snap)
+    assert not (root / "app").exists() and c.list_databases() == []
+    assert not any(p.name.startswith(".vecstore-tmp-") for p in root.iterdir())
+
+
+# ---------------------------------------------------------------- a drop beside a client's close()
+@pytest.mark.parametrize("paused_in", ["checkpoint", "store close"])
+def test_drop_database_while_another_client_closes(tmp_path, monkeypatch, paused_in):
+    """Client 1 is closing (its collection half closed) when client 2 drops the database: the
+    drop waits for that close to end, then drops (no ClosedError from closing it twice, no
+    LockedError from a store lock this very process is about to release)."""
+    c1, c2 = vecstore.connect(tmp_path), vecstore.connect(tmp_path)
+    col = c1.create_database("app").require_collection("c", dim=2)
+    col.add([[1, 2]])
+    if paused_in == "checkpoint":
+        closing, go = pause(monkeypatch, col, "checkpoint")
+    else:
+        closing, go = pause(monkeypatch, col._storage, "close")
+    probe = col._wlock = LockProbe(col._wlock)
+    t1, out1 = run(c1.close)
+    assert closing.wait(WAIT)
+    t2, out2 = run(c2.drop_database, "app", missing_ok=False)
+    while not probe.waiting.is_set() and t2.is_alive():
+        time.sleep(0.001)
+    go.set()
+    assert joined(t1, out1) == {"value": None}
+    assert joined(t2, out2) == {"value": None}
+    assert not (tmp_path / "app").exists()
+
+
+# ---------------------------------------------------------------- bug 7: one job store per process
+def test_clients_of_one_process_share_the_job_store(tmp_path):
+    """A second client (a notebook cell run again) uses the job store the first one opened,
+    sees its jobs, keeps it when the first one closes, and can drop the database."""
+    c1, c2 = vecstore.connect(tmp_path), vecstore.connect(tmp_path)
+    db1 = c1.create_database("app")
+    job = db1._jobs().submit("demo", "c", lambda ctx: {"rows": 3})
+    db2 = c2.get_database("app")
+    assert db2.wait_refresh_job(job, timeout=WAIT).state == "COMPLETED"
+    assert [j.job_id for j in db2.list_refresh_jobs()] == [job]
+    jobs = db2._jobs()
+    c1.close()
+    assert not jobs.closed and [j.job_id for j in db2.list_refresh_jobs()] == [job]
+    c3 = vecstore.connect(tmp_path)
+    db3 = c3.get_database("app")
+    assert [j.job_id for j in db3.list_refresh_jobs()] == [job]
+    # replaced, then dropped: c3's use of the job store ends with it
+    snap = c2.snapshot_database("app", tmp_path / "app.snap")
+    c2.restore_database("app", snap, overwrite=True)
+    assert jobs.closed and db3.list_refresh_jobs() == []
+    c2.drop_database("app")
+    assert not (tmp_path / "app").exists()
+    c3.close()
+    assert not [key for key in client_mod._JOBS if key[0].startswith(str(tmp_path.resolve()))]
+
+
+# ---------------------------------------------------------------- names made or dropped meanwhile
+def test_create_database_beside_a_drop_in_another_process(tmp_path, monkeypatch):
+    c = vecstore.connect(tmp_path)
+    c.create_database("app")
+    real, dropped = pathlib.Path.touch, []
+
+    def dropped_first(self, *args, **kwargs):  # another process's drop, between mkdir and touch
+        if self.name == client_mod._DB_MARKER and not dropped:
+            dropped.append(self)
+            shutil.rmtree(self.parent)
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(pathlib.Path, "touch", dropped_first)
+    assert c.create_database("app").show_collections() == [] and dropped
+    assert c.list_databases() == ["app"]
+
+
+def test_a_name_another_process_is_making_is_not_taken_for_foreign(tmp_path, monkeypatch):
+    c = vecstore.connect(tmp_path)
+    # a database made again while a collection drop's staging folder is still in it: no marker yet
+    (tmp_path / "app" / ".vecstore-tmp-x").mkdir(parents=True)
+    db = c.create_database("app")
+    # a collection folder made by another process right after this one found the name free
+    real, target = pathlib.Path.is_dir, db.path / "c"
+
+    def made_meanwhile(self):
+        found = real(self)
+        if self == target and not found:
+            target.mkdir()
+            (target / "LOCK").touch()
+        return found
+    monkeypatch.setattr(pathlib.Path, "is_dir", made_meanwhile)
+    assert db.create_collection("c", dim=2).dim == 2
+    monkeypatch.undo()
+    (tmp_path / "backup.snap").write_bytes(b"x")  # a file is still foreign
+    with pytest.raises(AlreadyExistsError):
+        c.create_database("backup.snap")
