@@ -452,3 +452,21 @@ def test_a_name_another_process_is_making_is_not_taken_for_foreign(tmp_path, mon
     (tmp_path / "backup.snap").write_bytes(b"x")  # a file is still foreign
     with pytest.raises(AlreadyExistsError):
         c.create_database("backup.snap")
+
+
+def test_a_read_only_client_creates_and_deletes_nothing(tmp_path):
+    """Its drop_collection and drop_database deleted the data, and create_database made a
+    folder: read-only meant only that it could not add rows."""
+    writer = vecstore.connect(tmp_path)
+    writer.create_database("app").require_collection("c", dim=2).add_item([1, 0], id=1)
+    writer.close()
+    reader = vecstore.connect(tmp_path, read_only=True)
+    db = reader.get_database("app")
+    for call in (lambda: reader.create_database("new"), lambda: db.drop_collection("c"),
+                 lambda: reader.drop_database("app"), lambda: db.create_collection("x", dim=2),
+                 lambda: db.require_collection("y", dim=2)):
+        with pytest.raises(vecstore.ReadOnlyError):
+            call()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app"]
+    assert db.get_collection("c").shape == (1, 2)
+    reader.close()

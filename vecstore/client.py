@@ -23,7 +23,7 @@ from typing import Any
 from . import validation as v
 from .collection import Collection
 from .errors import (AlreadyExistsError, ClosedError, ConflictError, DimensionMismatchError, InvalidArgumentError,
-                     NotFoundError, VecstoreError)
+                     NotFoundError, ReadOnlyError, VecstoreError)
 from .indexes.base import parse_metric
 from .jobs import JobManager, RefreshJob
 from .external.refresh import DatabaseExternal
@@ -99,6 +99,12 @@ class Client(ClientPortability):
         if self._closed:
             raise ClosedError("client is closed")
 
+    def _check_writable(self) -> None:
+        """A read-only client creates and deletes nothing (its drops deleted data)."""
+        self._check_open()
+        if self.read_only:
+            raise ReadOnlyError("the client is read-only")
+
     def _db_path(self, name: str) -> Path:
         return self.root / v.check_name(name, what="database_name")
 
@@ -108,7 +114,7 @@ class Client(ClientPortability):
         >>> client.create_database("app")  # doctest: +SKIP
         <vecstore.Database 'app'>
         """
-        self._check_open()
+        self._check_writable()
         path = self._db_path(name)
         if drop_if_exists and path.exists():
             self.drop_database(name)
@@ -156,7 +162,7 @@ class Client(ClientPortability):
 
     def drop_database(self, name: str, missing_ok: bool = True) -> None:
         """Delete a database and everything in it (open handles are closed first)."""
-        self._check_open()
+        self._check_writable()
         path = self._db_path(name)
         db = self._databases.pop(name, None)
         if db is not None:
@@ -419,9 +425,7 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         """Create a collection of ``kind`` (``collection``, ``external``, ``view``), storing the
         extra ``meta`` keys (e.g. an external source and spec) in its first transaction."""
         self._check_open()
-        if self.client.read_only:
-            from .errors import ReadOnlyError
-            raise ReadOnlyError("the client is read-only")
+        self.client._check_writable()
         self._col_path(name)  # the name is checked before the arguments
         dim = 0 if dim is None else _check_dim(dim)  # 0: not known until the first vectors
         if description is not None:
@@ -473,6 +477,7 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
             col = _OPEN.get(str(path.resolve()))
             if col is not None:
                 _release(col, discard=True)
+        self.client._check_writable()
         try:
             self._check_open()
             drop_folder(path, close_open, self._shared_lock())
