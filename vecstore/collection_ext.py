@@ -481,11 +481,15 @@ class DerivedIndexes:
         """Hits by row label as a result (callers hold the read lock). The sparse and text
         indexes follow a write just after the mirror does, so a hit that is no live row of the
         mirror (deleted meanwhile) is dropped, with its score."""
-        pos = self._default.lookup(labels)
-        keep = self._default.live_at(pos)
+        space = self._default
+        try:  # labels (uint64) come from the mirror's own rows: within the table, one gather
+            pos = space._lut[labels]
+        except IndexError:
+            pos = space.lookup(labels)
+        keep = (pos >= 0) & space.live[pos]  # (live[-1] is read for a -1, and masked)
         if not keep.all():
             pos, scores = pos[keep], np.asarray(scores)[keep]
-        return self._result(self._default, pos, scores, k, return_fields, index=index)
+        return self._result(space, pos, scores, k, return_fields, index=index)
 
     def sparse_search(self: "Collection", vector: Any, k: int = 10, where: str | None = None,
                       return_fields: bool = False) -> SearchResult:
