@@ -470,3 +470,36 @@ def test_a_read_only_client_creates_and_deletes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app"]
     assert db.get_collection("c").shape == (1, 2)
     reader.close()
+
+
+def test_two_threads_closing_one_collection_both_succeed(tmp_path, monkeypatch):
+    """The second close waited for the first's checkpoint, then checkpointed a closed handle:
+    ClosedError from a call documented as harmless twice."""
+    col = vecstore.connect(tmp_path).create_database("app").require_collection("c", dim=2)
+    col.add_item([1, 0], id=1)
+    entered, release = threading.Event(), threading.Event()
+    checkpoint = type(col).checkpoint
+
+    def slow_checkpoint(self):
+        entered.set()
+        release.wait(5)
+        checkpoint(self)
+    monkeypatch.setattr(type(col), "checkpoint", slow_checkpoint)
+    errors = []
+
+    def close():
+        try:
+            col.close()
+        except Exception as e:  # noqa: BLE001 - the test reports whatever escaped
+            errors.append(e)
+    first = threading.Thread(target=close)
+    first.start()
+    entered.wait(5)
+    second = threading.Thread(target=close)
+    second.start()
+    time.sleep(0.1)      # the second close is now waiting for the collection's writer mutex
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert errors == [] and col.closed
+    assert vecstore.connect(tmp_path).get_database("app").get_collection("c").shape == (1, 2)

@@ -263,6 +263,8 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         try:
             if not self._read_only:
                 with self._wlock:
+                    if self._closed:  # closed by another thread while this one waited
+                        return
                     self.checkpoint()
         finally:
             self._discard()
@@ -272,6 +274,8 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         if self._closed:
             return
         with self._wlock:
+            if self._closed:  # discarded by another thread while this one waited
+                return
             self._closed = True
             if self._text is not None:
                 self._text.close()
