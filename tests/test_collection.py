@@ -764,3 +764,27 @@ def test_a_reader_opening_a_collection_being_created_gets_not_found(tmp_path):
     with pytest.raises(NotFoundError, match="being created"):
         reader.get_database("app").get_collection("c")
     reader.close()
+
+
+def test_collection_details_do_not_open_the_collections(tmp_path):
+    """show_collections_details opened every collection (vectors loaded, an index maybe rebuilt)
+    just to read its shape, and kept them all open. A collection not open is read from its
+    store and left closed; the answer is the same as from open handles."""
+    import vecstore.client as client_mod
+    client = vecstore.connect(tmp_path)
+    db = client.create_database("app")
+    a = db.require_collection("a", dim=2, description="first")
+    a.add(np.ones((10, 2)))
+    a.delete_items([0, 1])
+    b = db.require_collection("b", dim=3, metric="l2")
+    b.add(np.random.default_rng(0).random((300, 3)))
+    b.build_index("HNSW")
+    db.require_collection("empty")
+    from_handles = db.show_collections_details()
+    assert from_handles["a"] == {"name": "a", "shape": [8, 2], "dim": 2, "index_mode": "FLAT", "description": "first"}
+    assert from_handles["b"]["index_mode"] == "HNSW" and from_handles["empty"]["shape"] == [0, 0]
+    client.close()
+    again = vecstore.connect(tmp_path)
+    assert again.get_database("app").show_collections_details() == from_handles
+    assert not [k for k in client_mod._OPEN if k.startswith(str(tmp_path.resolve()))]
+    again.close()

@@ -220,6 +220,22 @@ def _close_under(path: Path) -> None:
                 _release(col)
 
 
+def _peek(path: Path) -> tuple[tuple[int, int], str | None, str | None]:
+    """``(shape, index mode, description)`` of a collection store, read in one transaction
+    without loading it (the caller holds ``_OPEN_LOCK`` and the store is not open here)."""
+    from .storage import Storage
+    storage = Storage(path, read_only=True, create=False)
+    try:
+        with storage.read() as t:
+            cfg = t.get_meta("config") or {}
+            index = t.get_meta("index:default")
+            live = sum(1 for _, row in t.iter_rows() if not row[2])
+    finally:
+        storage.close()
+    mode = index.get("mode") if isinstance(index, dict) else None
+    return (live, int(cfg.get("dim", 0))), mode, cfg.get("description")
+
+
 def _stop_jobs(path: Path) -> None:
     """Stop the job manager of the database at ``path`` whoever uses it (it is being dropped or
     replaced); outside ``_OPEN_LOCK``, which its running jobs may need to finish."""
@@ -457,13 +473,23 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
     list_collections = show_collections
 
     def show_collections_details(self) -> dict[str, dict]:
-        """Per collection: name, shape, dim, index mode, description."""
+        """Per collection: name, shape, dim, index mode, description. A collection this process
+        has not opened is read from its store and left closed: opening each one (its vectors,
+        maybe an index rebuild) just to list it kept every collection in memory."""
         out = {}
         for name in self.show_collections():
-            col = self.get_collection(name)
-            out[name] = {"name": name, "shape": list(col.shape), "dim": col.dim,
-                         "index_mode": col.index_mode() or "FLAT",
-                         "description": col.get_collection_config().description}
+            path = self._col_path(name)
+            with _OPEN_LOCK:  # no other thread opens it meanwhile: one LMDB handle per process
+                col = _OPEN.get(str(path.resolve()))
+                if col is not None and not col._closed:
+                    shape, mode, desc = col.shape, col.index_mode(), col.get_collection_config().description
+                else:
+                    try:
+                        shape, mode, desc = _peek(path)
+                    except NotFoundError:  # dropped since it was listed
+                        continue
+            out[name] = {"name": name, "shape": list(shape), "dim": shape[1],
+                         "index_mode": mode or "FLAT", "description": desc}
         return out
 
     def drop_collection(self, name: str, missing_ok: bool = True) -> None:
