@@ -482,10 +482,7 @@ class DerivedIndexes:
         indexes follow a write just after the mirror does, so a hit that is no live row of the
         mirror (deleted meanwhile) is dropped, with its score."""
         space = self._default
-        try:  # labels (uint64) come from the mirror's own rows: within the table, one gather
-            pos = space._lut[labels]
-        except IndexError:
-            pos = space.lookup(labels)
+        pos = space.lookup(labels)
         keep = (pos >= 0) & space.live[pos]  # (live[-1] is read for a -1, and masked)
         if not keep.all():
             pos, scores = pos[keep], np.asarray(scores)[keep]

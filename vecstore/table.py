@@ -212,6 +212,11 @@ class VectorSpace:
 
     def lookup(self, labels: Any) -> np.ndarray:
         """The position of each label here; -1 for a label without a vector here."""
+        if isinstance(labels, np.ndarray) and labels.dtype == np.uint64 and labels.ndim == 1:
+            try:  # the usual case (labels from an index): never negative, so one checked gather
+                return self._lut[labels]
+            except IndexError:
+                pass
         lab = np.asarray(labels, dtype=np.int64).ravel()
         if len(lab) and 0 <= lab.min() and lab.max() < len(self._lut):  # the usual case: one gather
             return self._lut[lab].astype(np.int64, copy=False)
