@@ -427,7 +427,9 @@ class Column:
         if self.strs is None:
             return np.zeros(self.n, bool)
         if not isinstance(self.strs, np.ndarray) and _utf8(matcher.pattern):
-            return _bool_np(pc.match_like(self.strs, matcher.arrow_pattern)) & self.mask(STR)
+            hit = (pc.match_substring_regex(self.strs, matcher.arrow_regex)
+                   if matcher.arrow_regex else pc.match_like(self.strs, matcher.arrow_pattern))
+            return _bool_np(hit) & self.mask(STR)
         # Rare fallback for strings pyarrow cannot hold: the linear matcher, row by row.
         strs = _str_to_object(self.strs)
         return np.fromiter((matcher.match(s) for s in strs), bool, self.n) & self.mask(STR)

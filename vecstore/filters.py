@@ -115,8 +115,13 @@ class _LikeMatcher:
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
-        # pyarrow's LIKE treats backslash as its escape character; ours has none.
-        self.arrow_pattern = pattern.replace("\\", "\\\\")
+        # pyarrow's LIKE treats backslash as its escape character and ours has none; escaping
+        # it is not enough, since pyarrow 26 mishandles an escaped backslash in its prefix and
+        # suffix shortcuts ('%\' misses a string ending in one). Such patterns go to RE2 instead.
+        self.arrow_pattern = pattern
+        self.arrow_regex = ("(?s)^" + "".join(
+            ".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in pattern) + "$"
+            if "\\" in pattern else None)
         self.segments = [(seg, re.compile("".join(
             "." if ch == "_" else re.escape(ch) for ch in seg), re.DOTALL) if "_" in seg
             else None) for seg in pattern.split("%")]
