@@ -154,7 +154,9 @@ def test_named_vector_fields(local_client):
     col.add_named_vectors("title_vec", [[1, 0, 0], [0, 1, 0], [0, 0, 1]], ids=[1, 2, 3])
     assert col.search([1, 0.1, 0], k=2, vector_field="title_vec").ids == (1, 2)
     assert col.search([1, 0.1, 0], k=2, field_name="title_vec").ids == (1, 2)  # the seed doc's name
-    assert col.hybrid_search(vector=[1, 0.1, 0], k=2, field_name="title_vec").ids == (1, 2)
+    hybrid = col.hybrid_search(vector=[1, 0.1, 0], k=2, field_name="title_vec")
+    assert hybrid.ids == (1, 2) and hybrid.vector_field == "title_vec"
+    assert col.hybrid_search(vector=[1, 0, 0, 0], k=2).vector_field == "default"
     col.build_vector_field_index("title_vec", "HNSW")
     assert [f.index_mode for f in col.list_vector_fields()] == ["FLAT-L2", "HNSW"]
     assert col.search([0, 0, 1], k=1, vector_field="title_vec").ids == (3,)

@@ -56,6 +56,15 @@ def test_int_ids_search_over_binary_like_local(pair):
     assert after.get("/search", 0) == before.get("/search", 0)
 
 
+def test_hybrid_names_the_vector_field_it_searched_like_local(pair):
+    local, remote, rng, _ = pair
+    q = rng.standard_normal(8).astype(np.float32)
+    for kw in ({"vector_field": "tv"}, {"field_name": "tv"}, {}):
+        a, b = local.hybrid_search(q, k=4, **kw), remote.hybrid_search(q, k=4, **kw)
+        assert a.ids == b.ids and (a.k, a.index, a.vector_field) == (b.k, b.index, b.vector_field)
+        assert a.vector_field == ("tv" if kw else "default")
+
+
 def test_string_ids_fall_back_to_json_and_stay_there(tmp_path, server_url):
     remote = vecstore.connect(server_url)
     col = remote.create_database("app").require_collection("s", dim=2)

@@ -1116,7 +1116,8 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         return IndexMode("FLAT", space.metric, "FLAT").canonical  # type: ignore[arg-type]
 
     def _result(self, space: VectorSpace, pos: np.ndarray, scores: np.ndarray, k: int,
-                return_fields: bool, index: str | None = None) -> SearchResult:
+                return_fields: bool, index: str | None = None,
+                vector_field: str | None = None) -> SearchResult:
         scores = np.asarray(scores, dtype=np.float32)
         if space is self._default:
             rows = pos
@@ -1136,7 +1137,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             ids=tuple([ids[p] for p in plist]),
             scores=scores,
             fields=tuple([_own(self._fields[p]) for p in plist]) if return_fields else None,
-            k=k, index=index, vector_field=space.name)
+            k=k, index=index, vector_field=vector_field or space.name)
 
     def search(self, vector: Any, k: int = 10, where: str | None = None, return_fields: bool = False,
                nprobe: int | None = None, vector_field: str = DEFAULT, *, field_name: str | None = None,

@@ -477,8 +477,9 @@ class DerivedIndexes:
         return np.sort(self._default.labels[np.flatnonzero(mask)])
 
     def _label_result(self: "Collection", labels: np.ndarray, scores: np.ndarray, k: int,
-                      return_fields: bool, index: str) -> SearchResult:
-        """Hits by row label as a result (callers hold the read lock). The sparse and text
+                      return_fields: bool, index: str, vector_field: str | None = None) -> SearchResult:
+        """Hits by row label as a result (callers hold the read lock); ``vector_field`` names the
+        field a hybrid search's vector leg searched. The sparse and text
         indexes follow a write just after the mirror does, so a hit that is no live row of the
         mirror (deleted meanwhile) is dropped, with its score."""
         space = self._default
@@ -486,7 +487,7 @@ class DerivedIndexes:
         keep = (pos >= 0) & space.live[pos]  # (live[-1] is read for a -1, and masked)
         if not keep.all():
             pos, scores = pos[keep], np.asarray(scores)[keep]
-        return self._result(space, pos, scores, k, return_fields, index=index)
+        return self._result(space, pos, scores, k, return_fields, index=index, vector_field=vector_field)
 
     def sparse_search(self: "Collection", vector: Any, k: int = 10, where: str | None = None,
                       return_fields: bool = False) -> SearchResult:
@@ -630,9 +631,10 @@ class DerivedIndexes:
         def run() -> SearchResult:
             # Both legs and the fusion under one read lock, by row label: a compact() between
             # them would remove rows a leg found (their ids then name nothing, or other rows).
-            legs = []
+            legs, searched = [], None
             if vector is not None:
                 sp = self._space(vector_field, field_name)  # compact() may have replaced the space
+                searched = sp.name
                 ((pos, scores),), _ = self._run_search(sp, q, limit, where, nprobe)
                 legs.append((sp.labels[pos], scores, vector_weight, higher_is_better(sp.metric)))
             if text is not None:
@@ -641,7 +643,7 @@ class DerivedIndexes:
                 legs.append((labels, scores, text_weight, True))
             labels, scores = fuse(legs, k, fusion=fusion, rrf_k=rrf_k)
             return self._label_result(np.asarray(labels, dtype=np.uint64), scores, k, return_fields,
-                                      "HYBRID-RRF" if fusion == "rrf" else "HYBRID-WEIGHTED")
+                                      "HYBRID-RRF" if fusion == "rrf" else "HYBRID-WEIGHTED", searched)
         if text is not None:
             return self._with_text(run)
         with self._rw.read:
