@@ -286,6 +286,19 @@ def test_named_field_index_parameters_reach_the_index(db):
     assert col.search([1, 0, 0], k=1, vector_field="t").ids == (1,)
 
 
+@pytest.mark.parametrize("mode,params", [
+    ("HNSW", {"ef": None}), ("HNSW", {"M": None, "ef_construction": None, "seed": None}),
+    ("IVF", {"iters": None, "seed": None, "nprobe": None})])
+def test_an_index_parameter_given_as_none_takes_its_default(db, mode, params):
+    """None asks for the default, as everywhere in the API; it was stored as None and broke
+    every later search (a TypeError; a 500 over HTTP)."""
+    col = db.require_collection("c", dim=4, metric="l2")
+    col.add(np.eye(4), ids=[1, 2, 3, 4])
+    col.build_index(mode, **params)
+    assert col.search([1, 0, 0, 0], k=1).ids == (1,)
+    assert [r.ids for r in col.batch_search(np.eye(4)[:2], k=1)] == [(1,), (2,)]
+
+
 def test_searches_go_on_while_compact_rebuilds_the_index(local_client):
     """compact() reloads the mirror under the lock, then rebuilds the index outside it: once the
     mirror shows the compacted rows, searches keep being answered (by the caught-up index) until

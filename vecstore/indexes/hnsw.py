@@ -159,9 +159,11 @@ def check_breadth(breadth: Any, name: str) -> int | None:
 
 
 def check_int_param(params: dict, name: str, default: int | None, lo: int, hi: int) -> int | None:
-    value = params.pop(name, default)
+    """``params[name]`` (removed from ``params``) checked to lie in ``[lo, hi]``; ``default`` when
+    missing or None (None asks for the default, as everywhere in the API)."""
+    value = params.pop(name, None)
     if value is None:
-        return None
+        return default
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
         raise InvalidArgumentError(f"{name}: expected an integer in [{lo}, {hi}], got {value!r}")
     return int(value)
