@@ -122,6 +122,13 @@ def test_string_ids_and_columnar_add(db):
     assert c.read_by_only_id("a").fields == ({"n": 1},)  # fields=None keeps them
 
 
+def _nested_list(depth: int) -> list:
+    out: list = [1]
+    for _ in range(depth - 1):
+        out = [out]
+    return out
+
+
 @pytest.mark.parametrize("bad_call, error", [
     (lambda c: c.add_item([1, 2, 3], id=9), DimensionMismatchError),
     (lambda c: c.add_item([1, float("nan"), 0, 0], id=9), InvalidArgumentError),
@@ -138,6 +145,11 @@ def test_string_ids_and_columnar_add(db):
     (lambda c: c.bulk_add_items([{"vector": [1, 0, 0, 0], "id": 7}, {"vector": [1, 0, 0, 0], "id": 7}]), InvalidArgumentError),
     (lambda c: c.bulk_add_items([{"vector": [1, 0, 0, 0], "id": 7}, {"vector": [1, 0], "id": 8}]), InvalidArgumentError),
     (lambda c: c.upsert_items([{"vector": [1, 0, 0, 0]}]), InvalidArgumentError),
+    (lambda c: c.upsert_items(None), InvalidArgumentError),
+    (lambda c: c.upsert_items(5), InvalidArgumentError),
+    (lambda c: c.add_item([1, 0, 0, 0], id=10, field={"x": _nested_list(9)}), InvalidArgumentError),
+    (lambda c: c.add_item([1, 0, 0, 0], id=10, field={"x": _nested_list(600)}), InvalidArgumentError),
+    (lambda c: c.add_item([1, 0, 0, 0], id=10, field={"x": [{"y": _nested_list(8)}]}), InvalidArgumentError),
     (lambda c: c.delete_items([99]), NotFoundError),
     (lambda c: c.restore_items([99]), NotFoundError),
     (lambda c: c.read_by_only_id(99), NotFoundError),
@@ -151,6 +163,24 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(col, bad_call, error):
         bad_call(col)
     assert str(exc.value)  # a message, naming what was wrong
     assert snapshot_state(col) == before
+
+
+def test_fields_nested_as_deep_as_allowed_round_trip(col):
+    deep = {"x": _nested_list(8), "d": {"a": {"b": {"c": {"d": {"e": {"f": {"g": [1]}}}}}}}}
+    col.add_item([1, 0, 0, 0], id=10, field=deep)
+    assert col.read_by_only_id(10).fields == (deep,)
+
+
+def test_a_str_valued_enum_in_fields_reads_back_as_its_text(db, tmp_path):
+    import enum
+
+    class Lang(str, enum.Enum):
+        EN = "en"
+    c = db.require_collection("enum", dim=2)
+    c.add_item([1, 0], id=1, field={"lang": Lang.EN, "tags": [Lang.EN]})
+    fields = c.read_by_only_id(1).fields[0]
+    assert fields == {"lang": "en", "tags": ["en"]}
+    assert type(fields["lang"]) is str and type(fields["tags"][0]) is str
 
 
 def test_error_messages_name_the_parameter(col):

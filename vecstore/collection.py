@@ -413,14 +413,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         [5, 6]
         """
         self._check_writable()
-        if isinstance(items, dict) or not hasattr(items, "__iter__"):
-            raise InvalidArgumentError(f"items: expected a list of dicts with 'vector', got {type(items).__name__}")
-        items = list(items)
-        if not items:
-            raise InvalidArgumentError("items: expected at least one item, got an empty list")
-        for i, it in enumerate(items):
-            if not isinstance(it, dict) or "vector" not in it:
-                raise InvalidArgumentError(f"items[{i}]: expected a dict with a 'vector' key, got {it!r:.80}")
+        items = v.check_items(items, need_id=False)
         metric = self.metric
         vectors = v.check_vectors([it["vector"] for it in items], self.dim, param="items[].vector",
                                   normalise=metric == "cosine")
@@ -624,12 +617,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         kept when the key is absent. Upserting a soft-deleted id writes it and makes it live.
         """
         self._check_writable()
-        items = list(items)
-        if not items:
-            raise InvalidArgumentError("items: expected at least one item, got an empty list")
-        for i, it in enumerate(items):
-            if not isinstance(it, dict) or "vector" not in it or it.get("id") is None:
-                raise InvalidArgumentError(f"items[{i}]: upsert needs a dict with 'vector' and 'id', got {it!r:.80}")
+        items = v.check_items(items, need_id=True)
         ids = [v.check_id(it["id"], param=f"items[{i}].id") for i, it in enumerate(items)]
         metric = self.metric
         vecs = v.check_vectors([it["vector"] for it in items], self.dim, param="items[].vector",

@@ -256,6 +256,21 @@ def _fields_column(fields: Any, n: int, noun: str, *, keep_none: bool) -> list:
     return [None if f is None and keep_none else check_fields(f, param=f"fields[{i}]") for i, f in enumerate(fields)]
 
 
+def check_items(items: Any, *, need_id: bool) -> list[dict]:
+    """Rows given as dicts (``bulk_add_items``, ``upsert_items``): a non-empty list of dicts
+    with a ``vector`` (and an ``id``, for an upsert)."""
+    if isinstance(items, (dict, str, bytes)) or not hasattr(items, "__iter__"):
+        raise InvalidArgumentError(f"items: expected a list of dicts with 'vector', got {type(items).__name__}")
+    items = list(items)
+    if not items:
+        raise InvalidArgumentError("items: expected at least one item, got an empty list")
+    for i, it in enumerate(items):
+        if not isinstance(it, dict) or "vector" not in it or (need_id and it.get("id") is None):
+            need = "'vector' and 'id'" if need_id else "a 'vector' key"
+            raise InvalidArgumentError(f"items[{i}]: expected a dict with {need}, got {it!r:.80}")
+    return items
+
+
 def check_fields(value: Any, *, param: str = "field") -> dict:
     """Metadata of one row: a dict of str keys to JSON-like values. Dates and datetimes become ISO
     strings; numpy scalars become Python scalars; tuples become lists."""
@@ -281,7 +296,9 @@ def _clean_dict(d: dict, param: str, depth: int) -> dict:
 def _clean_value(v: Any, where: str, depth: int) -> Any:
     if isinstance(v, str):
         _utf8_len(v, where)
-        return v
+        # a str subclass (a str-valued Enum) is stored as its text: kept as the object, it read
+        # back differently before and after a reopen
+        return v if type(v) is str else str.__str__(v)
     if v is None or isinstance(v, bool):
         return v
     if isinstance(v, np.bool_):
@@ -301,6 +318,8 @@ def _clean_value(v: Any, where: str, depth: int) -> Any:
     if isinstance(v, _dt.date):
         return v.isoformat()
     if isinstance(v, (list, tuple)):
+        if depth + 1 > _MAX_FIELD_DEPTH:  # lists count as levels too (msgpack and reads recurse)
+            raise InvalidArgumentError(f"{where}: metadata nested deeper than {_MAX_FIELD_DEPTH} levels")
         return [_clean_value(x, where, depth + 1) for x in v]
     if isinstance(v, dict):
         return _clean_dict(v, where, depth + 1)
