@@ -55,6 +55,45 @@ def test_bad_names_never_escape(client, bad):
     assert client.list_databases() == ["app"] and db.show_collections() == []
 
 
+@pytest.mark.parametrize("bad", [
+    {"drop_if_exists": "false"}, {"drop_if_exists": True, "metric": "bogus"},
+    {"drop_if_exists": True, "description": 5},
+    {"drop_if_exists": True, "dim": 0}])
+def test_require_collection_checks_every_argument_before_it_drops(col, bad):
+    """A string flag was taken as true, and a bad argument after ``drop_if_exists`` was found
+    only once the collection was gone."""
+    db, before = col.database, snapshot_state(col)
+    with pytest.raises(InvalidArgumentError, match=next(iter(k for k in bad if k != "drop_if_exists"), "drop")):
+        db.require_collection("items", **{"dim": 4, **bad})
+    assert db.show_collections() == ["items"] and snapshot_state(db.get_collection("items")) == before
+
+
+def test_flags_must_be_booleans(client, col):
+    db = col.database
+    before = snapshot_state(col)
+    calls = [
+        lambda: client.create_database("app", drop_if_exists="false"),
+        lambda: client.drop_database("app", missing_ok="no"),
+        lambda: db.drop_collection("items", missing_ok="no"),
+        lambda: col.search([1, 0, 0, 0], return_fields="false"),
+        lambda: col.search([1, 0, 0, 0], approx="no"),
+        lambda: col.search([1, 0, 0, 0], eps="x"),
+        lambda: col.search([1, 0, 0, 0], eps=float("inf")),
+        lambda: col.batch_search([[1, 0, 0, 0]], return_fields=1),
+        lambda: col.search_range([1, 0, 0, 0], 0.5, return_fields="yes"),
+        lambda: col.search_profile([1, 0, 0, 0], return_fields="yes"),
+        lambda: col.query("rank > 1", return_ids_only="yes"),
+        lambda: col.text_search("en", return_fields="yes"),
+        lambda: col.sparse_search({1: 1.0}, return_fields="yes"),
+        lambda: col.hybrid_search([1, 0, 0, 0], return_fields="yes"),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidArgumentError):
+            call()
+    assert client.list_databases() == ["app"] and db.show_collections() == ["items"]
+    assert snapshot_state(db.get_collection("items")) == before
+
+
 def test_require_collection_create_open_and_drop(db):
     db.require_collection("items", dim=4, description="demo")
     assert db.show_collections() == ["items"]

@@ -116,7 +116,7 @@ class Client(ClientPortability):
         """
         self._check_writable()
         path = self._db_path(name)
-        if drop_if_exists and path.exists():
+        if v.check_bool(drop_if_exists, param="drop_if_exists") and path.exists():
             self.drop_database(name)
         try:
             while True:
@@ -164,6 +164,7 @@ class Client(ClientPortability):
         """Delete a database and everything in it (open handles are closed first)."""
         self._check_writable()
         path = self._db_path(name)
+        missing_ok = v.check_bool(missing_ok, param="missing_ok")
         db = self._databases.pop(name, None)
         if db is not None:
             db.close()  # outside the locks below: its running jobs may need _OPEN_LOCK to finish
@@ -210,6 +211,15 @@ def _check_dim(dim: object) -> int:
     if dim > v.MAX_DIM:
         raise InvalidArgumentError(f"dim: expected at most {v.MAX_DIM}, got {dim}")
     return dim
+
+
+def _check_create_args(metric: object, description: object, durability: object) -> str:
+    """The metric (parsed), description and durability (``None``: the client's) of a new collection."""
+    if description is not None:
+        v.check_str(description, param="description")
+    if durability is not None and durability not in _DURABILITY:
+        raise InvalidArgumentError(f"durability: expected 'safe' or 'fast', got {durability!r}")
+    return parse_metric(metric)
 
 
 def _close_under(path: Path) -> None:
@@ -403,9 +413,13 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         >>> col = db.require_collection("items", dim=4, description="demo")  # doctest: +SKIP
         """
         self._check_open()
+        # every argument before anything is dropped or opened: a bad metric after the drop lost
+        # the collection
+        self._col_path(name)
         if dim is not None:
-            dim = _check_dim(dim)  # before anything is dropped or opened
-        if drop_if_exists:
+            dim = _check_dim(dim)
+        _check_create_args(metric, description, durability)
+        if v.check_bool(drop_if_exists, param="drop_if_exists"):
             self.drop_collection(name)
         if not self.collection_exists(name):
             try:
@@ -444,12 +458,9 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         self.client._check_writable()
         self._col_path(name)  # the name is checked before the arguments
         dim = 0 if dim is None else _check_dim(dim)  # 0: not known until the first vectors
-        if description is not None:
-            v.check_str(description, param="description")
+        metric = _check_create_args(metric, description, durability)
         durability = durability or self.client.durability
-        if durability not in _DURABILITY:
-            raise InvalidArgumentError(f"durability: expected 'safe' or 'fast', got {durability!r}")
-        create = {"dim": dim, "metric": parse_metric(metric), "description": description,
+        create = {"dim": dim, "metric": metric, "description": description,
                   "chunk_size": 100_000, "durability": durability, "name": name, "kind": kind,
                   "meta": meta or {}}
         return self._open(name, create, durability)
@@ -495,6 +506,7 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
     def drop_collection(self, name: str, missing_ok: bool = True) -> None:
         """Delete a collection (its open handle is closed first)."""
         path = self._col_path(name)
+        missing_ok = v.check_bool(missing_ok, param="missing_ok")
 
         def close_open() -> None:  # under the locks: a drop running beside this one may go first
             if not path.exists() or _foreign(path, "data.mdb"):

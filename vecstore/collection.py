@@ -979,6 +979,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         [1, 3]
         """
         self._check_open()
+        return_ids_only = v.check_bool(return_ids_only, param="return_ids_only")
         with self._rw.read:
             pos = self._live_positions(where, filter_ids).tolist()
             if return_ids_only:
@@ -1144,6 +1145,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         """
         self._check_open()
         k = v.check_k(k)
+        v.check_search_flags(return_fields, approx, eps)
         space = self._space(vector_field, field_name)
         q = v.check_vector(vector, space.dim, normalise=space.metric == "cosine")
         nprobe = v.check_nprobe(nprobe)
@@ -1168,6 +1170,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         """
         self._check_open()
         k = v.check_k(k)
+        v.check_search_flags(return_fields)
         space = self._space(vector_field, field_name)
         qs = v.check_vectors(vectors, space.dim, normalise=space.metric == "cosine")
         nprobe = v.check_nprobe(nprobe)
@@ -1191,6 +1194,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         if abs(threshold) > float(np.finfo(np.float32).max):
             raise InvalidArgumentError(f"threshold: expected a float32-representable number, got {threshold!r}")
         max_results = v.check_k(max_results, param="max_results")
+        v.check_search_flags(return_fields)
         with self._rw.read:
             if space.dim and len(q) != space.dim:  # validated while the dim was still unknown
                 raise DimensionMismatchError(f"vector: expected dimension {space.dim}, got {len(q)}")
@@ -1221,6 +1225,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         self._check_open()
         t0 = time.perf_counter()
         k = v.check_k(k)
+        v.check_search_flags(return_fields, approx, eps)
         space = self._space(vector_field, field_name)
         q = v.check_vector(vector, space.dim, normalise=space.metric == "cosine")
         nprobe = v.check_nprobe(nprobe)

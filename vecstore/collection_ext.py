@@ -499,6 +499,7 @@ class DerivedIndexes:
         from .indexes.sparse import parse_sparse
         self._check_open()
         k = v.check_k(k)
+        v.check_search_flags(return_fields)
         idx, val = parse_sparse(vector, param="vector")
         with self._rw.read:
             if self._sparse is None:
@@ -589,6 +590,7 @@ class DerivedIndexes:
         self._check_open()
         text = v.check_str(text, param="text")
         k = v.check_k(k)
+        v.check_search_flags(return_fields)
         text_fields = v.check_text_fields(text_fields)
 
         def run() -> SearchResult:
@@ -619,6 +621,7 @@ class DerivedIndexes:
             raise InvalidArgumentError("hybrid_search: expected a vector, a text, or both; got neither")
         fusion, vector_weight, text_weight, rrf_k = v.check_fusion_params(fusion, vector_weight, text_weight, rrf_k)
         k = v.check_k(k)
+        v.check_search_flags(return_fields)
         limit = max(v.check_positive_int(candidate_limit, param="candidate_limit") or 4 * k, k)
         nprobe = v.check_nprobe(nprobe)
         if vector is not None:

@@ -242,7 +242,7 @@ class RemoteClient:
 
     def drop_database(self, name: str, missing_ok: bool = True) -> None:
         v.check_name(name, what="database_name")
-        if not missing_ok and not self.database_exists(name):
+        if not v.check_bool(missing_ok, param="missing_ok") and not self.database_exists(name):
             raise NotFoundError(f"database_name: no database {name!r}")
         self._call("/drop_database", {"database_name": name})
 
@@ -313,7 +313,7 @@ class RemoteDatabase:
 
     def drop_collection(self, name: str, missing_ok: bool = True) -> None:
         v.check_name(name, what="collection_name")
-        if not missing_ok and not self.collection_exists(name):
+        if not v.check_bool(missing_ok, param="missing_ok") and not self.collection_exists(name):
             raise NotFoundError(f"collection_name: no collection {name!r}")
         self._call("/drop_collection", {"collection_name": name})
 

@@ -340,6 +340,16 @@ def check_bool(v: Any, *, param: str) -> bool:
     raise InvalidArgumentError(f"{param}: expected true or false, got {v!r}")
 
 
+def check_search_flags(return_fields: Any, approx: Any = False, eps: Any = 1e-4) -> None:
+    """A search's ``return_fields`` and LynseDB's ``approx`` / ``eps`` (accepted, ignored): a
+    string such as ``"false"`` would otherwise be taken as true."""
+    if type(return_fields) is bool and type(approx) is bool and type(eps) is float and math.isfinite(eps):
+        return  # the usual call, in one test
+    check_bool(return_fields, param="return_fields")
+    check_bool(approx, param="approx")
+    check_number(eps, param="eps")
+
+
 def check_str(v: Any, *, param: str, allow_none: bool = False) -> str | None:
     if v is None and allow_none:
         return None
