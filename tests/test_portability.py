@@ -695,3 +695,33 @@ def test_a_path_no_file_can_have_is_refused(tmp_path):
         with pytest.raises(vecstore.InvalidArgumentError, match=param):
             call(str(tmp_path / "x\ud800"))
     col.database.client.close()
+
+
+@pytest.mark.parametrize("where", ["long name", "under a file", "deep under a file"])
+def test_a_path_the_file_system_refuses_is_a_clear_error(local_client, tmp_path, server_url, where):
+    """A name over 255 bytes or a parent that is a file raised a bare OSError locally (a 500
+    over HTTP); now InvalidArgumentError naming the parameter, in both modes, and nothing made."""
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "served" / "afile").write_text("")  # the server resolves relative paths in its data folder
+    bad = {"long name": "x" * 300, "under a file": "afile/sub", "deep under a file": "afile/a/b"}[where]
+    remote = vecstore.connect(server_url)
+    for client, base in ((local_client, tmp_path), (remote, None)):
+        if base is None:
+            client.create_database("probe").require_collection("c", dim=2).add_item([1, 0], id=1)
+            db = client.get_database("probe")
+        else:
+            db = client.create_database("app")
+            db.require_collection("c", dim=2).add_item([1, 0], id=1)
+        path = str(base / bad) if base is not None else bad
+        col = db.get_collection("c")
+        calls = [(lambda: col.snapshot_to(path), "snapshot_path"), (lambda: col.export_to(path), "export_path"),
+                 (lambda: db.restore_collection("r", path), "snapshot_path"),
+                 (lambda: client.snapshot_database(db.name, path), "snapshot_path"),
+                 (lambda: client.restore_database("r", path), "snapshot_path")]
+        if where == "long name":  # under a file, an export folder simply does not exist
+            calls.append((lambda: db.import_collection("i", path), "export_path"))
+        for call, param in calls:
+            with pytest.raises(vecstore.InvalidArgumentError, match=param):
+                call()
+        assert db.show_collections() == ["c"]
+    remote.close()

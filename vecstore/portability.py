@@ -50,6 +50,7 @@ next to the target, then swap it in with renames; a failure leaves the target as
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -162,11 +163,31 @@ def _as_path(path: Any, param: str) -> Path:
     return Path(path)
 
 
+# What the file system says about a path the caller chose (too long a name, a parent that is a
+# file, no permission): a bad argument, not a bug. A full disk is StorageFullError.
+_PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EEXIST, errno.ELOOP, errno.EACCES, errno.EPERM, errno.EROFS, errno.EINVAL}
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+@contextmanager
+def _path_errors(param: str, path: Any) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        if e.errno in _FULL_ERRNOS:
+            raise StorageFullError(f"{param}: no room to write {path}: {e.strerror}") from None
+        if e.errno in _PATH_ERRNOS:
+            why = " (a folder on its way is a file)" if e.errno in (errno.EEXIST, errno.ENOTDIR) else ""
+            raise InvalidArgumentError(f"{param}: cannot use {str(path)!r}: {e.strerror}{why}") from None
+        raise
+
+
 def _new_target(path: Any, param: str, what: str) -> Path:
     target = _as_path(path, param)
-    if target.exists() or target.is_symlink():
-        raise AlreadyExistsError(f"{what} target already exists: {path}")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    with _path_errors(param, path):
+        if target.exists() or target.is_symlink():
+            raise AlreadyExistsError(f"{what} target already exists: {path}")
+        target.parent.mkdir(parents=True, exist_ok=True)
     return target
 
 
@@ -174,9 +195,10 @@ def _new_target(path: Any, param: str, what: str) -> Path:
 def _atomic_file(target: Path, what: str) -> Iterator[BinaryIO]:
     """Write under a temporary name in the target's folder, fsync, then link it into place
     (``link`` refuses an existing target, where ``rename`` would replace it)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    with _path_errors(f"{what}_path", target):
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb", buffering=_IO) as fp:
+        with _path_errors(f"{what}_path", target), os.fdopen(fd, "wb", buffering=_IO) as fp:
             yield fp
             fp.flush()
             os.fsync(fp.fileno())
@@ -348,7 +370,8 @@ class _SnapshotReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self.fp = open(path, "rb", buffering=_IO)
+            with _path_errors("snapshot_path", path):
+                self.fp = open(path, "rb", buffering=_IO)
         except FileNotFoundError:
             raise NotFoundError(f"snapshot path does not exist: {path}") from None
         except IsADirectoryError:
@@ -692,9 +715,11 @@ class CollectionPortability:
         """
         self._check_open()
         target = _new_target(path, "export_path", "export")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        with _path_errors("export_path", path):
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
         try:
-            _write_export(self, tmp, progress)
+            with _path_errors("export_path", path):
+                _write_export(self, tmp, progress)
             fsync_path(tmp)
             if target.exists() or target.is_symlink():
                 raise AlreadyExistsError(f"export target already exists: {path}")
@@ -787,9 +812,10 @@ class DatabasePortability:
         from .collection import Collection
         final, overwrite = self._portability_target(name, overwrite)
         src = _as_path(path, "export_path")
-        if not src.exists():
-            raise NotFoundError(f"export path does not exist: {path}")
-        ex = _Export(src)
+        with _path_errors("export_path", path):
+            if not src.exists():
+                raise NotFoundError(f"export path does not exist: {path}")
+            ex = _Export(src)
         with _staging(self.path) as staging:
             create = {"dim": ex.dim, "metric": ex.metric, "description": ex.description,
                       "chunk_size": ex.chunk_size, "durability": self.client.durability, "name": name,
