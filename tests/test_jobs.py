@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from vecstore.errors import (ConflictError, JobFailedError, NotFoundError, ReadOnlyError, TimeoutError_,
+from vecstore.errors import (ConflictError, InvalidArgumentError, JobFailedError, NotFoundError, ReadOnlyError, TimeoutError_,
                              VecstoreError)
 from vecstore.jobs import JobManager
 
@@ -174,6 +174,11 @@ def test_wait_timeout_and_unknown_job(jm):
     job_id = jm.submit("external_refresh", "a", lambda ctx: gate.wait(10))
     with pytest.raises(TimeoutError_):
         jm.wait(job_id, timeout=0.2)
+    for bad in ("5", float("nan"), float("inf"), 10**400, -1):  # a TypeError, OverflowError, never timing out
+        with pytest.raises(InvalidArgumentError, match="timeout"):
+            jm.wait(job_id, timeout=bad)
+    with pytest.raises(InvalidArgumentError, match="raise_on_failure"):
+        jm.wait(job_id, timeout=1, raise_on_failure="no")
     gate.set()
     jm.wait(job_id, timeout=10)
     with pytest.raises(NotFoundError):

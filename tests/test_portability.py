@@ -725,3 +725,11 @@ def test_a_path_the_file_system_refuses_is_a_clear_error(local_client, tmp_path,
                 call()
         assert db.show_collections() == ["c"]
     remote.close()
+
+
+def test_export_and_import_keep_the_order_of_field_keys(db, tmp_path):
+    col = db.require_collection("c", dim=2)
+    col.add_item([1, 0], id=1, field={"zeta": 1, "alpha": {"y": 2, "b": 3}})
+    col.export_to(tmp_path / "ex")
+    back = db.import_collection("c2", tmp_path / "ex").read_by_only_id(1).fields[0]
+    assert list(back) == ["zeta", "alpha"] and list(back["alpha"]) == ["y", "b"]

@@ -36,6 +36,9 @@ def test_external_collection_refreshed_remotely(served, tmp_path):
     backing.create_database("app").create_external_collection("ext", lake.source("docs"), SPEC)
     db = remote.get_database("app")
     job_id = db.refresh_external_collection("ext")
+    for bad in ("5", float("nan"), 10**400, -1):  # as locally (tests/test_jobs.py)
+        with pytest.raises(vecstore.InvalidArgumentError, match="timeout"):
+            db.wait_refresh_job(job_id, timeout=bad)
     job = db.wait_refresh_job(job_id, timeout=60, raise_on_failure=True)
     assert (job.state, job.progress, job.collection_name, job.kind) == ("COMPLETED", 100, "ext", "external_refresh")
     assert job.end_time >= job.start_time > 0

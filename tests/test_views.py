@@ -433,7 +433,8 @@ def test_errors_conflict_cancel_and_ids(db, spy):
     with pytest.raises(InvalidArgumentError, match="where"):
         db.create_materialized_view("v", source="docs", definition={**DEFINITION, "where": "lang ="})
     db.create_materialized_view("doc_chunks", source="docs", definition=DEFINITION)
-    for bad in ({"manifest": "{not json"}, {"manifest": {"bogus": 1}}, {"concurrency": 0},
+    for bad in ({"manifest": "{not json"}, {"manifest": {"bogus": 1}}, {"concurrency": 0}, {"concurrency": 2**70},
+                {"intra_applier_concurrency": 10**6}, {"max_rows_per_fragment": 2**64}, {"src_version": 2**64},
                 {"cluster": "yarn://x"}, {"manifest": {"env_vars": {"A": "1"}}}):
         with pytest.raises(InvalidArgumentError):
             db.refresh_materialized_view("doc_chunks", **bad)

@@ -382,7 +382,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         """The collection's folder (its LMDB store and derived index files).
 
         >>> col.get_collection_path()  # doctest: +SKIP
-        './data/app/items'
+        'data/app/items'
         """
         return str(self.path)
 
@@ -409,8 +409,12 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         chunks of 50,000, **each chunk its own transaction**, so a crash mid-way keeps the
         chunks already acknowledged by the progress bar (``progress=True``).
 
+        Rows without an id get the next ones after the largest stored int id (0 in an empty
+        collection), skipping ids taken: the ids given in the same call do not move that start
+        (as in LynseDB).
+
         >>> col.bulk_add_items([{"vector": [1, 0, 0, 0], "id": 5}, {"vector": [0, 1, 0, 0]}])  # doctest: +SKIP
-        [5, 6]
+        [5, 0]
         """
         self._check_writable()
         items = v.check_items(items, need_id=False)

@@ -43,8 +43,8 @@ _FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
 _UNIT_TOL = 1e-4             # a cosine vector this close to unit length is stored as given
 
 
-def _json_bytes(obj: Any, *, indent: int | None = None) -> bytes:
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, allow_nan=False, indent=indent,
+def _json_bytes(obj: Any, *, indent: int | None = None, sort_keys: bool = True) -> bytes:
+    return json.dumps(obj, sort_keys=sort_keys, ensure_ascii=False, allow_nan=False, indent=indent,
                       separators=(",", ": ") if indent else (",", ":")).encode("utf-8")
 
 
@@ -117,7 +117,7 @@ def _write_export(col: "Collection", d: Path, progress: bool) -> None:
                         line["sparse"] = {"indices": np.frombuffer(nxt[1], np.uint32).tolist(),
                                           "values": np.frombuffer(nxt[2], np.float32).tolist()}
                         n_sparse += 1
-                    mf.write(_json_bytes(line) + b"\n")
+                    mf.write(_json_bytes(line, sort_keys=False) + b"\n")  # fields keep their order
                     vw.write(blob, 1)
                     live.append(label)
                 mf.flush()

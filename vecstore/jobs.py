@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterator
 
 from .errors import (ConflictError, JobCancelledError, JobFailedError, NotFoundError, ReadOnlyError,
                      TimeoutError_, VecstoreError)
+from . import validation as v
 from .storage import Storage
 
 log = logging.getLogger(__name__)
@@ -291,6 +292,8 @@ class JobManager:
         :class:`JobCancelledError`) carrying its reason.
         """
         job_id = _job_id(job_id)
+        timeout = v.check_timeout(timeout)
+        raise_on_failure = v.check_bool(raise_on_failure, param="raise_on_failure")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._done:
             while True:

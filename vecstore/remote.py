@@ -380,6 +380,8 @@ class RemoteDatabase:
     def wait_refresh_job(self, job_id: int, timeout: float | None = None, *,
                          raise_on_failure: bool = False) -> RefreshJob:
         """Poll until the job ends; ``TimeoutError_`` after ``timeout`` seconds."""
+        timeout = v.check_timeout(timeout)
+        raise_on_failure = v.check_bool(raise_on_failure, param="raise_on_failure")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.describe_refresh_job(job_id)

@@ -424,6 +424,16 @@ def check_number(v: Any, *, param: str) -> float:
     return x
 
 
+def check_timeout(v: Any, *, param: str = "timeout") -> float | None:
+    """Seconds to wait: ``None`` (no limit) or a finite number >= 0."""
+    if v is None:
+        return None
+    x = check_number(v, param=param)
+    if x < 0:
+        raise InvalidArgumentError(f"{param}: expected seconds >= 0 or None, got {_brief(v)}")
+    return x
+
+
 def check_positive_int(v: Any, *, param: str, allow_none: bool = True, limit: int | None = None) -> int | None:
     if v is None and allow_none:
         return None

@@ -1037,11 +1037,12 @@ class DatabaseViews:
         d = view._get_meta(META_DEF)
         params = {
             "src_version": None if src_version is None else _nonneg(src_version, "src_version"),
-            "max_rows_per_fragment": v.check_positive_int(max_rows_per_fragment, param="max_rows_per_fragment")
-            or DEFAULT_MAX_ROWS_PER_FRAGMENT,
-            "concurrency": v.check_positive_int(concurrency, param="concurrency") or 1,
+            "max_rows_per_fragment": v.check_positive_int(max_rows_per_fragment, param="max_rows_per_fragment",
+                                                          limit=2**63 - 1) or DEFAULT_MAX_ROWS_PER_FRAGMENT,
+            "concurrency": v.check_positive_int(concurrency, param="concurrency", limit=_MAX_WORKERS) or 1,
             "intra_applier_concurrency": v.check_positive_int(intra_applier_concurrency,
-                                                              param="intra_applier_concurrency") or 1,
+                                                              param="intra_applier_concurrency",
+                                                              limit=_MAX_WORKERS) or 1,
             "output_limit": None if output_limit is None else _nonneg(output_limit, "output_limit"),
             "manifest": parse_manifest(manifest), "cluster": _check_cluster(cluster),
             "full": v.check_bool(full, param="full")}
@@ -1072,7 +1073,11 @@ class DatabaseViews:
         return self._jobs().submit(JOB_KIND, name, _Refresh(self, name, params), params=record)
 
 
+_MAX_WORKERS = 1024  # threads per refresh (or per fragment's applier): more only adds contention
+
+
 def _nonneg(value: Any, param: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 0:
-        raise InvalidArgumentError(f"{param}: expected a non-negative int, got {value!r}")
+    # at most int64: the job's parameters are stored with msgpack (2**70 raised OverflowError)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= int(value) < 2**63:
+        raise InvalidArgumentError(f"{param}: expected an int in [0, 2**63), got {value!r}")
     return int(value)
