@@ -78,8 +78,8 @@ def check_id(value: Any, *, param: str = "id") -> int | str:
 
 
 def check_ids(values: Any, *, param: str = "ids", allow_empty: bool = False) -> list[int | str]:
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise InvalidArgumentError(f"{param}: expected a list of ids, got {values!r}")
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):  # a dict: its keys, by mistake
+        raise InvalidArgumentError(f"{param}: expected a list of ids, got {_brief(values)}")
     out = [check_id(v, param=param) for v in values]
     if not out and not allow_empty:
         raise InvalidArgumentError(f"{param}: expected at least one id, got an empty list")
