@@ -75,6 +75,7 @@ from .http11 import (
     _declared_length_or_zero,
     _FramingError,
     _Request,
+    default_max_connections,
     default_workers,
     is_loopback,
     parse_head,
@@ -101,6 +102,7 @@ _STALL_SECONDS = 0.1
 _FOLLOWER_WAIT = 0.1
 _EXTRA_IDLE_SECONDS = 5.0
 _MAX_EXTRA_WORKERS = 64
+_MAX_REFUSING = 64  # connections refused at max_connections, drained at once
 
 
 @dataclass
@@ -119,6 +121,7 @@ class ServerConfig:
     max_json_depth: int = wire.MAX_JSON_DEPTH
     request_timeout: float = 30.0
     workers: int = 0  # requests answered at once (more while those are slow); 0: one per 2 cores
+    max_connections: int = 0  # client connections held at once (per process); 0: from RLIMIT_NOFILE
 
     @property
     def allowed_roots(self) -> tuple[Path, ...]:
@@ -389,6 +392,7 @@ class VecstoreHTTPServer:
         self.binders = {r.path: Binder(r) for r in routes}
         self.stopping = False
         self.workers = config.workers or default_workers()
+        self.max_connections = config.max_connections or default_max_connections()
         self._lock = threading.Lock()
         self._request_ids = itertools.count(1)
         self._in_flight = 0
@@ -419,6 +423,9 @@ class VecstoreHTTPServer:
         self._closing: list[socket.socket] = []  # listeners to close from the reader loop
         self._paused: list[socket.socket] = []  # listeners not watched until the next sweep (_pause_accepting)
         self._accept_failing = False
+        self._at_limit = False  # refusing connections (logged once until one is taken again)
+        self._refused = 0  # connections refused at the limit (/metrics)
+        self._refusing: set[_Connection] = set()  # refused, being drained
         if sock is not None:  # listening already (a replica's, inherited from the primary)
             self.socket = sock
             self.address_family = sock.family
@@ -591,6 +598,11 @@ class VecstoreHTTPServer:
             "# TYPE vecstore_process_info gauge", f'vecstore_process_info{{role="{role}",pid="{os.getpid()}"}} 1',
             "# HELP vecstore_databases_total Databases in the data folder.",
             "# TYPE vecstore_databases_total gauge", f"vecstore_databases_total {n_databases}",
+            "# HELP vecstore_http_connections Client connections held.",
+            "# TYPE vecstore_http_connections gauge", f"vecstore_http_connections {len(self._connections) - len(self._refusing)}",
+            "# HELP vecstore_http_connections_refused_total Connections answered 503 at max_connections.",
+            "# TYPE vecstore_http_connections_refused_total counter",
+            f"vecstore_http_connections_refused_total {self._refused}",
             "# HELP vecstore_http_requests_in_flight Requests being handled.",
             "# TYPE vecstore_http_requests_in_flight gauge", f"vecstore_http_requests_in_flight {in_flight}",
             "# HELP vecstore_http_requests_total Requests answered, by path and status.",
@@ -722,6 +734,14 @@ class VecstoreHTTPServer:
             if self._accept_failing:
                 self._accept_failing = False
                 log.warning("accepting connections again")
+            if tcp and len(self._connections) - len(self._refusing) >= self.max_connections:
+                self._refuse(sock, address)
+                if shared:
+                    return
+                continue
+            if self._at_limit and tcp:
+                self._at_limit = False
+                log.info("taking connections again")
             sock.setblocking(False)
             if tcp:
                 try:
@@ -736,6 +756,36 @@ class VecstoreHTTPServer:
                 self._counted.add(conn)
                 self.shared.set_connections(self.slot, len(self._counted))
                 return
+
+    def _refuse(self, sock: socket.socket, address: Any) -> None:
+        """At ``max_connections``: answer a new connection 503 at once, then drain and close it
+        as a refused request is (:meth:`_start_drain`): closed with the client's request unread,
+        the socket would reset the connection, and the client would see a broken pipe rather
+        than the 503. Accepting it rather than leaving it in the backlog keeps the listener
+        drained and tells the client at once to come back. The replicas' links to the primary
+        (AF_UNIX) are never refused."""
+        self._refused += 1
+        if not self._at_limit:
+            self._at_limit = True
+            log.warning("%d connections held, the limit (--max-connections): new ones are answered 503 "
+                        "until some close (logged again only once one is taken)", self.max_connections)
+        body = wire.encode_json(wire.error_body(
+            f"the server holds its maximum of {self.max_connections} connections; retry later", "unavailable"))
+        reply = b"".join((_STATUS_LINES[503], _date(), b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+                          b"Retry-After: 1\r\nConnection: close\r\n\r\n" % len(body), body))
+        try:
+            sock.setblocking(False)
+            sock.send(reply)  # (a few hundred bytes: a new socket's buffer takes them)
+        except OSError:
+            sock.close()
+            return
+        if len(self._refusing) >= _MAX_REFUSING:  # a flood: no more descriptors for it
+            sock.close()
+            return
+        conn = _Connection(sock, address)
+        self._connections.add(conn)
+        self._refusing.add(conn)
+        self._start_drain(conn)
 
     def _pause_accepting(self, listener: socket.socket, error: OSError) -> None:
         """Out of file descriptors (or memory): the connection stays in the backlog, so the
@@ -793,6 +843,7 @@ class VecstoreHTTPServer:
 
     def _close(self, conn: _Connection) -> None:
         self._connections.discard(conn)
+        self._refusing.discard(conn)
         if conn in self._counted:
             self._counted.discard(conn)
             if self.socket.fileno() >= 0:  # (else it left)

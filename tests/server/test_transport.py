@@ -290,6 +290,66 @@ def test_out_of_file_descriptors_pauses_accepting_and_logs_once(tmp_path, caplog
 
 
 # --------------------------------------------------------------------------------------------
+# more connections than max_connections
+
+
+def _keep_alive(server) -> http.client.HTTPConnection:
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=5)
+    conn.request("GET", "/healthz")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    resp.read()
+    return conn
+
+
+def test_a_connection_beyond_max_connections_gets_503_and_the_others_are_served(make):
+    server, _ = make(max_connections=2, api_key=None)
+    held = [_keep_alive(server), _keep_alive(server)]
+    try:
+        # refused at once, before it sends anything
+        with socket.create_connection(server.server_address[:2], timeout=5) as s:
+            reply = read_until_closed(s)
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in head and b"Connection: close" in head
+        doc = json.loads(body)
+        assert doc["code"] == "unavailable" and "2 connections" in doc["error"]
+        # a client that sends its request in pieces still reads the answer (closing at once
+        # would reset the connection on the first piece, and the next one would fail)
+        with socket.create_connection(server.server_address[:2], timeout=5) as s:
+            s.sendall(b"POST /stats HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n")
+            time.sleep(0.1)
+            s.sendall(b"{}")
+            assert read_until_closed(s).startswith(b"HTTP/1.1 503 ")
+        # a client that sends its request reads the same answer
+        conn = http.client.HTTPConnection(*server.server_address[:2], timeout=5)
+        conn.request("POST", "/stats", body=json.dumps(COLL))
+        resp = conn.getresponse()
+        assert (resp.status, json.loads(resp.read())["code"]) == (503, "unavailable")
+        conn.close()
+        for c in held:  # the connections held are served on
+            c.request("GET", "/healthz")
+            assert c.getresponse().read() == b'{"status":"ok"}'
+        assert _wait_for(lambda: len(server._connections) == 2, 2)  # the refused ones are closed
+        held.pop().close()  # a slot frees: a new connection is taken
+        assert _wait_for(lambda: len(server._connections) == 1, 2)
+        held.append(_keep_alive(server))
+        _, _, metrics = request(server, "GET", "/metrics", key=None, conn=held[0])
+    finally:
+        for c in held:
+            c.close()
+    assert b"vecstore_http_connections_refused_total 3" in metrics
+
+
+def test_max_connections_defaults_from_the_open_file_limit(make, monkeypatch):
+    monkeypatch.setattr(http11.resource, "getrlimit", lambda what: (1024, 4096))
+    assert http11.default_max_connections() == 768
+    monkeypatch.setattr(http11.resource, "getrlimit", lambda what: (65536, 65536))
+    assert http11.default_max_connections() == 49152
+    server, _ = make()
+    assert server.max_connections == 49152
+
+
+# --------------------------------------------------------------------------------------------
 # clients that do not read their replies
 
 
