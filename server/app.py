@@ -64,6 +64,7 @@ from vecstore.errors import (
     InvalidArgumentError,
     PayloadTooLargeError,
     UnauthorizedError,
+    UnavailableError,
     VecstoreError,
 )
 
@@ -305,6 +306,23 @@ def bind(route: Route, source: dict, *, from_query: bool, config: ServerConfig) 
     return Binder(route).bind({} if from_query else source, values, values, config)
 
 
+_NO_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
+
+
+def _out_of_descriptors(e: BaseException) -> bool:
+    """Whether ``e`` or an exception it was raised from is EMFILE/ENFILE: an ``OSError``, or
+    a foreign error carrying its text (tantivy's ``ValueError``, an LMDB error)."""
+    seen = 0
+    x: BaseException | None = e
+    while x is not None and seen < 16:
+        if isinstance(x, OSError) and x.errno in _NO_DESCRIPTORS:
+            return True
+        if not isinstance(x, VecstoreError) and ("Too many open files" in str(x) or "TooManyOpenFiles" in str(x)):
+            return True
+        x, seen = x.__cause__ or x.__context__, seen + 1
+    return False
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -396,6 +414,8 @@ class VecstoreHTTPServer:
         self._lock = threading.Lock()
         self._request_ids = itertools.count(1)
         self._in_flight = 0
+        self._fd_failures = 0  # requests answered 503 for want of file descriptors since the last warning
+        self._fd_warn_after = 0.0
         self._requests: Counter[tuple[str, int]] = Counter()
         self._seconds: Counter[str] = Counter()
         self._openapi: bytes | None = None
@@ -1263,11 +1283,8 @@ class VecstoreHTTPServer:
             reply = req.reply if req.reply is not None else self._respond(req)
         except UnauthorizedError as e:
             reply = Reply(401, wire.error_body("Unauthorized", e.code))
-        except VecstoreError as e:
-            reply = error_reply(e, envelope)
-        except Exception:
-            log.exception("request %d %s %s failed", rid, req.method, req.path)
-            reply = error_reply(None, envelope, f"internal error (request id {rid})")
+        except Exception as e:  # noqa: BLE001 - every failure is answered; a bug is logged
+            reply = self._error_reply(e, envelope, rid, req)
         finally:
             req.error = None  # (no reference cycle through the traceback)
         status = reply.status
@@ -1285,6 +1302,32 @@ class VecstoreHTTPServer:
             access_log.debug('%s "%s %s" %s %d %.1fms rid=%d', conn.address[0] if conn.address else "-",
                              req.method, req.path, status, sent, elapsed * 1000, rid)
         return rest
+
+    def _error_reply(self, e: Exception, envelope: str, rid: int, req: _Request) -> Reply:
+        """The reply for a request that raised ``e`` (called in the ``except``): a library
+        error's own status; out of file descriptors, wherever it surfaced (a collection, a
+        snapshot, an index file), 503 to retry later, as it is load and not a bug; anything
+        else is a bug: 500, logged with its traceback."""
+        if _out_of_descriptors(e):
+            self._warn_out_of_descriptors(e, rid, req)
+            e = UnavailableError("the server is out of file descriptors; retry later")
+        if isinstance(e, VecstoreError):
+            return error_reply(e, envelope)
+        log.exception("request %d %s %s failed", rid, req.method, req.path)
+        return error_reply(None, envelope, f"internal error (request id {rid})")
+
+    def _warn_out_of_descriptors(self, e: Exception, rid: int, req: _Request) -> None:
+        """One warning, without a traceback, per minute at most: out of descriptors, most
+        requests fail the same way, and a traceback each would flood the log."""
+        now = time.monotonic()
+        with self._lock:
+            self._fd_failures += 1
+            if now < self._fd_warn_after:
+                return
+            self._fd_warn_after, n, self._fd_failures = now + 60.0, self._fd_failures, 0
+        log.warning("request %d %s %s: out of file descriptors (%s: %s); answered 503%s. Raise the open-file "
+                    "limit (ulimit -n) or lower --max-connections", rid, req.method, req.path, type(e).__name__, e,
+                    f" (and {n - 1} more since the last warning)" if n > 1 else "")
 
     def _respond(self, req: _Request) -> Reply:
         route, path_params = req.route, req.path_params

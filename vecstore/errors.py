@@ -118,6 +118,15 @@ class StorageFullError(VecstoreError):
     code = "storage_full"
 
 
+class UnavailableError(VecstoreError):
+    """The server cannot take the request now: it holds its maximum of connections, it ran
+    out of file descriptors, or (``--processes``) its primary is unreachable. Nothing was
+    changed; retry later (the reply carries ``Retry-After``)."""
+
+    http_status = 503
+    code = "unavailable"
+
+
 class CorruptionError(VecstoreError):
     """A file does not have the content vecstore wrote (checksum, truncation, wrong format)."""
 
