@@ -119,9 +119,9 @@ class StorageFullError(VecstoreError):
 
 
 class UnavailableError(VecstoreError):
-    """The server cannot take the request now: it holds its maximum of connections, it ran
-    out of file descriptors, or (``--processes``) its primary is unreachable. Nothing was
-    changed; retry later (the reply carries ``Retry-After``)."""
+    """Not now: the process is out of file descriptors, or the server holds its maximum of
+    connections, or (``--processes``) its primary is unreachable. Nothing was changed; retry
+    later (over HTTP the reply carries ``Retry-After``)."""
 
     http_status = 503
     code = "unavailable"
