@@ -1,4 +1,4 @@
-"""``python -m vecstore.server --data ./data [--host 127.0.0.1] [--port 7637] [--api-key KEY] [--processes N] [--functions MODULE]``
+"""``python -m vecstore.server --data ./data [--host 127.0.0.1] [--port 7637] [--api-key KEY] [--processes N] [--max-connections N] [--functions MODULE]``
 
 The key may also come from ``VECSTORE_API_KEY`` (better: it does not show in ``ps``). Ctrl-C
 or SIGTERM stops the server after the requests in flight have been answered.
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .app import MiB, ServerConfig, VecstoreHTTPServer, make_server
+from .http11 import default_max_connections
 from .processes import Replica, SharedState, Supervisor, default_processes
 
 log = logging.getLogger("vecstore.server")
@@ -69,6 +70,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="largest binary body accepted (MiB)")
     ap.add_argument("--workers", type=_int_in(0, 1024, "a number of threads (0: one per 2 cores)"), default=0,
                     help="requests answered at once (more only while those are slow); default: one per 2 cores")
+    ap.add_argument("--max-connections", type=_int_in(0, 1 << 20, "a number of connections (0: from the open-file "
+                                                      "limit)"), default=0, metavar="N",
+                    help="client connections held at once, per process; a new one beyond it is answered 503 "
+                         "(Retry-After) and closed (default 0: the open-file limit less a quarter, at least 256, "
+                         f"for the store's files; here {default_max_connections()})")
     ap.add_argument("--processes", type=_processes, default=1, metavar="N",
                     help="processes serving the same socket and data folder (default 1; 0 = one per core): "
                          "searches use N cores; writes and text searches go to the first process; "
@@ -190,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     config = ServerConfig(data_dir=data, host=args.host, port=args.port, api_key=args.api_key,
                           backup_dirs=backups, max_json_bytes=args.max_json_mb * MiB,
-                          max_binary_bytes=args.max_binary_mb * MiB, workers=max(0, args.workers))
+                          max_binary_bytes=args.max_binary_mb * MiB, workers=max(0, args.workers),
+                          max_connections=args.max_connections)
     import vecstore  # here, so --help works without the library's dependencies
 
     if args.replica_of:

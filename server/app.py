@@ -64,6 +64,7 @@ from vecstore.errors import (
     InvalidArgumentError,
     PayloadTooLargeError,
     UnauthorizedError,
+    UnavailableError,
     VecstoreError,
 )
 
@@ -75,6 +76,7 @@ from .http11 import (
     _declared_length_or_zero,
     _FramingError,
     _Request,
+    default_max_connections,
     default_workers,
     is_loopback,
     parse_head,
@@ -101,6 +103,7 @@ _STALL_SECONDS = 0.1
 _FOLLOWER_WAIT = 0.1
 _EXTRA_IDLE_SECONDS = 5.0
 _MAX_EXTRA_WORKERS = 64
+_MAX_REFUSING = 64  # connections refused at max_connections, drained at once
 
 
 @dataclass
@@ -119,6 +122,7 @@ class ServerConfig:
     max_json_depth: int = wire.MAX_JSON_DEPTH
     request_timeout: float = 30.0
     workers: int = 0  # requests answered at once (more while those are slow); 0: one per 2 cores
+    max_connections: int = 0  # client connections held at once (per process); 0: from RLIMIT_NOFILE
 
     @property
     def allowed_roots(self) -> tuple[Path, ...]:
@@ -302,6 +306,23 @@ def bind(route: Route, source: dict, *, from_query: bool, config: ServerConfig) 
     return Binder(route).bind({} if from_query else source, values, values, config)
 
 
+_NO_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
+
+
+def _out_of_descriptors(e: BaseException) -> bool:
+    """Whether ``e`` or an exception it was raised from is EMFILE/ENFILE: an ``OSError``, or
+    a foreign error carrying its text (tantivy's ``ValueError``, an LMDB error)."""
+    seen = 0
+    x: BaseException | None = e
+    while x is not None and seen < 16:
+        if isinstance(x, OSError) and x.errno in _NO_DESCRIPTORS:
+            return True
+        if not isinstance(x, VecstoreError) and ("Too many open files" in str(x) or "TooManyOpenFiles" in str(x)):
+            return True
+        x, seen = x.__cause__ or x.__context__, seen + 1
+    return False
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -389,9 +410,12 @@ class VecstoreHTTPServer:
         self.binders = {r.path: Binder(r) for r in routes}
         self.stopping = False
         self.workers = config.workers or default_workers()
+        self.max_connections = config.max_connections or default_max_connections()
         self._lock = threading.Lock()
         self._request_ids = itertools.count(1)
         self._in_flight = 0
+        self._fd_failures = 0  # requests answered 503 for want of file descriptors since the last warning
+        self._fd_warn_after = 0.0
         self._requests: Counter[tuple[str, int]] = Counter()
         self._seconds: Counter[str] = Counter()
         self._openapi: bytes | None = None
@@ -419,6 +443,9 @@ class VecstoreHTTPServer:
         self._closing: list[socket.socket] = []  # listeners to close from the reader loop
         self._paused: list[socket.socket] = []  # listeners not watched until the next sweep (_pause_accepting)
         self._accept_failing = False
+        self._at_limit = False  # refusing connections (logged once until one is taken again)
+        self._refused = 0  # connections refused at the limit (/metrics)
+        self._refusing: set[_Connection] = set()  # refused, being drained
         if sock is not None:  # listening already (a replica's, inherited from the primary)
             self.socket = sock
             self.address_family = sock.family
@@ -591,6 +618,11 @@ class VecstoreHTTPServer:
             "# TYPE vecstore_process_info gauge", f'vecstore_process_info{{role="{role}",pid="{os.getpid()}"}} 1',
             "# HELP vecstore_databases_total Databases in the data folder.",
             "# TYPE vecstore_databases_total gauge", f"vecstore_databases_total {n_databases}",
+            "# HELP vecstore_http_connections Client connections held.",
+            "# TYPE vecstore_http_connections gauge", f"vecstore_http_connections {len(self._connections) - len(self._refusing)}",
+            "# HELP vecstore_http_connections_refused_total Connections answered 503 at max_connections.",
+            "# TYPE vecstore_http_connections_refused_total counter",
+            f"vecstore_http_connections_refused_total {self._refused}",
             "# HELP vecstore_http_requests_in_flight Requests being handled.",
             "# TYPE vecstore_http_requests_in_flight gauge", f"vecstore_http_requests_in_flight {in_flight}",
             "# HELP vecstore_http_requests_total Requests answered, by path and status.",
@@ -722,6 +754,14 @@ class VecstoreHTTPServer:
             if self._accept_failing:
                 self._accept_failing = False
                 log.warning("accepting connections again")
+            if tcp and len(self._connections) - len(self._refusing) >= self.max_connections:
+                self._refuse(sock, address)
+                if shared:
+                    return
+                continue
+            if self._at_limit and tcp:
+                self._at_limit = False
+                log.info("taking connections again")
             sock.setblocking(False)
             if tcp:
                 try:
@@ -736,6 +776,36 @@ class VecstoreHTTPServer:
                 self._counted.add(conn)
                 self.shared.set_connections(self.slot, len(self._counted))
                 return
+
+    def _refuse(self, sock: socket.socket, address: Any) -> None:
+        """At ``max_connections``: answer a new connection 503 at once, then drain and close it
+        as a refused request is (:meth:`_start_drain`): closed with the client's request unread,
+        the socket would reset the connection, and the client would see a broken pipe rather
+        than the 503. Accepting it rather than leaving it in the backlog keeps the listener
+        drained and tells the client at once to come back. The replicas' links to the primary
+        (AF_UNIX) are never refused."""
+        self._refused += 1
+        if not self._at_limit:
+            self._at_limit = True
+            log.warning("%d connections held, the limit (--max-connections): new ones are answered 503 "
+                        "until some close (logged again only once one is taken)", self.max_connections)
+        body = wire.encode_json(wire.error_body(
+            f"the server holds its maximum of {self.max_connections} connections; retry later", "unavailable"))
+        reply = b"".join((_STATUS_LINES[503], _date(), b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+                          b"Retry-After: 1\r\nConnection: close\r\n\r\n" % len(body), body))
+        try:
+            sock.setblocking(False)
+            sock.send(reply)  # (a few hundred bytes: a new socket's buffer takes them)
+        except OSError:
+            sock.close()
+            return
+        if len(self._refusing) >= _MAX_REFUSING:  # a flood: no more descriptors for it
+            sock.close()
+            return
+        conn = _Connection(sock, address)
+        self._connections.add(conn)
+        self._refusing.add(conn)
+        self._start_drain(conn)
 
     def _pause_accepting(self, listener: socket.socket, error: OSError) -> None:
         """Out of file descriptors (or memory): the connection stays in the backlog, so the
@@ -793,6 +863,7 @@ class VecstoreHTTPServer:
 
     def _close(self, conn: _Connection) -> None:
         self._connections.discard(conn)
+        self._refusing.discard(conn)
         if conn in self._counted:
             self._counted.discard(conn)
             if self.socket.fileno() >= 0:  # (else it left)
@@ -1212,11 +1283,8 @@ class VecstoreHTTPServer:
             reply = req.reply if req.reply is not None else self._respond(req)
         except UnauthorizedError as e:
             reply = Reply(401, wire.error_body("Unauthorized", e.code))
-        except VecstoreError as e:
-            reply = error_reply(e, envelope)
-        except Exception:
-            log.exception("request %d %s %s failed", rid, req.method, req.path)
-            reply = error_reply(None, envelope, f"internal error (request id {rid})")
+        except Exception as e:  # noqa: BLE001 - every failure is answered; a bug is logged
+            reply = self._error_reply(e, envelope, rid, req)
         finally:
             req.error = None  # (no reference cycle through the traceback)
         status = reply.status
@@ -1234,6 +1302,32 @@ class VecstoreHTTPServer:
             access_log.debug('%s "%s %s" %s %d %.1fms rid=%d', conn.address[0] if conn.address else "-",
                              req.method, req.path, status, sent, elapsed * 1000, rid)
         return rest
+
+    def _error_reply(self, e: Exception, envelope: str, rid: int, req: _Request) -> Reply:
+        """The reply for a request that raised ``e`` (called in the ``except``): a library
+        error's own status; out of file descriptors, wherever it surfaced (a collection, a
+        snapshot, an index file), 503 to retry later, as it is load and not a bug; anything
+        else is a bug: 500, logged with its traceback."""
+        if _out_of_descriptors(e):
+            self._warn_out_of_descriptors(e, rid, req)
+            e = UnavailableError("the server is out of file descriptors; retry later")
+        if isinstance(e, VecstoreError):
+            return error_reply(e, envelope)
+        log.exception("request %d %s %s failed", rid, req.method, req.path)
+        return error_reply(None, envelope, f"internal error (request id {rid})")
+
+    def _warn_out_of_descriptors(self, e: Exception, rid: int, req: _Request) -> None:
+        """One warning, without a traceback, per minute at most: out of descriptors, most
+        requests fail the same way, and a traceback each would flood the log."""
+        now = time.monotonic()
+        with self._lock:
+            self._fd_failures += 1
+            if now < self._fd_warn_after:
+                return
+            self._fd_warn_after, n, self._fd_failures = now + 60.0, self._fd_failures, 0
+        log.warning("request %d %s %s: out of file descriptors (%s: %s); answered 503%s. Raise the open-file "
+                    "limit (ulimit -n) or lower --max-connections", rid, req.method, req.path, type(e).__name__, e,
+                    f" (and {n - 1} more since the last warning)" if n > 1 else "")
 
     def _respond(self, req: _Request) -> Reply:
         route, path_params = req.route, req.path_params

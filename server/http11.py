@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import resource
 import socket
 import threading
 import time
@@ -36,6 +37,18 @@ def default_workers() -> int:
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     return max(1, cores // 2)
+
+
+def default_max_connections() -> int:
+    """Client connections one process holds at once when the config does not say: its
+    open-file limit (``RLIMIT_NOFILE``, soft) less a quarter of it, and at least 256, for the
+    store's own files (about five per open collection: LMDB's data and lock files, the
+    collection's lock, tantivy's), the listeners and the snapshots being written. A connection
+    beyond it is refused with a 503 rather than failing, or failing others, with EMFILE."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY or soft > 1 << 20:
+        soft = 1 << 20
+    return max(16, soft - max(256, soft // 4))
 
 
 class _Connection:

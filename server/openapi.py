@@ -23,6 +23,8 @@ _ERRORS = {
     "409": "Already exists, or conflicts with the current state",
     "413": "Request body over the size limit",
     "500": "Internal error (a bug; logged on the server)",
+    "503": "Unavailable: the server holds its maximum of connections, is out of file descriptors, or (with "
+           "--processes) cannot reach its primary; nothing was changed, retry after Retry-After seconds",
 }
 
 

@@ -48,10 +48,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from vecstore import wire
-from vecstore.errors import ConflictError
+from vecstore.errors import ConflictError, UnavailableError
 
-from .routes import Reply
+from .routes import Reply, error_reply
 
 log = logging.getLogger("vecstore.server")
 
@@ -286,7 +285,7 @@ class PrimaryLink:
             else:
                 self._drop()
             return reply
-        return Reply(503, wire.error_body("the primary process is not reachable; retry later", "unavailable"))
+        return error_reply(UnavailableError("the primary process is not reachable; retry later"), "lynse")
 
     def _connection(self) -> tuple[socket.socket | None, bool]:
         sock = getattr(self._local, "sock", None)

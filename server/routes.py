@@ -946,8 +946,9 @@ def error_reply(e: VecstoreError | None, envelope: str, internal_message: str = 
         status, message, code = 500, internal_message, "internal_error"
     else:
         status, message, code = e.http_status, str(e), e.code
+    retry = b"Retry-After: 1\r\n" if status == 503 else b""
     if envelope == "lynse":
-        return Reply(status, wire.error_body(message, code))
+        return Reply(status, wire.error_body(message, code), headers=retry)
     if isinstance(e, DatabaseNotFoundError):
         kind = "database_not_found"
     elif isinstance(e, NotFoundError):
@@ -962,7 +963,7 @@ def error_reply(e: VecstoreError | None, envelope: str, internal_message: str = 
         kind = "other"
     if envelope == "zilliz":
         number = ZILLIZ_CODES["invalid" if kind == "conflict" else kind]
-        http = status if e is None or kind == "too_large" or status in (411,) else 200
-        return Reply(http, {"code": number, "message": message})
+        http = status if e is None or kind == "too_large" or status in (411, 503) else 200
+        return Reply(http, {"code": number, "message": message}, headers=retry)
     number = LANCE_CODES["invalid" if kind == "too_large" else kind]
-    return Reply(status, {"error": message, "code": number, "type": code})
+    return Reply(status, {"error": message, "code": number, "type": code}, headers=retry)

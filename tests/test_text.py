@@ -16,6 +16,7 @@ from vecstore.errors import (
     InvalidArgumentError,
     LockedError,
     QuerySyntaxError,
+    UnavailableError,
 )
 from vecstore.text import MAX_FIELD_SLOTS, TextIndex
 
@@ -297,6 +298,39 @@ def test_damaged_files_are_corruption(tmp_path):
     (tmp_path / "t" / "meta.json").write_text("{garbage")
     with pytest.raises(CorruptionError):
         TextIndex.open(tmp_path / "t")
+
+
+def test_out_of_file_descriptors_is_unavailable_and_the_index_is_kept(tmp_path, monkeypatch, caplog):
+    """EMFILE opening the text index used to read as damage: the index was deleted and rebuilt
+    from every row (and the rebuild failed the same way)."""
+    import vecstore
+    from vecstore import text as text_module
+
+    with vecstore.connect(tmp_path / "s") as client:
+        col = client.create_database("db").require_collection("c", dim=2)
+        col.add(np.eye(2), ids=[1, 2], fields=[{"t": "alpha beta"}, {"t": "beta"}])
+        assert col.text_search("beta", text_fields=["t"], k=5).ids == (2, 1)
+    folder = tmp_path / "s" / "db" / "c" / "text"
+    files = sorted(p.name for p in folder.iterdir())
+    real = text_module.tantivy.Index
+
+    class NoDescriptors:
+        exists = staticmethod(real.exists)
+
+        def __init__(self, *args, **kwargs):
+            raise ValueError("Failed to open file for read: 'IoError { io_error: Os { code: 24, kind: "
+                             "TooManyOpenFiles, message: \"Too many open files\" }, filepath: \"meta.json\" }'")
+
+    with vecstore.connect(tmp_path / "s") as client:
+        col = client.get_database("db").get_collection("c")
+        monkeypatch.setattr(text_module.tantivy, "Index", NoDescriptors)
+        with pytest.raises(UnavailableError, match="out of file descriptors"):
+            col.text_search("beta", text_fields=["t"], k=5)
+        assert sorted(p.name for p in folder.iterdir()) == files
+        monkeypatch.setattr(text_module.tantivy, "Index", real)
+        with caplog.at_level("WARNING"):
+            assert col.text_search("beta", text_fields=["t"], k=5).ids == (2, 1)
+        assert "rebuilding" not in caplog.text
 
 
 # -- query text -----------------------------------------------------------------------------

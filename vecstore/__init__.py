@@ -24,7 +24,8 @@ from .errors import (AlreadyExistsError, BadBackupError, ClosedError, ConflictEr
                      DimensionMismatchError, FilterSyntaxError, FilterTypeError, InvalidArgumentError,
                      ForbiddenPathError, InvalidNameError, JobCancelledError, JobFailedError, LockedError,
                      NotFoundError, PayloadTooLargeError, QuerySyntaxError, ReadOnlyError, StorageFullError,
-                     TimeoutError_, UnauthorizedError, UnsupportedFormatError, VecstoreError)
+                     TimeoutError_, UnauthorizedError, UnavailableError, UnsupportedFormatError,
+                     VecstoreError)
 from .types import (CollectionConfig, CollectionStats, ProfiledSearch, Rows, SearchResult,
                     VectorFieldInfo)
 
@@ -37,5 +38,5 @@ __all__ = [
     "FilterSyntaxError", "FilterTypeError", "QuerySyntaxError", "NotFoundError", "AlreadyExistsError",
     "ConflictError", "ReadOnlyError", "ClosedError", "LockedError", "StorageFullError",
     "CorruptionError", "BadBackupError", "UnsupportedFormatError", "JobFailedError", "JobCancelledError",
-    "TimeoutError_", "UnauthorizedError", "ForbiddenPathError", "PayloadTooLargeError",
+    "TimeoutError_", "UnauthorizedError", "ForbiddenPathError", "PayloadTooLargeError", "UnavailableError",
 ]

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import validation as v
 from .errors import (AlreadyExistsError, ConflictError, CorruptionError, InvalidArgumentError,
-                     InvalidNameError, NotFoundError)
+                     InvalidNameError, NotFoundError, UnavailableError)
 from .indexes.base import IndexMode, Progress, VectorIndex, lynse_build_params, parse_index_mode, parse_metric
 from .table import VectorSpace
 from .types import Id, Ids, SearchResult, VectorFieldInfo
@@ -553,6 +553,8 @@ class DerivedIndexes:
                     raise CorruptionError(f"{len(text)} documents, {rec['docs']} recorded")
                 self._text, self._text_pending = text, pending
                 return
+            except UnavailableError:  # out of file descriptors: not damage; the next call opens it
+                raise
             except Exception as e:  # a damaged derived index is rebuilt, never trusted
                 log.warning("%s: text index unusable (%s); rebuilding", self.path, e)
                 self._text = None

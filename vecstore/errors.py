@@ -118,6 +118,15 @@ class StorageFullError(VecstoreError):
     code = "storage_full"
 
 
+class UnavailableError(VecstoreError):
+    """Not now: the process is out of file descriptors, or the server holds its maximum of
+    connections, or (``--processes``) its primary is unreachable. Nothing was changed; retry
+    later (over HTTP the reply carries ``Retry-After``)."""
+
+    http_status = 503
+    code = "unavailable"
+
+
 class CorruptionError(VecstoreError):
     """A file does not have the content vecstore wrote (checksum, truncation, wrong format)."""
 

@@ -85,6 +85,7 @@ from .errors import (
     InvalidArgumentError,
     LockedError,
     QuerySyntaxError,
+    UnavailableError,
     UnsupportedFormatError,
 )
 from .fileio import fsync_path
@@ -186,7 +187,8 @@ class TextIndex:
         ``heap_bytes`` is the indexing buffer per writer thread before tantivy flushes a segment
         (tantivy's minimum is 15 MB per thread). Raises ``CorruptionError`` when the files there
         are not a vecstore text index that tantivy can read (the caller rebuilds: ``clear()`` or
-        remove the directory), ``UnsupportedFormatError`` for a newer field-map format.
+        remove the directory), ``UnsupportedFormatError`` for a newer field-map format,
+        ``UnavailableError`` when the process is out of file descriptors (the files are fine).
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -197,6 +199,8 @@ class TextIndex:
             existed = tantivy.Index.exists(str(directory))
             index = tantivy.Index(_SCHEMA, path=str(directory), reuse=True)
         except ValueError as e:
+            if "Too many open files" in str(e):  # EMFILE/ENFILE: the files are fine, the process is full
+                raise UnavailableError(f"text index {directory}: out of file descriptors ({e}); retry later") from e
             raise CorruptionError(f"text index {directory}: tantivy cannot open it: {e}") from e
         slots = cls._read_slots(directory, must_exist=existed and index.searcher().num_docs > 0)
         text_index = cls(directory, index, slots, heap_bytes=heap_bytes, threads=threads)

@@ -7,6 +7,7 @@ auth, limits, decoding, validation, path confinement, error mapping, reply shape
 from __future__ import annotations
 
 import base64
+import errno
 import hmac
 import http.client
 import json
@@ -24,13 +25,14 @@ from live_server import read_until_closed
 try:  # installed: server/ ships as vecstore.server
     from vecstore.server import app as app_module
     from vecstore.server.openapi import build_openapi
-    from vecstore.server.routes import ROUTES, TYPES, route_map
+    from vecstore.server.routes import ENVELOPES, ROUTES, TYPES, error_reply, route_map
 except ImportError:  # a checkout without the package mapping: run from the repo root
     from server import app as app_module
     from server.openapi import build_openapi
-    from server.routes import ROUTES, TYPES, route_map
+    from server.routes import ENVELOPES, ROUTES, TYPES, error_reply, route_map
 from vecstore import wire
-from vecstore.errors import (AlreadyExistsError, ForbiddenPathError, InvalidArgumentError, NotFoundError)
+from vecstore.errors import (AlreadyExistsError, CorruptionError, ForbiddenPathError, InvalidArgumentError,
+                             NotFoundError, UnavailableError, VecstoreError, error_class_for)
 from vecstore.types import Rows, SearchResult, VectorFieldInfo
 
 KEY = "s3cret-key"
@@ -773,6 +775,46 @@ def test_a_bug_is_500_without_internals(srv, caplog):
     assert body["error"] == f"internal error (request id {headers['x-request-id']})"
     assert any("secret" in (r.exc_text or "") or r.exc_info for r in caplog.records)
     assert request(server, "GET", "/healthz")[0] == 200
+
+
+def _raised_from(error: BaseException, cause: BaseException) -> BaseException:
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize("error", [
+    OSError(errno.EMFILE, "Too many open files", "/data/db/c/snap.tmp"),  # opening a file
+    OSError(errno.ENFILE, "Too many open files in system"),
+    _raised_from(VecstoreError("db: cannot lock the database (Too many open files)"),  # the library's wrapping
+                 OSError(errno.EMFILE, "Too many open files")),
+    _raised_from(CorruptionError("text index: tantivy cannot open it"),  # tantivy's: only its text says it
+                 ValueError("IoError { io_error: Os { code: 24, kind: TooManyOpenFiles } }")),
+])
+def test_out_of_file_descriptors_is_503_logged_once_without_a_traceback(srv, caplog, error):
+    server, client = srv
+    coll(client).raise_on["compact"] = error
+    with caplog.at_level(logging.DEBUG, logger="vecstore.server"):
+        for _ in range(3):
+            status, headers, data = request(server, "POST", "/compact", COLL)
+            assert (status, json.loads(data)["code"], headers["Retry-After"]) == (503, "unavailable", "1")
+    logged = [r for r in caplog.records if r.name == "vecstore.server"]
+    assert [(r.levelno, r.exc_info) for r in logged] == [(logging.WARNING, None)]
+    assert "out of file descriptors" in logged[0].getMessage()
+    del coll(client).raise_on["compact"]
+    assert post(server, "/compact", COLL)[0] == 200  # served on
+
+
+def test_a_vecstore_error_mentioning_open_files_is_not_503(srv):
+    server, client = srv
+    coll(client).raise_on["compact"] = InvalidArgumentError("where: unknown field 'Too many open files'")
+    assert post(server, "/compact", COLL)[0] == 400
+
+
+@pytest.mark.parametrize("envelope", ENVELOPES)
+def test_503_keeps_its_status_and_says_when_to_retry_in_every_envelope(envelope):
+    reply = error_reply(UnavailableError("retry later"), envelope)
+    assert reply.status == 503 and reply.headers == b"Retry-After: 1\r\n"
+    assert error_class_for("unavailable", 503) is UnavailableError  # what the remote client raises
 
 
 def test_a_bug_in_a_reply_shape_is_500_too(srv):

@@ -387,7 +387,7 @@ def test_processes_argument():
 
 def test_an_unreachable_primary_is_a_503(tmp_path):
     reply = PrimaryLink(str(tmp_path / "no.sock"), 30.0).forward("POST", "/add", {}, b"{}")
-    assert reply.status == 503 and reply.body["code"] == "unavailable"
+    assert reply.status == 503 and reply.body["code"] == "unavailable" and reply.headers == b"Retry-After: 1\r\n"
 
 
 def test_replica_reads_stay_consistent_under_a_stream_of_writes(server):

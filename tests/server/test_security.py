@@ -366,6 +366,8 @@ def test_binds_loopback_by_default():
     (["--max-binary-mb", "0"], "--max-binary-mb: expected MiB"),
     (["--workers", "-3"], "--workers: expected a number of threads"),
     (["--workers", "100000"], "--workers: expected a number of threads"),
+    (["--max-connections", "-1"], "--max-connections: expected a number of connections"),
+    (["--max-connections", "many"], "--max-connections: expected a number of connections"),
     (["--api-key", ""], "--api-key: the key is empty"),
     (["--api-key", "   "], "--api-key: the key is empty"),
 ])

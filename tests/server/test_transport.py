@@ -12,7 +12,12 @@ import errno
 import http.client
 import json
 import logging
+import os
+import re
+import resource
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -287,6 +292,138 @@ def test_out_of_file_descriptors_pauses_accepting_and_logs_once(tmp_path, caplog
     finally:
         server.stop()
         thread.join(5)
+
+
+# --------------------------------------------------------------------------------------------
+# more connections than max_connections
+
+
+def _keep_alive(server) -> http.client.HTTPConnection:
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=5)
+    conn.request("GET", "/healthz")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    resp.read()
+    return conn
+
+
+def test_a_connection_beyond_max_connections_gets_503_and_the_others_are_served(make):
+    server, _ = make(max_connections=2, api_key=None)
+    held = [_keep_alive(server), _keep_alive(server)]
+    try:
+        # refused at once, before it sends anything
+        with socket.create_connection(server.server_address[:2], timeout=5) as s:
+            reply = read_until_closed(s)
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in head and b"Connection: close" in head
+        doc = json.loads(body)
+        assert doc["code"] == "unavailable" and "2 connections" in doc["error"]
+        # a client that sends its request in pieces still reads the answer (closing at once
+        # would reset the connection on the first piece, and the next one would fail)
+        with socket.create_connection(server.server_address[:2], timeout=5) as s:
+            s.sendall(b"POST /stats HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n")
+            time.sleep(0.1)
+            s.sendall(b"{}")
+            assert read_until_closed(s).startswith(b"HTTP/1.1 503 ")
+        # a client that sends its request reads the same answer
+        conn = http.client.HTTPConnection(*server.server_address[:2], timeout=5)
+        conn.request("POST", "/stats", body=json.dumps(COLL))
+        resp = conn.getresponse()
+        assert (resp.status, json.loads(resp.read())["code"]) == (503, "unavailable")
+        conn.close()
+        for c in held:  # the connections held are served on
+            c.request("GET", "/healthz")
+            assert c.getresponse().read() == b'{"status":"ok"}'
+        assert _wait_for(lambda: len(server._connections) == 2, 2)  # the refused ones are closed
+        held.pop().close()  # a slot frees: a new connection is taken
+        assert _wait_for(lambda: len(server._connections) == 1, 2)
+        held.append(_keep_alive(server))
+        _, _, metrics = request(server, "GET", "/metrics", key=None, conn=held[0])
+    finally:
+        for c in held:
+            c.close()
+    assert b"vecstore_http_connections_refused_total 3" in metrics
+
+
+def test_max_connections_defaults_from_the_open_file_limit(make, monkeypatch):
+    monkeypatch.setattr(http11.resource, "getrlimit", lambda what: (1024, 4096))
+    assert http11.default_max_connections() == 768
+    monkeypatch.setattr(http11.resource, "getrlimit", lambda what: (65536, 65536))
+    assert http11.default_max_connections() == 49152
+    server, _ = make()
+    assert server.max_connections == 49152
+
+
+def _real_server(data, *args: str) -> tuple[subprocess.Popen, str, list[str]]:
+    """``python -m vecstore.server`` on ``data``: the process, its URL, and its log lines (a
+    thread keeps reading them, so the pipe never fills)."""
+    proc = subprocess.Popen([sys.executable, "-m", "vecstore.server", "--data", str(data), "--port", "0", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    for line in proc.stderr:
+        lines.append(line)
+        found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        if found:
+            threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+            return proc, found.group(1), lines
+    raise AssertionError("the server did not start:\n" + "".join(lines))
+
+
+def test_out_of_file_descriptors_a_real_server_answers_503_loses_nothing_and_recovers(tmp_path):
+    """The server's open-file limit is lowered (prlimit) to what it holds: every request that
+    needs a new descriptor fails with EMFILE, among them a compaction whose reload hits it
+    after its commit. Oracle: the rows written (numpy for the nearest neighbours)."""
+    x = np.random.default_rng(7).random((50, 4)).astype(np.float32)
+    with vecstore.connect(tmp_path / "data") as local:
+        col = local.create_database("app").require_collection("items", dim=4, metric="l2")
+        col.add(x, ids=list(range(50)), fields=[{"t": f"hello {i}"} for i in range(50)])
+    (tmp_path / "bak").mkdir()
+    proc, url, log_lines = _real_server(tmp_path / "data", "--workers", "1", "--max-connections", "1",
+                                        "--backup-dir", str(tmp_path / "bak"))
+    try:
+        remote = vecstore.connect(url)  # holds the one connection allowed from here on
+        db = remote.get_database("app")
+        col = db.get_collection("items")
+        col.build_index("HNSW-L2")
+        assert col.text_search("hello", text_fields=["t"], k=3).ids
+        assert col.delete_items([5, 6, 7]) == 3
+        with pytest.raises(vecstore.UnavailableError, match="maximum of 1 connections"):
+            vecstore.connect(url).list_databases()  # a second connection: over --max-connections
+
+        soft, hard = resource.prlimit(proc.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (len(os.listdir(f"/proc/{proc.pid}/fd")), hard))
+        for fails in (lambda: db.require_collection("other", dim=4),  # new LMDB files
+                      lambda: col.build_index("IVF-L2"),  # index files
+                      lambda: col.snapshot_to(str(tmp_path / "bak" / "s.snap"))):
+            with pytest.raises(vecstore.UnavailableError, match="out of file descriptors"):
+                fails()
+        try:  # committed, then its reload finds no descriptor for the index and text files
+            assert col.compact() == 3
+        except vecstore.UnavailableError:
+            pass
+        with pytest.raises(vecstore.UnavailableError):
+            col.text_search("hello", text_fields=["t"], k=3)
+        assert col.add(x[:2] + 1, ids=[100, 101]) == [100, 101]  # what needs no new file works
+        resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (soft, hard))
+
+        live = [i for i in range(50) if i not in (5, 6, 7)]
+        rows = np.concatenate([x[live], x[:2] + 1])
+        ids = np.array(live + [100, 101])
+        assert sorted(col.head(100).ids) == sorted(ids.tolist()) and col.shape == (49, 4)
+        for q in x[[3, 20, 41]]:
+            want = ids[np.argsort(((rows - q) ** 2).sum(1), kind="stable")[:3]].tolist()
+            assert list(col.search(q, k=3).ids) == want
+        assert sorted(col.text_search("hello", text_fields=["t"], k=100).ids) == live
+        assert db.require_collection("other", dim=4).shape == (0, 4)
+        col.build_index("IVF-L2")
+        assert col.snapshot_to(str(tmp_path / "bak" / "s.snap"))
+        assert db.restore_collection("copy", str(tmp_path / "bak" / "s.snap")).shape == (49, 4)
+        remote.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    log_text = "".join(log_lines)
+    assert log_text.count("out of file descriptors") == 1 and "Traceback" not in log_text, log_text
 
 
 # --------------------------------------------------------------------------------------------
