@@ -503,3 +503,86 @@ def test_two_threads_closing_one_collection_both_succeed(tmp_path, monkeypatch):
     second.join(5)
     assert errors == [] and col.closed
     assert vecstore.connect(tmp_path).get_database("app").get_collection("c").shape == (1, 2)
+
+
+# ---------------------------------------------------------------- a restore beside another process's create
+_CREATOR = textwrap.dedent("""
+    import sys, vecstore
+    root, what, name = sys.argv[1:4]
+    c = vecstore.connect(root)
+    if what == "database":
+        c.create_database(name).require_collection("theirs", dim=3).add([[0, 0, 1]])
+    else:
+        c.get_database("app").create_collection(name, dim=3).add([[0, 0, 1]])
+""")
+
+
+@pytest.mark.parametrize("when", ["after the last check", "before the rename"])
+@pytest.mark.parametrize("what", ["database", "collection"])
+def test_a_restore_beside_a_create_in_another_process_is_already_exists(tmp_path, monkeypatch, what, when):
+    """Another process makes the name a restore (overwrite=False) is about to take. The restore
+    moved theirs aside and deleted it (acknowledged rows gone), or failed with a raw OSError
+    (ENOTEMPTY) from its rename: AlreadyExistsError, theirs untouched, nothing left behind."""
+    root = tmp_path / "data"
+    c = vecstore.connect(root)
+    db = c.create_database("app")
+    db.require_collection("mine", dim=2).add([[1, 0]])
+    snap = (c.snapshot_database("app", tmp_path / "app.snap") if what == "database"
+            else db.get_collection("mine").snapshot_to(tmp_path / "mine.snap"))
+
+    def other_process_creates():
+        subprocess.run([sys.executable, "-c", _CREATOR, str(root), what, "new"], check=True, timeout=WAIT)
+    made = []
+    if when == "after the last check":  # the swap's own look at the name (the restore's first is before it)
+        owner = c if what == "database" else db
+        name = "database_exists" if what == "database" else "collection_exists"
+        real, looks = getattr(owner, name), []
+
+        def exists(n):
+            found = real(n)
+            looks.append(found)
+            if len(looks) == 2:
+                other_process_creates()
+                made.append(n)
+            return found
+        monkeypatch.setattr(owner, name, exists)
+    else:
+        real_rename = os.rename
+
+        def rename(src, dst):
+            if pathlib.Path(src).name == "new" and pathlib.Path(dst).name == "new" and not made:
+                other_process_creates()
+                made.append(dst)
+            return real_rename(src, dst)
+        monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(AlreadyExistsError, match="'new'"):
+        if what == "database":
+            c.restore_database("new", snap)
+        else:
+            db.restore_collection("new", snap)
+    monkeypatch.undo()
+    assert made
+    if what == "database":
+        assert c.get_database("new").show_collections() == ["theirs"]
+        assert c.get_database("new").get_collection("theirs").shape == (1, 3)
+    else:
+        assert db.get_collection("new").shape == (1, 3)
+    assert not list(root.glob("**/.vecstore-tmp-*"))
+    c.close()
+
+
+def test_a_restore_beside_a_create_still_running_in_another_process(tmp_path):
+    """The name's store is locked by the process making it (no data.mdb yet): without
+    overwrite that is a name being taken (AlreadyExistsError), not a LockedError to retry."""
+    db = vecstore.connect(tmp_path).create_database("app")
+    db.require_collection("mine", dim=2).add([[1, 0]])
+    snap = db.get_collection("mine").snapshot_to(tmp_path / "mine.snap")
+    (db.path / "new").mkdir()
+    fd = storage._take_writer_lock(db.path / "new" / "LOCK")  # what the creating process holds
+    try:
+        with pytest.raises(AlreadyExistsError, match="'new' is being made"):
+            db.restore_collection("new", snap)
+        assert sorted(p.name for p in (db.path / "new").iterdir()) == ["LOCK"]
+    finally:
+        os.close(fd)
+    assert db.restore_collection("new", snap).shape == (1, 2)  # a leftover once nobody holds it

@@ -50,6 +50,7 @@ next to the target, then swap it in with renames; a failure leaves the target as
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -558,14 +559,27 @@ def _swap_in(new: Path, final: Path, staging: Path, *, exists: Callable[[], bool
         try:
             if final.exists() or final.is_symlink():
                 close_old()
-                for lock_file in [final / "LOCK", *final.glob("*/LOCK")]:
-                    fds.append(_take_writer_lock(lock_file))
+                try:
+                    for lock_file in [final / "LOCK", *final.glob("*/LOCK")]:
+                        fds.append(_take_writer_lock(lock_file))
+                except LockedError:
+                    if overwrite:
+                        raise
+                    raise AlreadyExistsError(f"{what} is being made by another process") from None
+                # Without overwrite this must be a leftover of a creation that died midway, but
+                # another process may have made it since the check above (its creates do not
+                # take this lock): then it is theirs, never moved aside and deleted.
+                if not overwrite and exists():
+                    raise AlreadyExistsError(f"{what} already exists (made meanwhile by another process)")
                 _move_aside(final, staging)
             try:
                 os.rename(new, final)
-            except BaseException:
+            except BaseException as e:
                 if old.exists():
                     os.rename(old, final)
+                if isinstance(e, OSError) and e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    # made by another process since the last look: a folder does not rename over it
+                    raise AlreadyExistsError(f"{what} already exists (made meanwhile by another process)") from None
                 raise
             fsync_path(final.parent)
         finally:
@@ -756,8 +770,9 @@ class DatabasePortability:
                            overwrite: bool = False) -> "Collection":
         """Restore a snapshot file as collection ``name`` (rows, deletions, named and sparse
         vectors, config, index modes; indexes are rebuilt from the rows). ``overwrite=False``
-        refuses an existing collection; ``overwrite=True`` replaces it only once the restored
-        one is complete (its open handle is closed). A damaged, truncated or foreign file raises
+        refuses an existing collection (one another process makes meanwhile too:
+        AlreadyExistsError); ``overwrite=True`` replaces it only once the restored one is
+        complete (its open handle is closed). A damaged, truncated or foreign file raises
         BadBackupError (UnsupportedFormatError for another version) and changes nothing.
 
         >>> db.restore_collection("items", "backups/items.snap", overwrite=True)  # doctest: +SKIP
