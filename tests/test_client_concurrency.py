@@ -586,3 +586,67 @@ def test_a_restore_beside_a_create_still_running_in_another_process(tmp_path):
     finally:
         os.close(fd)
     assert db.restore_collection("new", snap).shape == (1, 2)  # a leftover once nobody holds it
+
+
+# ---------------------------------------------------------------- a database snapshot beside drops
+@pytest.mark.parametrize("dropped", ["after the listing", "after its open", "during its read", "the database"])
+def test_snapshot_database_beside_a_drop(tmp_path, monkeypatch, dropped):
+    """Another client drops a collection of the database being snapshotted: the snapshot failed
+    (NotFoundError, or ClosedError from the closed store). It now holds the collections still
+    there when it reached them, whole; the database itself dropped is NotFoundError, no file."""
+    c, other = vecstore.connect(tmp_path / "data"), vecstore.connect(tmp_path / "data")
+    db = c.create_database("app")
+    for i, name in enumerate(["a", "b", "c"]):
+        db.require_collection(name, dim=2).add([[float(i), 1.0]] * (i + 1))
+    odb = other.get_database("app")
+    t = None
+    if dropped == "after the listing":
+        real = vecstore.Database.show_collections
+
+        def listed(self):
+            names = real(self)
+            if self is db:
+                odb.drop_collection("b")
+            return names
+        monkeypatch.setattr(vecstore.Database, "show_collections", listed)
+    elif dropped in ("after its open", "the database"):
+        real = portability._dump_collection
+
+        def opened(col, w, progress):
+            if col.name == "b":
+                odb.drop_collection("b") if dropped == "after its open" else other.drop_database("app")
+            return real(col, w, progress)
+        monkeypatch.setattr(portability, "_dump_collection", opened)
+    else:  # the drop waits for the read that began: b is in the snapshot, whole
+        real_bar, reading, go = portability._bar, threading.Event(), threading.Event()
+
+        def bar(progress, total, desc, unit):  # b's read transaction is open
+            if desc == "snapshot b":
+                reading.set()
+                assert go.wait(WAIT)
+            return real_bar(progress, total, desc, unit)
+        monkeypatch.setattr(portability, "_bar", bar)
+
+        def drop_b_meanwhile():
+            assert reading.wait(WAIT)
+            t2, out2 = run(odb.drop_collection, "b")
+            t2.join(0.2)
+            assert t2.is_alive()  # waiting for the read
+            go.set()
+            assert joined(t2, out2) == {"value": None}
+        t, out = run(drop_b_meanwhile)
+    target = tmp_path / "app.snap"
+    if dropped == "the database":
+        with pytest.raises(NotFoundError, match="'app'"):
+            c.snapshot_database("app", target)
+        assert not target.exists() and not list(tmp_path.glob(".app.snap*"))
+        return
+    c.snapshot_database("app", target)
+    if t is not None:
+        assert "error" not in joined(t, out), out
+    monkeypatch.undo()
+    restored = c.restore_database("copy", target)
+    expect = {"a": 1, "c": 3} if dropped != "during its read" else {"a": 1, "b": 2, "c": 3}
+    assert {n: restored.get_collection(n).shape[0] for n in restored.show_collections()} == expect
+    c.close()
+    other.close()

@@ -69,6 +69,7 @@ from . import validation as v
 from .errors import (
     AlreadyExistsError,
     BadBackupError,
+    ClosedError,
     ForbiddenPathError,
     InvalidArgumentError,
     LockedError,
@@ -825,7 +826,9 @@ class ClientPortability:
     def snapshot_database(self: "Client", name: str, path: str | os.PathLike) -> str:
         """Write every collection of database ``name`` into one snapshot file. Each collection
         is a consistent point in time (one read transaction each; there is no transaction across
-        collections).
+        collections). A collection dropped while the snapshot runs (by another thread or process)
+        is left out: the snapshot holds the collections there when it reached them. The database
+        itself dropped meanwhile is NotFoundError, and no file is written.
 
         >>> client.snapshot_database("app", "backups/app.snap")  # doctest: +SKIP
         'backups/app.snap'
@@ -834,7 +837,19 @@ class ClientPortability:
         target = _new_target(path, "snapshot_path", "snapshot")
         with _atomic_file(target, "snapshot") as fp:
             w = _SnapshotWriter(fp)
-            entries = [_dump_collection(db.get_collection(c), w, False) for c in db.show_collections()]
+            entries = []
+            for c in db.show_collections():
+                try:
+                    entries.append(_dump_collection(db.get_collection(c), w, False))
+                except (NotFoundError, ClosedError):
+                    # Dropped since it was listed, before its read began: nothing of it was
+                    # written (a drop waits for a running read; a read after it starts with
+                    # ClosedError). The database gone or closed is no snapshot of it.
+                    if not self.database_exists(name):
+                        raise NotFoundError(f"database_name: no database {name!r} (dropped during the snapshot)") from None
+                    db._check_open()
+                    if (db.path / c / "data.mdb").exists():
+                        raise
             w.finish({"kind": "database", "database_name": name, "collections": entries})
         return str(target)
 
