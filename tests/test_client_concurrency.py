@@ -650,3 +650,140 @@ def test_snapshot_database_beside_a_drop(tmp_path, monkeypatch, dropped):
     assert {n: restored.get_collection(n).shape[0] for n in restored.show_collections()} == expect
     c.close()
     other.close()
+
+
+# ---------------------------------------------------------------- one handle, several clients
+def open_handles(root: pathlib.Path) -> list[str]:
+    return [key for key in client_mod._OPEN if key.startswith(str(root.resolve()) + os.sep)]
+
+
+def test_closing_one_client_leaves_the_others_collections_open(tmp_path):
+    """Clients of one process share a collection's handle: a.close() closed it under b."""
+    a, b = vecstore.connect(tmp_path), vecstore.connect(tmp_path)
+    ca = a.create_database("app").require_collection("c", dim=2)
+    ca.add([[1, 0]], ids=[1])
+    cb = b.get_database("app").get_collection("c")
+    assert cb is ca
+    a.close()
+    cb.add([[0, 1]], ids=[2])
+    assert list(cb.search([0, 1], k=1).ids) == [2] and cb.shape == (2, 2)
+    assert cb.database.client is b and cb.database.show_collections() == ["c"]  # not a's, closed
+    assert open_handles(tmp_path)
+    b.close()
+    assert cb.closed and open_handles(tmp_path) == []
+    with vecstore.connect(tmp_path) as again:
+        col = again.get_database("app").get_collection("c")
+        assert sorted(col.search([1, 1], k=5).ids) == [1, 2]
+
+
+def test_col_close_closes_the_handle_for_every_client(tmp_path):
+    """An explicit close is the handle's: every client's view of it is closed, and each gets a
+    fresh one from get_collection, with every acknowledged row."""
+    a, b = vecstore.connect(tmp_path), vecstore.connect(tmp_path)
+    ca = a.create_database("app").require_collection("c", dim=2)
+    ca.add([[1, 0]], ids=[1])
+    cb = b.get_database("app").get_collection("c")
+    ca.close()
+    assert cb.closed and open_handles(tmp_path) == []
+    with pytest.raises(vecstore.ClosedError):
+        cb.add([[0, 1]], ids=[2])
+    fresh = b.get_database("app").get_collection("c")
+    assert fresh is not cb and fresh.shape == (1, 2)
+    assert a.get_database("app").get_collection("c") is fresh
+    a.close()
+    b.close()
+    assert fresh.closed and open_handles(tmp_path) == []
+
+
+@pytest.mark.parametrize("what", ["collection", "database"])
+def test_a_drop_through_one_client_closes_the_handle_for_all(tmp_path, what):
+    a, b = vecstore.connect(tmp_path), vecstore.connect(tmp_path)
+    a.create_database("app").require_collection("c", dim=2).add([[1, 0]])
+    db_b = b.get_database("app")
+    cb = db_b.get_collection("c")
+    if what == "collection":
+        a.get_database("app").drop_collection("c")
+    else:
+        a.drop_database("app")
+    with pytest.raises(vecstore.ClosedError):
+        cb.search([1, 0], k=1)
+    with pytest.raises(NotFoundError):
+        db_b.get_collection("c")
+    b.close()
+    a.close()
+    assert open_handles(tmp_path) == []
+
+
+def test_an_open_beside_the_last_users_close_gets_a_live_handle(tmp_path, monkeypatch):
+    """Client a, the collection's only user, is closing it (paused in its checkpoint, outside
+    the process lock) when client b opens it: b got the handle being closed (ClosedError at
+    its first call), or a second one on the same store. It waits, then opens it afresh."""
+    a, b = vecstore.connect(tmp_path), vecstore.connect(tmp_path)
+    col = a.create_database("app").require_collection("c", dim=2)
+    col.add([[1, 0], [0, 1]])
+    closing, go = pause(monkeypatch, col, "checkpoint")
+    t1, out1 = run(a.close)
+    assert closing.wait(WAIT)
+    db_b = b.get_database("app")
+    t2, out2 = run(db_b.get_collection, "c")
+    t2.join(0.2)
+    go.set()
+    assert joined(t1, out1) == {"value": None}
+    got = joined(t2, out2)["value"]
+    assert col.closed and got is not col and not got.closed
+    got.add([[1, 1]])
+    assert got.shape == (3, 2) and open_handles(tmp_path) == [str((tmp_path / "app" / "c").resolve())]
+    b.close()
+    assert open_handles(tmp_path) == []
+
+
+def test_clients_opened_and_closed_in_threads_share_handles_without_leaks(tmp_path):
+    """Threads each connect, write, search and close, over and over, beside a long-lived
+    client writing too: no call fails (ClosedError when another thread's client closed the
+    shared handle), every row is there afterwards, and no handle is left open."""
+    with vecstore.connect(tmp_path) as c:
+        c.create_database("app").require_collection("c", dim=2)
+    keeper = vecstore.connect(tmp_path)
+    kept = keeper.get_database("app").get_collection("c")
+    errors: list[Exception] = []
+    n_threads, rounds = 4, 15
+
+    def churn(t: int) -> None:
+        for i in range(rounds):
+            try:
+                with vecstore.connect(tmp_path) as client:
+                    col = client.get_database("app").get_collection("c")
+                    col.add([[float(t), float(i)]], ids=[f"{t}-{i}"])
+                    assert f"{t}-{i}" in col.search([float(t), float(i)], k=n_threads * rounds * 2).ids
+                kept.add([[float(-t), float(i)]], ids=[f"kept-{t}-{i}"])
+            except Exception as e:  # noqa: BLE001 - the test reports whatever escaped
+                errors.append(e)
+    threads = [threading.Thread(target=churn, args=(t,)) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT * 3)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert not kept.closed
+    keeper.close()
+    assert open_handles(tmp_path) == []
+    with vecstore.connect(tmp_path) as again:
+        assert again.get_database("app").get_collection("c").shape == (2 * n_threads * rounds, 2)
+
+
+def test_a_database_closed_while_its_open_waits_takes_no_share(tmp_path, monkeypatch):
+    """get_collection passed its own check, then waited for the process lock while another
+    thread closed its database: the open went on and gave the closed database a share that
+    nobody would ever release (the store stayed open, its writer lock held, for good)."""
+    c = vecstore.connect(tmp_path)
+    c.create_database("app").require_collection("c", dim=2).close()
+    db = c.get_database("app")
+    probe = probe_open_lock(monkeypatch)
+    with probe:
+        t, out = run(db.get_collection, "c")
+        assert probe.waiting.wait(WAIT)
+        db.close()
+    assert isinstance(joined(t, out).get("error"), vecstore.ClosedError), out
+    c.close()
+    assert open_handles(tmp_path) == []

@@ -669,7 +669,7 @@ def drop_folder(path: Path, close_open: Callable[[], None], lock: AbstractContex
 def _discard_under(path: Path) -> None:
     from .client import _OPEN, _OPEN_LOCK, _release
     with _OPEN_LOCK:
-        for key, col in list(_OPEN.items()):
+        for key, (col, _) in list(_OPEN.items()):
             if key.startswith(str(path.resolve()) + os.sep):
                 _release(col, discard=True)
 
@@ -758,7 +758,7 @@ class DatabasePortability:
 
         def close_old() -> None:
             with _OPEN_LOCK:
-                col = _OPEN.get(str(final.resolve()))
+                col, _ = _OPEN.get(str(final.resolve()), (None, None))
                 if col is not None:
                     _release(col, discard=True)
         _swap_in(staging / "new", final, staging, exists=lambda: self.collection_exists(name), overwrite=overwrite,
