@@ -503,3 +503,287 @@ def test_two_threads_closing_one_collection_both_succeed(tmp_path, monkeypatch):
     second.join(5)
     assert errors == [] and col.closed
     assert vecstore.connect(tmp_path).get_database("app").get_collection("c").shape == (1, 2)
+
+
+# ---------------------------------------------------------------- a restore beside another process's create
+_CREATOR = textwrap.dedent("""
+    import sys, vecstore
+    root, what, name = sys.argv[1:4]
+    c = vecstore.connect(root)
+    if what == "database":
+        c.create_database(name).require_collection("theirs", dim=3).add([[0, 0, 1]])
+    else:
+        c.get_database("app").create_collection(name, dim=3).add([[0, 0, 1]])
+""")
+
+
+@pytest.mark.parametrize("when", ["after the last check", "before the rename"])
+@pytest.mark.parametrize("what", ["database", "collection"])
+def test_a_restore_beside_a_create_in_another_process_is_already_exists(tmp_path, monkeypatch, what, when):
+    """Another process makes the name a restore (overwrite=False) is about to take. The restore
+    moved theirs aside and deleted it (acknowledged rows gone), or failed with a raw OSError
+    (ENOTEMPTY) from its rename: AlreadyExistsError, theirs untouched, nothing left behind."""
+    root = tmp_path / "data"
+    c = vecstore.connect(root)
+    db = c.create_database("app")
+    db.require_collection("mine", dim=2).add([[1, 0]])
+    snap = (c.snapshot_database("app", tmp_path / "app.snap") if what == "database"
+            else db.get_collection("mine").snapshot_to(tmp_path / "mine.snap"))
+
+    def other_process_creates():
+        subprocess.run([sys.executable, "-c", _CREATOR, str(root), what, "new"], check=True, timeout=WAIT)
+    made = []
+    if when == "after the last check":  # the swap's own look at the name (the restore's first is before it)
+        owner = c if what == "database" else db
+        name = "database_exists" if what == "database" else "collection_exists"
+        real, looks = getattr(owner, name), []
+
+        def exists(n):
+            found = real(n)
+            looks.append(found)
+            if len(looks) == 2:
+                other_process_creates()
+                made.append(n)
+            return found
+        monkeypatch.setattr(owner, name, exists)
+    else:
+        real_rename = os.rename
+
+        def rename(src, dst):
+            if pathlib.Path(src).name == "new" and pathlib.Path(dst).name == "new" and not made:
+                other_process_creates()
+                made.append(dst)
+            return real_rename(src, dst)
+        monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(AlreadyExistsError, match="'new'"):
+        if what == "database":
+            c.restore_database("new", snap)
+        else:
+            db.restore_collection("new", snap)
+    monkeypatch.undo()
+    assert made
+    if what == "database":
+        assert c.get_database("new").show_collections() == ["theirs"]
+        assert c.get_database("new").get_collection("theirs").shape == (1, 3)
+    else:
+        assert db.get_collection("new").shape == (1, 3)
+    assert not list(root.glob("**/.vecstore-tmp-*"))
+    c.close()
+
+
+def test_a_restore_beside_a_create_still_running_in_another_process(tmp_path):
+    """The name's store is locked by the process making it (no data.mdb yet): without
+    overwrite that is a name being taken (AlreadyExistsError), not a LockedError to retry."""
+    db = vecstore.connect(tmp_path).create_database("app")
+    db.require_collection("mine", dim=2).add([[1, 0]])
+    snap = db.get_collection("mine").snapshot_to(tmp_path / "mine.snap")
+    (db.path / "new").mkdir()
+    fd = storage._take_writer_lock(db.path / "new" / "LOCK")  # what the creating process holds
+    try:
+        with pytest.raises(AlreadyExistsError, match="'new' is being made"):
+            db.restore_collection("new", snap)
+        assert sorted(p.name for p in (db.path / "new").iterdir()) == ["LOCK"]
+    finally:
+        os.close(fd)
+    assert db.restore_collection("new", snap).shape == (1, 2)  # a leftover once nobody holds it
+
+
+# ---------------------------------------------------------------- a database snapshot beside drops
+@pytest.mark.parametrize("dropped", ["after the listing", "after its open", "during its read", "the database"])
+def test_snapshot_database_beside_a_drop(tmp_path, monkeypatch, dropped):
+    """Another client drops a collection of the database being snapshotted: the snapshot failed
+    (NotFoundError, or ClosedError from the closed store). It now holds the collections still
+    there when it reached them, whole; the database itself dropped is NotFoundError, no file."""
+    c, other = vecstore.connect(tmp_path / "data"), vecstore.connect(tmp_path / "data")
+    db = c.create_database("app")
+    for i, name in enumerate(["a", "b", "c"]):
+        db.require_collection(name, dim=2).add([[float(i), 1.0]] * (i + 1))
+    odb = other.get_database("app")
+    t = None
+    if dropped == "after the listing":
+        real = vecstore.Database.show_collections
+
+        def listed(self):
+            names = real(self)
+            if self is db:
+                odb.drop_collection("b")
+            return names
+        monkeypatch.setattr(vecstore.Database, "show_collections", listed)
+    elif dropped in ("after its open", "the database"):
+        real = portability._dump_collection
+
+        def opened(col, w, progress):
+            if col.name == "b":
+                odb.drop_collection("b") if dropped == "after its open" else other.drop_database("app")
+            return real(col, w, progress)
+        monkeypatch.setattr(portability, "_dump_collection", opened)
+    else:  # the drop waits for the read that began: b is in the snapshot, whole
+        real_bar, reading, go = portability._bar, threading.Event(), threading.Event()
+
+        def bar(progress, total, desc, unit):  # b's read transaction is open
+            if desc == "snapshot b":
+                reading.set()
+                assert go.wait(WAIT)
+            return real_bar(progress, total, desc, unit)
+        monkeypatch.setattr(portability, "_bar", bar)
+
+        def drop_b_meanwhile():
+            assert reading.wait(WAIT)
+            t2, out2 = run(odb.drop_collection, "b")
+            t2.join(0.2)
+            assert t2.is_alive()  # waiting for the read
+            go.set()
+            assert joined(t2, out2) == {"value": None}
+        t, out = run(drop_b_meanwhile)
+    target = tmp_path / "app.snap"
+    if dropped == "the database":
+        with pytest.raises(NotFoundError, match="'app'"):
+            c.snapshot_database("app", target)
+        assert not target.exists() and not list(tmp_path.glob(".app.snap*"))
+        return
+    c.snapshot_database("app", target)
+    if t is not None:
+        assert "error" not in joined(t, out), out
+    monkeypatch.undo()
+    restored = c.restore_database("copy", target)
+    expect = {"a": 1, "c": 3} if dropped != "during its read" else {"a": 1, "b": 2, "c": 3}
+    assert {n: restored.get_collection(n).shape[0] for n in restored.show_collections()} == expect
+    c.close()
+    other.close()
+
+
+# ---------------------------------------------------------------- one handle, several clients
+def open_handles(root: pathlib.Path) -> list[str]:
+    return [key for key in client_mod._OPEN if key.startswith(str(root.resolve()) + os.sep)]
+
+
+def test_closing_one_client_leaves_the_others_collections_open(tmp_path):
+    """Clients of one process share a collection's handle: a.close() closed it under b."""
+    a, b = vecstore.connect(tmp_path), vecstore.connect(tmp_path)
+    ca = a.create_database("app").require_collection("c", dim=2)
+    ca.add([[1, 0]], ids=[1])
+    cb = b.get_database("app").get_collection("c")
+    assert cb is ca
+    a.close()
+    cb.add([[0, 1]], ids=[2])
+    assert list(cb.search([0, 1], k=1).ids) == [2] and cb.shape == (2, 2)
+    assert cb.database.client is b and cb.database.show_collections() == ["c"]  # not a's, closed
+    assert open_handles(tmp_path)
+    b.close()
+    assert cb.closed and open_handles(tmp_path) == []
+    with vecstore.connect(tmp_path) as again:
+        col = again.get_database("app").get_collection("c")
+        assert sorted(col.search([1, 1], k=5).ids) == [1, 2]
+
+
+def test_col_close_closes_the_handle_for_every_client(tmp_path):
+    """An explicit close is the handle's: every client's view of it is closed, and each gets a
+    fresh one from get_collection, with every acknowledged row."""
+    a, b = vecstore.connect(tmp_path), vecstore.connect(tmp_path)
+    ca = a.create_database("app").require_collection("c", dim=2)
+    ca.add([[1, 0]], ids=[1])
+    cb = b.get_database("app").get_collection("c")
+    ca.close()
+    assert cb.closed and open_handles(tmp_path) == []
+    with pytest.raises(vecstore.ClosedError):
+        cb.add([[0, 1]], ids=[2])
+    fresh = b.get_database("app").get_collection("c")
+    assert fresh is not cb and fresh.shape == (1, 2)
+    assert a.get_database("app").get_collection("c") is fresh
+    a.close()
+    b.close()
+    assert fresh.closed and open_handles(tmp_path) == []
+
+
+@pytest.mark.parametrize("what", ["collection", "database"])
+def test_a_drop_through_one_client_closes_the_handle_for_all(tmp_path, what):
+    a, b = vecstore.connect(tmp_path), vecstore.connect(tmp_path)
+    a.create_database("app").require_collection("c", dim=2).add([[1, 0]])
+    db_b = b.get_database("app")
+    cb = db_b.get_collection("c")
+    if what == "collection":
+        a.get_database("app").drop_collection("c")
+    else:
+        a.drop_database("app")
+    with pytest.raises(vecstore.ClosedError):
+        cb.search([1, 0], k=1)
+    with pytest.raises(NotFoundError):
+        db_b.get_collection("c")
+    b.close()
+    a.close()
+    assert open_handles(tmp_path) == []
+
+
+def test_an_open_beside_the_last_users_close_gets_a_live_handle(tmp_path, monkeypatch):
+    """Client a, the collection's only user, is closing it (paused in its checkpoint, outside
+    the process lock) when client b opens it: b got the handle being closed (ClosedError at
+    its first call), or a second one on the same store. It waits, then opens it afresh."""
+    a, b = vecstore.connect(tmp_path), vecstore.connect(tmp_path)
+    col = a.create_database("app").require_collection("c", dim=2)
+    col.add([[1, 0], [0, 1]])
+    closing, go = pause(monkeypatch, col, "checkpoint")
+    t1, out1 = run(a.close)
+    assert closing.wait(WAIT)
+    db_b = b.get_database("app")
+    t2, out2 = run(db_b.get_collection, "c")
+    t2.join(0.2)
+    go.set()
+    assert joined(t1, out1) == {"value": None}
+    got = joined(t2, out2)["value"]
+    assert col.closed and got is not col and not got.closed
+    got.add([[1, 1]])
+    assert got.shape == (3, 2) and open_handles(tmp_path) == [str((tmp_path / "app" / "c").resolve())]
+    b.close()
+    assert open_handles(tmp_path) == []
+
+
+def test_clients_opened_and_closed_in_threads_share_handles_without_leaks(tmp_path):
+    """Threads each connect, write, search and close, over and over, beside a long-lived
+    client writing too: no call fails (ClosedError when another thread's client closed the
+    shared handle), every row is there afterwards, and no handle is left open."""
+    with vecstore.connect(tmp_path) as c:
+        c.create_database("app").require_collection("c", dim=2)
+    keeper = vecstore.connect(tmp_path)
+    kept = keeper.get_database("app").get_collection("c")
+    errors: list[Exception] = []
+    n_threads, rounds = 4, 15
+
+    def churn(t: int) -> None:
+        for i in range(rounds):
+            try:
+                with vecstore.connect(tmp_path) as client:
+                    col = client.get_database("app").get_collection("c")
+                    col.add([[float(t), float(i)]], ids=[f"{t}-{i}"])
+                    assert f"{t}-{i}" in col.search([float(t), float(i)], k=n_threads * rounds * 2).ids
+                kept.add([[float(-t), float(i)]], ids=[f"kept-{t}-{i}"])
+            except Exception as e:  # noqa: BLE001 - the test reports whatever escaped
+                errors.append(e)
+    threads = [threading.Thread(target=churn, args=(t,)) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT * 3)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert not kept.closed
+    keeper.close()
+    assert open_handles(tmp_path) == []
+    with vecstore.connect(tmp_path) as again:
+        assert again.get_database("app").get_collection("c").shape == (2 * n_threads * rounds, 2)
+
+
+def test_a_database_closed_while_its_open_waits_takes_no_share(tmp_path, monkeypatch):
+    """get_collection passed its own check, then waited for the process lock while another
+    thread closed its database: the open went on and gave the closed database a share that
+    nobody would ever release (the store stayed open, its writer lock held, for good)."""
+    c = vecstore.connect(tmp_path)
+    c.create_database("app").require_collection("c", dim=2).close()
+    db = c.get_database("app")
+    probe = probe_open_lock(monkeypatch)
+    with probe:
+        t, out = run(db.get_collection, "c")
+        assert probe.waiting.wait(WAIT)
+        db.close()
+    assert isinstance(joined(t, out).get("error"), vecstore.ClosedError), out
+    c.close()
+    assert open_handles(tmp_path) == []

@@ -35,10 +35,11 @@ log = logging.getLogger(__name__)
 _DB_MARKER = ".vecstore-database"
 _DURABILITY = ("safe", "fast")
 
-# One Collection object per folder per process: LMDB must not be opened twice in one process
-# (closing the second handle would drop the first one's locks), and notebooks re-create clients
-# all the time.
-_OPEN: dict[str, Collection] = {}
+# One Collection object per folder per process, with the Database objects using it: LMDB must
+# not be opened twice in one process (closing the second handle would drop the first one's
+# locks), and notebooks re-create clients all the time. A Database's close() releases its share;
+# the handle closes with its last user (an empty set: being closed, see _handle).
+_OPEN: dict[str, tuple[Collection, set[Database]]] = {}
 _OPEN_LOCK = threading.RLock()
 # One job manager per job store (and mode) per process too, with the Database objects using it:
 # a second one could not take the store's lock (a notebook re-creating its client would get
@@ -179,11 +180,13 @@ class Client(ClientPortability):
     delete_database = drop_database
 
     def close(self) -> None:
-        """Close every collection opened through this client. Idempotent."""
-        for db in list(self._databases.values()):
+        """Release every collection opened through this client: each one closes unless another
+        client of this process still uses it (see :meth:`Database.close`). Idempotent."""
+        with _OPEN_LOCK:  # no database of it takes a share after this (Database._open checks)
+            self._closed = True
+            dbs, self._databases = list(self._databases.values()), {}
+        for db in dbs:
             db.close()
-        self._databases.clear()
-        self._closed = True
 
 
 # What a collection folder holds before its data.mdb exists (a creation that failed midway, or
@@ -225,9 +228,21 @@ def _check_create_args(metric: object, description: object, durability: object) 
 def _close_under(path: Path) -> None:
     prefix = str(path.resolve()) + os.sep
     with _OPEN_LOCK:
-        for key, col in list(_OPEN.items()):
+        for key, (col, _) in list(_OPEN.items()):
             if key.startswith(prefix):
                 _release(col)
+
+
+def _handle(key: str) -> tuple[Collection, set[Database]] | None:
+    """The open handle of the store at ``key`` and its users (caller holds ``_OPEN_LOCK``). A
+    handle its last user is closing (outside the lock), or closed and not yet forgotten, is never
+    handed out: its close is finished (or waited for) first, as the store may not be opened
+    again while that handle still holds it."""
+    entry = _OPEN.get(key)
+    if entry is not None and (entry[0]._closed or not entry[1]):
+        _release(entry[0])
+        return None
+    return entry
 
 
 def _peek(path: Path) -> tuple[tuple[int, int], str | None, str | None]:
@@ -360,8 +375,11 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         path = self._col_path(name)
         key = str(path.resolve())
         with _OPEN_LOCK:
-            col = _OPEN.get(key)
-            if col is not None and not col._closed:
+            if self._closed or self.client._closed:  # closed by another thread since the caller's
+                raise ClosedError(f"database {self.name!r} is closed")  # check: it would never release
+            entry = _handle(key)
+            if entry is not None:
+                col, users = entry
                 if create is not None:
                     raise AlreadyExistsError(f"collection_name: collection {name!r} already exists")
                 if col._read_only != self.client.read_only:  # one LMDB handle per folder and process
@@ -369,6 +387,7 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
                     raise ConflictError(
                         f"collection_name: {name!r} is open {mode} by another client of this process; "
                         "use that client, or close it first")
+                users.add(self)
                 self._collections[name] = col
                 return col
             with self._shared_lock():
@@ -380,17 +399,20 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
                             f"collection_name: {name!r} is taken by a file or folder that is not a collection")
                 col = Collection(self, name, path, create=create, read_only=self.client.read_only,
                                  durability=durability or (self.client.durability if create is None else None))
-            _OPEN[key] = col
+            _OPEN[key] = (col, {self})
             self._collections[name] = col
             return col
 
     def _forget(self, col: Collection) -> None:
+        """``col`` was closed (by its last user, by ``col.close()``, by a drop): no Database of
+        this process holds it any more, and the next open of its folder opens it afresh."""
         with _OPEN_LOCK:
             key = str(col.path.resolve())
-            if _OPEN.get(key) is col:
-                del _OPEN[key]
-        if self._collections.get(col.name) is col:
-            del self._collections[col.name]
+            entry = _OPEN.get(key)
+            users = _OPEN.pop(key)[1] if entry is not None and entry[0] is col else set()
+            for db in (self, *users):
+                if db._collections.get(col.name) is col:
+                    del db._collections[col.name]
 
     def collection_exists(self, name: str) -> bool:
         """True when a collection of that name exists."""
@@ -491,8 +513,9 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         for name in self.show_collections():
             path = self._col_path(name)
             with _OPEN_LOCK:  # no other thread opens it meanwhile: one LMDB handle per process
-                col = _OPEN.get(str(path.resolve()))
-                if col is not None and not col._closed:
+                entry = _handle(str(path.resolve()))
+                if entry is not None:
+                    col = entry[0]
                     shape, mode, desc = col.shape, col.index_mode(), col.get_collection_config().description
                 else:
                     try:
@@ -512,7 +535,7 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
             if not path.exists() or _foreign(path, "data.mdb"):
                 raise NotFoundError(f"collection_name: no collection {name!r}")
             self._check_not_refreshing(name)
-            col = _OPEN.get(str(path.resolve()))
+            col, _ = _OPEN.get(str(path.resolve()), (None, None))
             if col is not None:
                 _release(col, discard=True)
         self.client._check_writable()
@@ -524,8 +547,15 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
                 raise NotFoundError(f"collection_name: no collection {name!r}") from None
 
     def close(self) -> None:
-        """Stop its jobs (unless another client of this process uses the same job store) and
-        close every collection opened through this database. Idempotent."""
+        """Stop its jobs and release its collections, each unless another client of this
+        process still uses it. Idempotent.
+
+        Collections are shared: a folder has one handle per process, handed to every client that
+        opens it. Closing a database (or its client) releases only its share; the handle closes
+        (index files written, the store synced) when its last user releases it, or at once on
+        ``col.close()``, which closes it for every client of the process, as a drop does. Every
+        write is committed when its call returns; with ``durability="fast"`` the sync to disk
+        waits for that last close, or ``col.commit()``."""
         with _OPEN_LOCK:
             jm, self._job_manager = self._job_manager, None
             key = self._jobs_key()
@@ -538,7 +568,27 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
                     del _JOBS[key]
         if jm is not None:
             jm.close()  # outside _OPEN_LOCK: its running jobs may need it to finish
-        for col in list(self._collections.values()):
-            col.close()
-        self._collections.clear()
-        self._closed = True
+        with _OPEN_LOCK:
+            self._closed = True  # takes no share after this (_open checks)
+            cols, self._collections = list(self._collections.values()), {}
+            last = [col for col in cols if self._let_go(col)]
+        first: Exception | None = None
+        for col in last:  # outside _OPEN_LOCK: an open or a drop meanwhile finishes it (_handle)
+            try:
+                col.close()
+            except Exception as e:  # noqa: BLE001 - still closed (close() discards it whatever happens): raised below
+                first = first or e
+        if first is not None:
+            raise first
+
+    def _let_go(self, col: Collection) -> bool:
+        """Release this database's share of ``col`` (under ``_OPEN_LOCK``); True when it was the
+        last one, so the caller closes it."""
+        entry = _OPEN.get(str(col.path.resolve()))
+        if entry is None or entry[0] is not col:  # closed and forgotten meanwhile
+            return False
+        users = entry[1]
+        users.discard(self)
+        if users and col.database is self:  # its back-reference stays a database that is open
+            col.database = next(iter(users))
+        return not users

@@ -257,7 +257,9 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
 
     def close(self) -> None:
         """Write derived index files (so the next open replays nothing) and release the store.
-        Closing twice is harmless."""
+        Closing twice is harmless. The handle is the one every client of this process opening
+        the collection gets: this closes it for all of them (``get_collection`` then opens it
+        afresh). To let go of only your share, close your client (or database) instead."""
         if self._closed:
             return
         try:

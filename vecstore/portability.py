@@ -69,6 +69,7 @@ from . import validation as v
 from .errors import (
     AlreadyExistsError,
     BadBackupError,
+    ClosedError,
     ForbiddenPathError,
     InvalidArgumentError,
     LockedError,
@@ -581,14 +582,27 @@ def _swap_in(new: Path, final: Path, staging: Path, *, exists: Callable[[], bool
         try:
             if final.exists() or final.is_symlink():
                 close_old()
-                for lock_file in [final / "LOCK", *final.glob("*/LOCK")]:
-                    fds.append(_take_writer_lock(lock_file))
+                try:
+                    for lock_file in [final / "LOCK", *final.glob("*/LOCK")]:
+                        fds.append(_take_writer_lock(lock_file))
+                except LockedError:
+                    if overwrite:
+                        raise
+                    raise AlreadyExistsError(f"{what} is being made by another process") from None
+                # Without overwrite this must be a leftover of a creation that died midway, but
+                # another process may have made it since the check above (its creates do not
+                # take this lock): then it is theirs, never moved aside and deleted.
+                if not overwrite and exists():
+                    raise AlreadyExistsError(f"{what} already exists (made meanwhile by another process)")
                 _move_aside(final, staging)
             try:
                 os.rename(new, final)
-            except BaseException:
+            except BaseException as e:
                 if old.exists():
                     os.rename(old, final)
+                if isinstance(e, OSError) and e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    # made by another process since the last look: a folder does not rename over it
+                    raise AlreadyExistsError(f"{what} already exists (made meanwhile by another process)") from None
                 raise
             fsync_path(final.parent)
         finally:
@@ -677,7 +691,7 @@ def drop_folder(path: Path, close_open: Callable[[], None], lock: AbstractContex
 def _discard_under(path: Path) -> None:
     from .client import _OPEN, _OPEN_LOCK, _release
     with _OPEN_LOCK:
-        for key, col in list(_OPEN.items()):
+        for key, (col, _) in list(_OPEN.items()):
             if key.startswith(str(path.resolve()) + os.sep):
                 _release(col, discard=True)
 
@@ -768,7 +782,7 @@ class DatabasePortability:
 
         def close_old() -> None:
             with _OPEN_LOCK:
-                col = _OPEN.get(str(final.resolve()))
+                col, _ = _OPEN.get(str(final.resolve()), (None, None))
                 if col is not None:
                     _release(col, discard=True)
         _swap_in(staging / "new", final, staging, exists=lambda: self.collection_exists(name), overwrite=overwrite,
@@ -781,8 +795,9 @@ class DatabasePortability:
                            overwrite: bool = False) -> "Collection":
         """Restore a snapshot file as collection ``name`` (rows, deletions, named and sparse
         vectors, config, index modes; indexes are rebuilt from the rows). ``overwrite=False``
-        refuses an existing collection; ``overwrite=True`` replaces it only once the restored
-        one is complete (its open handle is closed). A damaged, truncated or foreign file raises
+        refuses an existing collection (one another process makes meanwhile too:
+        AlreadyExistsError); ``overwrite=True`` replaces it only once the restored one is
+        complete (its open handle is closed). A damaged, truncated or foreign file raises
         BadBackupError (UnsupportedFormatError for another version) and changes nothing.
 
         >>> db.restore_collection("items", "backups/items.snap", overwrite=True)  # doctest: +SKIP
@@ -836,7 +851,9 @@ class ClientPortability:
     def snapshot_database(self: "Client", name: str, path: str | os.PathLike) -> str:
         """Write every collection of database ``name`` into one snapshot file. Each collection
         is a consistent point in time (one read transaction each; there is no transaction across
-        collections).
+        collections). A collection dropped while the snapshot runs (by another thread or process)
+        is left out: the snapshot holds the collections there when it reached them. The database
+        itself dropped meanwhile is NotFoundError, and no file is written.
 
         >>> client.snapshot_database("app", "backups/app.snap")  # doctest: +SKIP
         'backups/app.snap'
@@ -845,7 +862,19 @@ class ClientPortability:
         target = _new_target(path, "snapshot_path", "snapshot")
         with _atomic_file(target, "snapshot") as fp:
             w = _SnapshotWriter(fp)
-            entries = [_dump_collection(db.get_collection(c), w, False) for c in db.show_collections()]
+            entries = []
+            for c in db.show_collections():
+                try:
+                    entries.append(_dump_collection(db.get_collection(c), w, False))
+                except (NotFoundError, ClosedError):
+                    # Dropped since it was listed, before its read began: nothing of it was
+                    # written (a drop waits for a running read; a read after it starts with
+                    # ClosedError). The database gone or closed is no snapshot of it.
+                    if not self.database_exists(name):
+                        raise NotFoundError(f"database_name: no database {name!r} (dropped during the snapshot)") from None
+                    db._check_open()
+                    if (db.path / c / "data.mdb").exists():
+                        raise
             w.finish({"kind": "database", "database_name": name, "collections": entries})
         return str(target)
 
