@@ -406,6 +406,7 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         if dim is not None:
             dim = _check_dim(dim)  # before anything is dropped or opened
         if drop_if_exists:
+            parse_metric(metric)  # the collection is made again: a bad metric must not cost it first
             self.drop_collection(name)
         if not self.collection_exists(name):
             try:
