@@ -788,3 +788,23 @@ def test_collection_details_do_not_open_the_collections(tmp_path):
     assert again.get_database("app").show_collections_details() == from_handles
     assert not [k for k in client_mod._OPEN if k.startswith(str(tmp_path.resolve()))]
     again.close()
+
+
+# ------------------------------------------------------------- remote parity (h6 review) ---
+def test_a_none_index_mode_or_metric_is_an_error_not_the_default(db):
+    """The remote client leaves ``None`` arguments out of a request and the server then takes
+    its default: ``build_index(None)`` built FLAT and ``metric=None`` made an ``ip`` collection
+    or field, where the library refuses them."""
+    col = db.require_collection("c", dim=2)
+    col.create_vector_field("f", 2)
+    fields = col.list_vector_fields()
+    for call in (lambda: col.build_index(None), lambda: col.build_vector_field_index("f", None),
+                 lambda: col.create_vector_field("g", 2, metric=None),
+                 lambda: db.create_collection("m", dim=2, metric=None),
+                 lambda: db.require_collection("m", dim=2, metric=None),
+                 lambda: db.require_collection("c", metric=None, drop_if_exists=True)):
+        with pytest.raises(InvalidArgumentError, match="^(index_mode|metric): "):
+            call()
+    assert col.index_mode() is None and col.list_vector_fields() == fields
+    assert db.show_collections() == ["c"]
+    assert db.require_collection("c", metric=None).metric == "ip"  # an existing one: not used, as locally

@@ -25,6 +25,7 @@ from . import validation as v
 from . import wire
 from .errors import (AlreadyExistsError, ClosedError, ConflictError, InvalidArgumentError, JobCancelledError,
                      JobFailedError, NotFoundError, TimeoutError_, VecstoreError, error_class_for)
+from .indexes.base import parse_index_mode, parse_metric
 from .jobs import ZILLIZ_STATE, RefreshJob
 from .types import (CollectionConfig, CollectionStats, Id, IdLike, Ids, ProfiledSearch, Rows, SearchResult,
                     VectorFieldInfo)
@@ -286,6 +287,8 @@ class RemoteDatabase:
                            description: str | None = None, drop_if_exists: bool = False,
                            durability: str | None = None) -> "RemoteCollection":
         v.check_name(name, what="collection_name")
+        if metric is None and (drop_if_exists or not self.collection_exists(name)):
+            parse_metric(metric)  # raises, as the library does for a collection it creates
         self._call("/required_collection", {"collection_name": name, "dim": dim, "metric": metric,
                                             "description": description, "drop_if_exists": drop_if_exists})
         return RemoteCollection(self, name)
@@ -293,6 +296,7 @@ class RemoteDatabase:
     def create_collection(self, name: str, dim: int | None = None, metric: str = "ip",
                           description: str | None = None, durability: str | None = None) -> "RemoteCollection":
         v.check_name(name, what="collection_name")
+        parse_metric(metric)  # the library checks the arguments before it looks for the name
         if self.collection_exists(name):
             raise AlreadyExistsError(f"collection_name: collection {name!r} already exists")
         return self.require_collection(name, dim, metric, description)
@@ -759,6 +763,7 @@ class RemoteCollection:
                     **params: Any) -> dict:
         """:meth:`vecstore.Collection.build_index` on the server (``progress`` shows nothing
         remotely: the server does not stream it)."""
+        parse_index_mode(index_mode, default_metric="ip")  # a null would be the server's default, FLAT
         r = self._call("/build_index", {"index_mode": index_mode, "n_clusters": n_clusters, "params": params or None})
         return {"index_mode": r["index_mode"], "n_clusters": r.get("n_clusters")}
 
@@ -767,6 +772,7 @@ class RemoteCollection:
 
     def create_vector_field(self, field_name: str, dim: int, metric: str = "ip",
                             index_mode: str | None = None) -> VectorFieldInfo:
+        metric = parse_metric(metric)  # a null would be the server's default, ip
         f = self._call("/create_vector_field", {"field_name": field_name, "dim": dim, "metric": metric,
                                                 "index_mode": index_mode})["field"]
         return VectorFieldInfo(**f)
@@ -780,6 +786,7 @@ class RemoteCollection:
 
     def build_vector_field_index(self, field_name: str, index_mode: str = "FLAT", n_clusters: int | None = None,
                                  *, progress: bool = False, **params: Any) -> dict:
+        parse_index_mode(index_mode, default_metric="ip")
         r = self._call("/build_vector_field_index", {"field_name": field_name, "index_mode": index_mode,
                                                      "n_clusters": n_clusters, "params": params or None})
         return {"field_name": field_name, "index_mode": r["index_mode"], "n_clusters": r.get("n_clusters")}
