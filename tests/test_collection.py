@@ -808,3 +808,23 @@ def test_a_none_index_mode_or_metric_is_an_error_not_the_default(db):
     assert col.index_mode() is None and col.list_vector_fields() == fields
     assert db.show_collections() == ["c"]
     assert db.require_collection("c", metric=None).metric == "ip"  # an existing one: not used, as locally
+
+
+def test_durability_is_checked_and_is_that_of_the_one_handle(db):
+    """The remote client never sent ``durability`` (and the server ignored it): a "fast"
+    collection was "safe" and "slow" was accepted. A process (the server too) has one handle
+    per collection, so the other durability while it is open is a conflict, not ignored."""
+    assert db.create_collection("f", dim=2, durability="fast").get_collection_config().durability == "fast"
+    assert db.require_collection("s", dim=2).get_collection_config().durability == "safe"
+    for call in (lambda: db.create_collection("x", dim=2, durability="slow"),
+                 lambda: db.require_collection("x", dim=2, durability=5),
+                 lambda: db.require_collection("s", durability="slow")):
+        with pytest.raises(InvalidArgumentError, match="^durability: "):
+            call()
+    assert db.show_collections() == ["f", "s"]
+    with pytest.raises(ConflictError, match="^durability: "):
+        db.require_collection("s", durability="fast")
+    with pytest.raises(ConflictError, match="^durability: "):
+        db.require_collection("f", durability="safe")
+    assert db.require_collection("f", durability="fast").name == "f"
+    assert db.require_collection("f").get_collection_config().durability == "fast"

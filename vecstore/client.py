@@ -205,6 +205,13 @@ def _foreign(path: Path, marker: str) -> bool:
     return marker not in names and any(n not in _BEFORE_STORE and not n.startswith(_STAGING) for n in names)
 
 
+def _check_durability(durability: Any) -> str | None:
+    """``None`` (the client's) or ``"safe"`` / ``"fast"``; also the remote client's check."""
+    if durability is None or (isinstance(durability, str) and durability in _DURABILITY):
+        return durability
+    raise InvalidArgumentError(f"durability: expected 'safe' or 'fast', got {durability!r}")
+
+
 def _check_dim(dim: object) -> int:
     dim = v.check_positive_int(dim, param="dim", allow_none=False)
     if dim > v.MAX_DIM:
@@ -359,6 +366,10 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
                     raise ConflictError(
                         f"collection_name: {name!r} is open {mode} by another client of this process; "
                         "use that client, or close it first")
+                if durability is not None and durability != col._storage.durability:  # the same one handle
+                    raise ConflictError(
+                        f"durability: {name!r} is open with durability {col._storage.durability!r} by another "
+                        f"client of this process, got {durability!r}; use that client, or close it first")
                 self._collections[name] = col
                 return col
             with self._shared_lock():
@@ -399,12 +410,16 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         (``dim`` reads 0 until then; see :meth:`create_collection`). Opening an existing
         collection needs no arguments; a ``dim`` that disagrees with the stored one is an
         error, and a ``dim`` given for an existing collection that has no dim yet fixes it.
+        ``durability`` (``"safe"`` or ``"fast"``, default the client's) is that of the handle: a
+        process has one per collection, so asking for the other one while it is open is a
+        ConflictError (the server shares its handle among its clients likewise).
 
         >>> col = db.require_collection("items", dim=4, description="demo")  # doctest: +SKIP
         """
         self._check_open()
         if dim is not None:
             dim = _check_dim(dim)  # before anything is dropped or opened
+        _check_durability(durability)
         if drop_if_exists:
             parse_metric(metric)  # the collection is made again: a bad metric must not cost it first
             self.drop_collection(name)
@@ -447,9 +462,7 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         dim = 0 if dim is None else _check_dim(dim)  # 0: not known until the first vectors
         if description is not None:
             v.check_str(description, param="description")
-        durability = durability or self.client.durability
-        if durability not in _DURABILITY:
-            raise InvalidArgumentError(f"durability: expected 'safe' or 'fast', got {durability!r}")
+        durability = _check_durability(durability) or self.client.durability
         create = {"dim": dim, "metric": parse_metric(metric), "description": description,
                   "chunk_size": 100_000, "durability": durability, "name": name, "kind": kind,
                   "meta": meta or {}}

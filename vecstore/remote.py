@@ -23,6 +23,7 @@ import numpy as np
 
 from . import validation as v
 from . import wire
+from .client import _check_durability
 from .errors import (AlreadyExistsError, ClosedError, ConflictError, InvalidArgumentError, JobCancelledError,
                      JobFailedError, NotFoundError, TimeoutError_, VecstoreError, error_class_for)
 from .indexes.base import parse_index_mode, parse_metric
@@ -286,20 +287,27 @@ class RemoteDatabase:
     def require_collection(self, name: str, dim: int | None = None, metric: str = "ip",
                            description: str | None = None, drop_if_exists: bool = False,
                            durability: str | None = None) -> "RemoteCollection":
+        """:meth:`vecstore.Database.require_collection` on the server. ``durability`` is that of
+        the server's one handle of the collection, shared by all its clients: it applies when the
+        server creates or opens the collection, and the other one while it is open is a
+        ConflictError."""
         v.check_name(name, what="collection_name")
+        _check_durability(durability)
         if metric is None and (drop_if_exists or not self.collection_exists(name)):
             parse_metric(metric)  # raises, as the library does for a collection it creates
         self._call("/required_collection", {"collection_name": name, "dim": dim, "metric": metric,
-                                            "description": description, "drop_if_exists": drop_if_exists})
+                                            "description": description, "drop_if_exists": drop_if_exists,
+                                            "durability": durability})
         return RemoteCollection(self, name)
 
     def create_collection(self, name: str, dim: int | None = None, metric: str = "ip",
                           description: str | None = None, durability: str | None = None) -> "RemoteCollection":
         v.check_name(name, what="collection_name")
         parse_metric(metric)  # the library checks the arguments before it looks for the name
+        _check_durability(durability)
         if self.collection_exists(name):
             raise AlreadyExistsError(f"collection_name: collection {name!r} already exists")
-        return self.require_collection(name, dim, metric, description)
+        return self.require_collection(name, dim, metric, description, durability=durability)
 
     def get_collection(self, name: str) -> "RemoteCollection":
         v.check_name(name, what="collection_name")
