@@ -828,3 +828,31 @@ def test_durability_is_checked_and_is_that_of_the_one_handle(db):
         db.require_collection("f", durability="safe")
     assert db.require_collection("f", durability="fast").name == "f"
     assert db.require_collection("f").get_collection_config().durability == "fast"
+
+
+def test_auto_ids_are_the_librarys_however_many_requests_the_call_takes(db, monkeypatch):
+    """Rows without an id get the next ints after the largest int id stored before the call
+    (a soft-deleted one counts), skipping the call's own explicit ids. The remote client sends a
+    long call in several requests, and the server numbered each one after the explicit ids of
+    the requests before it: a 50,001-row add of [10**6] + [None] * 50_000 ended at 1000001
+    remotely and at 49999 locally."""
+    import vecstore.remote
+    monkeypatch.setattr(vecstore.remote, "_BATCH", 3)  # rows per request of the remote client
+    col = db.require_collection("ids", dim=2)
+    col.add(np.ones((3, 2)), ids=[0, 4, "s"])
+    col.delete_items([4])
+    assert col.add(np.ones((7, 2)), ids=[None, 9, None, None, 6, None, None]) == [5, 9, 7, 8, 6, 10, 11]
+    items = [{"vector": [1, 0], "id": i} for i in (None, 30, None, None, "t", 13, None)]
+    assert col.bulk_add_items(items) == [12, 30, 14, 15, "t", 13, 16]
+    col.commit([{"vector": [1, 0]}] * 4)
+    assert col.query(where="id > 30") == [{"id": i} for i in (31, 32, 33, 34)]
+    fresh = db.require_collection("fresh", dim=2)
+    assert fresh.add(np.ones((5, 2)), ids=[10**6] + [None] * 4) == [10**6, 0, 1, 2, 3]
+    assert fresh.bulk_add_items([{"vector": [1, 0], "id": 5}, {"vector": [0, 1]}]) == [5, 10**6 + 1]
+    empty = db.require_collection("empty", dim=2)
+    assert empty.bulk_add_items([{"vector": [1, 0], "id": 5}, {"vector": [0, 1]}]) == [5, 0]
+    with pytest.raises(InvalidArgumentError, match="unique"):  # refused whole, not after a first request
+        fresh.bulk_add_items([{"vector": [1, 0], "id": 50}, {"vector": [1, 0]}] * 2)
+    with pytest.raises(InvalidArgumentError, match="unique"):
+        fresh.upsert_items([{"vector": [1, 0], "id": i} for i in (60, 61, 62, 63, 60)])
+    assert fresh.shape == (7, 2)

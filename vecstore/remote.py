@@ -195,7 +195,8 @@ def _wire_items(items: Any) -> Any:
             for i, (it, vec) in enumerate(zip(items, vectors))]
 
 
-def _chunks(n: int, size: int = _BATCH) -> Iterable[slice]:
+def _chunks(n: int) -> Iterable[slice]:
+    size = _BATCH
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
 
@@ -509,11 +510,41 @@ class RemoteCollection:
         return self._send_items("/bulk_add_items", _wire_items(items))
 
     def _send_items(self, path: str, items: Any) -> list[Id]:
-        if not isinstance(items, list) or not items:  # refused by the server, as by the library
+        if not isinstance(items, list) or len(items) <= _BATCH:  # one request (an empty list: refused there)
             return self._call(path, {"items": items})["ids"]
+        ids = [it.get("id") for it in items]
+        if path == "/bulk_add_items" and None in ids:
+            items = [{**it, "id": i} for it, i in zip(items, self._assign_ids(ids))]
+        else:  # checked here too: a later request refused for them would leave the earlier ones written
+            v.check_unique([v.check_id(i, param=f"items[{k}].id") for k, i in enumerate(ids) if i is not None],
+                           param="ids")
         out: list[Id] = []
         for s in _chunks(len(items)):
             out.extend(self._call(path, {"items": items[s]})["ids"])
+        return out
+
+    def _assign_ids(self, ids: list) -> list:
+        """The ids the library gives a call that the client sends in several requests (one
+        request is numbered by the server itself): a row without one gets the next int after
+        the largest int id stored before the call (soft-deleted rows count until ``compact``),
+        skipping the call's own explicit ids, as :meth:`vecstore.Collection.bulk_add_items`.
+        The server would number each request on its own, after the ids of those before it.
+        A writer adding rows between this read and the last request can take one of these ids:
+        that request is then refused (AlreadyExistsError) and the ones before it stay written."""
+        explicit = [v.check_id(i, param="ids") for i in ids if i is not None]
+        v.check_unique(explicit, param="ids")
+        top = max([self.max_id(), *(i for i in self.list_deleted_ids() if type(i) is int)])
+        taken, nxt, out = set(explicit), top + 1, []
+        for i in ids:
+            if i is None:
+                while nxt in taken:
+                    nxt += 1
+                if nxt > v.MAX_INT_ID:
+                    raise InvalidArgumentError(f"ids: no integer id is left above the largest one ({top}) "
+                                               "to assign; pass explicit ids")
+                i = nxt
+                nxt += 1
+            out.append(i)
         return out
 
     # add and upsert check the shapes as Collection.add and Collection.upsert do (same order,
@@ -525,7 +556,9 @@ class RemoteCollection:
         arr, id_list, field_list = v.check_add_columns(vectors, ids, fields, 0)
         n = len(arr)
         v.check_unique([i for i in id_list if i is not None], param="ids")
-        if any(i is None for i in id_list):  # ids to assign: the items route takes null ids
+        if n > _BATCH and None in id_list:  # several requests: the ids are assigned here
+            id_list = self._assign_ids(id_list)
+        if None in id_list:  # one request: the items route takes null ids and assigns them
             rows = arr.tolist()
             return self._send_items("/bulk_add_items", [
                 {"vector": rows[j], "id": id_list[j], "field": None if field_list is None else field_list[j]}
@@ -573,7 +606,9 @@ class RemoteCollection:
         return self._call("/compact")["vectors_removed"]
 
     def commit(self, items: Iterable[dict] | None = None) -> None:
-        self._call("/commit", {"items": _wire_items(items) if items else None})
+        if items:  # as the library: bulk_add_items, in as many requests as it takes, then the barrier
+            self.bulk_add_items(items)
+        self._call("/commit")
 
     def flush(self) -> None:
         self._call("/flush")
