@@ -8,7 +8,7 @@ import pytest
 
 import vecstore
 from vecstore import (AlreadyExistsError, ClosedError, ConflictError, DimensionMismatchError, InvalidArgumentError,
-                      InvalidNameError, NotFoundError)
+                      InvalidNameError, NotFoundError, VecstoreError)
 
 
 @pytest.fixture
@@ -856,3 +856,25 @@ def test_auto_ids_are_the_librarys_however_many_requests_the_call_takes(db, monk
     with pytest.raises(InvalidArgumentError, match="unique"):
         fresh.upsert_items([{"vector": [1, 0], "id": i} for i in (60, 61, 62, 63, 60)])
     assert fresh.shape == (7, 2)
+
+
+def test_job_ids_view_names_and_sparse_lists_are_checked_as_locally(db):
+    """The remote client crashed with a bare TypeError on ``None`` (``int(job_id)``, ``name +
+    '$'``, iterating ``vectors``), and judged job ids -1 and True the other way round."""
+    col = db.require_collection("c", dim=2)
+    col.add_item([1, 0], id=1)
+    for job_id, cls in ((None, InvalidArgumentError), (True, InvalidArgumentError), ("x", InvalidArgumentError),
+                        (-1, NotFoundError), (10**6, NotFoundError)):
+        for call in (db.describe_refresh_job, db.cancel_refresh_job, lambda j: db.wait_refresh_job(j, timeout=1)):
+            with pytest.raises(VecstoreError, match="^jobId: ") as e:
+                call(job_id)
+            assert e.type is cls, (job_id, e.value)
+    for call in (lambda: db.list_refresh_jobs("bad/name"), lambda: db.list_refresh_jobs(5)):
+        with pytest.raises(InvalidNameError, match="^collection_name: "):
+            call()
+    for name in (None, "bad/name"):
+        with pytest.raises(InvalidNameError, match="^view_name: "):
+            db.refresh_materialized_view(name)
+    for bad in (None, 5, {1: 2.0}):
+        with pytest.raises(InvalidArgumentError, match="^vectors: "):
+            col.add_sparse_vectors(bad, ids=[1])

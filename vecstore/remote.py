@@ -27,7 +27,7 @@ from .client import _check_durability
 from .errors import (AlreadyExistsError, ClosedError, ConflictError, InvalidArgumentError, JobCancelledError,
                      JobFailedError, NotFoundError, TimeoutError_, VecstoreError, error_class_for)
 from .indexes.base import parse_index_mode, parse_metric
-from .jobs import ZILLIZ_STATE, RefreshJob
+from .jobs import ZILLIZ_STATE, RefreshJob, _job_id
 from .types import (CollectionConfig, CollectionStats, Id, IdLike, Ids, ProfiledSearch, Rows, SearchResult,
                     VectorFieldInfo)
 
@@ -193,6 +193,16 @@ def _wire_items(items: Any) -> Any:
     return [{**it, "vector": vec} if it.get("field") is None else
             {**it, "vector": vec, "field": v.check_fields(it["field"], param=f"items[{i}].field")}
             for i, (it, vec) in enumerate(zip(items, vectors))]
+
+
+def _remote_job_id(job_id: Any) -> int:
+    """A job id checked as the library checks it (``jobs._job_id``: a bool or a non-number is
+    InvalidArgumentError). A negative one names no job, NotFoundError as locally, where the
+    server's schema would refuse it as an invalid argument."""
+    job_id = _job_id(job_id)
+    if job_id < 0:
+        raise NotFoundError(f"jobId: no job {job_id}")
+    return job_id
 
 
 def _chunks(n: int) -> Iterable[slice]:
@@ -381,18 +391,21 @@ class RemoteDatabase:
 
     def describe_refresh_job(self, job_id: int) -> RefreshJob:
         """The job's state, progress, times and reason (the Zilliz record: no ``stats``)."""
-        return self._job(self._zilliz("describe", {"jobId": int(job_id)}))
+        return self._job(self._zilliz("describe", {"jobId": _remote_job_id(job_id)}))
 
     def list_refresh_jobs(self, collection_name: str | None = None) -> list[RefreshJob]:
         """Refresh jobs of the database's external collections (the Zilliz list has no view jobs)."""
+        if collection_name is not None:
+            v.check_name(collection_name, what="collection_name")
         return [self._job(d) for d in self._zilliz("list", {"collectionName": collection_name})["records"]]
 
     def cancel_refresh_job(self, job_id: int) -> RefreshJob:
-        return self._job(self._zilliz("cancel", {"jobId": int(job_id)}))
+        return self._job(self._zilliz("cancel", {"jobId": _remote_job_id(job_id)}))
 
     def wait_refresh_job(self, job_id: int, timeout: float | None = None, *,
                          raise_on_failure: bool = False) -> RefreshJob:
         """Poll until the job ends; ``TimeoutError_`` after ``timeout`` seconds."""
+        job_id = _remote_job_id(job_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.describe_refresh_job(job_id)
@@ -412,6 +425,7 @@ class RemoteDatabase:
                                   full: bool = False) -> int:
         """Start a refresh of a materialized view (``POST /v1/materialized_view/{db}${view}/refresh``);
         the parameters of :meth:`vecstore.Database.refresh_materialized_view`."""
+        v.check_name(name, what="view_name")
         body = {"src_version": src_version, "max_rows_per_fragment": max_rows_per_fragment,
                 "concurrency": concurrency, "intra_applier_concurrency": intra_applier_concurrency,
                 "output_limit": output_limit, "manifest": manifest, "cluster": cluster, "full": full or None}
@@ -840,6 +854,8 @@ class RemoteCollection:
     def add_sparse_vectors(self, vectors: Sequence[Any], ids: Ids) -> list[Id]:
         from .indexes.sparse import parse_sparse
         id_list = v.check_ids(ids)
+        if isinstance(vectors, dict) or not hasattr(vectors, "__len__") or len(vectors) != len(id_list):
+            raise InvalidArgumentError(f"vectors: expected a list of {len(id_list)} sparse vectors to match ids")
         wire_vectors = []
         for i, x in enumerate(vectors):
             idx, val = parse_sparse(x, param=f"vectors[{i}]")
