@@ -878,3 +878,19 @@ def test_job_ids_view_names_and_sparse_lists_are_checked_as_locally(db):
     for bad in (None, 5, {1: 2.0}):
         with pytest.raises(InvalidArgumentError, match="^vectors: "):
             col.add_sparse_vectors(bad, ids=[1])
+
+
+@pytest.mark.parametrize("bad", [5, None, b"backup.snap", "", "a\x00b"])
+def test_a_backup_path_that_is_not_one_is_refused_before_anything_is_written(db, bad):
+    """The remote client sent ``str(path)``: 5, None or b"x" became the server paths "5",
+    "None" and "b'x'" (a snapshot written under that name), where the library refuses them."""
+    col = db.require_collection("c", dim=2)
+    col.add_item([1, 0], id=1)
+    for call in (lambda: col.snapshot_to(bad), lambda: col.export_to(bad),
+                 lambda: db.snapshot_collection("c", bad), lambda: db.export_collection("c", bad),
+                 lambda: db.restore_collection("r", bad), lambda: db.import_collection("r", bad),
+                 lambda: db.client.snapshot_database(db.name, bad), lambda: db.client.restore_database("r", bad)):
+        with pytest.raises(InvalidArgumentError, match="^(snapshot|export)_path: ") as e:
+            call()
+        assert e.type is InvalidArgumentError, e.value
+    assert db.show_collections() == ["c"] and db.client.list_databases() == [db.name]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import threading
 import time
 from typing import Any, Iterable, Sequence
@@ -28,6 +29,7 @@ from .errors import (AlreadyExistsError, ClosedError, ConflictError, InvalidArgu
                      JobFailedError, NotFoundError, TimeoutError_, VecstoreError, error_class_for)
 from .indexes.base import parse_index_mode, parse_metric
 from .jobs import ZILLIZ_STATE, RefreshJob, _job_id
+from .portability import _as_path
 from .types import (CollectionConfig, CollectionStats, Id, IdLike, Ids, ProfiledSearch, Rows, SearchResult,
                     VectorFieldInfo)
 
@@ -195,6 +197,14 @@ def _wire_items(items: Any) -> Any:
             for i, (it, vec) in enumerate(zip(items, vectors))]
 
 
+def _server_path(path: Any, param: str) -> str:
+    """A path on the server, checked as the library checks its own (``portability._as_path``:
+    a str or an ``os.PathLike`` of one, not empty, no NUL) and sent as given; where it may point
+    is the server's to judge. ``str()`` sent 5, None or b"x" as the path "5", "None", "b'x'"."""
+    _as_path(path, param)
+    return os.fspath(path)
+
+
 def _remote_job_id(job_id: Any) -> int:
     """A job id checked as the library checks it (``jobs._job_id``: a bool or a non-number is
     InvalidArgumentError). A negative one names no job, NotFoundError as locally, where the
@@ -264,11 +274,13 @@ class RemoteClient:
     def snapshot_database(self, name: str, path: str) -> str:
         """``path`` is on the server's filesystem, inside its data or backup folder."""
         v.check_name(name, what="database_name")
-        return self._call("/snapshot_database", {"database_name": name, "snapshot_path": str(path)})["snapshot_path"]
+        path = _server_path(path, "snapshot_path")
+        return self._call("/snapshot_database", {"database_name": name, "snapshot_path": path})["snapshot_path"]
 
     def restore_database(self, name: str, path: str, overwrite: bool = False) -> "RemoteDatabase":
         v.check_name(name, what="database_name")
-        self._call("/restore_database", {"database_name": name, "snapshot_path": str(path), "overwrite": overwrite})
+        path = _server_path(path, "snapshot_path")
+        self._call("/restore_database", {"database_name": name, "snapshot_path": path, "overwrite": overwrite})
         return RemoteDatabase(self, name)
 
     def close(self) -> None:
@@ -346,7 +358,8 @@ class RemoteDatabase:
 
     def restore_collection(self, name: str, path: str, overwrite: bool = False) -> "RemoteCollection":
         v.check_name(name, what="collection_name")
-        self._call("/restore_collection", {"collection_name": name, "snapshot_path": str(path), "overwrite": overwrite})
+        path = _server_path(path, "snapshot_path")
+        self._call("/restore_collection", {"collection_name": name, "snapshot_path": path, "overwrite": overwrite})
         return RemoteCollection(self, name)
 
     def export_collection(self, name: str, path: str) -> str:
@@ -356,7 +369,8 @@ class RemoteDatabase:
     def import_collection(self, name: str, path: str, overwrite: bool = False, *,
                           progress: bool = False) -> "RemoteCollection":
         v.check_name(name, what="collection_name")
-        self._call("/import_collection", {"collection_name": name, "export_path": str(path), "overwrite": overwrite})
+        path = _server_path(path, "export_path")
+        self._call("/import_collection", {"collection_name": name, "export_path": path, "overwrite": overwrite})
         return RemoteCollection(self, name)
 
     # -- refresh jobs, over the seeds' wire shapes (Zilliz for jobs, Lance for views) ----------
@@ -864,10 +878,10 @@ class RemoteCollection:
 
     # -- portability (paths on the server) ---------------------------------------------------------
     def snapshot_to(self, path: str, *, progress: bool = False) -> str:
-        return self._call("/snapshot_collection", {"snapshot_path": str(path)})["snapshot_path"]
+        return self._call("/snapshot_collection", {"snapshot_path": _server_path(path, "snapshot_path")})["snapshot_path"]
 
     def export_to(self, path: str, *, progress: bool = False) -> str:
-        return self._call("/export_collection", {"export_path": str(path)})["export_path"]
+        return self._call("/export_collection", {"export_path": _server_path(path, "export_path")})["export_path"]
 
 
 __all__ = ["RemoteClient", "RemoteDatabase", "RemoteCollection", "RefreshJob"]
