@@ -894,3 +894,16 @@ def test_a_backup_path_that_is_not_one_is_refused_before_anything_is_written(db,
             call()
         assert e.type is InvalidArgumentError, e.value
     assert db.show_collections() == ["c"] and db.client.list_databases() == [db.name]
+
+
+def test_a_nan_or_inf_parameter_is_named(db):
+    """JSON has no NaN: the remote client sent it anyway and the server answered "malformed
+    JSON", naming no parameter."""
+    col = db.require_collection("c", dim=2)
+    col.add_item([1, 0], id=1)
+    for param, call in (("threshold", lambda: col.search_range([1, 0], threshold=float("nan"))),
+                        ("threshold", lambda: col.search_range([1, 0], threshold=-float("inf"))),
+                        ("nprobe", lambda: col.search([1, 0], nprobe=float("nan"))),
+                        ("nprobe", lambda: col.batch_search([[1, 0]], nprobe=float("inf")))):
+        with pytest.raises(InvalidArgumentError, match=f"^{param}: "):
+            call()

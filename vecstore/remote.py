@@ -94,12 +94,7 @@ class _Transport:
 
     def call(self, path: str, body: dict | None = None, *, method: str = "POST") -> dict:
         """A JSON route: returns its ``params``; raises the server's error as its class."""
-        try:
-            payload = None if body is None else json.dumps({k: x for k, x in body.items() if x is not None},
-                                                           separators=(",", ":"), default=_plain).encode()
-        except (TypeError, ValueError) as e:  # a value JSON cannot carry (a set, bytes, an object)
-            raise InvalidArgumentError(f"{path}: the request cannot be sent as JSON: {e}") from None
-        status, ctype, data = self.request(method, path, payload)
+        status, ctype, data = self.request(method, path, None if body is None else _json_body(path, body))
         return self._params(path, status, ctype, data)
 
     def call_binary(self, path: str, query: dict, data: bytes, *, reply: str = "json") -> Any:
@@ -128,6 +123,27 @@ class _Transport:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _json_body(path: str, body: dict) -> bytes:
+    """A request's JSON; a ``None`` value is left out (the server's default, which is the
+    library's). NaN and inf have no JSON form: the server would see only "malformed JSON", so
+    the parameter holding one is named here, as the library names it."""
+    body = {k: x for k, x in body.items() if x is not None}
+    try:
+        return json.dumps(body, separators=(",", ":"), default=_plain, allow_nan=False).encode()
+    except ValueError:
+        for k, x in body.items():
+            try:
+                json.dumps(x, default=_plain, allow_nan=False)
+            except ValueError:
+                what = "a finite number" if isinstance(x, (float, np.floating)) else "finite numbers"
+                raise InvalidArgumentError(f"{k}: expected {what}, got {repr(x)[:60]}") from None
+            except TypeError:
+                pass
+        raise
+    except TypeError as e:  # a value JSON cannot carry (a set, bytes, an object)
+        raise InvalidArgumentError(f"{path}: the request cannot be sent as JSON: {e}") from None
 
 
 def _plain(x: Any) -> Any:
