@@ -26,15 +26,21 @@ from . import validation as v
 from . import wire
 from .client import _check_durability
 from .errors import (AlreadyExistsError, ClosedError, ConflictError, InvalidArgumentError, JobCancelledError,
-                     JobFailedError, NotFoundError, TimeoutError_, VecstoreError, error_class_for)
+                     JobFailedError, NotFoundError, PayloadTooLargeError, TimeoutError_, VecstoreError,
+                     error_class_for)
 from .indexes.base import parse_index_mode, parse_metric
 from .jobs import ZILLIZ_STATE, RefreshJob, _job_id
 from .portability import _as_path
 from .types import (CollectionConfig, CollectionStats, Id, IdLike, Ids, ProfiledSearch, Rows, SearchResult,
                     VectorFieldInfo)
 
-_BATCH = 50_000
-_STATES = {wire: state for state, wire in ZILLIZ_STATE.items()}  # rows per request: the server refuses more than 100,000 per call
+_BATCH = 50_000  # rows per request: the server refuses more than 100,000 per call
+# Bytes per request body: the server's default limits (--max-json-mb 256, --max-binary-mb 512).
+# A server started with lower ones answers 413 from the request's head, before it reads the
+# body, so nothing of that request was written: the client then halves its budget and sends the
+# same rows again in smaller requests (_Transport.budget remembers it for the next calls).
+_MAX_BYTES = {"json": 256 << 20, "binary": 512 << 20}
+_STATES = {wire: state for state, wire in ZILLIZ_STATE.items()}
 
 
 class _Transport:
@@ -53,6 +59,7 @@ class _Transport:
         self._headers = {"Authorization": b"Bearer " + api_key.encode("utf-8")} if api_key else {}
         self._local = threading.local()
         self.url = url
+        self.budget = dict(_MAX_BYTES)
 
     def _conn(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
@@ -75,7 +82,16 @@ class _Transport:
             conn = self._conn()
             reused = getattr(self._local, "used", False)
             try:
-                conn.request(method, target, body=body, headers=headers)
+                try:
+                    conn.request(method, target, body=body, headers=headers)
+                except (ConnectionResetError, BrokenPipeError):
+                    # The server may have refused the request from its head (413: a body over its
+                    # limit) and closed while the body was still going out: its answer is then
+                    # waiting to be read. No answer (a stale keep-alive connection) raises here.
+                    resp = conn.getresponse()
+                    data = resp.read()
+                    self.close()
+                    return resp.status, resp.getheader("Content-Type", ""), data, resp.headers
                 resp = conn.getresponse()
                 data = resp.read()
                 self._local.used = True
@@ -92,9 +108,12 @@ class _Transport:
                 raise VecstoreError(f"{method} {path}: cannot reach {self.url}: {e}") from e
         raise AssertionError("unreachable")
 
-    def call(self, path: str, body: dict | None = None, *, method: str = "POST") -> dict:
-        """A JSON route: returns its ``params``; raises the server's error as its class."""
-        status, ctype, data = self.request(method, path, None if body is None else _json_body(path, body))
+    def call(self, path: str, body: dict | None = None, *, method: str = "POST", payload: bytes | None = None) -> dict:
+        """A JSON route: returns its ``params``; raises the server's error as its class.
+        ``payload``: the body already encoded (:func:`_json_body`)."""
+        if body is not None:
+            payload = _json_body(path, body)
+        status, ctype, data = self.request(method, path, payload)
         return self._params(path, status, ctype, data)
 
     def call_binary(self, path: str, query: dict, data: bytes, *, reply: str = "json") -> Any:
@@ -123,6 +142,7 @@ class _Transport:
         if conn is not None:
             conn.close()
             self._local.conn = None
+            self._local.used = False
 
 
 def _json_body(path: str, body: dict) -> bytes:
@@ -229,12 +249,6 @@ def _remote_job_id(job_id: Any) -> int:
     if job_id < 0:
         raise NotFoundError(f"jobId: no job {job_id}")
     return job_id
-
-
-def _chunks(n: int) -> Iterable[slice]:
-    size = _BATCH
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
 
 
 class RemoteClient:
@@ -554,17 +568,58 @@ class RemoteCollection:
         return self._send_items("/bulk_add_items", _wire_items(items))
 
     def _send_items(self, path: str, items: Any) -> list[Id]:
-        if not isinstance(items, list) or len(items) <= _BATCH:  # one request (an empty list: refused there)
+        if not isinstance(items, list) or not items:  # refused by the server, as by the library
             return self._call(path, {"items": items})["ids"]
         ids = [it.get("id") for it in items]
         if path == "/bulk_add_items" and None in ids:
+            one = self._requests("json", len(items), lambda a, b: self._json(path, {"items": items[a:b]}),
+                                 lambda body, a, b: self._post(path, body), whole=True)
+            if one is not None:  # one request: the server assigns the ids
+                return one
             items = [{**it, "id": i} for it, i in zip(items, self._assign_ids(ids))]
         else:  # checked here too: a later request refused for them would leave the earlier ones written
             v.check_unique([v.check_id(i, param=f"items[{k}].id") for k, i in enumerate(ids) if i is not None],
                            param="ids")
+        return self._requests("json", len(items), lambda a, b: self._json(path, {"items": items[a:b]}),  # type: ignore[return-value]
+                              lambda body, a, b: self._post(path, body))
+
+    def _json(self, path: str, body: dict) -> bytes:
+        return _json_body(path, {**self._query(), **body})
+
+    def _post(self, path: str, payload: bytes) -> list[Id]:
+        return self._transport().call(path, payload=payload)["ids"]
+
+    def _requests(self, kind: str, n: int, encode: Any, send: Any, *, whole: bool = False) -> list[Id] | None:
+        """Rows ``[0, n)`` in requests of at most ``_BATCH`` rows whose bodies
+        (``encode(start, end)``) fit the transport's byte budget for ``kind``; returns what
+        ``send(body, start, end)`` returned, in order. A request the server refuses as too large
+        (413: it read nothing of it) is cut and sent again; a single row too large for the server
+        is its PayloadTooLargeError. ``whole``: one request or nothing, ``None`` when the rows
+        need more than one."""
+        t = self._transport()
         out: list[Id] = []
-        for s in _chunks(len(items)):
-            out.extend(self._call(path, {"items": items[s]})["ids"])
+        start, size = 0, _BATCH
+        while start < n:
+            end = min(start + size, n)
+            if whole and end < n:
+                return None
+            body = encode(start, end)
+            budget = t.budget[kind]
+            if len(body) > budget and end - start > 1:
+                if whole:
+                    return None
+                size = max(1, (end - start) * budget // len(body) * 9 // 10)  # rows are not all alike
+                continue
+            try:
+                out.extend(send(body, start, end))
+            except PayloadTooLargeError:
+                if end - start == 1:
+                    raise
+                t.budget[kind] = min(t.budget[kind], len(body) // 2)
+                if whole:
+                    return None
+                continue
+            start = end
         return out
 
     def _assign_ids(self, ids: list) -> list:
@@ -600,13 +655,16 @@ class RemoteCollection:
         arr, id_list, field_list = v.check_add_columns(vectors, ids, fields, 0)
         n = len(arr)
         v.check_unique([i for i in id_list if i is not None], param="ids")
-        if n > _BATCH and None in id_list:  # several requests: the ids are assigned here
-            id_list = self._assign_ids(id_list)
-        if None in id_list:  # one request: the items route takes null ids and assigns them
-            rows = arr.tolist()
-            return self._send_items("/bulk_add_items", [
-                {"vector": rows[j], "id": id_list[j], "field": None if field_list is None else field_list[j]}
-                for j in range(n)])
+        if None in id_list:  # in one request, the items route takes null ids and assigns them
+            def items(a: int, b: int) -> bytes:
+                return self._json("/bulk_add_items", {"items": [
+                    {"vector": row, "id": id_list[j], "field": None if field_list is None else field_list[j]}
+                    for j, row in enumerate(arr[a:b].tolist(), a)]})
+            one = self._requests("json", n, items, lambda body, a, b: self._post("/bulk_add_items", body),
+                                 whole=True)
+            if one is not None:
+                return one
+            id_list = self._assign_ids(id_list)  # several requests: the ids are assigned here
         return self._write_rows("add", arr, id_list, field_list)
 
     def upsert(self, vectors: Any, ids: Ids, fields: Sequence[dict | None] | None = None,
@@ -616,19 +674,20 @@ class RemoteCollection:
         return self._write_rows("upsert", arr, id_list, field_list)
 
     def _write_rows(self, op: str, arr: np.ndarray, ids: list, fields: list | None) -> list[Id]:
-        """Rows already checked (``ids`` and ``fields`` as long as ``arr``), in chunks."""
-        out: list[Id] = []
-        binary = all(isinstance(i, int) for i in ids)  # check_id made every int a plain non-negative int
-        for s in _chunks(len(ids)):
-            f = None if fields is None else fields[s]
-            if binary:
-                body = wire.encode_records(arr[s], ids[s], f)
-                query = {**self._query(), "dim": arr.shape[1], "n_vectors": len(ids[s]),
-                         "ids_encoding": "raw", "return_ids": "true"}
-                out.extend(self.database.client._t.call_binary(f"/{op}_records_binary", query, body)["ids"])
-            else:
-                out.extend(self._call(f"/{op}", {"ids": ids[s], "vectors": arr[s].tolist(), "fields": f})["ids"])
-        return out
+        """Rows already checked (``ids`` and ``fields`` as long as ``arr``), in requests."""
+        def cut(x: list | None, a: int, b: int) -> list | None:
+            return None if x is None else x[a:b]
+
+        if all(isinstance(i, int) for i in ids):  # check_id made every int a plain non-negative int
+            t, path = self._transport(), f"/{op}_records_binary"
+            query = {**self._query(), "dim": arr.shape[1], "ids_encoding": "raw", "return_ids": "true"}
+            return self._requests(  # type: ignore[return-value]
+                "binary", len(ids), lambda a, b: wire.encode_records(arr[a:b], ids[a:b], cut(fields, a, b)),
+                lambda body, a, b: t.call_binary(path, {**query, "n_vectors": b - a}, body)["ids"])
+        return self._requests(  # type: ignore[return-value]
+            "json", len(ids),
+            lambda a, b: self._json(f"/{op}", {"ids": ids[a:b], "vectors": arr[a:b].tolist(), "fields": cut(fields, a, b)}),
+            lambda body, a, b: self._post(f"/{op}", body))
 
     def upsert_items(self, items: Iterable[dict], *, progress: bool = False) -> list[Id]:
         return self._send_items("/upsert_items", _wire_items(items))
