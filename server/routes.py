@@ -680,7 +680,9 @@ ROUTES: tuple[Route, ...] = (
 
     # -- collections (Database) -----------------------------------------------------------------
     Route("/required_collection", "database", "require_collection",
-          (COLL_AS_NAME, P("dim", "uint"), P("metric", "str"), P("description", "str"), P("drop_if_exists", "bool")),
+          (COLL_AS_NAME, P("dim", "uint"), P("metric", "str"), P("description", "str"), P("drop_if_exists", "bool"),
+           P("durability", "str", doc="'safe' or 'fast' (default: the server's, safe); the server has one handle "
+                                      "per collection, shared by its clients: the other one while it is open is 409")),
           tag="collection", summary="Create or open a collection (a null dim: an existing one's, or, for a new one, "
                   "that of its first vectors; 0 until then).",
           invalidates=True),

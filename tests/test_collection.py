@@ -8,7 +8,7 @@ import pytest
 
 import vecstore
 from vecstore import (AlreadyExistsError, ClosedError, ConflictError, DimensionMismatchError, InvalidArgumentError,
-                      InvalidNameError, NotFoundError)
+                      InvalidNameError, NotFoundError, VecstoreError)
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_bad_names_never_escape(client, bad):
 
 @pytest.mark.parametrize("bad", [
     {"drop_if_exists": "false"}, {"drop_if_exists": True, "metric": "bogus"},
-    {"drop_if_exists": True, "description": 5},
+    {"drop_if_exists": True, "durability": "slow"}, {"drop_if_exists": True, "description": 5},
     {"drop_if_exists": True, "dim": 0}])
 def test_require_collection_checks_every_argument_before_it_drops(col, bad):
     """A string flag was taken as true, and a bad argument after ``drop_if_exists`` was found
@@ -859,3 +859,122 @@ def test_collection_details_do_not_open_the_collections(tmp_path):
     assert again.get_database("app").show_collections_details() == from_handles
     assert not [k for k in client_mod._OPEN if k.startswith(str(tmp_path.resolve()))]
     again.close()
+
+
+# ------------------------------------------------------------- remote parity (h6 review) ---
+def test_a_none_index_mode_or_metric_is_an_error_not_the_default(db):
+    """The remote client leaves ``None`` arguments out of a request and the server then takes
+    its default: ``build_index(None)`` built FLAT and ``metric=None`` made an ``ip`` collection
+    or field, where the library refuses them."""
+    col = db.require_collection("c", dim=2)
+    col.create_vector_field("f", 2)
+    fields = col.list_vector_fields()
+    for call in (lambda: col.build_index(None), lambda: col.build_vector_field_index("f", None),
+                 lambda: col.create_vector_field("g", 2, metric=None),
+                 lambda: db.create_collection("m", dim=2, metric=None),
+                 lambda: db.require_collection("m", dim=2, metric=None),
+                 lambda: db.require_collection("c", metric=None, drop_if_exists=True)):
+        with pytest.raises(InvalidArgumentError, match="^(index_mode|metric): "):
+            call()
+    assert col.index_mode() is None and col.list_vector_fields() == fields
+    assert db.show_collections() == ["c"]
+    assert db.require_collection("c", metric=None).metric == "ip"  # an existing one: not used, as locally
+
+
+def test_durability_is_checked_and_is_that_of_the_one_handle(db):
+    """The remote client never sent ``durability`` (and the server ignored it): a "fast"
+    collection was "safe" and "slow" was accepted. A process (the server too) has one handle
+    per collection, so the other durability while it is open is a conflict, not ignored."""
+    assert db.create_collection("f", dim=2, durability="fast").get_collection_config().durability == "fast"
+    assert db.require_collection("s", dim=2).get_collection_config().durability == "safe"
+    for call in (lambda: db.create_collection("x", dim=2, durability="slow"),
+                 lambda: db.require_collection("x", dim=2, durability=5),
+                 lambda: db.require_collection("s", durability="slow")):
+        with pytest.raises(InvalidArgumentError, match="^durability: "):
+            call()
+    assert db.show_collections() == ["f", "s"]
+    with pytest.raises(ConflictError, match="^durability: "):
+        db.require_collection("s", durability="fast")
+    with pytest.raises(ConflictError, match="^durability: "):
+        db.require_collection("f", durability="safe")
+    assert db.require_collection("f", durability="fast").name == "f"
+    assert db.require_collection("f").get_collection_config().durability == "fast"
+
+
+def test_auto_ids_are_the_librarys_however_many_requests_the_call_takes(db, monkeypatch):
+    """Rows without an id get the next ints after the largest int id stored before the call
+    (a soft-deleted one counts), skipping the call's own explicit ids. The remote client sends a
+    long call in several requests, and the server numbered each one after the explicit ids of
+    the requests before it: a 50,001-row add of [10**6] + [None] * 50_000 ended at 1000001
+    remotely and at 49999 locally."""
+    import vecstore.remote
+    monkeypatch.setattr(vecstore.remote, "_BATCH", 3)  # rows per request of the remote client
+    col = db.require_collection("ids", dim=2)
+    col.add(np.ones((3, 2)), ids=[0, 4, "s"])
+    col.delete_items([4])
+    assert col.add(np.ones((7, 2)), ids=[None, 9, None, None, 6, None, None]) == [5, 9, 7, 8, 6, 10, 11]
+    items = [{"vector": [1, 0], "id": i} for i in (None, 30, None, None, "t", 13, None)]
+    assert col.bulk_add_items(items) == [12, 30, 14, 15, "t", 13, 16]
+    col.commit([{"vector": [1, 0]}] * 4)
+    assert col.query(where="id > 30") == [{"id": i} for i in (31, 32, 33, 34)]
+    fresh = db.require_collection("fresh", dim=2)
+    assert fresh.add(np.ones((5, 2)), ids=[10**6] + [None] * 4) == [10**6, 0, 1, 2, 3]
+    assert fresh.bulk_add_items([{"vector": [1, 0], "id": 5}, {"vector": [0, 1]}]) == [5, 10**6 + 1]
+    empty = db.require_collection("empty", dim=2)
+    assert empty.bulk_add_items([{"vector": [1, 0], "id": 5}, {"vector": [0, 1]}]) == [5, 0]
+    with pytest.raises(InvalidArgumentError, match="unique"):  # refused whole, not after a first request
+        fresh.bulk_add_items([{"vector": [1, 0], "id": 50}, {"vector": [1, 0]}] * 2)
+    with pytest.raises(InvalidArgumentError, match="unique"):
+        fresh.upsert_items([{"vector": [1, 0], "id": i} for i in (60, 61, 62, 63, 60)])
+    assert fresh.shape == (7, 2)
+
+
+def test_job_ids_view_names_and_sparse_lists_are_checked_as_locally(db):
+    """The remote client crashed with a bare TypeError on ``None`` (``int(job_id)``, ``name +
+    '$'``, iterating ``vectors``), and judged job ids -1 and True the other way round."""
+    col = db.require_collection("c", dim=2)
+    col.add_item([1, 0], id=1)
+    for job_id, cls in ((None, InvalidArgumentError), (True, InvalidArgumentError), ("x", InvalidArgumentError),
+                        (-1, NotFoundError), (10**6, NotFoundError)):
+        for call in (db.describe_refresh_job, db.cancel_refresh_job, lambda j: db.wait_refresh_job(j, timeout=1)):
+            with pytest.raises(VecstoreError, match="^jobId: ") as e:
+                call(job_id)
+            assert e.type is cls, (job_id, e.value)
+    for call in (lambda: db.list_refresh_jobs("bad/name"), lambda: db.list_refresh_jobs(5)):
+        with pytest.raises(InvalidNameError, match="^collection_name: "):
+            call()
+    for name in (None, "bad/name"):
+        with pytest.raises(InvalidNameError, match="^view_name: "):
+            db.refresh_materialized_view(name)
+    for bad in (None, 5, {1: 2.0}):
+        with pytest.raises(InvalidArgumentError, match="^vectors: "):
+            col.add_sparse_vectors(bad, ids=[1])
+
+
+@pytest.mark.parametrize("bad", [5, None, b"backup.snap", "", "a\x00b"])
+def test_a_backup_path_that_is_not_one_is_refused_before_anything_is_written(db, bad):
+    """The remote client sent ``str(path)``: 5, None or b"x" became the server paths "5",
+    "None" and "b'x'" (a snapshot written under that name), where the library refuses them."""
+    col = db.require_collection("c", dim=2)
+    col.add_item([1, 0], id=1)
+    for call in (lambda: col.snapshot_to(bad), lambda: col.export_to(bad),
+                 lambda: db.snapshot_collection("c", bad), lambda: db.export_collection("c", bad),
+                 lambda: db.restore_collection("r", bad), lambda: db.import_collection("r", bad),
+                 lambda: db.client.snapshot_database(db.name, bad), lambda: db.client.restore_database("r", bad)):
+        with pytest.raises(InvalidArgumentError, match="^(snapshot|export)_path: ") as e:
+            call()
+        assert e.type is InvalidArgumentError, e.value
+    assert db.show_collections() == ["c"] and db.client.list_databases() == [db.name]
+
+
+def test_a_nan_or_inf_parameter_is_named(db):
+    """JSON has no NaN: the remote client sent it anyway and the server answered "malformed
+    JSON", naming no parameter."""
+    col = db.require_collection("c", dim=2)
+    col.add_item([1, 0], id=1)
+    for param, call in (("threshold", lambda: col.search_range([1, 0], threshold=float("nan"))),
+                        ("threshold", lambda: col.search_range([1, 0], threshold=-float("inf"))),
+                        ("nprobe", lambda: col.search([1, 0], nprobe=float("nan"))),
+                        ("nprobe", lambda: col.batch_search([[1, 0]], nprobe=float("inf")))):
+        with pytest.raises(InvalidArgumentError, match=f"^{param}: "):
+            call()

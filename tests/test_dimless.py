@@ -207,3 +207,14 @@ def test_a_bad_dim_is_refused_before_drop_if_exists_drops_anything(db, bad):
     with pytest.raises(InvalidArgumentError, match="dim"):
         db.require_collection("kept", dim=bad, drop_if_exists=True)
     assert db.get_collection("kept").shape == (4, 4)
+
+
+@pytest.mark.parametrize("bad", [None, "bogus", 5])
+def test_a_bad_metric_is_refused_before_drop_if_exists_drops_anything(db, bad):
+    """The collection is made again after the drop, so its metric is checked first: a bad one
+    used to drop the collection and then fail."""
+    col = db.require_collection("kept", dim=4)
+    col.add(np.eye(4), ids=[1, 2, 3, 4])
+    with pytest.raises(InvalidArgumentError, match="metric"):
+        db.require_collection("kept", dim=4, metric=bad, drop_if_exists=True)
+    assert db.get_collection("kept").shape == (4, 4)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import vecstore
-from vecstore.errors import DimensionMismatchError, FilterSyntaxError, InvalidArgumentError
+from vecstore.errors import DimensionMismatchError, FilterSyntaxError, InvalidArgumentError, PayloadTooLargeError
 
 
 def _requests(url: str) -> dict[str, int]:
@@ -140,3 +140,36 @@ def test_empty_batches_and_range_results_like_local(pair):
         assert len(a.ids) > 0
         assert a.ids == b.ids and a.fields == b.fields and (a.k, a.index, a.vector_field) == (b.k, b.index, b.vector_field)
         np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_writes_fit_the_servers_body_limits(tmp_path):
+    """The client cut writes into 50,000-row requests whatever their size, so a server's byte
+    limit turned a valid call into an error, reported as "connection failed: Broken pipe" (the
+    server answers 413 from the request's head and closes while the body is still going out).
+    Requests now fit the limit (a 413 costs nothing: the client cuts the rows finer and sends
+    them again), and a single row over it is PayloadTooLargeError."""
+    from live_server import start_server
+    data = tmp_path / "served"
+    data.mkdir()
+    backing = vecstore.connect(data)
+    server = start_server(data, backing, max_json_bytes=64 << 10, max_binary_bytes=64 << 10)
+    remote = vecstore.connect(server.url)
+    try:
+        col = remote.create_database("app").create_collection("c", dim=32, metric="l2")
+        x = np.random.default_rng(3).standard_normal((600, 32)).astype(np.float32)  # 82 KB binary, 2 MB JSON
+        assert col.add(x, ids=list(range(600))) == list(range(600))
+        assert col.add(x[:200], ids=[f"s{i}" for i in range(200)]) == [f"s{i}" for i in range(200)]
+        assert col.bulk_add_items([{"vector": r} for r in x[:200]]) == list(range(600, 800))
+        assert col.add(x[:300], ids=[None, 5000] + [None] * 298) == [800, 5000, *range(801, 1099)]
+        assert col.upsert(x[::-1], ids=list(range(600))) == list(range(600))
+        assert col.upsert_items([{"vector": r, "id": f"s{i}"} for i, r in enumerate(x[:200] * 2)])[-1] == "s199"
+        assert col.shape == (1300, 32)
+        got = col.query_vectors(filter_ids=[0, 599, "s7", 600, 1098])
+        np.testing.assert_array_equal(got.vectors, np.stack([x[599], x[0], x[7] * 2, x[0], x[299]]))
+        with pytest.raises(PayloadTooLargeError, match="exceeds the limit"):
+            col.add_item(x[0], id=9999, field={"text": "x" * (8 << 20)})  # still sending when refused
+        assert col.shape == (1300, 32) and col.search(x[5], k=1).ids == (594,)
+    finally:
+        remote.close()
+        server.stop()
+        backing.close()

@@ -209,6 +209,13 @@ def _foreign(path: Path, marker: str) -> bool:
     return marker not in names and any(n not in _BEFORE_STORE and not n.startswith(_STAGING) for n in names)
 
 
+def _check_durability(durability: Any) -> str | None:
+    """``None`` (the client's) or ``"safe"`` / ``"fast"``; also the remote client's check."""
+    if durability is None or (isinstance(durability, str) and durability in _DURABILITY):
+        return durability
+    raise InvalidArgumentError(f"durability: expected 'safe' or 'fast', got {durability!r}")
+
+
 def _check_dim(dim: object) -> int:
     dim = v.check_positive_int(dim, param="dim", allow_none=False)
     if dim > v.MAX_DIM:
@@ -220,8 +227,7 @@ def _check_create_args(metric: object, description: object, durability: object) 
     """The metric (parsed), description and durability (``None``: the client's) of a new collection."""
     if description is not None:
         v.check_str(description, param="description")
-    if durability is not None and durability not in _DURABILITY:
-        raise InvalidArgumentError(f"durability: expected 'safe' or 'fast', got {durability!r}")
+    _check_durability(durability)
     return parse_metric(metric)
 
 
@@ -387,6 +393,10 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
                     raise ConflictError(
                         f"collection_name: {name!r} is open {mode} by another client of this process; "
                         "use that client, or close it first")
+                if durability is not None and durability != col._storage.durability:  # the same one handle
+                    raise ConflictError(
+                        f"durability: {name!r} is open with durability {col._storage.durability!r} by another "
+                        f"client of this process, got {durability!r}; use that client, or close it first")
                 users.add(self)
                 self._collections[name] = col
                 return col
@@ -431,6 +441,9 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         (``dim`` reads 0 until then; see :meth:`create_collection`). Opening an existing
         collection needs no arguments; a ``dim`` that disagrees with the stored one is an
         error, and a ``dim`` given for an existing collection that has no dim yet fixes it.
+        ``durability`` (``"safe"`` or ``"fast"``, default the client's) is that of the handle: a
+        process has one per collection, so asking for the other one while it is open is a
+        ConflictError (the server shares its handle among its clients likewise).
 
         >>> col = db.require_collection("items", dim=4, description="demo")  # doctest: +SKIP
         """
@@ -440,8 +453,10 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         self._col_path(name)
         if dim is not None:
             dim = _check_dim(dim)
-        _check_create_args(metric, description, durability)
-        if v.check_bool(drop_if_exists, param="drop_if_exists"):
+        drop = v.check_bool(drop_if_exists, param="drop_if_exists")
+        # metric=None opens an existing collection as it is (creating one refuses it)
+        _check_create_args(metric if metric is not None or drop else "ip", description, durability)
+        if drop:
             self.drop_collection(name)
         if not self.collection_exists(name):
             try:

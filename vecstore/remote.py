@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import threading
 import time
 from typing import Any, Iterable, Sequence
@@ -23,14 +24,23 @@ import numpy as np
 
 from . import validation as v
 from . import wire
+from .client import _check_durability
 from .errors import (AlreadyExistsError, ClosedError, ConflictError, InvalidArgumentError, JobCancelledError,
-                     JobFailedError, NotFoundError, TimeoutError_, VecstoreError, error_class_for)
-from .jobs import ZILLIZ_STATE, RefreshJob
+                     JobFailedError, NotFoundError, PayloadTooLargeError, TimeoutError_, VecstoreError,
+                     error_class_for)
+from .indexes.base import parse_index_mode, parse_metric
+from .jobs import ZILLIZ_STATE, RefreshJob, _job_id
+from .portability import _as_path
 from .types import (CollectionConfig, CollectionStats, Id, IdLike, Ids, ProfiledSearch, Rows, SearchResult,
                     VectorFieldInfo)
 
-_BATCH = 50_000
-_STATES = {wire: state for state, wire in ZILLIZ_STATE.items()}  # rows per request: the server refuses more than 100,000 per call
+_BATCH = 50_000  # rows per request: the server refuses more than 100,000 per call
+# Bytes per request body: the server's default limits (--max-json-mb 256, --max-binary-mb 512).
+# A server started with lower ones answers 413 from the request's head, before it reads the
+# body, so nothing of that request was written: the client then halves its budget and sends the
+# same rows again in smaller requests (_Transport.budget remembers it for the next calls).
+_MAX_BYTES = {"json": 256 << 20, "binary": 512 << 20}
+_STATES = {wire: state for state, wire in ZILLIZ_STATE.items()}
 
 
 class _Transport:
@@ -49,6 +59,7 @@ class _Transport:
         self._headers = {"Authorization": b"Bearer " + api_key.encode("utf-8")} if api_key else {}
         self._local = threading.local()
         self.url = url
+        self.budget = dict(_MAX_BYTES)
 
     def _conn(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
@@ -71,7 +82,16 @@ class _Transport:
             conn = self._conn()
             reused = getattr(self._local, "used", False)
             try:
-                conn.request(method, target, body=body, headers=headers)
+                try:
+                    conn.request(method, target, body=body, headers=headers)
+                except (ConnectionResetError, BrokenPipeError):
+                    # The server may have refused the request from its head (413: a body over its
+                    # limit) and closed while the body was still going out: its answer is then
+                    # waiting to be read. No answer (a stale keep-alive connection) raises here.
+                    resp = conn.getresponse()
+                    data = resp.read()
+                    self.close()
+                    return resp.status, resp.getheader("Content-Type", ""), data, resp.headers
                 resp = conn.getresponse()
                 data = resp.read()
                 self._local.used = True
@@ -88,13 +108,11 @@ class _Transport:
                 raise VecstoreError(f"{method} {path}: cannot reach {self.url}: {e}") from e
         raise AssertionError("unreachable")
 
-    def call(self, path: str, body: dict | None = None, *, method: str = "POST") -> dict:
-        """A JSON route: returns its ``params``; raises the server's error as its class."""
-        try:
-            payload = None if body is None else json.dumps({k: x for k, x in body.items() if x is not None},
-                                                           separators=(",", ":"), default=_plain).encode()
-        except (TypeError, ValueError) as e:  # a value JSON cannot carry (a set, bytes, an object)
-            raise InvalidArgumentError(f"{path}: the request cannot be sent as JSON: {e}") from None
+    def call(self, path: str, body: dict | None = None, *, method: str = "POST", payload: bytes | None = None) -> dict:
+        """A JSON route: returns its ``params``; raises the server's error as its class.
+        ``payload``: the body already encoded (:func:`_json_body`)."""
+        if body is not None:
+            payload = _json_body(path, body)
         status, ctype, data = self.request(method, path, payload)
         return self._params(path, status, ctype, data)
 
@@ -124,6 +142,28 @@ class _Transport:
         if conn is not None:
             conn.close()
             self._local.conn = None
+            self._local.used = False
+
+
+def _json_body(path: str, body: dict) -> bytes:
+    """A request's JSON; a ``None`` value is left out (the server's default, which is the
+    library's). NaN and inf have no JSON form: the server would see only "malformed JSON", so
+    the parameter holding one is named here, as the library names it."""
+    body = {k: x for k, x in body.items() if x is not None}
+    try:
+        return json.dumps(body, separators=(",", ":"), default=_plain, allow_nan=False).encode()
+    except ValueError:
+        for k, x in body.items():
+            try:
+                json.dumps(x, default=_plain, allow_nan=False)
+            except ValueError:
+                what = "a finite number" if isinstance(x, (float, np.floating)) else "finite numbers"
+                raise InvalidArgumentError(f"{k}: expected {what}, got {repr(x)[:60]}") from None
+            except TypeError:
+                pass
+        raise
+    except TypeError as e:  # a value JSON cannot carry (a set, bytes, an object)
+        raise InvalidArgumentError(f"{path}: the request cannot be sent as JSON: {e}") from None
 
 
 def _plain(x: Any) -> Any:
@@ -193,9 +233,22 @@ def _wire_items(items: Any) -> Any:
             for i, (it, vec) in enumerate(zip(items, vectors))]
 
 
-def _chunks(n: int, size: int = _BATCH) -> Iterable[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
+def _server_path(path: Any, param: str) -> str:
+    """A path on the server, checked as the library checks its own (``portability._as_path``:
+    a str or an ``os.PathLike`` of one, not empty, no NUL) and sent as given; where it may point
+    is the server's to judge. ``str()`` sent 5, None or b"x" as the path "5", "None", "b'x'"."""
+    _as_path(path, param)
+    return os.fspath(path)
+
+
+def _remote_job_id(job_id: Any) -> int:
+    """A job id checked as the library checks it (``jobs._job_id``: a bool or a non-number is
+    InvalidArgumentError). A negative one names no job, NotFoundError as locally, where the
+    server's schema would refuse it as an invalid argument."""
+    job_id = _job_id(job_id)
+    if job_id < 0:
+        raise NotFoundError(f"jobId: no job {job_id}")
+    return job_id
 
 
 class RemoteClient:
@@ -251,11 +304,13 @@ class RemoteClient:
     def snapshot_database(self, name: str, path: str) -> str:
         """``path`` is on the server's filesystem, inside its data or backup folder."""
         v.check_name(name, what="database_name")
-        return self._call("/snapshot_database", {"database_name": name, "snapshot_path": str(path)})["snapshot_path"]
+        path = _server_path(path, "snapshot_path")
+        return self._call("/snapshot_database", {"database_name": name, "snapshot_path": path})["snapshot_path"]
 
     def restore_database(self, name: str, path: str, overwrite: bool = False) -> "RemoteDatabase":
         v.check_name(name, what="database_name")
-        self._call("/restore_database", {"database_name": name, "snapshot_path": str(path), "overwrite": overwrite})
+        path = _server_path(path, "snapshot_path")
+        self._call("/restore_database", {"database_name": name, "snapshot_path": path, "overwrite": overwrite})
         return RemoteDatabase(self, name)
 
     def close(self) -> None:
@@ -285,17 +340,27 @@ class RemoteDatabase:
     def require_collection(self, name: str, dim: int | None = None, metric: str = "ip",
                            description: str | None = None, drop_if_exists: bool = False,
                            durability: str | None = None) -> "RemoteCollection":
+        """:meth:`vecstore.Database.require_collection` on the server. ``durability`` is that of
+        the server's one handle of the collection, shared by all its clients: it applies when the
+        server creates or opens the collection, and the other one while it is open is a
+        ConflictError."""
         v.check_name(name, what="collection_name")
+        _check_durability(durability)
+        if metric is None and (drop_if_exists or not self.collection_exists(name)):
+            parse_metric(metric)  # raises, as the library does for a collection it creates
         self._call("/required_collection", {"collection_name": name, "dim": dim, "metric": metric,
-                                            "description": description, "drop_if_exists": drop_if_exists})
+                                            "description": description, "drop_if_exists": drop_if_exists,
+                                            "durability": durability})
         return RemoteCollection(self, name)
 
     def create_collection(self, name: str, dim: int | None = None, metric: str = "ip",
                           description: str | None = None, durability: str | None = None) -> "RemoteCollection":
         v.check_name(name, what="collection_name")
+        parse_metric(metric)  # the library checks the arguments before it looks for the name
+        _check_durability(durability)
         if self.collection_exists(name):
             raise AlreadyExistsError(f"collection_name: collection {name!r} already exists")
-        return self.require_collection(name, dim, metric, description)
+        return self.require_collection(name, dim, metric, description, durability=durability)
 
     def get_collection(self, name: str) -> "RemoteCollection":
         v.check_name(name, what="collection_name")
@@ -323,7 +388,8 @@ class RemoteDatabase:
 
     def restore_collection(self, name: str, path: str, overwrite: bool = False) -> "RemoteCollection":
         v.check_name(name, what="collection_name")
-        self._call("/restore_collection", {"collection_name": name, "snapshot_path": str(path), "overwrite": overwrite})
+        path = _server_path(path, "snapshot_path")
+        self._call("/restore_collection", {"collection_name": name, "snapshot_path": path, "overwrite": overwrite})
         return RemoteCollection(self, name)
 
     def export_collection(self, name: str, path: str) -> str:
@@ -333,7 +399,8 @@ class RemoteDatabase:
     def import_collection(self, name: str, path: str, overwrite: bool = False, *,
                           progress: bool = False) -> "RemoteCollection":
         v.check_name(name, what="collection_name")
-        self._call("/import_collection", {"collection_name": name, "export_path": str(path), "overwrite": overwrite})
+        path = _server_path(path, "export_path")
+        self._call("/import_collection", {"collection_name": name, "export_path": path, "overwrite": overwrite})
         return RemoteCollection(self, name)
 
     # -- refresh jobs, over the seeds' wire shapes (Zilliz for jobs, Lance for views) ----------
@@ -368,18 +435,21 @@ class RemoteDatabase:
 
     def describe_refresh_job(self, job_id: int) -> RefreshJob:
         """The job's state, progress, times and reason (the Zilliz record: no ``stats``)."""
-        return self._job(self._zilliz("describe", {"jobId": int(job_id)}))
+        return self._job(self._zilliz("describe", {"jobId": _remote_job_id(job_id)}))
 
     def list_refresh_jobs(self, collection_name: str | None = None) -> list[RefreshJob]:
         """Refresh jobs of the database's external collections (the Zilliz list has no view jobs)."""
+        if collection_name is not None:
+            v.check_name(collection_name, what="collection_name")
         return [self._job(d) for d in self._zilliz("list", {"collectionName": collection_name})["records"]]
 
     def cancel_refresh_job(self, job_id: int) -> RefreshJob:
-        return self._job(self._zilliz("cancel", {"jobId": int(job_id)}))
+        return self._job(self._zilliz("cancel", {"jobId": _remote_job_id(job_id)}))
 
     def wait_refresh_job(self, job_id: int, timeout: float | None = None, *,
                          raise_on_failure: bool = False) -> RefreshJob:
         """Poll until the job ends; ``TimeoutError_`` after ``timeout`` seconds."""
+        job_id = _remote_job_id(job_id)
         timeout = v.check_timeout(timeout)
         raise_on_failure = v.check_bool(raise_on_failure, param="raise_on_failure")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -401,6 +471,7 @@ class RemoteDatabase:
                                   full: bool = False) -> int:
         """Start a refresh of a materialized view (``POST /v1/materialized_view/{db}${view}/refresh``);
         the parameters of :meth:`vecstore.Database.refresh_materialized_view`."""
+        v.check_name(name, what="view_name")
         body = {"src_version": src_version, "max_rows_per_fragment": max_rows_per_fragment,
                 "concurrency": concurrency, "intra_applier_concurrency": intra_applier_concurrency,
                 "output_limit": output_limit, "manifest": manifest, "cluster": cluster, "full": full or None}
@@ -501,9 +572,80 @@ class RemoteCollection:
     def _send_items(self, path: str, items: Any) -> list[Id]:
         if not isinstance(items, list) or not items:  # refused by the server, as by the library
             return self._call(path, {"items": items})["ids"]
+        ids = [it.get("id") for it in items]
+        if path == "/bulk_add_items" and None in ids:
+            one = self._requests("json", len(items), lambda a, b: self._json(path, {"items": items[a:b]}),
+                                 lambda body, a, b: self._post(path, body), whole=True)
+            if one is not None:  # one request: the server assigns the ids
+                return one
+            items = [{**it, "id": i} for it, i in zip(items, self._assign_ids(ids))]
+        else:  # checked here too: a later request refused for them would leave the earlier ones written
+            v.check_unique([v.check_id(i, param=f"items[{k}].id") for k, i in enumerate(ids) if i is not None],
+                           param="ids")
+        return self._requests("json", len(items), lambda a, b: self._json(path, {"items": items[a:b]}),  # type: ignore[return-value]
+                              lambda body, a, b: self._post(path, body))
+
+    def _json(self, path: str, body: dict) -> bytes:
+        return _json_body(path, {**self._query(), **body})
+
+    def _post(self, path: str, payload: bytes) -> list[Id]:
+        return self._transport().call(path, payload=payload)["ids"]
+
+    def _requests(self, kind: str, n: int, encode: Any, send: Any, *, whole: bool = False) -> list[Id] | None:
+        """Rows ``[0, n)`` in requests of at most ``_BATCH`` rows whose bodies
+        (``encode(start, end)``) fit the transport's byte budget for ``kind``; returns what
+        ``send(body, start, end)`` returned, in order. A request the server refuses as too large
+        (413: it read nothing of it) is cut and sent again; a single row too large for the server
+        is its PayloadTooLargeError. ``whole``: one request or nothing, ``None`` when the rows
+        need more than one."""
+        t = self._transport()
         out: list[Id] = []
-        for s in _chunks(len(items)):
-            out.extend(self._call(path, {"items": items[s]})["ids"])
+        start, size = 0, _BATCH
+        while start < n:
+            end = min(start + size, n)
+            if whole and end < n:
+                return None
+            body = encode(start, end)
+            budget = t.budget[kind]
+            if len(body) > budget and end - start > 1:
+                if whole:
+                    return None
+                size = max(1, (end - start) * budget // len(body) * 9 // 10)  # rows are not all alike
+                continue
+            try:
+                out.extend(send(body, start, end))
+            except PayloadTooLargeError:
+                if end - start == 1:
+                    raise
+                t.budget[kind] = min(t.budget[kind], len(body) // 2)
+                if whole:
+                    return None
+                continue
+            start = end
+        return out
+
+    def _assign_ids(self, ids: list) -> list:
+        """The ids the library gives a call that the client sends in several requests (one
+        request is numbered by the server itself): a row without one gets the next int after
+        the largest int id stored before the call (soft-deleted rows count until ``compact``),
+        skipping the call's own explicit ids, as :meth:`vecstore.Collection.bulk_add_items`.
+        The server would number each request on its own, after the ids of those before it.
+        A writer adding rows between this read and the last request can take one of these ids:
+        that request is then refused (AlreadyExistsError) and the ones before it stay written."""
+        explicit = [v.check_id(i, param="ids") for i in ids if i is not None]
+        v.check_unique(explicit, param="ids")
+        top = max([self.max_id(), *(i for i in self.list_deleted_ids() if type(i) is int)])
+        taken, nxt, out = set(explicit), top + 1, []
+        for i in ids:
+            if i is None:
+                while nxt in taken:
+                    nxt += 1
+                if nxt > v.MAX_INT_ID:
+                    raise InvalidArgumentError(f"ids: no integer id is left above the largest one ({top}) "
+                                               "to assign; pass explicit ids")
+                i = nxt
+                nxt += 1
+            out.append(i)
         return out
 
     # add and upsert check the shapes as Collection.add and Collection.upsert do (same order,
@@ -515,11 +657,16 @@ class RemoteCollection:
         arr, id_list, field_list = v.check_add_columns(vectors, ids, fields, 0)
         n = len(arr)
         v.check_unique([i for i in id_list if i is not None], param="ids")
-        if any(i is None for i in id_list):  # ids to assign: the items route takes null ids
-            rows = arr.tolist()
-            return self._send_items("/bulk_add_items", [
-                {"vector": rows[j], "id": id_list[j], "field": None if field_list is None else field_list[j]}
-                for j in range(n)])
+        if None in id_list:  # in one request, the items route takes null ids and assigns them
+            def items(a: int, b: int) -> bytes:
+                return self._json("/bulk_add_items", {"items": [
+                    {"vector": row, "id": id_list[j], "field": None if field_list is None else field_list[j]}
+                    for j, row in enumerate(arr[a:b].tolist(), a)]})
+            one = self._requests("json", n, items, lambda body, a, b: self._post("/bulk_add_items", body),
+                                 whole=True)
+            if one is not None:
+                return one
+            id_list = self._assign_ids(id_list)  # several requests: the ids are assigned here
         return self._write_rows("add", arr, id_list, field_list)
 
     def upsert(self, vectors: Any, ids: Ids, fields: Sequence[dict | None] | None = None,
@@ -529,19 +676,20 @@ class RemoteCollection:
         return self._write_rows("upsert", arr, id_list, field_list)
 
     def _write_rows(self, op: str, arr: np.ndarray, ids: list, fields: list | None) -> list[Id]:
-        """Rows already checked (``ids`` and ``fields`` as long as ``arr``), in chunks."""
-        out: list[Id] = []
-        binary = all(isinstance(i, int) for i in ids)  # check_id made every int a plain non-negative int
-        for s in _chunks(len(ids)):
-            f = None if fields is None else fields[s]
-            if binary:
-                body = wire.encode_records(arr[s], ids[s], f)
-                query = {**self._query(), "dim": arr.shape[1], "n_vectors": len(ids[s]),
-                         "ids_encoding": "raw", "return_ids": "true"}
-                out.extend(self.database.client._t.call_binary(f"/{op}_records_binary", query, body)["ids"])
-            else:
-                out.extend(self._call(f"/{op}", {"ids": ids[s], "vectors": arr[s].tolist(), "fields": f})["ids"])
-        return out
+        """Rows already checked (``ids`` and ``fields`` as long as ``arr``), in requests."""
+        def cut(x: list | None, a: int, b: int) -> list | None:
+            return None if x is None else x[a:b]
+
+        if all(isinstance(i, int) for i in ids):  # check_id made every int a plain non-negative int
+            t, path = self._transport(), f"/{op}_records_binary"
+            query = {**self._query(), "dim": arr.shape[1], "ids_encoding": "raw", "return_ids": "true"}
+            return self._requests(  # type: ignore[return-value]
+                "binary", len(ids), lambda a, b: wire.encode_records(arr[a:b], ids[a:b], cut(fields, a, b)),
+                lambda body, a, b: t.call_binary(path, {**query, "n_vectors": b - a}, body)["ids"])
+        return self._requests(  # type: ignore[return-value]
+            "json", len(ids),
+            lambda a, b: self._json(f"/{op}", {"ids": ids[a:b], "vectors": arr[a:b].tolist(), "fields": cut(fields, a, b)}),
+            lambda body, a, b: self._post(f"/{op}", body))
 
     def upsert_items(self, items: Iterable[dict], *, progress: bool = False) -> list[Id]:
         return self._send_items("/upsert_items", _wire_items(items))
@@ -563,7 +711,9 @@ class RemoteCollection:
         return self._call("/compact")["vectors_removed"]
 
     def commit(self, items: Iterable[dict] | None = None) -> None:
-        self._call("/commit", {"items": _wire_items(items) if items else None})
+        if items:  # as the library: bulk_add_items, in as many requests as it takes, then the barrier
+            self.bulk_add_items(items)
+        self._call("/commit")
 
     def flush(self) -> None:
         self._call("/flush")
@@ -761,6 +911,7 @@ class RemoteCollection:
                     **params: Any) -> dict:
         """:meth:`vecstore.Collection.build_index` on the server (``progress`` shows nothing
         remotely: the server does not stream it)."""
+        parse_index_mode(index_mode, default_metric="ip")  # a null would be the server's default, FLAT
         r = self._call("/build_index", {"index_mode": index_mode, "n_clusters": n_clusters, "params": params or None})
         return {"index_mode": r["index_mode"], "n_clusters": r.get("n_clusters")}
 
@@ -769,6 +920,7 @@ class RemoteCollection:
 
     def create_vector_field(self, field_name: str, dim: int, metric: str = "ip",
                             index_mode: str | None = None) -> VectorFieldInfo:
+        metric = parse_metric(metric)  # a null would be the server's default, ip
         f = self._call("/create_vector_field", {"field_name": field_name, "dim": dim, "metric": metric,
                                                 "index_mode": index_mode})["field"]
         return VectorFieldInfo(**f)
@@ -782,6 +934,7 @@ class RemoteCollection:
 
     def build_vector_field_index(self, field_name: str, index_mode: str = "FLAT", n_clusters: int | None = None,
                                  *, progress: bool = False, **params: Any) -> dict:
+        parse_index_mode(index_mode, default_metric="ip")
         r = self._call("/build_vector_field_index", {"field_name": field_name, "index_mode": index_mode,
                                                      "n_clusters": n_clusters, "params": params or None})
         return {"field_name": field_name, "index_mode": r["index_mode"], "n_clusters": r.get("n_clusters")}
@@ -792,6 +945,8 @@ class RemoteCollection:
     def add_sparse_vectors(self, vectors: Sequence[Any], ids: Ids) -> list[Id]:
         from .indexes.sparse import parse_sparse
         id_list = v.check_ids(ids)
+        if isinstance(vectors, dict) or not hasattr(vectors, "__len__") or len(vectors) != len(id_list):
+            raise InvalidArgumentError(f"vectors: expected a list of {len(id_list)} sparse vectors to match ids")
         wire_vectors = []
         for i, x in enumerate(vectors):
             idx, val = parse_sparse(x, param=f"vectors[{i}]")
@@ -800,10 +955,10 @@ class RemoteCollection:
 
     # -- portability (paths on the server) ---------------------------------------------------------
     def snapshot_to(self, path: str, *, progress: bool = False) -> str:
-        return self._call("/snapshot_collection", {"snapshot_path": str(path)})["snapshot_path"]
+        return self._call("/snapshot_collection", {"snapshot_path": _server_path(path, "snapshot_path")})["snapshot_path"]
 
     def export_to(self, path: str, *, progress: bool = False) -> str:
-        return self._call("/export_collection", {"export_path": str(path)})["export_path"]
+        return self._call("/export_collection", {"export_path": _server_path(path, "export_path")})["export_path"]
 
 
 __all__ = ["RemoteClient", "RemoteDatabase", "RemoteCollection", "RefreshJob"]

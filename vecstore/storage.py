@@ -347,6 +347,7 @@ class Storage:
         instance dropped a moment ago), never make an empty one in its place."""
         self.path = Path(path)
         self.read_only = read_only
+        self.durability = "fast" if durability == "fast" else "safe"
         self._lock_fd: int | None = None
         self._map_guard = _MapGuard()
         create = create and not read_only
