@@ -66,6 +66,7 @@ from vecstore.errors import (
     UnauthorizedError,
     UnavailableError,
     VecstoreError,
+    out_of_descriptors,
 )
 
 from .http11 import (
@@ -304,23 +305,6 @@ def bind(route: Route, source: dict, *, from_query: bool, config: ServerConfig) 
     """Validate ``source`` (a JSON object, or the query string of a binary route) for ``route``."""
     values = source if from_query else {}
     return Binder(route).bind({} if from_query else source, values, values, config)
-
-
-_NO_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
-
-
-def _out_of_descriptors(e: BaseException) -> bool:
-    """Whether ``e`` or an exception it was raised from is EMFILE/ENFILE: an ``OSError``, or
-    a foreign error carrying its text (tantivy's ``ValueError``, an LMDB error)."""
-    seen = 0
-    x: BaseException | None = e
-    while x is not None and seen < 16:
-        if isinstance(x, OSError) and x.errno in _NO_DESCRIPTORS:
-            return True
-        if not isinstance(x, VecstoreError) and ("Too many open files" in str(x) or "TooManyOpenFiles" in str(x)):
-            return True
-        x, seen = x.__cause__ or x.__context__, seen + 1
-    return False
 
 
 def _refuse_constant(name: str) -> Any:
@@ -1308,7 +1292,7 @@ class VecstoreHTTPServer:
         error's own status; out of file descriptors, wherever it surfaced (a collection, a
         snapshot, an index file), 503 to retry later, as it is load and not a bug; anything
         else is a bug: 500, logged with its traceback."""
-        if _out_of_descriptors(e):
+        if out_of_descriptors(e):
             self._warn_out_of_descriptors(e, rid, req)
             e = UnavailableError("the server is out of file descriptors; retry later")
         if isinstance(e, VecstoreError):

@@ -536,3 +536,54 @@ def test_vector_field_names_are_checked(db):
             col.search([0, 1, 0], k=1, **kw)
     assert col.search([0, 1, 0], k=1, vector_field="t", field_name="t").ids == (2,)
     assert col.search([0, 1], k=1, vector_field="default").ids == (2,)
+
+
+_OPEN_SHORT_OF_DESCRIPTORS = r'''
+import logging, os, resource, sys, numpy as np, vecstore
+rebuilt = []
+class Spy(logging.Handler):
+    def emit(self, record):
+        if "rebuilding" in record.getMessage():
+            rebuilt.append(record.getMessage())
+logging.getLogger("vecstore").addHandler(Spy())
+root = sys.argv[1]
+with vecstore.connect(root) as c:
+    col = c.create_database("app").require_collection("c", dim=8)
+    col.add(np.random.default_rng(0).random((2000, 8), dtype=np.float32))
+    col.build_index("HNSW")
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+outcomes = set()
+for spare in range(12):
+    c = vecstore.connect(root)
+    hog = []
+    try:
+        while True:
+            hog.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        pass
+    for fd in hog[:spare]:
+        os.close(fd)
+    try:
+        c.get_database("app").get_collection("c")
+        outcomes.add("opened")
+    except vecstore.UnavailableError:
+        outcomes.add("unavailable")
+    except OSError:
+        outcomes.add("oserror")
+    for fd in hog[spare:]:
+        os.close(fd)
+    c.close()
+print(sorted(outcomes), rebuilt)
+'''
+
+
+def test_out_of_descriptors_at_open_is_unavailable_not_a_rebuild(tmp_path):
+    """EMFILE reading good index files was taken as damage: the index was rebuilt from the rows
+    (minutes for a large one, paid again by every replica). Now UnavailableError: retry later."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _OPEN_SHORT_OF_DESCRIPTORS, str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    outcomes, _, rebuilt = out.stdout.strip().partition("] ")
+    assert "unavailable" in outcomes and "opened" in outcomes and rebuilt == "[]", out.stdout

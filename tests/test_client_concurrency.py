@@ -787,3 +787,33 @@ def test_a_database_closed_while_its_open_waits_takes_no_share(tmp_path, monkeyp
     assert isinstance(joined(t, out).get("error"), vecstore.ClosedError), out
     c.close()
     assert open_handles(tmp_path) == []
+
+
+def test_a_job_call_racing_the_close_of_its_database_leaves_no_job_manager(tmp_path, monkeypatch):
+    """A job call that passed its open check while another thread closed the database made a
+    JobManager owned by the closed database: never released, its job store stayed locked for
+    other processes. Now ClosedError, as Database._open does for collections."""
+    from vecstore import client as cm
+    c = vecstore.connect(tmp_path)
+    db = c.create_database("app")
+    check = cm.Database._check_open
+
+    def check_then_closed(self):  # the close lands right after the check
+        check(self)
+        if threading.current_thread().name == "caller":
+            closer = threading.Thread(target=c.close)
+            closer.start()
+            closer.join()
+    monkeypatch.setattr(cm.Database, "_check_open", check_then_closed)
+    out: dict = {}
+
+    def call():
+        try:
+            out["v"] = db.list_refresh_jobs()
+        except vecstore.VecstoreError as e:
+            out["v"] = e
+    caller = threading.Thread(target=call, name="caller")
+    caller.start()
+    caller.join()
+    assert isinstance(out["v"], vecstore.ClosedError), out
+    assert not [k for k in cm._JOBS if str(tmp_path.resolve()) in k[0]]

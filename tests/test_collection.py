@@ -218,10 +218,13 @@ def test_a_str_valued_enum_in_fields_reads_back_as_its_text(db, tmp_path):
     class Lang(str, enum.Enum):
         EN = "en"
     c = db.require_collection("enum", dim=2)
-    c.add_item([1, 0], id=1, field={"lang": Lang.EN, "tags": [Lang.EN]})
+    c.add_item([1, 0], id=1, field={"lang": Lang.EN, "tags": [Lang.EN], Lang.EN: 1})
+    c.add_item([0, 1], id=Lang.EN)
     fields = c.read_by_only_id(1).fields[0]
-    assert fields == {"lang": "en", "tags": ["en"]}
+    assert fields == {"lang": "en", "tags": ["en"], "en": 1}
     assert type(fields["lang"]) is str and type(fields["tags"][0]) is str
+    assert [type(k) for k in fields] == [str, str, str]
+    assert [type(i) for i in c.query(return_ids_only=True)] == [int, str]
 
 
 def test_error_messages_name_the_parameter(col):

@@ -169,6 +169,16 @@ def test_writes_fit_the_servers_body_limits(tmp_path):
         with pytest.raises(PayloadTooLargeError, match="exceeds the limit"):
             col.add_item(x[0], id=9999, field={"text": "x" * (8 << 20)})  # still sending when refused
         assert col.shape == (1300, 32) and col.search(x[5], k=1).ids == (594,)
+        # An add of several requests holding a stored id is refused before the first request, as
+        # the library refuses it before writing anything (the earlier requests stayed written).
+        col.delete_items(["s3"])
+        for call in (lambda: col.add(x, ids=[f"n{i}" for i in range(599)] + [1098]),
+                     lambda: col.add(x, ids=[None] * 599 + ["s3"]),  # soft-deleted
+                     lambda: col.bulk_add_items([{"vector": r} for r in x[:599]] + [{"vector": x[0], "id": 5}]),
+                     lambda: col.bulk_add_items([{"vector": r, "id": f"m{i}"} for i, r in enumerate(x)] + [{"vector": x[0], "id": 7}])):
+            with pytest.raises(vecstore.AlreadyExistsError, match="already exist"):
+                call()
+        assert col.shape == (1299, 32)
     finally:
         remote.close()
         server.stop()

@@ -383,3 +383,53 @@ def test_a_second_reader_follows_the_writer(tmp_path):
     assert reader_labels == [2]
     reader.close()
     writer.close()
+
+
+_SHORT_OF_DESCRIPTORS = r'''
+import os, resource, sys, vecstore
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+failed = []
+for spare in range(10):  # a text index first opened, written and committed with 0..9 descriptors left
+    c = vecstore.connect(os.path.join(sys.argv[1], str(spare)))
+    col = c.create_database("app").require_collection("c", dim=2)
+    col.add([[1, 0]] * 20, fields=[{"t": f"hello world {i}"} for i in range(20)])
+    hog = []
+    try:
+        while True:
+            hog.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        pass
+    for fd in hog[:spare]:
+        os.close(fd)
+    try:
+        col.text_search("hello", k=50)
+    except (vecstore.UnavailableError, OSError):
+        pass
+    except Exception as e:  # noqa: BLE001 - a raw tantivy error: reported, and the rest still checked
+        failed.append((spare, type(e).__name__))
+    for fd in hog[spare:]:
+        os.close(fd)
+    counts = [len(col.text_search("hello", k=50).ids)]
+    col.add([[0, 1]], ids=["new"], fields=[{"t": "hello again"}])
+    counts.append(len(col.text_search("hello", k=50).ids))
+    c.close()
+    c = vecstore.connect(os.path.join(sys.argv[1], str(spare)))
+    counts.append(len(c.get_database("app").get_collection("c").text_search("hello", k=50).ids))
+    c.close()
+    if counts != [20, 21, 21]:
+        failed.append((spare, counts))
+print(failed)
+'''
+
+
+def test_a_text_write_that_fails_is_retried_not_lost(tmp_path):
+    """Out of file descriptors in the first text search's commit left tantivy's writer dead:
+    every later add and commit 'succeeded' and indexed nothing, and the doc count was recorded
+    as good, so text search found nothing for good, across reopens. The writer is now dropped
+    on any tantivy error and the pending rows are written by the next call."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _SHORT_OF_DESCRIPTORS, str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout

@@ -313,6 +313,8 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
 
     def _jobs(self) -> JobManager:
         with _OPEN_LOCK:
+            if self._closed or self.client._closed:  # closed by another thread since the caller's
+                raise ClosedError(f"database {self.name!r} is closed")  # check: it would never release
             if self._job_manager is None or self._job_manager.closed:
                 key = self._jobs_key()
                 jm, users = _JOBS.get(key) or (None, set())

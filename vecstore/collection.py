@@ -139,7 +139,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         try:
             if create is not None:
                 self._init_new(create)
-            self._load()
+            self._load(opening=True)
         except BaseException:
             self._storage.close()
             raise
@@ -157,8 +157,9 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                     t.put_meta(key, value)
         self._storage.write(tx)
 
-    def _load(self) -> None:
-        """Rebuild the mirror from LMDB, then load or rebuild the derived indexes."""
+    def _load(self, *, opening: bool = False) -> None:
+        """Rebuild the mirror from LMDB, then load or rebuild the derived indexes (``opening``:
+        the first load of this handle, which may still fail without leaving a half-built mirror)."""
         with self._storage.read() as t:
             cfg = t.get_meta("config")
             if cfg is None and self._read_only:  # the writer is still creating it
@@ -216,7 +217,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                 self._sparse.remove(dead)
         self._text = None
         for key, rec in index_records.items():
-            self._open_index(key[len("index:"):], rec)
+            self._open_index(key[len("index:"):], rec, opening)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import validation as v
 from .errors import (AlreadyExistsError, ConflictError, CorruptionError, InvalidArgumentError,
-                     InvalidNameError, NotFoundError, UnavailableError)
+                     InvalidNameError, NotFoundError, UnavailableError, out_of_descriptors)
 from .indexes.base import IndexMode, Progress, VectorIndex, lynse_build_params, parse_index_mode, parse_metric
 from .table import VectorSpace
 from .types import Id, Ids, SearchResult, VectorFieldInfo
@@ -78,9 +78,11 @@ class DerivedIndexes:
     def _space_by_name(self: "Collection", name: str) -> VectorSpace:
         return self._default if name == "default" else self._named[name]
 
-    def _open_index(self: "Collection", field: str, rec: dict) -> None:
+    def _open_index(self: "Collection", field: str, rec: dict, opening: bool = False) -> None:
         """At open: load the index files of ``field`` and replay the commits made after them, or
-        rebuild from the mirror when the files are missing or do not check."""
+        rebuild from the mirror when the files are missing or do not check. Out of file
+        descriptors at the first open is UnavailableError: the files are fine, and a rebuild of a
+        large index costs minutes (a reload after a commit cannot stop half-way: it rebuilds)."""
         space = self._space_by_name(field) if (field == "default" or field in self._named) else None
         if space is None:
             return
@@ -94,6 +96,9 @@ class DerivedIndexes:
             try:
                 index = cls.load(self._index_dir(), rec["files"], space.dim, space.metric, rec.get("params", {}))
             except (CorruptionError, OSError, ValueError, RuntimeError) as e:
+                if opening and out_of_descriptors(e):
+                    raise UnavailableError(f"{self.path}: out of file descriptors opening the index of "
+                                           f"{field!r} ({e}); retry later") from e
                 log.warning("%s: index of %r unusable (%s); rebuilding from the rows", self.path, field, e)
         if index is None:
             self._rebuild_index(space, params=rec.get("params", {}))

@@ -15,6 +15,8 @@ status and the stable ``code`` the server puts on the wire, so the server maps e
 
 from __future__ import annotations
 
+import errno
+
 
 class VecstoreError(Exception):
     """Root of every vecstore error."""
@@ -212,3 +214,18 @@ def error_class_for(code: str | None, http_status: int = 500) -> type[VecstoreEr
         if cls.http_status == http_status and cls.__bases__[0] is VecstoreError:
             return cls
     return VecstoreError
+
+
+def out_of_descriptors(e: BaseException) -> bool:
+    """Whether ``e`` or an exception it was raised from is EMFILE/ENFILE: an ``OSError``, or a
+    native library's error carrying its text (tantivy's ``ValueError``, hnswlib's
+    ``RuntimeError``, an LMDB error). Not damage: the files are fine, the process is full."""
+    seen = 0
+    x: BaseException | None = e
+    while x is not None and seen < 16:
+        if isinstance(x, OSError) and x.errno in (errno.EMFILE, errno.ENFILE):
+            return True
+        if not isinstance(x, VecstoreError) and ("Too many open files" in str(x) or "TooManyOpenFiles" in str(x)):
+            return True
+        x, seen = x.__cause__ or x.__context__, seen + 1
+    return False

@@ -583,7 +583,8 @@ class RemoteCollection:
             v.check_unique([v.check_id(i, param=f"items[{k}].id") for k, i in enumerate(ids) if i is not None],
                            param="ids")
         return self._requests("json", len(items), lambda a, b: self._json(path, {"items": items[a:b]}),  # type: ignore[return-value]
-                              lambda body, a, b: self._post(path, body))
+                              lambda body, a, b: self._post(path, body),
+                              new_ids=ids if path == "/bulk_add_items" else None)
 
     def _json(self, path: str, body: dict) -> bytes:
         return _json_body(path, {**self._query(), **body})
@@ -591,13 +592,15 @@ class RemoteCollection:
     def _post(self, path: str, payload: bytes) -> list[Id]:
         return self._transport().call(path, payload=payload)["ids"]
 
-    def _requests(self, kind: str, n: int, encode: Any, send: Any, *, whole: bool = False) -> list[Id] | None:
+    def _requests(self, kind: str, n: int, encode: Any, send: Any, *, whole: bool = False,
+                  new_ids: list | None = None) -> list[Id] | None:
         """Rows ``[0, n)`` in requests of at most ``_BATCH`` rows whose bodies
         (``encode(start, end)``) fit the transport's byte budget for ``kind``; returns what
         ``send(body, start, end)`` returned, in order. A request the server refuses as too large
         (413: it read nothing of it) is cut and sent again; a single row too large for the server
         is its PayloadTooLargeError. ``whole``: one request or nothing, ``None`` when the rows
-        need more than one."""
+        need more than one. ``new_ids``: the ids of an add, checked against the stored ones
+        before the first of several requests (:meth:`_refuse_stored`)."""
         t = self._transport()
         out: list[Id] = []
         start, size = 0, _BATCH
@@ -612,6 +615,9 @@ class RemoteCollection:
                     return None
                 size = max(1, (end - start) * budget // len(body) * 9 // 10)  # rows are not all alike
                 continue
+            if new_ids is not None and start == 0 and end < n:
+                self._refuse_stored(new_ids)
+                new_ids = None
             try:
                 out.extend(send(body, start, end))
             except PayloadTooLargeError:
@@ -624,6 +630,21 @@ class RemoteCollection:
             start = end
         return out
 
+    def _refuse_stored(self, ids: list) -> None:
+        """Before the first of several requests of an add: ids already stored (live or
+        soft-deleted) are refused as the library refuses them, before anything is written
+        (found by the server at a later request, the earlier ones stayed written)."""
+        wanted = {i for i in ids if i is not None}
+        if not wanted:
+            return
+        asked = list(wanted)
+        live = [i for a in range(0, len(asked), _BATCH)
+                for i in self.query(filter_ids=asked[a:a + _BATCH], return_ids_only=True)]
+        deleted = [i for i in self.list_deleted_ids() if i in wanted]
+        if live or deleted:
+            hint = " (soft-deleted: restore_items() or upsert them)" if deleted else "; use upsert to replace"
+            raise AlreadyExistsError(f"ids: {len(live) + len(deleted)} already exist{hint}: {v._sample(live + deleted)}")
+
     def _assign_ids(self, ids: list) -> list:
         """The ids the library gives a call that the client sends in several requests (one
         request is numbered by the server itself): a row without one gets the next int after
@@ -634,6 +655,7 @@ class RemoteCollection:
         that request is then refused (AlreadyExistsError) and the ones before it stay written."""
         explicit = [v.check_id(i, param="ids") for i in ids if i is not None]
         v.check_unique(explicit, param="ids")
+        self._refuse_stored(explicit)  # first, as the library: a clash is AlreadyExistsError
         top = max([self.max_id(), *(i for i in self.list_deleted_ids() if type(i) is int)])
         taken, nxt, out = set(explicit), top + 1, []
         for i in ids:
@@ -685,11 +707,12 @@ class RemoteCollection:
             query = {**self._query(), "dim": arr.shape[1], "ids_encoding": "raw", "return_ids": "true"}
             return self._requests(  # type: ignore[return-value]
                 "binary", len(ids), lambda a, b: wire.encode_records(arr[a:b], ids[a:b], cut(fields, a, b)),
-                lambda body, a, b: t.call_binary(path, {**query, "n_vectors": b - a}, body)["ids"])
+                lambda body, a, b: t.call_binary(path, {**query, "n_vectors": b - a}, body)["ids"],
+                new_ids=ids if op == "add" else None)
         return self._requests(  # type: ignore[return-value]
             "json", len(ids),
             lambda a, b: self._json(f"/{op}", {"ids": ids[a:b], "vectors": arr[a:b].tolist(), "fields": cut(fields, a, b)}),
-            lambda body, a, b: self._post(f"/{op}", body))
+            lambda body, a, b: self._post(f"/{op}", body), new_ids=ids if op == "add" else None)
 
     def upsert_items(self, items: Iterable[dict], *, progress: bool = False) -> list[Id]:
         return self._send_items("/upsert_items", _wire_items(items))

@@ -48,7 +48,7 @@ import msgpack
 import numpy as np
 
 from .errors import (ClosedError, ConflictError, CorruptionError, LockedError, NotFoundError, ReadOnlyError,
-                     StorageFullError, VecstoreError)
+                     StorageFullError, UnavailableError, VecstoreError, out_of_descriptors)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -541,6 +541,8 @@ def _take_writer_lock(path: Path) -> int:
     except FileNotFoundError:  # its folder is gone (dropped): the caller says what that means
         raise
     except OSError as e:  # a folder this process may not write (permissions, read-only mount)
+        if out_of_descriptors(e):
+            raise UnavailableError(f"{path.parent}: out of file descriptors; retry later") from None
         raise VecstoreError(f"{path.parent}: cannot open for writing ({e.strerror or e}); "
                             "open it read-only (vecstore.connect(..., read_only=True))") from None
     try:
@@ -577,6 +579,8 @@ def _translate(e: lmdb.Error, what: str) -> VecstoreError:
                                                                  "File too large", "Disk quota")) \
             or getattr(e, "errno", None) in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG):
         return StorageFullError(f"{what}: the disk is full or failing ({text}); nothing committed was lost")
+    if out_of_descriptors(e):
+        return UnavailableError(f"{what}: out of file descriptors ({text}); retry later")
     if isinstance(e, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
                       lmdb.VersionMismatchError)):
         return CorruptionError(f"{what}: the LMDB store is damaged or not an LMDB file ({text})")

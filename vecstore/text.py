@@ -72,7 +72,8 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
@@ -85,8 +86,11 @@ from .errors import (
     InvalidArgumentError,
     LockedError,
     QuerySyntaxError,
+    StorageFullError,
     UnavailableError,
     UnsupportedFormatError,
+    VecstoreError,
+    out_of_descriptors,
 )
 from .fileio import fsync_path
 
@@ -199,7 +203,7 @@ class TextIndex:
             existed = tantivy.Index.exists(str(directory))
             index = tantivy.Index(_SCHEMA, path=str(directory), reuse=True)
         except ValueError as e:
-            if "Too many open files" in str(e):  # EMFILE/ENFILE: the files are fine, the process is full
+            if out_of_descriptors(e):  # the files are fine, the process is full
                 raise UnavailableError(f"text index {directory}: out of file descriptors ({e}); retry later") from e
             raise CorruptionError(f"text index {directory}: tantivy cannot open it: {e}") from e
         slots = cls._read_slots(directory, must_exist=existed and index.searcher().num_docs > 0)
@@ -264,8 +268,25 @@ class TextIndex:
             except ValueError as e:
                 if "LockBusy" in str(e):
                     raise LockedError(f"text index {self._dir}: another writer holds it ({e})") from e
-                raise
+                raise _writer_error(self._dir, e) from e
         return self._writer
+
+    @contextmanager
+    def _writing(self) -> Iterator[tantivy.IndexWriter]:
+        """The writer (call with self._lock held). A tantivy error leaves a writer dead for good:
+        later adds and commits 'succeed' and index nothing. So it is dropped, with the writes not
+        committed (the caller still holds them as pending), and the next call opens a fresh one."""
+        writer = self._get_writer()
+        try:
+            yield writer
+        except ValueError as e:
+            self._writer = None
+            try:
+                writer.rollback()
+            except ValueError:
+                pass
+            self._max_label = self._committed_max_label()
+            raise _writer_error(self._dir, e) from e
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -280,8 +301,7 @@ class TextIndex:
             raise InvalidArgumentError(
                 f"fields: expected one dict per label ({len(labels)}), got {len(fields)}")
         rows = dict(zip(labels.tolist(), fields))  # a label repeated in the batch: last wins
-        with self._lock:
-            writer = self._get_writer()
+        with self._lock, self._writing() as writer:
             max_label = self._max_label
             if max_label is not None:
                 # Labels above every label ever added cannot be present: no delete needed.
@@ -332,8 +352,8 @@ class TextIndex:
         """Remove the documents of these labels; unknown labels are ignored."""
         labels = np.asarray(labels, dtype=np.uint64).ravel()
         if labels.size:
-            with self._lock:
-                self._get_writer().delete_documents_by_query(self._label_query(labels.tolist()))
+            with self._lock, self._writing() as writer:
+                writer.delete_documents_by_query(self._label_query(labels.tolist()))
 
     def clear(self) -> None:
         """Drop every document (the rebuild path); takes effect at the next :meth:`commit`.
@@ -341,8 +361,8 @@ class TextIndex:
         The field-name slots are kept (they are append-only, see the module docstring); to
         start from a blank schema, close the index and remove its directory.
         """
-        with self._lock:
-            self._get_writer().delete_all_documents()
+        with self._lock, self._writing() as writer:
+            writer.delete_all_documents()
 
     def commit(self) -> None:
         """Make all writes so far durable and visible to searches."""
@@ -351,7 +371,8 @@ class TextIndex:
                 return
             if self._slots_dirty:
                 self._write_slots()
-            self._writer.commit()
+            with self._writing() as writer:
+                writer.commit()
             self._live_index().reload()
 
     def _write_slots(self) -> None:
@@ -566,3 +587,12 @@ class TextIndex:
             (tantivy.Occur.Must, tantivy.Query.const_score_query(clause, 0.0))])
         return self._run(searcher, both, min(k, n_allowed, n_docs))
 
+
+def _writer_error(directory: Path, e: ValueError) -> VecstoreError:
+    """A failed tantivy write as a vecstore error; nothing of it was committed."""
+    text = str(e)
+    if out_of_descriptors(e):
+        return UnavailableError(f"text index {directory}: out of file descriptors ({text}); retry later")
+    if "No space left" in text or "Disk quota" in text:
+        return StorageFullError(f"text index {directory}: the disk is full ({text}); nothing committed was lost")
+    return VecstoreError(f"text index {directory}: write failed, not committed: {text}")

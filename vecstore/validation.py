@@ -71,7 +71,7 @@ def check_id(value: Any, *, param: str = "id") -> int | str:
         raise InvalidArgumentError(f"{param}: expected an int in [0, 2**63), got {v!r}")
     if isinstance(value, str):
         if value and _utf8_len(value, param) <= MAX_STR_ID_BYTES:
-            return value
+            return value if type(value) is str else str.__str__(value)  # as stored (a str Enum)
         raise InvalidArgumentError(
             f"{param}: expected a non-empty string of at most {MAX_STR_ID_BYTES} bytes, got {value[:40]!r}")
     raise InvalidArgumentError(f"{param}: expected a non-negative int or a string, got {type(value).__name__} {value!r}")
@@ -289,7 +289,7 @@ def _clean_dict(d: dict, param: str, depth: int) -> dict:
         if not isinstance(k, str) or not k:
             raise InvalidArgumentError(f"{param}: expected non-empty string keys, got key {k!r}")
         _utf8_len(k, f"{param} key")
-        out[k] = _clean_value(v, f"{param}[{k!r}]", depth)
+        out[k if type(k) is str else str.__str__(k)] = _clean_value(v, f"{param}[{k!r}]", depth)
     return out
 
 
