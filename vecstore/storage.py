@@ -121,6 +121,7 @@ class Txn:
         self._env = env
         self._dbs = dbs
         self._txn = txn
+        self.logged = 0  # labels appended to the log (Storage.logged_rows counts the committed ones)
 
     @property
     def id(self) -> int:
@@ -276,6 +277,7 @@ class Txn:
     # -- change log ---------------------------------------------------------------------------
     def append_log(self, version: int, op: str, labels: list[int]) -> None:
         self._txn.put(_U64.pack(version), _pack([op, labels]), db=self._dbs["log"])
+        self.logged += len(labels)
 
     def iter_log(self, after_version: int) -> Iterator[tuple[int, str, list[int]]]:
         """Commits newer than ``after_version``, oldest first."""
@@ -347,6 +349,7 @@ class Storage:
         instance dropped a moment ago), never make an empty one in its place."""
         self.path = Path(path)
         self.read_only = read_only
+        self.logged_rows = 0  # labels this handle's committed writes appended to the change log
         self._lock_fd: int | None = None
         self._map_guard = _MapGuard()
         create = create and not read_only
@@ -441,7 +444,10 @@ class Storage:
                 raise ClosedError(f"{self.path}: the store is closed")
             try:
                 with self.env.begin(write=True) as txn:
-                    return fn(Txn(self.env, self._dbs, txn))
+                    t = Txn(self.env, self._dbs, txn)
+                    out = fn(t)
+                self.logged_rows += t.logged  # committed
+                return out
             except lmdb.MapFullError:
                 self._grow()
             except lmdb.Error as e:
