@@ -52,7 +52,7 @@ _ROW_CHUNK = 50_000
 # A write that brings the rows logged since the last checkpoint above this many (a fraction of
 # the stored rows, at least the floor) checkpoints: the next open after a crash replays at most
 # about that many rows into each index (well under the HNSW replay/rebuild crossover, see
-# collection_ext._REPLAY_MAX_FRACTION). A checkpoint writes
+# collection_ext._REPLAY_MAX_FRACTION), and the change log stays bounded. A checkpoint writes
 # every index whole, so its cost per row written is a constant: saving a 50k x 64 HNSW index
 # took 65-86 ms, what ~200 single-row adds (0.4 ms each) take, against 5,000+ rows between two
 # checkpoints; single-row writes measured the same before and after (median 48 us FLAT add,
@@ -190,7 +190,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             sparse_rows = list(t.iter_sparse())
             # rows logged since the last checkpoint: what a crash now would replay
             unsaved = 0 if self._read_only else sum(
-                len(lbs) for _, _, lbs in t.iter_log(t.get_meta("log_mark", 0)))
+                len(lbs) for _, _, lbs in t.iter_log(max(t.get_meta("log_mark", 0), t.log_start())))
             self._stamp, self._structure = t.id, _structure(cfg, named_defs, index_records)
         if not np.array_equal(labels, vec_labels):
             raise CorruptionError(f"{self.path}: {len(labels)} rows but {len(vec_labels)} vectors, "
@@ -807,8 +807,9 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                     index = self._built_index(space, space.mode, space.index.params)
                     with self._rw.write:
                         space.index, space.saved_version = index, -1
-            # Saved, else the next open replays the compact into the files from before it.
-            self._checkpoint()
+            # Saved (else the next open replays the compact into the files from before it), and
+            # the whole log trimmed: a reader behind the compact reloads in full either way.
+            self._checkpoint(keep_history=False)
             return len(gone)
 
     def refresh(self) -> bool:
@@ -837,8 +838,10 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                 if version == self._version and same_structure:
                     self._stamp = stamp  # a commit that changed nothing mirrored (a blob, a checkpoint)
                     return False
-                entries = list(t.iter_log(self._version))
-                incremental = same_structure and all(op != "compact" for _, op, _ in entries)
+                # a log trimmed past this handle's version no longer names every change
+                complete = t.log_start() <= self._version
+                entries = list(t.iter_log(self._version)) if complete else []
+                incremental = complete and same_structure and all(op != "compact" for _, op, _ in entries)
                 if incremental:
                     changes = self._read_changes(t, entries)
                     next_label = t.get_meta("next_label", 0)
@@ -946,10 +949,15 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                 log.warning("%s: checkpoint after a write failed (%s); the write is kept", self.path, e)
                 self._saved_at = self._storage.logged_rows
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, *, keep_history: bool = True) -> None:
         """Bring every derived index of this store up to the committed version and save it
-        (each save commits its record after its files, ARCHITECTURE "Durability"); ``log_mark``
-        records the version. Callers hold ``_wlock``."""
+        (each save commits its record after its files, ARCHITECTURE "Durability"), then trim
+        the change log, which none of them needs any more. Callers hold ``_wlock``.
+
+        The log is trimmed up to the previous checkpoint (``log_mark``) only: a reader in
+        another process (``refresh()``) or a materialized view less than one checkpoint behind
+        still catches up from it; one further behind takes its full path (a reload, a scan of
+        the rows). ``keep_history=False`` (compact) trims everything."""
         if self._text is None and self._get_meta("text") is not None:
             self._ensure_text()  # an index on disk that this process has not opened yet
         self._text_catch_up()
@@ -962,6 +970,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         def tx(t):
             if text is not None:  # caught up, even when the last writes touched no text
                 t.put_meta("text", text)
+            t.trim_log(t.get_meta("log_mark", 0) if keep_history else version)
             t.put_meta("log_mark", version)
         self._storage.write(tx)
         self._saved_at = self._storage.logged_rows

@@ -114,15 +114,19 @@ class DerivedIndexes:
 
     def _replay(self: "Collection", space: VectorSpace, since: int) -> None:
         """Apply the commits after ``since`` to ``space.index`` (labels are re-synced from the
-        mirror, so replay is idempotent), or rebuild the index when that is cheaper."""
+        mirror, so replay is idempotent), or rebuild the index when that is cheaper or the log
+        no longer reaches back to ``since`` (trimmed by a checkpoint since those files were
+        written: a reader in another process loading the files a save superseded)."""
         with self._storage.read() as t:
-            touched = {lb for _, _, labels in t.iter_log(since) for lb in labels}
-        if not touched:
+            complete = t.log_start() <= since
+            touched = {lb for _, _, labels in t.iter_log(since) for lb in labels} if complete else set()
+        if complete and not touched:
             return
-        if len(touched) > _REPLAY_MAX_FRACTION[space.mode.kind] * max(len(space.index), space.n_live, 1):
+        size = max(len(space.index), space.n_live, 1)
+        if not complete or len(touched) > _REPLAY_MAX_FRACTION[space.mode.kind] * size:
             self._rebuild_index(space)
-            log.info("%s: rebuilt the %s index of %r (%d rows changed)", self.path, space.mode.name, space.name,
-                     len(touched))
+            log.info("%s: rebuilt the %s index of %r (%s)", self.path, space.mode.name, space.name,
+                     f"{len(touched)} rows changed" if complete else "the change log was trimmed past it")
             return
         lab = np.fromiter(touched, dtype=np.uint64, count=len(touched))
         pos = space.lookup(lab)
@@ -559,9 +563,15 @@ class DerivedIndexes:
         directory = self.path / "text"
         rec = self._get_meta("text")
         self._text_pending: set[int] = set()
+        complete = False
         if rec is not None and not self._read_only and TextIndex.exists(directory):
             with self._storage.read() as t:
-                pending = {lb for _, _, labels in t.iter_log(rec["version"]) for lb in labels}
+                # a log trimmed past the index's version cannot catch it up: rebuilt below
+                complete = t.log_start() <= rec["version"]
+                pending = {lb for _, _, labels in t.iter_log(rec["version"]) for lb in labels} if complete else set()
+            if not complete:
+                log.info("%s: the change log was trimmed past the text index; rebuilding it", self.path)
+        if complete:
             try:
                 text = TextIndex.open(directory)
                 if len(text) != rec.get("docs", len(text)):
