@@ -3,6 +3,7 @@ writes after the build, persistence across a killed process, threads, named vect
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -587,3 +588,89 @@ def test_out_of_descriptors_at_open_is_unavailable_not_a_rebuild(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     outcomes, _, rebuilt = out.stdout.strip().partition("] ")
     assert "unavailable" in outcomes and "opened" in outcomes and rebuilt == "[]", out.stdout
+
+
+CRASHING_WRITER = textwrap.dedent("""
+    import os, signal, sys, numpy as np, vecstore, vecstore.collection as vc
+    vc.CHECKPOINT_MIN_ROWS, vc.CHECKPOINT_FRACTION = int(sys.argv[2]), 0.1
+    x = np.load(sys.argv[1] + ".npy")
+    col = vecstore.connect(sys.argv[1]).create_database("app").require_collection("c", dim=32, metric="l2")
+    col.add(x[:2000])
+    col.build_index("HNSW-L2")                   # index files written at this version
+    for start in range(0, int(sys.argv[3]), 50):  # upserts: in-place updates of the graph
+        col.upsert(x[2000 + start:2050 + start], ids=list(range(start, start + 50)))
+    print("done", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)        # no close, no checkpoint
+""")
+
+
+def reopen_after_crash(tmp_path, x, min_rows: int, upserted: int, caplog) -> None:
+    path = tmp_path / "store"
+    np.save(f"{path}.npy", x)
+    proc = subprocess.run([sys.executable, "-c", CRASHING_WRITER, str(path), str(min_rows), str(upserted)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == -signal.SIGKILL and "done" in proc.stdout, proc.stderr
+    with caplog.at_level("INFO", logger="vecstore"), vecstore.connect(path) as client:
+        col = client.get_database("app").get_collection("c")
+        vectors = x[:2000].copy()
+        vectors[:upserted] = x[2000:2000 + upserted]
+        assert recall(col, vectors, np.arange(2000), x[::97], "l2") >= 0.95
+        assert all(col.search(vectors[i], k=1).ids == (i,) for i in range(0, upserted, 25))
+
+
+def test_a_reopen_rebuilds_the_index_when_that_is_cheaper_than_replaying(tmp_path, caplog):
+    """HNSW replays each changed row as an in-place update, several times a build's cost per
+    row: past a fraction of the index the open rebuilds instead (auto-checkpoints off here)."""
+    x = clustered(3000, 32, seed=3)
+    reopen_after_crash(tmp_path, x, 10**9, 1000, caplog)
+    assert "rebuilt the HNSW-L2 index of 'default' (1000 rows changed)" in caplog.text
+    assert "replayed" not in caplog.text
+
+
+def test_writes_checkpoint_so_a_crash_leaves_a_bounded_replay(tmp_path, caplog):
+    """1,000 rows upserted in calls of 50 against a threshold of 200 (10 % of 2,000): the
+    writes checkpointed themselves, so the open after a kill replays at most ~250 rows."""
+    x = clustered(3000, 32, seed=4)
+    reopen_after_crash(tmp_path, x, 100, 1000, caplog)
+    replays = [int(n) for n in re.findall(r"replayed (\d+) rows", caplog.text)]
+    assert "rebuilt" not in caplog.text and all(n <= 250 for n in replays), caplog.text
+
+
+def test_an_index_older_than_the_log_is_rebuilt_not_replayed(tmp_path):
+    """Index files whose version the change log no longer reaches back to (a reader loading
+    files a save superseded): the open rebuilds them from the rows instead of missing changes."""
+    x = clustered(1200, 16, seed=5)
+    with vecstore.connect(tmp_path / "store") as client:
+        col = client.create_database("app").require_collection("c", dim=16, metric="l2")
+        col.add(x[:1000])
+        col.build_index("HNSW-L2")                                   # files at this version
+        col.add(x[1000:], ids=list(range(1000, 1200)))
+        col.delete_items([0, 1, 2])
+        col._storage.write(lambda t: t.trim_log(col.version))          # the log no longer names them
+        col._discard()                                               # a crash: nothing saved
+    with vecstore.connect(tmp_path / "store") as client:
+        col = client.get_database("app").get_collection("c")
+        assert all(col.search(x[i], k=1).ids == (i,) for i in range(1000, 1200, 10))
+        assert not {0, 1, 2} & set(col.search(x[0], k=10).ids)
+
+
+def test_a_write_whose_checkpoint_fails_is_kept(tmp_path, monkeypatch, caplog):
+    """The checkpoint a write triggers runs after the write committed: if it fails (a full
+    disk) the write still returns, and the checkpoint is tried again later."""
+    from vecstore import collection
+    monkeypatch.setattr(collection, "CHECKPOINT_MIN_ROWS", 50)
+    x = clustered(400, 8, seed=6)
+    with vecstore.connect(tmp_path / "store") as client:
+        col = client.create_database("app").require_collection("c", dim=8, metric="l2")
+        col.add(x[:100])
+        col.build_index("HNSW-L2")
+        real = collection.Collection._save_index
+
+        def full(self, space):
+            raise vecstore.errors.StorageFullError("the disk is full")
+        monkeypatch.setattr(collection.Collection, "_save_index", full)
+        with caplog.at_level("WARNING", logger="vecstore"):
+            assert col.add(x[100:200], ids=list(range(100, 200))) == list(range(100, 200))
+        assert "checkpoint after a write failed" in caplog.text
+        monkeypatch.setattr(collection.Collection, "_save_index", real)
+        assert col.shape == (200, 8) and all(col.search(x[i], k=1).ids == (i,) for i in range(100, 200, 9))

@@ -201,3 +201,83 @@ def test_a_restore_killed_between_its_renames_keeps_the_old_collection(tmp_path)
     assert db.show_collections() == ["c"] and db.get_collection("c").shape[0] == 101
     assert [p.name for p in db.path.iterdir() if p.name.startswith(".vecstore-tmp")] == []
     db.client.close()
+
+
+CHECKPOINT_CHILD = textwrap.dedent("""
+    import os, signal, sys, numpy as np, vecstore
+    from vecstore import collection, storage
+    collection.CHECKPOINT_MIN_ROWS = 150
+    where = sys.argv[2]
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+    checkpoints = []
+    real_checkpoint, real_save, real_trim = (collection.Collection._checkpoint, collection.Collection._save_index,
+                                             storage.Txn.trim_log)
+    def checkpoint(self, **kw):
+        checkpoints.append(1)
+        real_checkpoint(self, **kw)
+        if where == "after_trim" and len(checkpoints) == 3:
+            die()
+    def save(self, space):
+        real_save(self, space)
+        if where == "between_saves" and len(checkpoints) == 3 and space.name == "default":
+            die()
+    def trim(self, upto):
+        if where == "before_trim" and len(checkpoints) == 3:
+            die()
+        return real_trim(self, upto)
+    collection.Collection._checkpoint, collection.Collection._save_index = checkpoint, save
+    storage.Txn.trim_log = trim
+    x = np.random.default_rng(0).standard_normal((2000, 8)).astype(np.float32)
+    col = vecstore.connect(sys.argv[1]).create_database("app").require_collection("c", dim=8, metric="l2")
+    col.add(x[:300], ids=list(range(300)), fields=[{"t": f"w{i % 7}"} for i in range(300)])
+    col.build_index("HNSW-L2")
+    col.create_vector_field("n", dim=8, metric="l2", index_mode="HNSW")
+    col.add_named_vectors("n", x[:300], ids=list(range(300)))
+    col.text_search("w1")
+    print("setup", flush=True)
+    for b in range(40):                    # upserts, named vectors and deletes until the kill
+        ids = [int(i) for i in np.random.default_rng(b).choice(300, 40, replace=False)]
+        col.upsert(x[300 + 40 * b:340 + 40 * b], ids=ids, fields=[{"t": f"b{b}"}] * 40)
+        print("ack", flush=True)
+        col.add_named_vectors("n", x[300 + 40 * b:340 + 40 * b], ids=ids)
+        print("ack", flush=True)
+        col.delete_items([ids[0]])
+        print("ack", flush=True)
+""")
+
+
+@pytest.mark.parametrize("where", ["between_saves", "before_trim", "after_trim"])
+def test_a_writer_killed_around_a_checkpoint_loses_nothing(tmp_path, where):
+    """The writes checkpoint themselves (index files saved, then the log trimmed in a later
+    transaction). Killed between two index saves, before the trim or just after it: the reopen
+    has every acknowledged write, and the indexes and the text index answer for them."""
+    proc = subprocess.run([sys.executable, "-c", CHECKPOINT_CHILD, str(tmp_path), where],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    acked = proc.stdout.count("ack")
+    x = np.random.default_rng(0).standard_normal((2000, 8)).astype(np.float32)
+    vec, named, text, live = dict(enumerate(x[:300])), dict(enumerate(x[:300])), \
+        {i: f"w{i % 7}" for i in range(300)}, set(range(300))
+    with vecstore.connect(tmp_path) as client:
+        col = client.get_database("app").get_collection("c")
+        done = col.version - 2             # write calls committed after the setup's two
+        assert done in (acked, acked + 1)  # the one killed in its checkpoint had committed
+        for call in range(done):
+            b, op = divmod(call, 3)
+            ids = [int(i) for i in np.random.default_rng(b).choice(300, 40, replace=False)]
+            new = x[300 + 40 * b:340 + 40 * b]
+            for i, v in zip(ids, new):
+                if op == 0:
+                    vec[i], text[i] = v, f"b{b}"
+                    live.add(i)
+                elif op == 1:
+                    named[i] = v
+            if op == 2:
+                live.discard(ids[0])
+        assert set(col.query(return_ids_only=True)) == live
+        for i in sorted(live)[::5]:
+            assert col.search(vec[i], k=1, nprobe=500).ids == (i,)
+            assert col.search(named[i], k=1, nprobe=500, vector_field="n").ids == (i,)
+        for word in {"w1", *text.values()}:
+            assert set(col.text_search(word, k=400).ids) == {i for i in live if text[i] == word}

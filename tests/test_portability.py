@@ -142,6 +142,47 @@ def test_round_trips(db, tmp_path, ids, named, sparse, deleted):
     assert sorted(db.show_collections()) == ["imported", "items", "restored"]
 
 
+def test_snapshots_leave_the_change_log_out_and_old_ones_with_it_restore(db, tmp_path, monkeypatch):
+    """The log grew with every row ever written and a restore needs none of it: a snapshot
+    carries an empty log member. One written before (with the log) still restores, without it,
+    and either restored store catches up and trims like any other."""
+    col = build(db, "items", named=True, sparse=True, deleted=True)
+    col.build_index("HNSW")
+    with col._storage.read() as t:
+        logged = t.count_raw("log")
+    new = col.snapshot_to(tmp_path / "new.snap")
+
+    def old_dump(col, w, progress):     # _dump_collection as it was: every sub-database whole
+        with col._storage.read() as t:
+            subdbs = vecstore.storage.Storage.subdb_names()
+            counts = {s: t.count_raw(s) for s in subdbs}
+            for s in subdbs:
+                w.member(f"{col.name}/{s}", t.iter_raw(s), portability._bar(False, 0, "", ""))
+            cfg = t.get_meta("config")
+            return {"name": col.name, "dim": cfg["dim"], "metric": cfg["metric"], "store_format": 1,
+                    "version": t.get_meta("version"), "counts": counts, "subdbs": list(subdbs),
+                    "index_modes": {k[6:]: r.get("mode") for k, r in t.iter_meta("index:")}}
+    monkeypatch.setattr(portability, "_dump_collection", old_dump)
+    old = col.snapshot_to(tmp_path / "old.snap")
+    monkeypatch.undo()
+    with portability._SnapshotReader(Path(new)) as r:
+        assert r.members["items/log"]["entries"] == 0
+    with portability._SnapshotReader(Path(old)) as r:
+        assert r.members["items/log"]["entries"] == logged > 0
+    expected = col.query()
+    q = clustered(1, DIM, seed=11)[0]
+    for name, snap in (("from_new", new), ("from_old", old)):
+        other = db.restore_collection(name, snap)
+        assert other.query() == expected and other.version == col.version
+        assert len(set(col.search(q, k=10).ids) & set(other.search(q, k=10).ids)) >= 8
+        with other._storage.read() as t:
+            assert t.count_raw("log") == 0 and t.log_start() == col.version
+        other.add(np.ones((1, DIM)), ids=["after"])           # the log goes on from there
+        other.close()
+        other = db.get_collection(name)
+        assert other.search(np.ones(DIM), k=1).ids == ("after",) and other.query()[:-1] == expected
+
+
 def test_index_modes_survive_and_indexes_are_rebuilt(db, tmp_path):
     col = build(db, "items", named=True, deleted=True, metric="cosine")
     col.build_index("HNSW", M=8, ef_construction=64)

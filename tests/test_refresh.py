@@ -197,6 +197,38 @@ def test_refresh_catches_up_row_by_row_and_equals_a_fresh_open(tmp_path, monkeyp
     reader.close()
 
 
+def test_a_reader_behind_the_trimmed_log_reloads_and_equals_a_fresh_open(tmp_path, monkeypatch):
+    """Every close() checkpoints and trims the change log up to the previous checkpoint; a
+    compact() trims all of it. A reader that missed more than that cannot catch up row by row
+    (the log no longer names every change): it reloads, and equals a handle opened afresh."""
+    from vecstore.collection import Collection
+    path = tmp_path / "store"
+    rng = np.random.default_rng(0)
+    with vecstore.connect(path) as client:
+        col = client.create_database("app").require_collection("c", dim=8, metric="l2")
+        col.add(rng.standard_normal((100, 8)), ids=list(range(100)),
+                fields=[{"g": i % 4, "txt": f"word{i % 5}"} for i in range(100)])
+        col.create_vector_field("n", dim=3, metric="l2")
+        col.build_index("HNSW-L2")
+    reader = vecstore.connect(path, read_only=True)
+    col = reader.get_database("app").get_collection("c")
+    reloads = []
+    real_reload = Collection._reload
+    monkeypatch.setattr(Collection, "_reload", lambda self: (reloads.append(1), real_reload(self)))
+    for stages in ([("rows", 1), ("rows", 2)],        # two checkpoints: the first one's changes trimmed
+                   [("rows", 3), ("compact", 0)],     # behind a compact, whose record is trimmed too
+                   [("compact", 0), ("rows", 4), ("rows", 5)]):
+        for name, seed in stages:
+            stage(path, name, seed)
+        reloads.clear()
+        assert col.refresh() is True and reloads, stages
+        got, want = observed(col), fresh_open(path)  # noqa: F821 (defined by exec above)
+        assert got.keys() == want.keys()
+        for key in want:
+            assert got[key] == want[key], (stages, key)
+    reader.close()
+
+
 def test_a_reader_adopts_a_map_the_writer_grew(tmp_path, monkeypatch):
     """LMDB refuses a reader's transactions once another process grew the file past the
     reader's map (MDB_MAP_RESIZED); the reader re-reads the size and goes on."""

@@ -157,3 +157,64 @@ def test_open_refuses_damaged_rows_and_vectors(tmp_path, damage):
     with vecstore.connect(path) as client:
         with pytest.raises(vecstore.errors.CorruptionError):
             client.get_database("app").get_collection("c")
+
+
+def log_labels(col) -> int:
+    with col._storage.read() as t:
+        return sum(len(labels) for _, _, labels in t.iter_log(t.log_start()))
+
+
+def test_the_change_log_stays_bounded_under_rolling_writes(tmp_path, monkeypatch):
+    """Rows come and go (add, delete, compact) and others are upserted over and over: the log,
+    and a snapshot, stay bounded by the live rows and the checkpoint threshold, however many
+    rows passed through. Before, both grew by every row ever touched."""
+    from vecstore import collection
+    monkeypatch.setattr(collection, "CHECKPOINT_MIN_ROWS", 500)
+    rng = np.random.default_rng(0)
+    with vecstore.connect(tmp_path / "s", durability="fast") as client:
+        db = client.create_database("app")
+        col = db.require_collection("c", dim=4, metric="l2")
+        col.add(rng.standard_normal((300, 4)), ids=list(range(300)))
+        nxt = 10_000
+        for cycle in range(30):
+            ids = list(range(nxt, nxt + 400))
+            nxt += 400
+            col.add(np.zeros((400, 4)), ids=ids)
+            col.delete_items(ids)
+            if cycle % 3 == 2:
+                col.compact()
+            col.upsert(rng.standard_normal((100, 4)), ids=list(range(100)))   # never compacted away
+            # at most the rows since the previous checkpoint and up to one threshold more
+            assert log_labels(col) <= 2 * 500 + 900, cycle
+        col.snapshot_to(tmp_path / "a.snap")
+        fresh = db.require_collection("fresh", dim=4, metric="l2")
+        fresh.add(rng.standard_normal((300, 4)), ids=list(range(300)))
+        fresh.snapshot_to(tmp_path / "b.snap")
+        assert (tmp_path / "a.snap").stat().st_size < 2 * (tmp_path / "b.snap").stat().st_size
+        restored = db.restore_collection("r", tmp_path / "a.snap")
+        assert restored.query_vectors().ids == col.query_vectors().ids
+        assert np.array_equal(restored.query_vectors().vectors, col.query_vectors().vectors)
+
+
+def test_a_store_from_before_log_trimming_opens_and_is_trimmed_later(tmp_path):
+    """A store without log_start/log_mark (never trimmed): its whole log is trusted, and two
+    checkpoints trim it (the first only marks where the next may trim up to)."""
+    x = np.random.default_rng(1).standard_normal((300, 4)).astype(np.float32)
+    with vecstore.connect(tmp_path / "s") as client:
+        col = client.create_database("app").require_collection("c", dim=4, metric="l2")
+        col.add(x[:200])
+        col.build_index("HNSW-L2")
+        col.add(x[200:], ids=list(range(200, 300)))
+        col.delete_items([0])
+        col._storage.write(lambda t: [t.delete_meta(k) for k in ("log_start", "log_mark")
+                                      if t.get_meta(k) is not None])
+        col._discard()                                   # the index files predate the last writes
+    with vecstore.connect(tmp_path / "s") as client:
+        col = client.get_database("app").get_collection("c")
+        assert all(col.search(x[i], k=1).ids == (i,) for i in range(200, 300, 7))
+        assert 0 not in col.search(x[0], k=5).ids
+        before = log_labels(col)
+        col.checkpoint()
+        col.add(x[:3], ids=[1000, 1001, 1002])
+        col.checkpoint()
+        assert before >= 101 and log_labels(col) == 3

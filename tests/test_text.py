@@ -333,6 +333,26 @@ def test_out_of_file_descriptors_is_unavailable_and_the_index_is_kept(tmp_path, 
         assert "rebuilding" not in caplog.text
 
 
+def test_a_text_index_older_than_the_log_is_rebuilt(tmp_path):
+    """A text index whose version the (trimmed) change log no longer reaches back to cannot be
+    caught up from it: it is rebuilt from the rows, and matches what they hold."""
+    import vecstore
+
+    with vecstore.connect(tmp_path / "s") as client:
+        col = client.create_database("db").require_collection("c", dim=2)
+        col.add(np.ones((6, 2)), ids=list(range(6)), fields=[{"t": f"alpha w{i}"} for i in range(6)])
+        assert set(col.text_search("alpha", k=10).ids) == set(range(6))    # the index is on disk
+        col.upsert_items([{"id": 1, "vector": [1, 0], "field": {"t": "beta"}},
+                          {"id": 7, "vector": [1, 0], "field": {"t": "alpha beta"}}])
+        col.delete_items([2])
+        col._storage.write(lambda t: t.trim_log(col.version))   # the log no longer names them
+        col._discard()                                          # a crash: the text index not caught up
+    with vecstore.connect(tmp_path / "s") as client:
+        col = client.get_database("db").get_collection("c")
+        assert set(col.text_search("alpha", k=10).ids) == {0, 3, 4, 5, 7}
+        assert set(col.text_search("beta", k=10).ids) == {1, 7}
+
+
 # -- query text -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text", ['"unbalanced', "(vector database", "vector)", "NOT vector",

@@ -8,7 +8,8 @@ and sparse vectors, blobs, config, index modes, the commit counter. It is writte
 transaction** per collection, so it is a consistent point in time even while writers run. It
 holds the LMDB records (not the LMDB file, and never the derived hnswlib/IVF/tantivy files):
 restoring writes them into a fresh store and rebuilds every index from the rows, so a snapshot
-from someone else can never feed a crafted binary to LMDB, hnswlib or tantivy. Layout::
+from someone else can never feed a crafted binary to LMDB, hnswlib or tantivy. The change log
+is left out (its member is empty): a restore needs none. Layout::
 
     header   8 bytes b"VECSNAP\\n", u32 LE container version (1)
     members  back to back; each is records: u32 LE key length, u32 LE value length, key, value
@@ -351,11 +352,14 @@ def _dump_collection(col: "Collection", w: _SnapshotWriter, progress: bool) -> d
     subdbs = Storage.subdb_names()
     with col._storage.read() as t:
         cfg = t.get_meta("config")
-        counts = {s: t.count_raw(s) for s in subdbs}
+        # The change log stays out (an empty member): a restore rebuilds every index from the
+        # rows and starts a log of its own, and a view of the restored collection (another
+        # identity) rebuilds too. It grew with every row ever written, not with the data.
+        counts = {s: 0 if s == "log" else t.count_raw(s) for s in subdbs}
         bar = _bar(progress, sum(counts.values()), f"snapshot {col.name}", "records")
         try:
             for s in subdbs:
-                w.member(f"{col.name}/{s}", t.iter_raw(s), bar)
+                w.member(f"{col.name}/{s}", iter(()) if s == "log" else t.iter_raw(s), bar)
         finally:
             bar.close()
         index_modes = {k[len("index:"):]: rec.get("mode") for k, rec in t.iter_meta("index:")}
@@ -490,6 +494,8 @@ def _restore_store(r: _SnapshotReader, entry: dict, dest: Path, name: str) -> No
     st = Storage(dest, durability="fast", map_size=max(1 << 30, 4 * size))
     try:
         for s in entry["subdbs"]:
+            if s == "log":  # snapshots written before the log was left out carry it: not needed
+                continue
             batch: list[tuple[bytes, bytes]] = []
             nbytes = 0
             for k, val in r.records(f"{entry['name']}/{s}"):
@@ -515,6 +521,12 @@ def _restore_store(r: _SnapshotReader, entry: dict, dest: Path, name: str) -> No
                 t.delete_meta("index_dropped")
             if t.get_meta("text") is not None:
                 t.delete_meta("text")
+            # no log was restored: it starts at the snapshot's version, which nothing predates
+            # (every index is rebuilt, and the store is a new file to readers and views)
+            version = t.get_meta("version", 0)
+            if type(version) is int:  # anything else fails the open's checks (BadBackupError)
+                t.put_meta("log_start", version)
+                t.put_meta("log_mark", version)
         st.write(fix)
         st.sync()
     except (VecstoreError, OSError):

@@ -21,6 +21,10 @@ sub-db     key                              value
 
 Labels are big-endian so that a cursor walks rows in insertion (storage) order.
 
+The change log is trimmed (:meth:`Txn.trim_log`): it holds every commit after the version in
+meta ``log_start`` (0, the whole history, when absent: stores from before trimming). A consumer
+whose position is older than that cannot catch up from the log and takes its full path instead.
+
 >>> import tempfile, pathlib
 >>> s = Storage(pathlib.Path(tempfile.mkdtemp()))
 >>> s.write(lambda t: t.put_meta("hello", {"a": 1}))
@@ -121,6 +125,7 @@ class Txn:
         self._env = env
         self._dbs = dbs
         self._txn = txn
+        self.logged = 0  # labels appended to the log (Storage.logged_rows counts the committed ones)
 
     @property
     def id(self) -> int:
@@ -276,9 +281,30 @@ class Txn:
     # -- change log ---------------------------------------------------------------------------
     def append_log(self, version: int, op: str, labels: list[int]) -> None:
         self._txn.put(_U64.pack(version), _pack([op, labels]), db=self._dbs["log"])
+        self.logged += len(labels)
+
+    def log_start(self) -> int:
+        """The log holds every commit after this version: :meth:`iter_log` of an older
+        ``after_version`` would miss commits (they were trimmed)."""
+        return self.get_meta("log_start", 0)
+
+    def trim_log(self, upto: int) -> int:
+        """Delete the log's commits up to version ``upto`` and record that the log now starts
+        there; returns how many records went."""
+        if upto <= self.log_start():
+            return 0
+        cur = self._txn.cursor(db=self._dbs["log"])
+        n = 0
+        cur.first()
+        while (key := cur.key()) and _U64.unpack(key)[0] <= upto:  # b"" past the last record
+            cur.delete()  # and moves to the next record
+            n += 1
+        self.put_meta("log_start", upto)
+        return n
 
     def iter_log(self, after_version: int) -> Iterator[tuple[int, str, list[int]]]:
-        """Commits newer than ``after_version``, oldest first."""
+        """Commits newer than ``after_version``, oldest first. Complete only when
+        ``after_version >= log_start()``: callers check that in the same transaction."""
         cur = self._txn.cursor(db=self._dbs["log"])
         if cur.set_range(_U64.pack(after_version + 1)):
             for k, v in cur:
@@ -348,6 +374,7 @@ class Storage:
         self.path = Path(path)
         self.read_only = read_only
         self.durability = "fast" if durability == "fast" else "safe"
+        self.logged_rows = 0  # labels this handle's committed writes appended to the change log
         self._lock_fd: int | None = None
         self._map_guard = _MapGuard()
         create = create and not read_only
@@ -442,7 +469,10 @@ class Storage:
                 raise ClosedError(f"{self.path}: the store is closed")
             try:
                 with self.env.begin(write=True) as txn:
-                    return fn(Txn(self.env, self._dbs, txn))
+                    t = Txn(self.env, self._dbs, txn)
+                    out = fn(t)
+                self.logged_rows += t.logged  # committed
+                return out
             except lmdb.MapFullError:
                 self._grow()
             except lmdb.Error as e:

@@ -718,6 +718,15 @@ class _Refresh:
             swept = p["full"] and not foreign
             if p["full"] or foreign:
                 labels = {lb for lb, _ in t.iter_rows()}
+            elif t.log_start() > last:
+                # The source's log was trimmed past this view's position (by a checkpoint or a
+                # compact), so it no longer names every row changed since. Every commit that
+                # changes a row's fields or liveness rewrites it with its version, so the rows
+                # newer than `last` are exactly those (a scan, no function call for the others);
+                # rows compacted away meanwhile are found by the sweep.
+                labels = set(state.get("pending", ()))
+                labels.update(lb for lb, rec in t.iter_rows() if rec[3] > last)
+                swept = True
             else:
                 labels = set(state.get("pending", ()))
                 for version, _op, lbs in t.iter_log(last):
