@@ -554,12 +554,23 @@ class _IndexAgainstModel(RuleBasedStateMachine):
         super().__init__()
         self.index = KINDS[self.kind](4, "l2")
         self.model: dict[int, np.ndarray] = {}
+        self.given: dict[int, np.ndarray] = {}  # the last vector each label was given, removed or not
 
     @rule(labels=st.lists(st.integers(0, 60), min_size=1, max_size=25), seed=st.integers(0, 2**16))
     def add(self, labels, seed):
         vecs = np.random.default_rng(seed).standard_normal((len(labels), 4)).astype(np.float32)
         self.index.add(np.array(labels, np.uint64), vecs)
         self.model.update(zip(labels, vecs))
+        self.given.update(zip(labels, vecs))
+
+    @rule(labels=st.lists(st.integers(0, 60), max_size=25))
+    def add_again_unchanged(self, labels):
+        """A fields-only upsert or a restore: labels re-added with the vector they were last
+        given, live or removed (an index may skip or revive them, never lose or misplace them)."""
+        labels = [i for i in labels if i in self.given]
+        if labels:
+            self.index.add(np.array(labels, np.uint64), np.stack([self.given[i] for i in labels]))
+            self.model.update((i, self.given[i]) for i in labels)
 
     @rule(labels=st.lists(st.integers(0, 70), max_size=15))
     def remove(self, labels):

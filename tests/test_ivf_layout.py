@@ -60,6 +60,7 @@ class _LayoutAgainstModel(RuleBasedStateMachine):
         vecs = self.rng.standard_normal((n, DIM)).astype(np.float32)
         self.index.build(np.arange(n, dtype=np.uint64), vecs)
         self.model: dict[int, np.ndarray] = dict(zip(range(n), vecs))
+        self.given = dict(self.model)  # the last vector each label was given, removed or not
         self.queries = self.rng.standard_normal((N_QUERIES, DIM)).astype(np.float32)
 
     @rule(labels=st.lists(st.integers(0, 300), min_size=1, max_size=40), shift=st.floats(-3, 3))
@@ -67,6 +68,19 @@ class _LayoutAgainstModel(RuleBasedStateMachine):
         vecs = (self.rng.standard_normal((len(labels), DIM)) + shift).astype(np.float32)
         self.index.add(np.array(labels, np.uint64), vecs)
         self.model.update(zip(labels, vecs))
+        self.given.update(zip(labels, vecs))
+
+    @rule(data=st.data())
+    def add_again_unchanged(self, data):
+        """Labels (live or removed) re-added with the vector they were last given: kept in
+        place, or revived from their tombstone while it is still there."""
+        labels = data.draw(st.lists(st.sampled_from(sorted(self.given)), max_size=20))
+        removed = sorted(set(self.given) - set(self.model))
+        if removed:
+            labels += data.draw(st.lists(st.sampled_from(removed), max_size=20))
+        if labels:
+            self.index.add(np.array(labels, np.uint64), np.stack([self.given[i] for i in labels]))
+            self.model.update((i, self.given[i]) for i in labels)
 
     @rule(labels=st.lists(st.integers(0, 300), max_size=40))
     def remove(self, labels):
@@ -292,6 +306,39 @@ def test_removing_most_of_the_lists_compacts_them():
     index.check()
     labels, _, _ = index.search(q, 10, breadth=4)
     np.testing.assert_array_equal(labels, _brute(model, q, 10)[0])
+
+
+def test_rows_re_added_unchanged_keep_or_revive_their_entries():
+    """A row re-added with the vector it has (a fields-only upsert, a restore) keeps its entry,
+    or gets its tombstone back: no new entry for searches to scan. A tombstone its list's
+    compaction removed cannot come back; the row is appended again instead."""
+    x = prepare(clustered(2000, 8), "l2")
+    index = IvfIndex(8, "l2", n_clusters=4)
+    index.build(np.arange(2000, dtype=np.uint64), x)
+    q = x[::97] + 0.01
+
+    def entries() -> int:  # every list probed: every entry scored, tombstones included
+        return index.search(q[:1], 1, breadth=4)[2]
+    index.add(np.arange(0, 2000, 3, dtype=np.uint64), x[::3])            # live, unchanged
+    assert entries() == 2000
+    index.remove(np.arange(0, 2000, 7, dtype=np.uint64))                 # too few to compact
+    index.add(np.arange(0, 2000, 7, dtype=np.uint64), x[::7])            # revived in place
+    index.check()
+    assert entries() == 2000 and len(index) == 2000
+    moved = x[5] + 1
+    index.remove(np.array([5], np.uint64))
+    index.add(np.array([5], np.uint64), moved[None])                     # changed: a new entry
+    index.check()
+    assert entries() == 2001
+    index.remove(np.arange(0, 1900, dtype=np.uint64))                    # compacts the lists
+    index.check()
+    index.add(np.arange(0, 1900, 2, dtype=np.uint64), x[:1900:2])        # their tombstones are gone
+    index.check()
+    model = {i: x[i] for i in [*range(0, 1900, 2), *range(1900, 2000)]}
+    labels, scores, _ = index.search(q, 10, breadth=4)
+    want_labels, want_scores = _brute(model, q, 10)
+    np.testing.assert_array_equal(labels, want_labels)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-6, atol=1e-6)
 
 
 def test_a_vector_whose_squared_norm_overflows_float32_stays_live(tmp_path):

@@ -142,7 +142,10 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        """Insert rows, or replace the vector of labels already present."""
+        """Insert rows, or replace the vector of labels already present. A label that holds
+        exactly this vector already (bit for bit) keeps its place, made live again if it was
+        removed: the collection re-adds unchanged rows (a fields-only upsert, a restore, a
+        replay) and leaves the comparison to the index, which knows what it stores."""
 
     @abstractmethod
     def remove(self, labels: np.ndarray) -> None:

@@ -18,9 +18,10 @@ over vectors in Python.
   ``cosine`` (rows are unit vectors for cosine, so that is the nearest direction).
 - **Updates.** An add after build goes to the list of its best centre (a list without room moves
   to the free end of the matrix; the matrix is re-packed once a third of it is abandoned space).
-  Re-adding a label tombstones its old entry; ``remove`` tombstones. A list whose tombstones
-  outnumber its live entries is compacted on the spot. Tombstones carry an infinite bias, so they
-  never rank.
+  Re-adding a label tombstones its old entry; ``remove`` tombstones. A label re-added with the
+  vector it has (a fields-only upsert, a restore) keeps its entry, or gets its tombstone back
+  while that is still there: no new entry to scan. A list whose tombstones outnumber its live
+  entries is compacted on the spot. Tombstones carry an infinite bias, so they never rank.
 - **Growth.** With ``n_clusters`` left automatic, an index first trained on few rows is
   retrained from its own vectors once it holds 4× as many (and at least 4096) rows, so adding
   row by row does not leave a handful of huge lists.
@@ -243,7 +244,8 @@ class _Lists:
     matvec with the extended query ``[-2q or -q, 1, 0…]``.
 
     List ``c`` owns rows ``[start[c], start[c] + cap[c])`` and uses the first ``size[c]``; ``where``
-    maps a live label to ``(list, position in the list)``. A build or :meth:`repack` stores the
+    maps a live label to ``(list, position in the list)``, ``gone`` a removed one to its tombstone
+    until the list is compacted (so it can be revived). A build or :meth:`repack` stores the
     lists back to back in list order with no spare rows, so adjacent lists form one slice. A list
     that outgrows its region moves to the free tail with twice the room; the abandoned region is
     garbage, and once garbage is a third of the rows in use everything is re-packed (amortised
@@ -253,7 +255,7 @@ class _Lists:
     The per-list numbers are Python lists, not arrays: a search reads a few dozen of them one by
     one, which is several times faster on lists (measured 14 µs → 4 µs per query for 16 lists)."""
 
-    __slots__ = ("cap", "dead", "dim", "garbage", "join", "labels", "size", "start", "top", "where", "x")
+    __slots__ = ("cap", "dead", "dim", "garbage", "gone", "join", "labels", "size", "start", "top", "where", "x")
 
     def __init__(self, dim: int, x: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> None:
         """Packed lists from rows already grouped by list (``counts`` rows per list) and widened."""
@@ -273,6 +275,7 @@ class _Lists:
         self._rejoin_all()
         self.where: dict[int, tuple[int, int]] = dict(zip(labels[:self.top][live].tolist(),
                                                           zip(which[live].tolist(), pos[live].tolist())))
+        self.gone: dict[int, tuple[int, int]] = {}
 
     @staticmethod
     def widen(vectors: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -372,7 +375,28 @@ class _Lists:
         self._rejoin(c - 1)
         self._rejoin(c)
         self.where.update(zip(labels.tolist(), ((c, p) for p in range(pos, pos + n))))
+        for label in labels.tolist():
+            self.gone.pop(label, None)
         return pos
+
+    def keep(self, labels: np.ndarray, vectors: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """Which labels hold exactly this vector here already (bit for bit), live or as a
+        tombstone still in place; those tombstones are made live again (with ``bias``)."""
+        live, gone, start = self.where.get, self.gone.get, self.start
+        hits = [live(x) or gone(x) for x in labels.tolist()]
+        rows = np.fromiter((-1 if h is None else start[h[0]] + h[1] for h in hits), np.int64, len(hits))
+        same = rows >= 0
+        if same.any():
+            given = vectors[same].astype(np.float32, copy=False)
+            same[same] = (self.x[rows[same], :self.dim].view(np.uint32) == given.view(np.uint32)).all(axis=1)
+        for i in np.flatnonzero(same).tolist():
+            label = int(labels[i])
+            if label in self.gone:
+                c, p = self.gone.pop(label)
+                self.x[rows[i], self.dim] = bias[i]
+                self.dead[c] -= 1
+                self.where[label] = (c, p)
+        return same
 
     def drop(self, labels: np.ndarray) -> None:
         """Tombstone the entries of these labels; compact a list that is mostly tombstones."""
@@ -384,6 +408,7 @@ class _Lists:
                 continue
             c, p = hit
             self.x[self.start[c] + p, self.dim] = np.inf
+            self.gone[label] = hit
             self.dead[c] += 1
             touched.add(c)
         for c in sorted(touched):
@@ -392,6 +417,9 @@ class _Lists:
 
     def _compact(self, c: int) -> None:
         s, size = self.start[c], self.size[c]
+        for label in self.labels[s:s + size][np.isinf(self.x[s:s + size, self.dim])].tolist():
+            if self.gone.get(label, (-1,))[0] == c:  # its tombstone goes now
+                del self.gone[label]
         alive = np.flatnonzero(np.isfinite(self.x[s:s + size, self.dim]))
         n = len(alive)
         self.x[s:s + n] = self.x[s + alive]
@@ -450,6 +478,9 @@ class _Lists:
         for label, (c, p) in self.where.items():
             assert p < size[c] and self.labels[start[c] + p] == label
             assert np.isfinite(self.x[start[c] + p, self.dim])
+        for label, (c, p) in self.gone.items():
+            assert label not in self.where and p < size[c] and self.labels[start[c] + p] == label
+            assert np.isinf(self.x[start[c] + p, self.dim])
 
 
 
@@ -586,6 +617,16 @@ class IvfIndex(VectorIndex):
         if len(labels) == 0:
             return
         with self._writer:
+            if self._lists is not None:
+                # A row re-added with the vector it has here (a fields-only upsert, a restore, a
+                # replay) keeps its entry, or has its tombstone revived: appending it again
+                # would leave one more tombstone for every search to scan.
+                with self._lock.write:
+                    changed = ~self._lists.keep(labels, vectors, self._bias(vectors))
+                if not changed.all():
+                    labels, vectors = labels[changed], vectors[changed]
+                    if not len(labels):
+                        return
             grown = len(self) + len(labels)
             if self._centroids is None or (
                     grown >= _RETRAIN_MIN and grown > _RETRAIN_FACTOR * self._trained_n
