@@ -171,3 +171,106 @@ def test_range_scores_with_a_threshold_are_exact(metric, offset):
                 keep = order[within(s[order], thr, metric)]
                 assert sorted(pos.tolist()) == sorted(rows[keep].tolist())
                 assert dict(zip(pos.tolist(), got.tolist())) == dict(zip(rows[keep].tolist(), s[keep].tolist()))
+
+
+# ---------------------------------------------------------------------------------------------
+# The mirror's label -> position map. Labels are never reused, so once rows have been written and
+# compacted away the labels held sit far from 0, maybe with an old row kept far below them: the
+# map must cost what the rows held cost, and answer like a dict whatever the labels.
+
+def _map_bytes(space: VectorSpace) -> int:
+    arrays = [getattr(space, name, None) for name in ("_lut", "_keys", "_vals")]
+    return sum((a.base if a.base is not None else a).nbytes for a in arrays if a is not None)
+
+
+def _probes(known: list[int]) -> list[int]:
+    near = {x + d for x in known for d in (-1, 0, 1)}
+    edges = {0, 1, min(known) - 1, max(known) + 1, max(known) + 10**6, 2**62} if known else {0, 5}
+    return sorted(x for x in near | edges if x >= 0)
+
+
+def _check_map(space: VectorSpace, model: dict[int, int]) -> None:
+    probes = _probes(list(model))
+    want = [model.get(x, -1) for x in probes]
+    assert space.lookup(np.array(probes, np.uint64)).tolist() == want
+    assert space.lookup(np.array(probes, np.int64)).tolist() == want
+    assert space.lookup(probes).tolist() == want
+    assert space.lookup([-1, -(10**9)]).tolist() == [-1, -1]
+    if model:
+        labels = np.array(sorted(model), np.int64)
+        pos, _ = space.index_positions(labels, np.zeros(len(labels), np.float32))
+        assert pos.tolist() == [model[x] for x in labels.tolist()]
+        assert space.labels[pos].tolist() == labels.tolist()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_label_map_answers_like_a_dict_through_any_writes(seed):
+    """Puts in batches shaped like the collection's writes (new labels above the others, in
+    order; far jumps; labels below them, as a named field's vectors for old rows; replacements)
+    and reloads that drop rows (compact: a rolling window), against a dict. Covers both forms of
+    the map and the moves between them."""
+    rng = np.random.default_rng(seed)
+    space, model = VectorSpace("v", 1, "l2"), {}
+    top = (0, 10**6, 10**9)[seed % 3]
+    for _ in range(60):
+        kind = rng.choice(6, p=[0.4, 0.1, 0.05, 0.15, 0.1, 0.2]) if model else 0
+        if kind == 0:                  # new rows above the others
+            lab = top + 1 + np.arange(int(rng.integers(1, 2000)))
+        elif kind in (1, 2):           # a jump: rows written and compacted away meanwhile
+            lab = top + int(rng.integers(100, 5000) if kind == 1 else rng.integers(10**5, 10**7)) + np.arange(50)
+        elif kind == 3:                # labels below the others (an old row's named vector)
+            lab = np.unique(rng.integers(max(min(model) - 10**5, 0), min(model) + 1, int(rng.integers(1, 20))))
+        elif kind == 4:                # replacements of labels held
+            lab = rng.choice(sorted(model), min(len(model), 30), replace=False)
+        else:                          # compact: the oldest rows (or all but one) go, the rest reload
+            held = space.labels[:space.n]
+            cut = np.sort(held)[int(rng.integers(0, len(held)))]
+            keep = (held >= cut) | ((held == held.min()) & (rng.random() < 0.3))
+            fresh = VectorSpace("v", 1, "l2")
+            fresh.fill(held[keep].copy(), np.zeros((int(keep.sum()), 1), np.float32), np.ones(int(keep.sum()), bool))
+            space, model = fresh, dict(zip(held[keep].tolist(), range(int(keep.sum()))))
+            _check_map(space, model)
+            continue
+        lab = np.array([x for x in lab.tolist() if x not in model or kind == 4], np.uint64)
+        if not len(lab):
+            continue
+        space.put(lab, np.zeros((len(lab), 1), np.float32))
+        for x in lab.tolist():
+            model.setdefault(x, len(model))
+        top = max(top, int(lab.max()))
+        _check_map(space, model)
+        assert _map_bytes(space) <= 64 * space.n + 65536
+
+
+@pytest.mark.parametrize("ancient", [False, True])
+def test_label_map_costs_the_rows_held_not_the_labels_ever_used(ancient):
+    """1,000 rows with labels from 10**6 (after 10**6 rows were written and compacted away),
+    with or without one row kept from the start: a table indexed by label took 8 MB."""
+    n, first = 1000, 10**6
+    labels = first + np.arange(n - ancient)
+    if ancient:
+        labels = np.concatenate([[3], labels])
+    space = VectorSpace("v", 1, "l2")
+    space.fill(labels.astype(np.uint64), np.zeros((n, 1), np.float32), np.ones(n, bool))
+    assert _map_bytes(space) <= 64 * n + 65536
+    space.put(labels[-1] + 1 + np.arange(5000, dtype=np.uint64), np.zeros((5000, 1), np.float32))
+    assert _map_bytes(space) <= 64 * space.n + 65536
+    model = dict(zip(space.labels[:space.n].tolist(), range(space.n)))
+    _check_map(space, model)
+
+
+def test_label_map_edges_below_inside_and_above():
+    """Both forms: a label below the smallest held (stored nowhere), a hole, above the largest,
+    negative and unknown labels are -1; in uint64, int64 and list form."""
+    dense = np.array([10**6, 10**6 + 1, 10**6 + 5])
+    for labels in (dense, np.concatenate([[3], dense])):
+        space = VectorSpace("v", 1, "l2")
+        space.put(labels.astype(np.uint64), np.zeros((len(labels), 1), np.float32))
+        probes = [10**6 - 1, 10**6, 10**6 + 2, 10**6 + 5, 10**6 + 6, 10**7, 0, 3, 2**62]
+        off = len(labels) - 3
+        want = [-1, off, -1, off + 2, -1, -1, -1, 0 if off else -1, -1]
+        assert space.lookup(np.array(probes, np.uint64)).tolist() == want
+        assert space.lookup(np.array(probes, np.int64)).tolist() == want
+        assert space.lookup(probes).tolist() == want
+        assert space.lookup([-1]).tolist() == [-1]
+        assert space.positions(probes).tolist() == [p for p in want if p >= 0]

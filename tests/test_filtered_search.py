@@ -58,3 +58,50 @@ def test_fewer_allowed_rows_than_k(populated, mode):
     where = "id IN (" + ", ".join(str(int(i)) for i in allowed) + ")"
     got = cols[mode].search(x[0], k=10, where=where)
     assert sorted(got.ids) == sorted(allowed.tolist())
+
+
+@pytest.mark.parametrize("keep_first", [False, True])
+def test_filtered_search_after_rows_were_written_and_compacted_away(tmp_path, keep_first):
+    """Labels are never reused: after 60,000 rows were written, deleted and compacted away, the
+    live rows' labels start at 60,000 (with ``keep_first``, one row from the start stays beside
+    them). Filtered HNSW search, on the default field and on a named one, still equals numpy
+    brute force over the live rows, before and after a reopen."""
+    import vecstore
+    rng = np.random.default_rng(9)
+    live, burn, dim = 10_000, 60_000, 8
+    x = rng.standard_normal((live, dim)).astype(np.float32)
+    y = rng.standard_normal((live, 4)).astype(np.float32)
+    g = np.arange(live) % 10
+    with vecstore.connect(tmp_path) as client:
+        col = client.create_database("app").require_collection("c", dim=dim, metric="l2")
+        col.create_vector_field("nv", dim=4, metric="l2")
+        if keep_first:
+            col.add(x[:1], ids=[0], fields=[{"g": 0}])
+            col.add_named_vectors("nv", y[:1], ids=[0])
+        junk = list(range(10**6, 10**6 + burn))
+        col.add(np.zeros((burn, dim), np.float32), ids=junk)
+        col.delete_items(junk)
+        col.compact()
+        start = int(keep_first)
+        col.add(x[start:], ids=list(range(start, live)), fields=[{"g": int(v)} for v in g[start:]])
+        col.add_named_vectors("nv", y[2 * start::2], ids=list(range(2 * start, live, 2)))
+        col.build_index("HNSW", ef_construction=64)
+        col.build_vector_field_index("nv", "HNSW", ef_construction=64)
+    has_nv = np.arange(live) % 2 == 0
+    queries = rng.standard_normal((4, dim)).astype(np.float32)
+    nq = rng.standard_normal((4, 4)).astype(np.float32)
+    for _ in range(2):  # as written, then reopened
+        with vecstore.connect(tmp_path) as client:
+            col = client.get_database("app").get_collection("c")
+            for where, ok in (("g < 5", g < 5), ("g != 3", g != 3), ("g = 1", g == 1)):
+                rows = np.flatnonzero(ok)
+                nrows = np.flatnonzero(ok & has_nv)
+                for q, r in zip(queries, nq):
+                    got = col.search(q, k=10, where=where, nprobe=live)
+                    truth = rows[np.argsort(((x[rows] - q) ** 2).sum(1), kind="stable")[:10]]
+                    assert list(got.ids) == truth.tolist()
+                    got = col.search(r, k=10, where=where, nprobe=live, vector_field="nv")
+                    truth = nrows[np.argsort(((y[nrows] - r) ** 2).sum(1), kind="stable")[:10]]
+                    assert list(got.ids) == truth.tolist()
+            profile = col.search_profile(queries[0], k=10, where="g < 5").profile
+            assert profile["index_path"] == "ann_index_filtered"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -165,6 +166,45 @@ def test_allowed_with_unknown_removed_and_empty_labels(kind):
     assert (labels[:, 2:] == -1).all()
     labels, scores, _ = index.search(x[:3], 5, allowed=np.array([], dtype=np.uint64))
     assert (labels == -1).all() and np.isinf(scores).all()
+
+
+@pytest.mark.parametrize("ancient", [False, True])
+@pytest.mark.parametrize("selectivity", [0.005, 0.1, 0.6])
+def test_hnsw_filter_far_from_label_zero(tmp_path, ancient, selectivity):
+    """Labels from 10**7 (rows written and compacted away before; with ``ancient``, one row kept
+    from the start): filtered search, through hnswlib's filter callback (0.5 %), post-filtering
+    (10 %, 60 %) and after a reload, equals brute force over the live allowed rows. The label
+    states cost the span of the labels, not the labels ever used (a mask over every label ever
+    used cost 7 ms a search at 10M and allocated 10 MB)."""
+    n, first = 3000, 10**7
+    x = prepare(clustered(n, 8), "l2")
+    labels = first + np.arange(n, dtype=np.uint64)
+    if ancient:
+        labels[0] = 5
+    index = HnswIndex(8, "l2")
+    index.build(labels, x)
+    index.remove(labels[1::7])
+    rng = np.random.default_rng(3)
+    allowed = np.sort(rng.choice(labels, int(n * selectivity), replace=False))
+    live = ~np.isin(labels, labels[1::7]) & np.isin(labels, allowed)
+    q = prepare(clustered(20, 8, draw=1), "l2")
+    truth = exact_topk(x[live], q, "l2", K, labels=labels[live].astype(np.int64))
+    for idx in (index, HnswIndex.load(tmp_path, index.save(tmp_path, "s"), 8, "l2", index.params)):
+        approx, _, _ = idx.search(q, K, allowed=allowed)  # default width: post-filtered from 2 %
+        assert np.isin(approx, truth).mean() >= 0.9
+        got, scores, _ = idx.search(q, K, breadth=n, allowed=allowed)  # the callback, wide: exact
+        assert (got == truth).all()
+        rows = np.searchsorted(labels.astype(np.int64), got)
+        np.testing.assert_allclose(scores, exact_scores(x, q, "l2")[np.arange(len(q))[:, None], rows], rtol=1e-5, atol=1e-5)
+        dense = idx._states.dense
+        assert dense is not None and dense.nbytes <= (1 << 24 if ancient else 4 * n + 4096)
+        tracemalloc.start()
+        try:  # what a search allocates follows the allowed rows, not the labels ever used
+            idx.search(q, K, allowed=allowed)
+            idx.search(q, K, breadth=n, allowed=allowed)
+            assert tracemalloc.get_traced_memory()[1] < 1 << 20
+        finally:
+            tracemalloc.stop()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -549,6 +589,7 @@ class _IndexAgainstModel(RuleBasedStateMachine):
     the live labels, with exact scores, whatever sequence of writes and reloads came before."""
 
     kind = "HNSW"
+    offset = 0  # added to every label: far from 0, as after rows were written and compacted away
 
     def __init__(self) -> None:
         super().__init__()
@@ -558,6 +599,7 @@ class _IndexAgainstModel(RuleBasedStateMachine):
 
     @rule(labels=st.lists(st.integers(0, 60), min_size=1, max_size=25), seed=st.integers(0, 2**16))
     def add(self, labels, seed):
+        labels = [self.offset + x for x in labels]
         vecs = np.random.default_rng(seed).standard_normal((len(labels), 4)).astype(np.float32)
         self.index.add(np.array(labels, np.uint64), vecs)
         self.model.update(zip(labels, vecs))
@@ -574,6 +616,7 @@ class _IndexAgainstModel(RuleBasedStateMachine):
 
     @rule(labels=st.lists(st.integers(0, 70), max_size=15))
     def remove(self, labels):
+        labels = [self.offset + x for x in labels]
         self.index.remove(np.array(labels, np.uint64))
         for label in labels:
             self.model.pop(label, None)
@@ -605,9 +648,22 @@ class _IndexAgainstModel(RuleBasedStateMachine):
             np.testing.assert_allclose(scores[0, :len(got)], ref, rtol=1e-5, atol=1e-5)
         assert (labels[0, len(got):] == -1).all()
 
+    @invariant()
+    def a_filter_returns_exactly_the_live_allowed_rows(self):
+        allowed = np.arange(self.offset, self.offset + 71, 3, dtype=np.uint64)  # some never added
+        want = sorted(x for x in self.model if (x - self.offset) % 3 == 0)
+        labels, _, _ = self.index.search(np.full((1, 4), 0.25, np.float32), len(want) + 2,
+                                         breadth=1000, allowed=allowed)
+        assert sorted(labels[0][labels[0] >= 0].tolist()) == want
+
 
 class _HnswAgainstModel(_IndexAgainstModel):
     kind = "HNSW"
+
+
+class _HnswFarAgainstModel(_IndexAgainstModel):
+    kind = "HNSW"
+    offset = 10**9
 
 
 class _IvfAgainstModel(_IndexAgainstModel):
@@ -616,4 +672,5 @@ class _IvfAgainstModel(_IndexAgainstModel):
 
 _stateful = settings(max_examples=25, stateful_step_count=15, deadline=None)
 TestHnswAgainstModel = _stateful(_HnswAgainstModel).TestCase
+TestHnswFarAgainstModel = _stateful(_HnswFarAgainstModel).TestCase
 TestIvfAgainstModel = _stateful(_IvfAgainstModel).TestCase

@@ -20,6 +20,19 @@ _GROW = 1.5
 _SCORE_BUDGET = 16 << 20  # float32 scores per block of an exact batch search (64 MB)
 _U = 2.0 ** -24  # the unit roundoff of float32
 _DIRECT_ROWS = 1024  # rows per chunk of exact float64 scoring
+_NONE = np.empty(0, dtype=np.int64)  # an unused part of the label -> position map
+
+
+def _dense_fits(span: int, rows: int) -> bool:
+    """Whether a dense label -> position table over ``span`` labels suits ``rows`` rows: at most
+    4 labels a row (32 B a row against 16 for the sorted form, and one gather per lookup)."""
+    return span <= 4 * rows + 4096
+
+
+def _base_for(lo: int, hi: int, rows: int) -> int:
+    """The first label of a dense table over ``[lo, hi]``: 0 while a table from 0 fits, since
+    subtracting a base costs ~0.5 µs a search (numpy's call overhead), else ``lo``."""
+    return 0 if _dense_fits(hi + 1, rows) else lo
 
 
 def _error_factor(dim: int) -> float:
@@ -129,9 +142,13 @@ class VectorSpace:
         self.live = np.zeros(16, dtype=bool)
         # |x|² of each row: l2's expansion, and for every metric the error bounds of exact search
         self.sqnorms = np.empty(16, dtype=np.float32)
-        # label -> position (-1: none) as an array: the per-hit mapping of a search is one numpy
-        # take, and a lookup of many labels one fancy index (see lookup)
+        # label -> position (-1: none), see _map_labels. Dense (``_base >= 0``):
+        # ``_lut[label - _base]``, so the per-hit mapping of a search is one numpy take. Sorted
+        # (``_base == -1``): the labels sorted (``_keys``) and their positions (``_vals``).
+        self._base = 0
         self._lut = np.full(16, -1, dtype=np.int64)
+        self._keys = self._vals = _NONE
+        self._range: tuple[int, int] | None = None  # smallest and largest label here (None: none)
         self.n_live = 0
         self._dead: np.ndarray | None = None  # cached positions of non-live rows
         # values derived from which rows are live (the collection's max_id), dropped with _dead
@@ -173,8 +190,7 @@ class VectorSpace:
         n = len(labels)
         self.matrix, self.labels, self.live = matrix, labels.astype(np.uint64), live.astype(bool)
         self.n, self.n_live = n, int(np.count_nonzero(self.live))
-        self._lut = np.full(int(self.labels.max()) + 1 if n else 16, -1, dtype=np.int64)
-        self._lut[self.labels.astype(np.int64)] = np.arange(n)
+        self._map_labels()
         self.sqnorms = np.einsum("ij,ij->i", matrix, matrix)
         self._dead, self.memo = None, {}
 
@@ -182,11 +198,7 @@ class VectorSpace:
         """Insert or replace vectors; new labels go to the end in the given order."""
         labels = np.asarray(labels, dtype=np.uint64)
         live_arr = np.broadcast_to(np.asarray(live, dtype=bool), labels.shape)
-        if len(labels) and int(labels.max()) >= len(self._lut):
-            grown = np.full(max(int(labels.max()) + 1, int(len(self._lut) * _GROW) + 16), -1, dtype=np.int64)
-            grown[: len(self._lut)] = self._lut
-            self._lut = grown
-        pos = self._lut[labels.astype(np.int64)]
+        pos = self.lookup(labels)
         new = pos < 0
         n_new = int(new.sum())
         if n_new:
@@ -194,14 +206,79 @@ class VectorSpace:
             start = self.n
             new_pos = np.arange(start, start + n_new)
             pos[new] = new_pos
-            self._lut[labels[new].astype(np.int64)] = new_pos
             self.labels[start:start + n_new] = labels[new]
             self.live[start:start + n_new] = False
             self.n += n_new
+            self._map_new(labels[new].astype(np.int64), new_pos)
         stored = np.asarray(vectors, dtype=np.float32)  # the rows as stored: the error bounds are about them
         self.matrix[pos] = stored
         self.sqnorms[pos] = np.einsum("ij,ij->i", stored, stored)
         self.set_live(pos, live_arr)
+
+    # -- label -> position -------------------------------------------------------------------
+    # Labels are a counter that is never reused, so a dense table indexed by the label itself grows
+    # with every row ever written: after a rolling window of adds, deletes and compact()s, 20k rows
+    # held labels near 10M and the table took 80 MB per field. The table covers only the span of
+    # the labels held; when even that span is far wider than the rows (an old row kept beside
+    # recent ones), sorted arrays and searchsorted take its place (16 B a row, ~1 µs a search).
+
+    def _map_labels(self) -> None:
+        """Build the map from ``labels[:n]``, dense when the span fits, else sorted."""
+        n = self.n
+        lab = self.labels[:n].astype(np.int64)
+        self._keys = self._vals = _NONE
+        if n == 0:
+            self._base, self._lut, self._range = 0, np.full(16, -1, dtype=np.int64), None
+            return
+        lo, hi = int(lab.min()), int(lab.max())
+        self._range = (lo, hi)
+        if _dense_fits(hi - lo + 1, n):
+            base = _base_for(lo, hi, n)
+            lut = np.full(hi - base + 1, -1, dtype=np.int64)
+            lut[lab - base] = np.arange(n)
+            self._base, self._lut = base, lut
+        else:
+            order = np.argsort(lab, kind="stable")  # timsort: linear on the usual sorted labels
+            self._base, self._lut, self._keys, self._vals = -1, _NONE, lab[order], order
+
+    def _map_new(self, lab: np.ndarray, pos: np.ndarray) -> None:
+        """Map new labels ``lab`` (int64, none mapped yet) to ``pos``; ``n`` already counts them."""
+        had = self._range
+        lo, hi = int(lab.min()), int(lab.max())
+        if had is not None:
+            lo, hi = min(lo, had[0]), max(hi, had[1])
+        self._range = (lo, hi)
+        lut, base = self._lut, self._base
+        fits = _dense_fits(hi - lo + 1, self.n)
+        if base < 0 and not fits and lab[0] > self._keys[-1] and (len(lab) == 1 or bool((lab[1:] > lab[:-1]).all())):
+            self._append_sorted(lab, pos)  # the usual write: labels above every other, in order
+            return
+        if base < 0 or not fits:
+            self._map_labels()
+            return
+        if had is None or lo < base or hi >= base + len(lut):
+            # grow: room above for the next writes (labels only grow), none below
+            new_base = _base_for(lo, hi, self.n)
+            size = max(hi - new_base + 1, int((base + len(lut) - new_base) * _GROW) + 16)
+            grown = np.full(size, -1, dtype=np.int64)
+            if had is not None:  # every mapped label is in [had[0], had[1]]: copy that part
+                grown[had[0] - new_base:had[1] - new_base + 1] = lut[had[0] - base:had[1] - base + 1]
+            self._base, self._lut = new_base, grown  # assigned: a search in another thread keeps its table
+            lut, base = grown, new_base
+        lut[lab - base] = pos
+
+    def _append_sorted(self, lab: np.ndarray, pos: np.ndarray) -> None:
+        """Append labels above every mapped one to the sorted form, in spare room of its buffers
+        (the views are assigned, never resized in place: a search in another thread keeps them)."""
+        keys, vals = self._keys, self._vals
+        m, j = len(keys), len(lab)
+        kbuf, vbuf = keys.base, vals.base
+        if kbuf is None or vbuf is None or m + j > min(len(kbuf), len(vbuf)):
+            cap = max(m + j, int(m * _GROW) + 16)
+            kbuf, vbuf = np.empty(cap, np.int64), np.empty(cap, np.int64)
+            kbuf[:m], vbuf[:m] = keys, vals
+        kbuf[m:m + j], vbuf[m:m + j] = lab, pos
+        self._keys, self._vals = kbuf[:m + j], vbuf[:m + j]
 
     def set_live(self, pos: np.ndarray, live: np.ndarray | bool) -> None:
         pos = np.asarray(pos, dtype=np.int64)
@@ -211,19 +288,39 @@ class VectorSpace:
         self._dead, self.memo = None, {}
 
     def lookup(self, labels: Any) -> np.ndarray:
-        """The position of each label here; -1 for a label without a vector here."""
-        if isinstance(labels, np.ndarray) and labels.dtype == np.uint64 and labels.ndim == 1:
-            try:  # the usual case (labels from an index): never negative, so one checked gather
-                return self._lut[labels]
-            except IndexError:
-                pass
+        """The position of each label here; -1 for a label without a vector here. Labels are a
+        counter, below 2**63: a uint64 label beyond that may be taken as a negative index.
+
+        >>> space = VectorSpace("v", 1, "l2"); space.put(np.array([7, 9], np.uint64), np.ones((2, 1)))
+        >>> space.lookup([9, 7, 8, 6, 10, -1]).tolist()
+        [1, 0, -1, -1, -1, -1]
+        """
+        base = self._base
+        if base >= 0 and isinstance(labels, np.ndarray) and labels.dtype == np.uint64 and labels.ndim == 1:
+            # the usual case (labels from an index): one checked gather
+            if not base:
+                try:
+                    return self._lut[labels]
+                except IndexError:
+                    pass
+            else:  # a label below the base wraps around to a huge one (numpy would take it as
+                shifted = labels - np.uint64(base)  # negative, from the end, if it were gathered)
+                if len(shifted) and shifted.max() < len(self._lut):
+                    return self._lut[shifted]
         lab = np.asarray(labels, dtype=np.int64).ravel()
-        if len(lab) and 0 <= lab.min() and lab.max() < len(self._lut):  # the usual case: one gather
-            return self._lut[lab].astype(np.int64, copy=False)
-        out = np.full(len(lab), -1, dtype=np.int64)
-        known = np.flatnonzero((lab >= 0) & (lab < len(self._lut)))
-        out[known] = self._lut[lab[known]]
-        return out
+        if base >= 0:
+            lut = self._lut
+            at = lab - base if base else lab
+            if len(at) and 0 <= at.min() and at.max() < len(lut):  # the usual case: one gather
+                return lut[at]
+            out = np.full(len(lab), -1, dtype=np.int64)
+            known = np.flatnonzero((at >= 0) & (at < len(lut)))
+            out[known] = lut[at[known]]
+            return out
+        keys = self._keys
+        i = np.searchsorted(keys, lab)
+        i[i == len(keys)] = 0
+        return np.where(keys[i] == lab, self._vals[i], -1)
 
     def positions(self, labels: Any) -> np.ndarray:
         """Positions of labels that have a vector here (others dropped)."""
@@ -245,7 +342,12 @@ class VectorSpace:
         if len(labels) and labels[-1] < 0:
             keep = labels >= 0
             labels, scores = labels[keep], scores[keep]
-        return self._lut[labels], scores
+        base = self._base
+        if not base:
+            return self._lut[labels], scores
+        if base > 0:
+            return self._lut[labels - base], scores
+        return self._vals[np.searchsorted(self._keys, labels)], scores
 
     def dead_positions(self) -> np.ndarray:
         if self._dead is None:
