@@ -831,3 +831,41 @@ def test_a_row_changed_then_deleted_after_the_index_files_is_restored_with_its_n
         hit = col.search(far, k=1, nprobe=600)
         assert hit.ids == (7,) and hit.scores[0] == 0
         _answers_like_numpy(col, x, live, np.vstack([x[::37] + 0.01, far[None]]))
+
+
+def test_a_checkpoint_keeps_the_files_it_superseded_for_every_field(local_client):
+    """A checkpoint saves the indexed fields one after another; the second save removed the
+    files the first had just superseded, which a reader in another process that read the index
+    records before the checkpoint was about to load: it then rebuilt the index from the rows.
+    Superseded files now stay until their own field's next save, and no longer."""
+    col = local_client.create_database("app").require_collection("c", dim=8, metric="l2")
+    rng = np.random.default_rng(0)
+    col.add(rng.standard_normal((200, 8)).astype(np.float32), ids=list(range(200)))
+    col.build_index("HNSW")
+    col.create_vector_field("n", dim=4, metric="l2", index_mode="HNSW")
+    col.add_named_vectors("n", rng.standard_normal((10, 4)).astype(np.float32), ids=list(range(10)))
+    col.checkpoint()
+    index_dir = col.path / "indexes"
+
+    def files(field):
+        return col._get_meta(f"index:{field}")["files"]
+    generations = []
+    for round_ in range(3):
+        generations.append({f: files(f) for f in ("default", "n")})
+        col.add(rng.standard_normal((5, 8)).astype(np.float32), ids=list(range(1000 + 5 * round_, 1005 + 5 * round_)))
+        col.add_named_vectors("n", rng.standard_normal((1, 4)).astype(np.float32), ids=[1000 + 5 * round_])
+        col.checkpoint()
+        for field in ("default", "n"):  # what a reader that read the records before may be loading
+            assert all((index_dir / f).exists() for f in generations[-1][field]), (round_, field)
+    for field in ("default", "n"):      # and not kept beyond that
+        assert not any((index_dir / f).exists() for f in generations[0][field])
+    col.remove_vector_field_index("n")  # its last files go at the next save of any field
+    assert any(p.name.startswith("n.") for p in index_dir.iterdir())
+    col.add(rng.standard_normal((1, 8)).astype(np.float32), ids=[5000])
+    col.checkpoint()
+    assert not any(p.name.startswith("n.") for p in index_dir.iterdir())
+    (index_dir / "legacy.bin").write_bytes(b"x")  # a store from before listed them as one list
+    col._storage.write(lambda t: t.put_meta("index_dropped", ["legacy.bin"]))
+    col.add(rng.standard_normal((1, 8)).astype(np.float32), ids=[5001])
+    col.checkpoint()
+    assert not (index_dir / "legacy.bin").exists()

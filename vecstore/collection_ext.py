@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _INDEX_CHUNK = 2048  # rows per index add between which searches may run
 _GEN_KEY = "index_gen"  # the last generation number given to index files (any field)
-_DROPPED_KEY = "index_dropped"  # index files no record names any more, removed at the next index commit
+# Index files no record names any more, by field: removed at the field's next index commit (of
+# any field, for a field whose index was removed). A list in stores from before: all of them.
+_DROPPED_KEY = "index_dropped"
 # Replaying a commit re-adds each row it touched: for HNSW an in-place update (hnswlib's
 # updatePoint repairs the neighbours), far dearer per row than a build's insert. Above this
 # fraction of the index's rows, rebuilding is cheaper. Measured (benchmark: updating a random
@@ -171,14 +173,21 @@ class DerivedIndexes:
         """Commit the index record of ``space``: ``mode`` with ``index``'s files (written and
         checked first, under a new generation name), ``mode`` alone for FLAT, none for
         ``mode=None``. ``also(t)`` writes in the same transaction. The files this commit
-        supersedes or drops stay until the next index commit (of any field; the store lists
-        them): a reader in another process may be loading them right now, and without them it
-        would rebuild the index from the rows. Those the previous commit listed are removed."""
+        supersedes or drops stay until this field's next index commit (the store lists them): a
+        reader in another process may be loading them right now, and without them it would
+        rebuild the index from the rows. Kept per field, since a checkpoint commits the fields one
+        after another: the second one's commit removed the files the first had just superseded,
+        which a reader that read the records before the checkpoint was about to load."""
         key = self._index_record_key(space)
         with self._storage.read() as t:
             old = t.get_meta(key) or {}
             last = t.get_meta(_GEN_KEY, 0)
-            earlier = t.get_meta(_DROPPED_KEY, [])
+            dropped = _dropped_files(t)
+            indexed = {k[len("index:"):] for k, r in t.iter_meta("index:") if r.get("files")}
+        # this field's earlier files, and those of fields without index files now (FLAT, removed:
+        # none of their saves will come to remove them)
+        stale = [f for name, files in dropped.items() if name == space.name or name not in indexed for f in files]
+        keep = {name: files for name, files in dropped.items() if name != space.name and name in indexed}
         if mode is None:
             rec = None
         elif index is None:
@@ -200,9 +209,9 @@ class DerivedIndexes:
                     t.put_meta(_GEN_KEY, rec["gen"])
             elif t.get_meta(key) is not None:
                 t.delete_meta(key)
-            t.put_meta(_DROPPED_KEY, old.get("files", []))
+            t.put_meta(_DROPPED_KEY, {**keep, space.name: old.get("files", [])})
         self._storage.write(tx)
-        for name in earlier:
+        for name in stale:
             (self._index_dir() / name).unlink(missing_ok=True)
 
     def _remove_orphans(self: "Collection") -> None:
@@ -211,7 +220,7 @@ class DerivedIndexes:
             return
         with self._storage.read() as t:
             keep = {f for _, rec in t.iter_meta("index:") for f in rec.get("files", [])}
-            keep.update(t.get_meta(_DROPPED_KEY, []))
+            keep.update(f for files in _dropped_files(t).values() for f in files)
         for f in d.iterdir():
             if f.name not in keep:
                 f.unlink(missing_ok=True)
@@ -685,3 +694,9 @@ class DerivedIndexes:
         with self._rw.read:
             self._check_open()  # closed meanwhile: the mirror is gone
             return run()
+
+
+def _dropped_files(t: Any) -> dict[str, list[str]]:
+    """The superseded index files the store lists, by field (``""``: a list from before)."""
+    dropped = t.get_meta(_DROPPED_KEY, {})
+    return dropped if isinstance(dropped, dict) else {"": list(dropped)}
