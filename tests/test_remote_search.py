@@ -179,6 +179,13 @@ def test_writes_fit_the_servers_body_limits(tmp_path):
             with pytest.raises(vecstore.AlreadyExistsError, match="already exist"):
                 call()
         assert col.shape == (1299, 32)
+        # A bad item in the last request: refused before the first, as locally.
+        short = [{"vector": r} for r in x.tolist()] + [{"vector": x[0, :31].tolist()}]
+        with pytest.raises(vecstore.DimensionMismatchError):
+            col.bulk_add_items(short)
+        with pytest.raises(vecstore.InvalidArgumentError, match="'id'"):
+            col.upsert_items([{"vector": r, "id": f"u{i}"} for i, r in enumerate(x)] + [{"vector": x[0]}])
+        assert col.shape == (1299, 32)
     finally:
         remote.close()
         server.stop()

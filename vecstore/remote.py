@@ -204,9 +204,12 @@ def _vecs(x: Any, param: str = "vectors") -> Any:
         arr = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError, OverflowError):  # not one clean matrix
         rows = x if isinstance(x, (list, tuple)) else None
-        if rows is None or not all(_flat_numbers(r) for r in rows):
-            v.check_vectors(x, 0, param=param)  # not rows of numbers: the library's own error
-        return [_vec(row, param) for row in rows]  # rows of uneven length: the server judges them, knowing the dim
+        # not rows of numbers, or rows of different lengths: the library's own error, here, as
+        # the server would find them only in the request holding the odd row, after the others
+        # were written
+        if rows is None or not all(_flat_numbers(r) for r in rows) or len({len(r) for r in rows}) > 1:
+            v.check_vectors(x, 0, param=param)
+        return [_vec(row, param) for row in rows]
     if arr.ndim == 0 or not np.isfinite(arr).all():
         v.check_vectors(x, 0, param=param)  # raises, as for one vector
     return arr.tolist()
@@ -218,15 +221,13 @@ def _filter_ids(ids: Any) -> list | None:
     return None if ids is None else v.check_ids(ids, param="filter_ids", allow_empty=True)
 
 
-def _wire_items(items: Any) -> Any:
-    """``items`` (dicts of ``vector``, ``id``, ``field``) as sent. Each ``field`` is checked here
-    as the library checks it: JSON would make an int key a str one, which the server could no
-    longer refuse. An absent or null ``field`` stays so (an upsert keeps the old fields)."""
-    if isinstance(items, dict) or not hasattr(items, "__iter__"):
-        return items  # the server refuses it, as the library does
-    items = list(items)
-    if not all(isinstance(it, dict) and "vector" in it for it in items):
-        return items  # the server refuses them, as the library does
+def _wire_items(items: Any, *, need_id: bool) -> Any:
+    """``items`` (dicts of ``vector``, ``id``, ``field``) as sent, checked as the library checks
+    them before anything is written (a bad item in a later request left the earlier ones
+    written). Each ``field`` is checked here too: JSON would make an int key a str one, which the
+    server could no longer refuse. An absent or null ``field`` stays so (an upsert keeps the old
+    fields)."""
+    items = v.check_items(items, need_id=need_id)
     vectors = _vecs([it["vector"] for it in items], "items[].vector")
     return [{**it, "vector": vec} if it.get("field") is None else
             {**it, "vector": vec, "field": v.check_fields(it["field"], param=f"items[{i}].field")}
@@ -567,11 +568,9 @@ class RemoteCollection:
         return self._call("/add_item", {"item": item})["item"]["id"]
 
     def bulk_add_items(self, items: Iterable[dict], *, progress: bool = False) -> list[Id]:
-        return self._send_items("/bulk_add_items", _wire_items(items))
+        return self._send_items("/bulk_add_items", _wire_items(items, need_id=False))
 
-    def _send_items(self, path: str, items: Any) -> list[Id]:
-        if not isinstance(items, list) or not items:  # refused by the server, as by the library
-            return self._call(path, {"items": items})["ids"]
+    def _send_items(self, path: str, items: list[dict]) -> list[Id]:
         ids = [it.get("id") for it in items]
         if path == "/bulk_add_items" and None in ids:
             one = self._requests("json", len(items), lambda a, b: self._json(path, {"items": items[a:b]}),
@@ -715,7 +714,7 @@ class RemoteCollection:
             lambda body, a, b: self._post(f"/{op}", body), new_ids=ids if op == "add" else None)
 
     def upsert_items(self, items: Iterable[dict], *, progress: bool = False) -> list[Id]:
-        return self._send_items("/upsert_items", _wire_items(items))
+        return self._send_items("/upsert_items", _wire_items(items, need_id=True))
 
     def delete_items(self, ids: Ids | None = None, where: str | None = None) -> int:
         return self._call("/delete_items", {"ids": None if ids is None else v.check_ids(ids), "where": where})["n_deleted"]
