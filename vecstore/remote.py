@@ -17,7 +17,7 @@ import json
 import os
 import threading
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import quote, urlencode, urlsplit
 
 import numpy as np
@@ -198,17 +198,19 @@ def _vec(x: Any, param: str = "vector") -> Any:
     return arr.tolist()
 
 
-def _vecs(x: Any, param: str = "vectors") -> Any:
-    """Rows of vectors as JSON lists; see :func:`_vec`."""
+def _vecs(x: Any, param: str = "vectors", dim: Callable[[], int] | None = None) -> Any:
+    """Rows of vectors as JSON lists; see :func:`_vec`. Rows of different lengths go to the
+    server as they are, to be judged with the collection's dim, unless ``dim`` is given (a
+    write that may take several requests): then they are refused here, with that dim."""
     try:
         arr = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError, OverflowError):  # not one clean matrix
         rows = x if isinstance(x, (list, tuple)) else None
-        # not rows of numbers, or rows of different lengths: the library's own error, here, as
-        # the server would find them only in the request holding the odd row, after the others
-        # were written
-        if rows is None or not all(_flat_numbers(r) for r in rows) or len({len(r) for r in rows}) > 1:
-            v.check_vectors(x, 0, param=param)
+        if rows is None or not all(_flat_numbers(r) for r in rows):
+            v.check_vectors(x, 0, param=param)  # not rows of numbers: the library's own error
+        if dim is not None and len({len(r) for r in rows}) > 1:
+            # the server would find the odd row only in its request, after the others were written
+            v.check_vectors(x, dim(), param=param)
         return [_vec(row, param) for row in rows]
     if arr.ndim == 0 or not np.isfinite(arr).all():
         v.check_vectors(x, 0, param=param)  # raises, as for one vector
@@ -221,14 +223,14 @@ def _filter_ids(ids: Any) -> list | None:
     return None if ids is None else v.check_ids(ids, param="filter_ids", allow_empty=True)
 
 
-def _wire_items(items: Any, *, need_id: bool) -> Any:
+def _wire_items(items: Any, *, need_id: bool, dim: Callable[[], int]) -> Any:
     """``items`` (dicts of ``vector``, ``id``, ``field``) as sent, checked as the library checks
     them before anything is written (a bad item in a later request left the earlier ones
     written). Each ``field`` is checked here too: JSON would make an int key a str one, which the
     server could no longer refuse. An absent or null ``field`` stays so (an upsert keeps the old
     fields)."""
     items = v.check_items(items, need_id=need_id)
-    vectors = _vecs([it["vector"] for it in items], "items[].vector")
+    vectors = _vecs([it["vector"] for it in items], "items[].vector", dim)
     return [{**it, "vector": vec} if it.get("field") is None else
             {**it, "vector": vec, "field": v.check_fields(it["field"], param=f"items[{i}].field")}
             for i, (it, vec) in enumerate(zip(items, vectors))]
@@ -568,7 +570,7 @@ class RemoteCollection:
         return self._call("/add_item", {"item": item})["item"]["id"]
 
     def bulk_add_items(self, items: Iterable[dict], *, progress: bool = False) -> list[Id]:
-        return self._send_items("/bulk_add_items", _wire_items(items, need_id=False))
+        return self._send_items("/bulk_add_items", _wire_items(items, need_id=False, dim=lambda: self.dim))
 
     def _send_items(self, path: str, items: list[dict]) -> list[Id]:
         ids = [it.get("id") for it in items]
@@ -714,7 +716,7 @@ class RemoteCollection:
             lambda body, a, b: self._post(f"/{op}", body), new_ids=ids if op == "add" else None)
 
     def upsert_items(self, items: Iterable[dict], *, progress: bool = False) -> list[Id]:
-        return self._send_items("/upsert_items", _wire_items(items, need_id=True))
+        return self._send_items("/upsert_items", _wire_items(items, need_id=True, dim=lambda: self.dim))
 
     def delete_items(self, ids: Ids | None = None, where: str | None = None) -> int:
         return self._call("/delete_items", {"ids": None if ids is None else v.check_ids(ids), "where": where})["n_deleted"]
