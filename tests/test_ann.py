@@ -654,9 +654,12 @@ def test_an_index_older_than_the_log_is_rebuilt_not_replayed(tmp_path):
         assert not {0, 1, 2} & set(col.search(x[0], k=10).ids)
 
 
-def test_a_write_whose_checkpoint_fails_is_kept(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("error", [vecstore.errors.StorageFullError("the disk is full"),
+                                   OSError(28, "No space left on device"), RuntimeError("hnswlib: cannot write")])
+def test_a_write_whose_checkpoint_fails_is_kept(tmp_path, monkeypatch, caplog, error):
     """The checkpoint a write triggers runs after the write committed: if it fails (a full
-    disk) the write still returns, and the checkpoint is tried again later."""
+    disk; raw from numpy or hnswlib too) the write still returns, and the checkpoint is tried
+    again later."""
     from vecstore import collection
     monkeypatch.setattr(collection, "CHECKPOINT_MIN_ROWS", 50)
     x = clustered(400, 8, seed=6)
@@ -667,7 +670,7 @@ def test_a_write_whose_checkpoint_fails_is_kept(tmp_path, monkeypatch, caplog):
         real = collection.Collection._save_index
 
         def full(self, space):
-            raise vecstore.errors.StorageFullError("the disk is full")
+            raise error
         monkeypatch.setattr(collection.Collection, "_save_index", full)
         with caplog.at_level("WARNING", logger="vecstore"):
             assert col.add(x[100:200], ids=list(range(100, 200))) == list(range(100, 200))

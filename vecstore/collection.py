@@ -946,10 +946,11 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         if self._storage.logged_rows - self._saved_at > max(CHECKPOINT_MIN_ROWS, CHECKPOINT_FRACTION * self._default.n):
             try:
                 self._checkpoint()
-            except VecstoreError as e:
-                # The write committed and must not fail now; the checkpoint is tried again a
-                # threshold later (a full disk, out of file descriptors).
-                log.warning("%s: checkpoint after a write failed (%s); the write is kept", self.path, e)
+            except Exception as e:  # noqa: BLE001 - the write committed: raising now would report it as failed
+                # Tried again a threshold later (a full disk, out of file descriptors; a raw
+                # OSError or hnswlib's RuntimeError from writing index files too).
+                log.warning("%s: checkpoint after a write failed (%s); the write is kept", self.path, e,
+                            exc_info=not isinstance(e, VecstoreError))
                 self._saved_at = self._storage.logged_rows
 
     def _checkpoint(self, *, keep_history: bool = True) -> None:
