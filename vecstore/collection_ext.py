@@ -125,15 +125,14 @@ class DerivedIndexes:
         no longer reaches back to ``since`` (trimmed by a checkpoint since those files were
         written: a reader in another process loading the files a save superseded)."""
         with self._storage.read() as t:
-            complete = t.log_start() <= since
-            touched = {lb for _, _, labels in t.iter_log(since) for lb in labels} if complete else set()
-        if complete and not touched:
+            touched = t.touched_since(since)
+        if touched is not None and not touched:
             return
         size = max(len(space.index), space.n_live, 1)
-        if not complete or len(touched) > _REPLAY_MAX_FRACTION[space.mode.kind] * size:
+        if touched is None or len(touched) > _REPLAY_MAX_FRACTION[space.mode.kind] * size:
             self._rebuild_index(space)
             log.info("%s: rebuilt the %s index of %r (%s)", self.path, space.mode.name, space.name,
-                     f"{len(touched)} rows changed" if complete else "the change log was trimmed past it")
+                     "the change log was trimmed past it" if touched is None else f"{len(touched)} rows changed")
             return
         lab = np.fromiter(touched, dtype=np.uint64, count=len(touched))
         pos = space.lookup(lab)
@@ -577,15 +576,13 @@ class DerivedIndexes:
         directory = self.path / "text"
         rec = self._get_meta("text")
         self._text_pending: set[int] = set()
-        complete = False
+        pending = None
         if rec is not None and not self._read_only and TextIndex.exists(directory):
             with self._storage.read() as t:
-                # a log trimmed past the index's version cannot catch it up: rebuilt below
-                complete = t.log_start() <= rec["version"]
-                pending = {lb for _, _, labels in t.iter_log(rec["version"]) for lb in labels} if complete else set()
-            if not complete:
+                pending = t.touched_since(rec["version"])  # None: trimmed past it, rebuilt below
+            if pending is None:
                 log.info("%s: the change log was trimmed past the text index; rebuilding it", self.path)
-        if complete:
+        if pending is not None:
             try:
                 text = TextIndex.open(directory)
                 if len(text) != rec.get("docs", len(text)):

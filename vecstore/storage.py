@@ -302,9 +302,22 @@ class Txn:
         self.put_meta("log_start", upto)
         return n
 
+    def touched_since(self, after_version: int, upto: int | None = None) -> set[int] | None:
+        """Labels the commits after ``after_version`` (up to ``upto``) touched; None when the
+        log no longer reaches back that far (trimmed), so the caller takes its full path."""
+        if self.log_start() > after_version:
+            return None
+        touched: set[int] = set()
+        for version, _op, labels in self.iter_log(after_version):
+            if upto is not None and version > upto:
+                break
+            touched.update(labels)
+        return touched
+
     def iter_log(self, after_version: int) -> Iterator[tuple[int, str, list[int]]]:
         """Commits newer than ``after_version``, oldest first. Complete only when
-        ``after_version >= log_start()``: callers check that in the same transaction."""
+        ``after_version >= log_start()``: callers check that in the same transaction
+        (:meth:`touched_since` does)."""
         cur = self._txn.cursor(db=self._dbs["log"])
         if cur.set_range(_U64.pack(after_version + 1)):
             for k, v in cur:

@@ -71,10 +71,16 @@ def check_id(value: Any, *, param: str = "id") -> int | str:
         raise InvalidArgumentError(f"{param}: expected an int in [0, 2**63), got {v!r}")
     if isinstance(value, str):
         if value and _utf8_len(value, param) <= MAX_STR_ID_BYTES:
-            return value if type(value) is str else str.__str__(value)  # as stored (a str Enum)
+            return _text(value)
         raise InvalidArgumentError(
             f"{param}: expected a non-empty string of at most {MAX_STR_ID_BYTES} bytes, got {value[:40]!r}")
     raise InvalidArgumentError(f"{param}: expected a non-negative int or a string, got {type(value).__name__} {value!r}")
+
+
+def _text(s: str) -> str:
+    """``s`` as a plain str: a str subclass (a str-valued Enum) is stored as its text, so kept as
+    the object it read back differently before and after a reopen."""
+    return s if type(s) is str else str.__str__(s)
 
 
 def check_ids(values: Any, *, param: str = "ids", allow_empty: bool = False) -> list[int | str]:
@@ -289,16 +295,14 @@ def _clean_dict(d: dict, param: str, depth: int) -> dict:
         if not isinstance(k, str) or not k:
             raise InvalidArgumentError(f"{param}: expected non-empty string keys, got key {k!r}")
         _utf8_len(k, f"{param} key")
-        out[k if type(k) is str else str.__str__(k)] = _clean_value(v, f"{param}[{k!r}]", depth)
+        out[_text(k)] = _clean_value(v, f"{param}[{k!r}]", depth)
     return out
 
 
 def _clean_value(v: Any, where: str, depth: int) -> Any:
     if isinstance(v, str):
         _utf8_len(v, where)
-        # a str subclass (a str-valued Enum) is stored as its text: kept as the object, it read
-        # back differently before and after a reopen
-        return v if type(v) is str else str.__str__(v)
+        return _text(v)
     if v is None or isinstance(v, bool):
         return v
     if isinstance(v, np.bool_):

@@ -718,7 +718,7 @@ class _Refresh:
             swept = p["full"] and not foreign
             if p["full"] or foreign:
                 labels = {lb for lb, _ in t.iter_rows()}
-            elif t.log_start() > last:
+            elif (logged := t.touched_since(last, x)) is None:
                 # The source's log was trimmed past this view's position (by a checkpoint or a
                 # compact), so it no longer names every row changed since. Every commit that
                 # changes a row's fields or liveness rewrites it with its version, so the rows
@@ -729,10 +729,7 @@ class _Refresh:
                 swept = True
             else:
                 labels = set(state.get("pending", ()))
-                for version, _op, lbs in t.iter_log(last):
-                    if version > x:
-                        break
-                    labels.update(lbs)
+                labels.update(logged)
             plan.touched = len(labels)
             order = sorted(labels)
             size = p["max_rows_per_fragment"]
