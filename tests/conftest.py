@@ -64,6 +64,24 @@ class Beside:
         assert not self.errors, self.errors
 
 
+
+# Prepended to a child script that runs a call short of file descriptors.
+FD_PRESSURE = r'''
+import os
+def hold_all_but(spare):
+    """Open /dev/null until the process is out of descriptors, then free ``spare`` of them;
+    returns the ones held (close them to end the pressure)."""
+    held = []
+    try:
+        while True:
+            held.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        pass
+    for fd in held[:spare]:
+        os.close(fd)
+    return held[spare:]
+'''
+
 @pytest.fixture
 def lake(tmp_path):
     """A pyiceberg SqlCatalog with a file:// warehouse in a temp folder (iceberg_util.Lake)."""

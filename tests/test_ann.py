@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import vecstore
-from conftest import Beside, clustered
+from conftest import FD_PRESSURE, Beside, clustered
 
 
 def brute_ids(x: np.ndarray, live: np.ndarray, q: np.ndarray, metric: str, k: int) -> np.ndarray:
@@ -539,7 +539,7 @@ def test_vector_field_names_are_checked(db):
     assert col.search([0, 1], k=1, vector_field="default").ids == (2,)
 
 
-_OPEN_SHORT_OF_DESCRIPTORS = r'''
+_OPEN_SHORT_OF_DESCRIPTORS = FD_PRESSURE + r'''
 import logging, os, resource, sys, numpy as np, vecstore
 rebuilt = []
 class Spy(logging.Handler):
@@ -556,14 +556,7 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLI
 outcomes = set()
 for spare in range(12):
     c = vecstore.connect(root)
-    hog = []
-    try:
-        while True:
-            hog.append(os.open("/dev/null", os.O_RDONLY))
-    except OSError:
-        pass
-    for fd in hog[:spare]:
-        os.close(fd)
+    held = hold_all_but(spare)
     try:
         c.get_database("app").get_collection("c")
         outcomes.add("opened")
@@ -571,7 +564,7 @@ for spare in range(12):
         outcomes.add("unavailable")
     except OSError:
         outcomes.add("oserror")
-    for fd in hog[spare:]:
+    for fd in held:
         os.close(fd)
     c.close()
 print(sorted(outcomes), rebuilt)

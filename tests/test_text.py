@@ -9,6 +9,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import FD_PRESSURE
 
 from vecstore.errors import (
     ClosedError,
@@ -405,7 +406,7 @@ def test_a_second_reader_follows_the_writer(tmp_path):
     writer.close()
 
 
-_SHORT_OF_DESCRIPTORS = r'''
+_SHORT_OF_DESCRIPTORS = FD_PRESSURE + r'''
 import os, resource, sys, vecstore
 resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 failed = []
@@ -413,21 +414,14 @@ for spare in range(10):  # a text index first opened, written and committed with
     c = vecstore.connect(os.path.join(sys.argv[1], str(spare)))
     col = c.create_database("app").require_collection("c", dim=2)
     col.add([[1, 0]] * 20, fields=[{"t": f"hello world {i}"} for i in range(20)])
-    hog = []
-    try:
-        while True:
-            hog.append(os.open("/dev/null", os.O_RDONLY))
-    except OSError:
-        pass
-    for fd in hog[:spare]:
-        os.close(fd)
+    held = hold_all_but(spare)
     try:
         col.text_search("hello", k=50)
     except (vecstore.UnavailableError, OSError):
         pass
     except Exception as e:  # noqa: BLE001 - a raw tantivy error: reported, and the rest still checked
         failed.append((spare, type(e).__name__))
-    for fd in hog[spare:]:
+    for fd in held:
         os.close(fd)
     counts = [len(col.text_search("hello", k=50).ids)]
     col.add([[0, 1]], ids=["new"], fields=[{"t": "hello again"}])
