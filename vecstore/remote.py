@@ -574,18 +574,20 @@ class RemoteCollection:
 
     def _send_items(self, path: str, items: list[dict]) -> list[Id]:
         ids = [it.get("id") for it in items]
+        checked = False  # against the stored ids, before the first of several requests
         if path == "/bulk_add_items" and None in ids:
             one = self._requests("json", len(items), lambda a, b: self._json(path, {"items": items[a:b]}),
                                  lambda body, a, b: self._post(path, body), whole=True)
             if one is not None:  # one request: the server assigns the ids
                 return one
             items = [{**it, "id": i} for it, i in zip(items, self._assign_ids(ids))]
+            checked = True
         else:  # checked here too: a later request refused for them would leave the earlier ones written
             v.check_unique([v.check_id(i, param=f"items[{k}].id") for k, i in enumerate(ids) if i is not None],
                            param="ids")
         return self._requests("json", len(items), lambda a, b: self._json(path, {"items": items[a:b]}),  # type: ignore[return-value]
                               lambda body, a, b: self._post(path, body),
-                              new_ids=ids if path == "/bulk_add_items" else None)
+                              new_ids=ids if path == "/bulk_add_items" and not checked else None)
 
     def _json(self, path: str, body: dict) -> bytes:
         return _json_body(path, {**self._query(), **body})
@@ -631,17 +633,18 @@ class RemoteCollection:
             start = end
         return out
 
-    def _refuse_stored(self, ids: list) -> None:
+    def _refuse_stored(self, ids: list, deleted: list | None = None) -> None:
         """Before the first of several requests of an add: ids already stored (live or
-        soft-deleted) are refused as the library refuses them, before anything is written
-        (found by the server at a later request, the earlier ones stayed written)."""
+        soft-deleted: ``deleted``, when the caller has them) are refused as the library refuses
+        them, before anything is written (found by the server at a later request, the earlier
+        ones stayed written)."""
         wanted = {i for i in ids if i is not None}
         if not wanted:
             return
         asked = list(wanted)
         live = [i for a in range(0, len(asked), _BATCH)
                 for i in self.query(filter_ids=asked[a:a + _BATCH], return_ids_only=True)]
-        deleted = [i for i in self.list_deleted_ids() if i in wanted]
+        deleted = [i for i in (self.list_deleted_ids() if deleted is None else deleted) if i in wanted]
         if live or deleted:
             hint = " (soft-deleted: restore_items() or upsert them)" if deleted else "; use upsert to replace"
             raise AlreadyExistsError(f"ids: {len(live) + len(deleted)} already exist{hint}: {v._sample(live + deleted)}")
@@ -653,11 +656,14 @@ class RemoteCollection:
         skipping the call's own explicit ids, as :meth:`vecstore.Collection.bulk_add_items`.
         The server would number each request on its own, after the ids of those before it.
         A writer adding rows between this read and the last request can take one of these ids:
-        that request is then refused (AlreadyExistsError) and the ones before it stay written."""
+        that request is then refused (AlreadyExistsError) and the ones before it stay written.
+        The stored ids are checked here (:meth:`_refuse_stored`): the caller sends the result
+        without checking them again."""
         explicit = [v.check_id(i, param="ids") for i in ids if i is not None]
         v.check_unique(explicit, param="ids")
-        self._refuse_stored(explicit)  # first, as the library: a clash is AlreadyExistsError
-        top = max([self.max_id(), *(i for i in self.list_deleted_ids() if type(i) is int)])
+        deleted = self.list_deleted_ids()
+        self._refuse_stored(explicit, deleted)  # first, as the library: a clash is AlreadyExistsError
+        top = max([self.max_id(), *(i for i in deleted if type(i) is int)])
         taken, nxt, out = set(explicit), top + 1, []
         for i in ids:
             if i is None:
@@ -689,7 +695,8 @@ class RemoteCollection:
                                  whole=True)
             if one is not None:
                 return one
-            id_list = self._assign_ids(id_list)  # several requests: the ids are assigned here
+            # several requests: the ids are assigned here, and checked against the stored ones
+            return self._write_rows("add", arr, self._assign_ids(id_list), field_list, checked=True)
         return self._write_rows("add", arr, id_list, field_list)
 
     def upsert(self, vectors: Any, ids: Ids, fields: Sequence[dict | None] | None = None,
@@ -698,22 +705,24 @@ class RemoteCollection:
         v.check_unique(id_list, param="ids")
         return self._write_rows("upsert", arr, id_list, field_list)
 
-    def _write_rows(self, op: str, arr: np.ndarray, ids: list, fields: list | None) -> list[Id]:
+    def _write_rows(self, op: str, arr: np.ndarray, ids: list, fields: list | None,
+                    checked: bool = False) -> list[Id]:
         """Rows already checked (``ids`` and ``fields`` as long as ``arr``), in requests."""
         def cut(x: list | None, a: int, b: int) -> list | None:
             return None if x is None else x[a:b]
 
+        new_ids = ids if op == "add" and not checked else None
         if all(isinstance(i, int) for i in ids):  # check_id made every int a plain non-negative int
             t, path = self._transport(), f"/{op}_records_binary"
             query = {**self._query(), "dim": arr.shape[1], "ids_encoding": "raw", "return_ids": "true"}
             return self._requests(  # type: ignore[return-value]
                 "binary", len(ids), lambda a, b: wire.encode_records(arr[a:b], ids[a:b], cut(fields, a, b)),
                 lambda body, a, b: t.call_binary(path, {**query, "n_vectors": b - a}, body)["ids"],
-                new_ids=ids if op == "add" else None)
+                new_ids=new_ids)
         return self._requests(  # type: ignore[return-value]
             "json", len(ids),
             lambda a, b: self._json(f"/{op}", {"ids": ids[a:b], "vectors": arr[a:b].tolist(), "fields": cut(fields, a, b)}),
-            lambda body, a, b: self._post(f"/{op}", body), new_ids=ids if op == "add" else None)
+            lambda body, a, b: self._post(f"/{op}", body), new_ids=new_ids)
 
     def upsert_items(self, items: Iterable[dict], *, progress: bool = False) -> list[Id]:
         return self._send_items("/upsert_items", _wire_items(items, need_id=True, dim=lambda: self.dim))
