@@ -774,3 +774,15 @@ def test_export_and_import_keep_the_order_of_field_keys(db, tmp_path):
     col.export_to(tmp_path / "ex")
     back = db.import_collection("c2", tmp_path / "ex").read_by_only_id(1).fields[0]
     assert list(back) == ["zeta", "alpha"] and list(back["alpha"]) == ["y", "b"]
+
+
+def test_backup_calls_return_the_path_spelled_as_the_library_spells_it(client, tmp_path, monkeypatch):
+    """Remote echoed the request's spelling (``snaps//a.snap``), the library returns
+    ``str(Path(p))``; the same call now returns the same string in both modes. Relative paths:
+    the server resolves them in its data folder, the library in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    db = client.create_database("app")
+    col = build(db, "items", n=5)
+    for call, given in [(col.snapshot_to, "snaps//a.snap"), (col.export_to, "exports/./items/"),
+                        (lambda p: client.snapshot_database("app", p), "./snaps//db.snap/")]:
+        assert call(given) == str(Path(given))

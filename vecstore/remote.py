@@ -17,6 +17,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -244,6 +245,13 @@ def _server_path(path: Any, param: str) -> str:
     return os.fspath(path)
 
 
+def _as_returned(path: str) -> str:
+    """The path a backup call returns, spelled as the library spells it (``str(Path(p))``:
+    ``"snaps/"`` comes back as ``"snaps"``); the server echoes the request's spelling, as
+    LynseDB does."""
+    return str(Path(path))
+
+
 def _remote_job_id(job_id: Any) -> int:
     """A job id checked as the library checks it (``jobs._job_id``: a bool or a non-number is
     InvalidArgumentError). A negative one names no job, NotFoundError as locally, where the
@@ -308,7 +316,7 @@ class RemoteClient:
         """``path`` is on the server's filesystem, inside its data or backup folder."""
         v.check_name(name, what="database_name")
         path = _server_path(path, "snapshot_path")
-        return self._call("/snapshot_database", {"database_name": name, "snapshot_path": path})["snapshot_path"]
+        return _as_returned(self._call("/snapshot_database", {"database_name": name, "snapshot_path": path})["snapshot_path"])
 
     def restore_database(self, name: str, path: str, overwrite: bool = False) -> "RemoteDatabase":
         v.check_name(name, what="database_name")
@@ -988,10 +996,12 @@ class RemoteCollection:
 
     # -- portability (paths on the server) ---------------------------------------------------------
     def snapshot_to(self, path: str, *, progress: bool = False) -> str:
-        return self._call("/snapshot_collection", {"snapshot_path": _server_path(path, "snapshot_path")})["snapshot_path"]
+        path = _server_path(path, "snapshot_path")
+        return _as_returned(self._call("/snapshot_collection", {"snapshot_path": path})["snapshot_path"])
 
     def export_to(self, path: str, *, progress: bool = False) -> str:
-        return self._call("/export_collection", {"export_path": _server_path(path, "export_path")})["export_path"]
+        path = _server_path(path, "export_path")
+        return _as_returned(self._call("/export_collection", {"export_path": path})["export_path"])
 
 
 __all__ = ["RemoteClient", "RemoteDatabase", "RemoteCollection", "RefreshJob"]
