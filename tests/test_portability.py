@@ -469,7 +469,15 @@ def test_damaged_exports_fail_clearly_and_change_nothing(db, tmp_path, snapshot_
 
 
 # ------------------------------------------------------------------ overwrite semantics -------
-def test_overwrite_semantics(db, tmp_path):
+@pytest.fixture(params=["exchange", "two-renames"])
+def swap(request, monkeypatch):
+    """Overwrites run through renameat2's exchange where the system has one, else two renames."""
+    if request.param == "two-renames":
+        monkeypatch.setattr(portability, "_exchange", lambda new, final: False)
+    return request.param
+
+
+def test_overwrite_semantics(db, tmp_path, swap):
     src = build(db, "src", ids="str", sparse=True, deleted=True)
     snap = src.snapshot_to(tmp_path / "s.snap")
     exp = src.export_to(tmp_path / "e")
@@ -495,6 +503,33 @@ def test_overwrite_semantics(db, tmp_path):
     assert sorted(db.show_collections()) == ["items", "src"]
     assert [p for p in os.listdir(db.path) if p.startswith(".")] == [".vecstore-database"]
     assert db.snapshot_collection("items", tmp_path / "via-db.snap").endswith("via-db.snap")
+
+
+@pytest.mark.skipif(not hasattr(portability._libc(), "renameat2"), reason="no renameat2 on this system")
+@pytest.mark.parametrize("kind", ["database", "collection"])
+def test_an_overwrite_never_leaves_the_name_free_for_another_creator(local_client, tmp_path, monkeypatch, kind):
+    """With two renames the name was free between them: another process's create_database /
+    create_collection landing there made the second rename fail, the old folder could not be
+    put back, and it was deleted with the staging folder. The exchange leaves no such moment;
+    the hook plays the other process wherever the old code had it."""
+    db = local_client.create_database("app")
+    build(db, "items", n=30)
+    snap = (local_client.snapshot_database("app", tmp_path / "app.snap") if kind == "database"
+            else db.snapshot_collection("items", tmp_path / "items.snap"))
+    db.get_collection("items").delete_items([make_id(i, "int") for i in range(10)])
+    real = portability._move_aside
+
+    def another_creator(final, staging):
+        real(final, staging)
+        final.mkdir()
+        (final / (".vecstore-database" if kind == "database" else "data.mdb")).touch()
+
+    monkeypatch.setattr(portability, "_move_aside", another_creator)
+    if kind == "database":
+        restored = local_client.restore_database("app", snap, overwrite=True).get_collection("items")
+    else:
+        restored = db.restore_collection("items", snap, overwrite=True)
+    assert len(restored) == 30
 
 
 # ------------------------------------------------------------------ export format -------------

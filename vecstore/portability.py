@@ -51,6 +51,7 @@ next to the target, then swap it in with renames; a failure leaves the target as
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -591,6 +592,7 @@ def _swap_in(new: Path, final: Path, staging: Path, *, exists: Callable[[], bool
             raise AlreadyExistsError(f"{what} already exists")
         fds: list[int] = []
         old = staging / "old"
+        swapped = False
         try:
             if final.exists() or final.is_symlink():
                 close_old()
@@ -606,9 +608,12 @@ def _swap_in(new: Path, final: Path, staging: Path, *, exists: Callable[[], bool
                 # take this lock): then it is theirs, never moved aside and deleted.
                 if not overwrite and exists():
                     raise AlreadyExistsError(f"{what} already exists (made meanwhile by another process)")
-                _move_aside(final, staging)
+                swapped = _exchange(new, final)  # then the old one is at ``new``, deleted with ``staging``
+                if not swapped:
+                    _move_aside(final, staging)
             try:
-                os.rename(new, final)
+                if not swapped:
+                    os.rename(new, final)
             except BaseException as e:
                 if old.exists():
                     os.rename(old, final)
@@ -621,6 +626,37 @@ def _swap_in(new: Path, final: Path, staging: Path, *, exists: Callable[[], bool
             for fd in fds:
                 os.close(fd)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2   # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(new: Path, final: Path) -> bool:
+    """Swap two existing folders in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``), so
+    ``final`` is never missing: with two renames, another process could create ``final`` in
+    between (``create_database``, ``create_collection`` of the same name); the second rename
+    then failed, the old folder could not be put back, and it was deleted with the staging
+    folder. False where the system or file system has no exchange (then two renames)."""
+    fn = getattr(_libc(), "renameat2", None)
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(final), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.ENOENT):  # ENOENT: ``final`` was
+        return False                                                      # dropped meanwhile
+    raise OSError(err, os.strerror(err), str(final))
+
+
+def _libc() -> ctypes.CDLL:
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
+
+
+_LIBC: ctypes.CDLL | None = None
 
 
 def _move_aside(final: Path, staging: Path) -> None:
