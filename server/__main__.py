@@ -59,7 +59,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ap.add_argument("--port", type=_int_in(0, 65535, "a port (0: any free port)"), default=7637,
                     help="port (default 7637; 0 = any free port)")
-    ap.add_argument("--api-key", default=os.environ.get("VECSTORE_API_KEY") or None,
+    ap.add_argument("--api-key", default=os.environ.get("VECSTORE_API_KEY"),
                     help="require this key (Bearer, or the password of Basic auth); default $VECSTORE_API_KEY")
     ap.add_argument("--backup-dir", action="append", default=[], metavar="DIR",
                     help="another folder snapshot/export paths may point into (repeatable); "
@@ -92,8 +92,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--slot", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.api_key is not None and not args.api_key.strip():
-        # an unset $KEY in `--api-key "$KEY"` would otherwise turn authentication off silently
-        ap.error("--api-key: the key is empty; omit the flag to use $VECSTORE_API_KEY, or give a key")
+        # an unset $KEY in `--api-key "$KEY"` or `VECSTORE_API_KEY="$KEY"` would otherwise turn
+        # authentication off silently
+        ap.error("--api-key: the key is empty (from --api-key or $VECSTORE_API_KEY); give a key, or unset "
+                 "VECSTORE_API_KEY and omit --api-key to serve without one")
     return args
 
 

@@ -381,6 +381,18 @@ def test_bad_flags_exit_with_a_message(argv, message, capsys, monkeypatch):
     assert e.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_key_in_the_environment_is_refused_too(value, capsys, monkeypatch):
+    """README's `VECSTORE_API_KEY="$KEY" python -m vecstore.server` with $KEY unset started the
+    server without authentication: the empty variable was read as "no key"."""
+    monkeypatch.setenv("VECSTORE_API_KEY", value)
+    with pytest.raises(SystemExit) as e:
+        parse_args([])
+    assert e.value.code == 2 and "--api-key: the key is empty" in capsys.readouterr().err
+    monkeypatch.delenv("VECSTORE_API_KEY")
+    assert parse_args([]).api_key is None
+
+
 def test_a_data_or_backup_path_that_is_no_folder_is_a_message_not_a_traceback(tmp_path, caplog):
     from vecstore.server.__main__ import main
     (tmp_path / "afile").write_text("x")
