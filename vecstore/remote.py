@@ -50,10 +50,14 @@ class _Transport:
 
     def __init__(self, url: str, api_key: str | None, timeout: float) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise VecstoreError(f"url: expected http://host:port, got {url!r}")
+        try:
+            port = parts.port  # a ValueError beyond 65535
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+            raise InvalidArgumentError(f"url: expected http://host:port, got {url!r}")
         self._cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        self._host, self._port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 7637)
+        self._host, self._port = parts.hostname, port or (443 if parts.scheme == "https" else 7637)
         self._base = parts.path.rstrip("/")
         self._timeout = timeout
         # bytes: http.client would encode a str as Latin-1 (and fail beyond it); the server reads UTF-8
@@ -126,12 +130,16 @@ class _Transport:
 
     @staticmethod
     def _params(path: str, status: int, ctype: str, data: bytes) -> dict:
-        if status == 200:
-            doc = json.loads(data)
-            return doc.get("params", doc)
         try:
             doc = json.loads(data) if data else {}
         except ValueError:
+            doc = None
+        if status == 200:
+            if not isinstance(doc, dict):  # another service on that port, a proxy's page
+                raise VecstoreError(f"{path}: the reply is not a vecstore server's JSON "
+                                    f"(HTTP 200, {ctype or 'no content type'}); is the url right?")
+            return doc.get("params", doc)
+        if not isinstance(doc, dict):
             doc = {"error": data.decode("utf-8", "replace")}
         if status == 404 and not data:
             raise VecstoreError(f"{path}: the server does not serve this path")

@@ -479,3 +479,42 @@ def test_a_slow_reader_gets_every_pipelined_reply_whole(make):
     for part in parts:
         _, _, body = part.partition(b"\r\n\r\n")
         assert body == one
+
+
+@pytest.mark.parametrize("status, body, ctype", [(200, b"<html>hi</html>", "text/html"),
+                                                 (200, b"[1, 2]", "application/json"),
+                                                 (502, b"[1, 2]", "application/json"),
+                                                 (502, b"<html>Bad Gateway</html>", "text/html")])
+def test_a_reply_that_is_not_vecstore_json_is_a_vecstore_error(status, body, ctype):
+    """Another service on the port, or a proxy's page: a 200 of HTML raised JSONDecodeError, a
+    JSON array AttributeError, from the remote client."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        do_GET = do_POST
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(vecstore.VecstoreError) as e:
+            vecstore.connect(f"http://127.0.0.1:{srv.server_port}").list_databases()
+        assert status != 200 or "not a vecstore server's JSON" in str(e.value)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "http://127.0.0.1:-1", "http://:80"])
+def test_a_url_that_names_no_server_is_invalid_argument(url):
+    with pytest.raises(vecstore.InvalidArgumentError, match="url: expected http://host:port"):
+        vecstore.connect(url)
