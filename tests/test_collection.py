@@ -201,6 +201,11 @@ def _nested_list(depth: int) -> list:
     (lambda c: c.search([1, 0, 0], k=1), DimensionMismatchError),
     (lambda c: c.search([1, 0, 0, 0], k=0), InvalidArgumentError),
     (lambda c: c.search([1, 0, 0, 0], k=1, vector_field="nope"), NotFoundError),
+    # a TypeError locally: an int is not iterable, a list is unhashable
+    (lambda c: c.add([[1, 0, 0, 0]], ids=5), InvalidArgumentError),
+    (lambda c: c.add_named_vectors(["nv"], [[1, 0]], ids=[1]), InvalidArgumentError),
+    (lambda c: c.build_vector_field_index(["nv"], "FLAT"), InvalidArgumentError),
+    (lambda c: c.remove_vector_field_index(["nv"]), InvalidArgumentError),
 ])
 def test_bad_input_is_a_clear_error_and_changes_nothing(col, bad_call, error):
     before = snapshot_state(col)

@@ -390,6 +390,8 @@ class DerivedIndexes:
         return [self._field_info(s) for s in [self._default, *self._named.values()]]
 
     def _named_space(self: "Collection", field_name: str) -> VectorSpace:
+        if not isinstance(field_name, str):  # a list is unhashable: TypeError below
+            raise InvalidArgumentError(f"field_name: expected the name of a vector field, got {v._brief(field_name)}")
         if field_name not in self._named:
             raise NotFoundError(f"field_name: no vector field {field_name!r}; have {sorted(self._named)}")
         return self._named[field_name]

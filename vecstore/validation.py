@@ -233,7 +233,8 @@ def check_add_columns(vectors: Any, ids: Any, fields: Any, dim: int, *,
     n = len(vecs)
     if n == 0:
         raise InvalidArgumentError("vectors: expected at least one vector, got none")
-    if isinstance(ids, (str, bytes, dict)):  # not a list of ids (a str would be split into letters)
+    if isinstance(ids, (str, bytes, dict)) or not (ids is None or hasattr(ids, "__iter__")):
+        # not a list of ids (a str would be split into letters, an int is not iterable)
         raise InvalidArgumentError(f"ids: expected a list of ids (or None), got {_brief(ids)}")
     id_list = [None] * n if ids is None else [None if i is None else check_id(i, param="ids") for i in ids]
     field_list = None if fields is None else _fields_column(fields, n, "dicts", keep_none=False)
