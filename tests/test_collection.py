@@ -201,6 +201,9 @@ def _nested_list(depth: int) -> list:
     (lambda c: c.search([1, 0, 0], k=1), DimensionMismatchError),
     (lambda c: c.search([1, 0, 0, 0], k=0), InvalidArgumentError),
     (lambda c: c.search([1, 0, 0, 0], k=1, vector_field="nope"), NotFoundError),
+    # a field named id: query() overwrote it with the row's id, and `where id = ...` never reached it
+    (lambda c: c.add_item([1, 0, 0, 0], id=10, field={"id": "ext-1"}), InvalidArgumentError),
+    (lambda c: c.upsert_items([{"vector": [1, 0, 0, 0], "id": 1, "field": {"id": 1}}]), InvalidArgumentError),
     # a TypeError locally: an int is not iterable, a list is unhashable
     (lambda c: c.add([[1, 0, 0, 0]], ids=5), InvalidArgumentError),
     (lambda c: c.add_named_vectors(["nv"], [[1, 0]], ids=[1]), InvalidArgumentError),

@@ -285,6 +285,9 @@ def check_fields(value: Any, *, param: str = "field") -> dict:
         return {}
     if not isinstance(value, dict):
         raise InvalidArgumentError(f"{param}: expected a dict of metadata, got {type(value).__name__} {_brief(value)}")
+    if "id" in value:  # query() would overwrite it and `where id = ...` could never reach it
+        raise InvalidArgumentError(f"{param}: 'id' is the row's id (query() returns it, where 'id' filters on it); "
+                                   "give the field another name")
     return _clean_dict(value, param, 0)
 
 
