@@ -54,7 +54,9 @@ def _int_in(lo: int, hi: int, what: str):
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m vecstore.server", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m vecstore.server",
+                                 description="Serve a vecstore data folder over HTTP (LynseDB's REST paths). "
+                                             "Ctrl-C or SIGTERM stops it after the requests in flight.")
     ap.add_argument("--data", default="./data", help="root folder of the store (created if missing)")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ap.add_argument("--port", type=_int_in(0, 65535, "a port (0: any free port)"), default=7637,

@@ -72,7 +72,8 @@ def curl_line(data: Path, host: str, port: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vecstore.server.demo", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m vecstore.server.demo", description="Load a small demo collection into the data folder if it is empty, and print "
+                                             "a curl line that searches it once the server is up.")
     ap.add_argument("--data", default="./data")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=7637)

@@ -44,3 +44,16 @@ def test_examples_run(name, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / name), str(tmp_path / "data")],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_the_library_prints_nothing_unless_the_application_configures_logging(tmp_path):
+    """Without a handler of ours, Python's last-resort handler printed vecstore's warnings to
+    stderr in applications that never set up logging; configured, they reach its handlers."""
+    code = ("import logging, sys, vecstore\n"
+            "logging.getLogger('vecstore.storage').warning('a warning')\n"
+            "if sys.argv[1] == 'configured':\n"
+            "    logging.basicConfig()\n"
+            "    logging.getLogger('vecstore.storage').warning('a configured warning')\n")
+    for mode, expected in [("bare", ""), ("configured", "WARNING:vecstore.storage:a configured warning\n")]:
+        out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True)
+        assert (out.stdout, out.stderr) == ("", expected)

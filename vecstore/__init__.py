@@ -17,6 +17,8 @@ truth; every index is derived from it and rebuilt when needed.
 ``python -m vecstore.server``.
 """
 
+import logging
+
 from . import functions
 from .client import Client, Database, connect
 from .collection import Collection
@@ -30,6 +32,11 @@ from .types import (CollectionConfig, CollectionStats, ProfiledSearch, Rows, Sea
                     VectorFieldInfo)
 
 __version__ = "0.1.0"
+
+# A library's loggers get no handler but this one (the logging HOWTO): what reaches the console,
+# and at which level, is the application's choice; without it Python printed our warnings to
+# stderr through its last-resort handler.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "connect", "Client", "Database", "Collection", "functions",

@@ -34,14 +34,15 @@ keys agree)::
                            vectors_file, index_mode, index_params, description, chunk_size,
                            counts, vector_fields [...], files {name: {"bytes", "sha256"}}
     metadata.jsonl         one line per live row, in storage order:
-                           {"field": {...}, "id": ..., "sparse": {"indices", "values"}?}
+                           {"id": ..., "field": {...}, "sparse": {"indices", "values"}?}
     vectors.npy            (count, dim) float32, row i = line i of metadata.jsonl
     vectors.<f>.npy        named field f: (n_f, dim_f) float32, only rows that have one ...
     vectors.<f>.rows.npy   ... and their line numbers in metadata.jsonl (int64, ascending)
     blobs.jsonl            only when the collection has blobs (manifest "blobs_file"): one
                            line per blob in key order, {"base64": ..., "key": ...}
 
-Every file is deterministic (sorted keys, fixed separators, no timestamps), so exporting an
+Every file is deterministic (fixed key order: the manifest's sorted, a row's fields as
+written; fixed separators, no timestamps), so exporting an
 import of an export gives the same bytes. Soft-deleted rows are not exported. LynseDB's own
 export (``vectors.f32`` + ``metadata.jsonl``) imports too.
 

@@ -164,9 +164,9 @@ class VectorFieldInfo:
 
 @dataclass(frozen=True, eq=False)
 class ProfiledSearch:
-    """A search result with how it was produced: ``plan`` (``"exact"``, ``"exact_filtered"``,
-    ``"index"``, ``"index_filtered"``, ``"index_overfetch"``), what answered, how many
-    candidates were scored, how many rows the filter allowed, and microseconds per stage."""
+    """A search result with how it was produced: ``plan`` (``"flat_mmap"``,
+    ``"flat_mmap_filtered"``, ``"ann_index"``, ``"ann_index_filtered"``), what answered, how
+    many candidates were scored, how many rows the filter allowed, and microseconds per stage."""
 
     result: SearchResult
     profile: dict = field(default_factory=dict)
