@@ -608,7 +608,10 @@ def reopen_after_crash(tmp_path, x, min_rows: int, upserted: int, caplog) -> Non
         vectors = x[:2000].copy()
         vectors[:upserted] = x[2000:2000 + upserted]
         assert recall(col, vectors, np.arange(2000), x[::97], "l2") >= 0.95
-        assert all(col.search(vectors[i], k=1).ids == (i,) for i in range(0, upserted, 25))
+        # The upserted rows answer with their new vectors (a missed replay: none would). Not
+        # every one: hnswlib's threaded build makes the graph, and so a rare miss, vary by run.
+        found = [col.search(vectors[i], k=1).ids == (i,) for i in range(0, upserted, 25)]
+        assert sum(found) >= 0.9 * len(found), found
 
 
 def test_a_reopen_rebuilds_the_index_when_that_is_cheaper_than_replaying(tmp_path, caplog):
