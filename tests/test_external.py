@@ -28,8 +28,8 @@ from vecstore.errors import (ConflictError, InvalidArgumentError,  # noqa: E402
 from vecstore.external import BoundSpec  # noqa: E402
 
 from conftest import clustered  # noqa: E402
-from iceberg_util import (add_data_file, append, append_table, data_files, delete_rows,  # noqa: E402
-                          make_rows, overwrite, rename_column, vector_array, vector_for)
+from iceberg_util import (add_column, add_data_file, append, append_table, data_files,  # noqa: E402
+                          delete_rows, make_rows, overwrite, rename_column, vector_array, vector_for)
 
 DIM = 8
 SPEC = {"primaryKey": "id", "vector": {"externalField": "vec", "metric": "cosine", "M": 8, "efConstruction": 64}}
@@ -220,6 +220,49 @@ def test_column_rename_at_the_source_is_harmless(db, lake, table):
     job = refresh(db)
     assert job.state == "COMPLETED", job.reason
     assert col.read_by_only_id([2005]).fields[0]["title"] == "title 2005 v0"
+
+
+def fields_by_id(tbl) -> dict:
+    """The oracle: pyiceberg's scan of the current table, as {id: fields of the other columns}."""
+    rows = tbl.scan().to_arrow().drop_columns(["vec"]).to_pylist()
+    return {r.pop("id"): r for r in rows}
+
+
+def stored_fields(col) -> dict:
+    _, ids, fields = col.query_vectors()
+    return dict(zip(ids, fields))
+
+
+def test_a_column_added_without_a_snapshot_reads_as_null(db, lake, table):
+    from pyiceberg.types import StringType
+
+    # ALTER TABLE ADD COLUMN commits a schema, no snapshot: the data files predate the column
+    add_column(table, "note", StringType())
+    col = make_ext(db, lake)  # fields: null maps the current schema's columns, "note" included
+    want = fields_by_id(lake.load())
+    assert set(next(iter(want.values()))) == {"title", "year", "price", "note"}
+    assert stored_fields(col) == want
+    # a synced collection picks up a column added since with a spec that names it
+    synced = make_ext(db, lake, name="synced", spec={**SPEC, "fields": ["title"]})
+    add_column(table, "note2", StringType())
+    job = refresh(db, "synced", external_source=lake.source(), external_spec={**SPEC, "fields": ["title", "note2"]})
+    assert job.state == "COMPLETED", job.reason
+    assert stored_fields(synced) == {i: {"title": f["title"], "note2": None} for i, f in fields_by_id(lake.load()).items()}
+    # a table dropped and re-created behind the same source, its column added before the sync
+    lake.catalog.drop_table("ns.docs")
+    again = lake.create_table("docs", dim=DIM, rows=50)
+    add_column(again, "extra", StringType())
+    job = refresh(db)
+    assert job.state == "COMPLETED", job.reason
+    assert stored_fields(col) == fields_by_id(lake.load()) and len(col) == 50
+    # a column in neither the snapshot's schema nor the current one is still an error
+    with again.update_schema() as upd:
+        upd.delete_column("extra")
+    version = col.version
+    append(again, 50, 5)
+    job = refresh(db)
+    assert job.state == "FAILED" and "'extra'" in job.reason and "no longer exists" in job.reason, job.reason
+    assert col.version == version
 
 
 def test_row_filter_survives_a_rename_of_its_column(db, lake, table):

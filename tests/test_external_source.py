@@ -31,6 +31,7 @@ from vecstore.external import (  # noqa: E402
 )
 
 from iceberg_util import (  # noqa: E402
+    add_column,
     add_data_file,
     add_equality_deletes,
     add_position_deletes,
@@ -266,6 +267,26 @@ def test_dropped_column_is_reported(lake, table):
         upd.delete_column("price")
     with pytest.raises(InvalidArgumentError, match="'price'.*no longer exists"):
         bound.columns_for(lake.load().schema())
+
+
+def test_columns_added_after_the_snapshot_read_as_null(lake, table):
+    from pyiceberg.types import LongType, StringType
+
+    add_column(table, "note", StringType())
+    append_table(table, make_rows(2000, 2, dim=DIM).append_column("note", pa.array(["a", "b"])))
+    with table.update_schema() as upd:  # dropped, then added again: another column of that name
+        upd.delete_column("note")
+    add_column(table, "note", StringType())
+    add_column(table, "later", LongType())  # schema changes only: the snapshot predates them
+    bound = ExternalSpec.parse(SPEC).bind(table)  # binds the current schema's columns
+    got = {k: f for k, (_, f) in sync(table, bound, plan_refresh(table, None, None, None)).items()}
+    want = {r.pop("id"): r for r in table.scan().to_arrow().drop_columns(["vec"]).to_pylist()}  # pyiceberg's read
+    assert got == want and len(got) == 2002
+    assert got[2001] == {"title": "title 2001 v0", "year": 2011, "price": 1000.5, "note": None, "later": None}
+    with table.update_schema() as upd:  # in neither the snapshot's schema nor the current one
+        upd.delete_column("later")
+    with pytest.raises(InvalidArgumentError, match="'later'.*no longer exists"):
+        sync(table, bound, plan_refresh(table, None, None, None))
 
 
 # -------------------------------------------------------------------------- vector encodings

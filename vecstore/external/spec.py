@@ -28,7 +28,15 @@ import pyarrow.compute as pc
 from ..errors import DimensionMismatchError, InvalidArgumentError, NotFoundError
 from ..indexes.base import parse_index_mode, parse_metric
 from .plan import ChangePlan, read_files
-from .source import SPEC, _check_keys, _load_json, _sample, redact, snapshot_schema
+from .source import (
+    SPEC,
+    _check_keys,
+    _load_json,
+    _sample,
+    read_schema,
+    redact,
+    snapshot_schema,
+)
 
 if TYPE_CHECKING:
     from pyiceberg.expressions import BooleanExpression
@@ -798,12 +806,12 @@ class BoundSpec:
              snapshot_id: int | None = None, batch_rows: int | None = None,
              seen_keys: set | None = None, keys: "Iterable | None" = None) -> Iterator["ConvertedRows"]:
         """:func:`read_files` + :meth:`convert` for the bound columns, names resolved in the
-        snapshot's schema; each result carries the ``file`` key it came from. Given a
+        snapshot's schema (:func:`~.source.read_schema`: a column added since reads as null); each result carries the ``file`` key it came from. Given a
         :class:`ChangePlan`, reads its added files at its ``to_snapshot``. With ``keys``, only
         the rows holding those primary keys (a key-filtered read)."""
         if isinstance(files, ChangePlan):
             files, snapshot_id = files.added_tasks or files.added_files, files.to_snapshot
-        schema = snapshot_schema(table, snapshot_id)
+        schema = read_schema(table, snapshot_id)
         columns = self.columns_for(schema)
         current = table.schema()  # pyiceberg binds a scan's filter to the current schema
         row_filter = self.row_filter_for(current)
