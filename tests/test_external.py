@@ -544,6 +544,43 @@ def test_running_job_is_interrupted_by_process_death(tmp_path, lake, table):
         client.close()
 
 
+def test_a_refresh_killed_after_its_commit_is_completed(tmp_path, lake, table):
+    store = tmp_path / "store"
+    child = textwrap.dedent(f"""
+        import os, signal
+        import vecstore
+        from vecstore.collection import Collection
+        db = vecstore.connect({str(store)!r}).create_database("app")
+        db.create_external_collection("ext", {json.dumps(lake.source())!r}, {json.dumps(SPEC)!r})
+        real = Collection._apply_changes
+        def commit_then_die(self, *args, **kwargs):
+            real(self, *args, **kwargs)
+            print("job", self._get_meta("external:state")["jobId"], flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)  # committed: the job dies in its post-commit work
+        Collection._apply_changes = commit_then_die
+        db.wait_refresh_job(db.refresh_external_collection("ext"), timeout=60)
+    """)
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          check=False)
+    assert proc.returncode == -signal.SIGKILL and proc.stdout.startswith("job "), proc.stderr[-2000:]
+    job_id = int(proc.stdout.split()[1])
+    client = vecstore.connect(store)
+    try:
+        db = client.get_database("app")
+        [job] = db.list_refresh_jobs("ext")
+        assert (job.job_id, job.state, job.progress, job.reason) == (job_id, "COMPLETED", 100, "")
+        assert job.to_zilliz()["state"] == "RefreshCompleted" and "after the job's commit" in job.stats["warnings"][0]
+        assert db.describe_external_collection("ext")["lastJobId"] == job_id
+        col = db.get_collection("ext")
+        assert ids_of(col) == set(range(2000))  # the source's rows
+        q = unit(vector_for([1234], DIM))[0]
+        assert col.search(q, k=1).ids[0] == 1234 and col.index_mode() is not None  # the index caught up
+        job = refresh(db)  # the lock was released, and nothing is left to do
+        assert job.state == "COMPLETED" and job.stats["mode"] == "no_op", job.stats
+    finally:
+        client.close()
+
+
 # --------------------------------------------------------------------- other source forms
 
 
