@@ -28,8 +28,8 @@ from vecstore.errors import (ConflictError, InvalidArgumentError,  # noqa: E402
 from vecstore.external import BoundSpec  # noqa: E402
 
 from conftest import clustered  # noqa: E402
-from iceberg_util import (add_data_file, append, append_table, data_files, delete_rows,  # noqa: E402
-                          make_rows, overwrite, rename_column, vector_array, vector_for)
+from iceberg_util import (add_column, add_data_file, append, append_table, data_files,  # noqa: E402
+                          delete_rows, make_rows, overwrite, rename_column, vector_array, vector_for)
 
 DIM = 8
 SPEC = {"primaryKey": "id", "vector": {"externalField": "vec", "metric": "cosine", "M": 8, "efConstruction": 64}}
@@ -220,6 +220,49 @@ def test_column_rename_at_the_source_is_harmless(db, lake, table):
     job = refresh(db)
     assert job.state == "COMPLETED", job.reason
     assert col.read_by_only_id([2005]).fields[0]["title"] == "title 2005 v0"
+
+
+def fields_by_id(tbl) -> dict:
+    """The oracle: pyiceberg's scan of the current table, as {id: fields of the other columns}."""
+    rows = tbl.scan().to_arrow().drop_columns(["vec"]).to_pylist()
+    return {r.pop("id"): r for r in rows}
+
+
+def stored_fields(col) -> dict:
+    _, ids, fields = col.query_vectors()
+    return dict(zip(ids, fields))
+
+
+def test_a_column_added_without_a_snapshot_reads_as_null(db, lake, table):
+    from pyiceberg.types import StringType
+
+    # ALTER TABLE ADD COLUMN commits a schema, no snapshot: the data files predate the column
+    add_column(table, "note", StringType())
+    col = make_ext(db, lake)  # fields: null maps the current schema's columns, "note" included
+    want = fields_by_id(lake.load())
+    assert set(next(iter(want.values()))) == {"title", "year", "price", "note"}
+    assert stored_fields(col) == want
+    # a synced collection picks up a column added since with a spec that names it
+    synced = make_ext(db, lake, name="synced", spec={**SPEC, "fields": ["title"]})
+    add_column(table, "note2", StringType())
+    job = refresh(db, "synced", external_source=lake.source(), external_spec={**SPEC, "fields": ["title", "note2"]})
+    assert job.state == "COMPLETED", job.reason
+    assert stored_fields(synced) == {i: {"title": f["title"], "note2": None} for i, f in fields_by_id(lake.load()).items()}
+    # a table dropped and re-created behind the same source, its column added before the sync
+    lake.catalog.drop_table("ns.docs")
+    again = lake.create_table("docs", dim=DIM, rows=50)
+    add_column(again, "extra", StringType())
+    job = refresh(db)
+    assert job.state == "COMPLETED", job.reason
+    assert stored_fields(col) == fields_by_id(lake.load()) and len(col) == 50
+    # a column in neither the snapshot's schema nor the current one is still an error
+    with again.update_schema() as upd:
+        upd.delete_column("extra")
+    version = col.version
+    append(again, 50, 5)
+    job = refresh(db)
+    assert job.state == "FAILED" and "'extra'" in job.reason and "no longer exists" in job.reason, job.reason
+    assert col.version == version
 
 
 def test_row_filter_survives_a_rename_of_its_column(db, lake, table):
@@ -497,6 +540,43 @@ def test_running_job_is_interrupted_by_process_death(tmp_path, lake, table):
         assert len(col) == 2000
         job = refresh(db)  # the lock was released
         assert job.state == "COMPLETED" and len(col) == 2100
+    finally:
+        client.close()
+
+
+def test_a_refresh_killed_after_its_commit_is_completed(tmp_path, lake, table):
+    store = tmp_path / "store"
+    child = textwrap.dedent(f"""
+        import os, signal
+        import vecstore
+        from vecstore.collection import Collection
+        db = vecstore.connect({str(store)!r}).create_database("app")
+        db.create_external_collection("ext", {json.dumps(lake.source())!r}, {json.dumps(SPEC)!r})
+        real = Collection._apply_changes
+        def commit_then_die(self, *args, **kwargs):
+            real(self, *args, **kwargs)
+            print("job", self._get_meta("external:state")["jobId"], flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)  # committed: the job dies in its post-commit work
+        Collection._apply_changes = commit_then_die
+        db.wait_refresh_job(db.refresh_external_collection("ext"), timeout=60)
+    """)
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          check=False)
+    assert proc.returncode == -signal.SIGKILL and proc.stdout.startswith("job "), proc.stderr[-2000:]
+    job_id = int(proc.stdout.split()[1])
+    client = vecstore.connect(store)
+    try:
+        db = client.get_database("app")
+        [job] = db.list_refresh_jobs("ext")
+        assert (job.job_id, job.state, job.progress, job.reason) == (job_id, "COMPLETED", 100, "")
+        assert job.to_zilliz()["state"] == "RefreshCompleted" and "after the job's commit" in job.stats["warnings"][0]
+        assert db.describe_external_collection("ext")["lastJobId"] == job_id
+        col = db.get_collection("ext")
+        assert ids_of(col) == set(range(2000))  # the source's rows
+        q = unit(vector_for([1234], DIM))[0]
+        assert col.search(q, k=1).ids[0] == 1234 and col.index_mode() is not None  # the index caught up
+        job = refresh(db)  # the lock was released, and nothing is left to do
+        assert job.state == "COMPLETED" and job.stats["mode"] == "no_op", job.stats
     finally:
         client.close()
 

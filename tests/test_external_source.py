@@ -31,6 +31,7 @@ from vecstore.external import (  # noqa: E402
 )
 
 from iceberg_util import (  # noqa: E402
+    add_column,
     add_data_file,
     add_equality_deletes,
     add_position_deletes,
@@ -266,6 +267,26 @@ def test_dropped_column_is_reported(lake, table):
         upd.delete_column("price")
     with pytest.raises(InvalidArgumentError, match="'price'.*no longer exists"):
         bound.columns_for(lake.load().schema())
+
+
+def test_columns_added_after_the_snapshot_read_as_null(lake, table):
+    from pyiceberg.types import LongType, StringType
+
+    add_column(table, "note", StringType())
+    append_table(table, make_rows(2000, 2, dim=DIM).append_column("note", pa.array(["a", "b"])))
+    with table.update_schema() as upd:  # dropped, then added again: another column of that name
+        upd.delete_column("note")
+    add_column(table, "note", StringType())
+    add_column(table, "later", LongType())  # schema changes only: the snapshot predates them
+    bound = ExternalSpec.parse(SPEC).bind(table)  # binds the current schema's columns
+    got = {k: f for k, (_, f) in sync(table, bound, plan_refresh(table, None, None, None)).items()}
+    want = {r.pop("id"): r for r in table.scan().to_arrow().drop_columns(["vec"]).to_pylist()}  # pyiceberg's read
+    assert got == want and len(got) == 2002
+    assert got[2001] == {"title": "title 2001 v0", "year": 2011, "price": 1000.5, "note": None, "later": None}
+    with table.update_schema() as upd:  # in neither the snapshot's schema nor the current one
+        upd.delete_column("later")
+    with pytest.raises(InvalidArgumentError, match="'later'.*no longer exists"):
+        sync(table, bound, plan_refresh(table, None, None, None))
 
 
 # -------------------------------------------------------------------------- vector encodings
@@ -527,7 +548,9 @@ def test_convert_field_types(lake):
         "score": pa.array([1.5, float("nan"), None], pa.float64()),
         "tags": pa.array([["x", "y"], [], None], pa.list_(pa.string())),
         "meta": pa.array([{"a": 1, "b": "z"}] * n, pa.struct([("a", pa.int64()), ("b", pa.string())])),
-        "attrs": pa.array([[("k", "v")]] * n, pa.map_(pa.string(), pa.string())),
+        "attrs": pa.array([[("k", "v")], [], None], pa.map_(pa.string(), pa.string())),
+        "codes": pa.array([[(1, "one")], [], None], pa.map_(pa.int64(), pa.string())),
+        "nest": pa.array([[[("k", 1)]], [[]], [None]], pa.list_(pa.map_(pa.string(), pa.int64()))),
     })
     tbl = lake.catalog.create_table("ns.types", schema=rows.schema)
     tbl.append(rows)
@@ -537,8 +560,11 @@ def test_convert_field_types(lake):
     f = dict(zip(got[0].ids, got[0].fields))
     assert f["a"] == {"day": "2024-01-02", "at": "2024-01-02T03:04:05.000006", "at_tz": "2024-01-02T03:04:05+00:00",
                       "amount": 1.25, "score": 1.5, "tags": ["x", "y"], "meta": {"a": 1, "b": "z"},
-                      "attrs": {"k": "v"}}
+                      "attrs": {"k": "v"}, "codes": [[1, "one"]], "nest": [{"k": 1}]}
     assert f["b"]["score"] is None and f["c"]["score"] is None and f["c"]["tags"] is None
+    # a map is an object (string keys) or a list of pairs by its type, empty or not
+    assert (f["b"]["attrs"], f["b"]["codes"], f["b"]["nest"]) == ({}, [], [{}])
+    assert (f["c"]["attrs"], f["c"]["codes"], f["c"]["nest"]) == (None, None, [None])
     b64 = ExternalSpec.parse({"primaryKey": "key", "vector": "vec", "binary": "base64"}).bind(tbl)
     rows64 = next(b64.read(tbl, plan_refresh(tbl, None, None, None).added_files))
     assert rows64.fields[0]["blob"] == "AAE="

@@ -552,6 +552,48 @@ def test_restart_recovery_resumes_from_checkpoints(tmp_path, spy):
         client.close()
 
 
+KILLED_AFTER_COMMIT = textwrap.dedent("""
+    import os, signal, sys, numpy as np, vecstore
+    from vecstore import functions
+    from vecstore.collection import Collection
+    sys.path.insert(0, {tests!r})
+    from test_views import make_docs, words, embed_text, DEFINITION
+    functions.register_chunker("words", words, version="1")
+    functions.register_udf("embed", lambda texts: np.stack([embed_text(t) for t in texts]), version="1", dim=8)
+    db = vecstore.connect({root!r}).create_database("app")
+    make_docs(db, n=10, lang=lambda i: "en")
+    db.create_materialized_view("doc_chunks", source="docs", definition=DEFINITION)
+    real = Collection._apply_changes
+    def commit_then_die(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        print("job", self.database.list_refresh_jobs("doc_chunks")[-1].job_id, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # the view's rows are committed, the job not yet ended
+    Collection._apply_changes = commit_then_die
+    db.wait_refresh_job(db.refresh_materialized_view("doc_chunks"), timeout=60)
+""")
+
+
+def test_a_refresh_killed_after_its_commit_is_completed(tmp_path, spy):
+    root = tmp_path / "store"
+    proc = subprocess.run([sys.executable, "-c", KILLED_AFTER_COMMIT.format(tests=str(ROOT / "tests"), root=str(root))],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+    assert proc.returncode == -9 and proc.stdout.startswith("job "), proc.stderr[-2000:]
+    job_id = int(proc.stdout.split()[1])
+    client = vecstore.connect(root)
+    try:
+        db = client.get_database("app")
+        job = db.describe_refresh_job(job_id)
+        assert (job.state, job.progress, job.reason) == ("COMPLETED", 100, "") and job.end_time > 0
+        assert "after the job's commit" in job.stats["warnings"][0]
+        assert db.describe_materialized_view("doc_chunks")["lastJobId"] == job_id
+        view = db.get_collection("doc_chunks")
+        assert view_ids(view) == expected_ids(db.get_collection("docs"))
+        job = refresh(db)  # the lock was released, and nothing is left to do
+        assert job.state == "COMPLETED" and job.stats["mode"] == "no_op"
+    finally:
+        client.close()
+
+
 def test_ray_cluster_runs_fragments_as_tasks(tmp_path, spy):
     ray = pytest.importorskip("ray", reason="Ray is optional (pip install 'vecstore[ray]'); not installed here")
     client = vecstore.connect(tmp_path / "store")

@@ -26,8 +26,12 @@ from .errors import (AlreadyExistsError, ClosedError, ConflictError, DimensionMi
                      NotFoundError, ReadOnlyError, VecstoreError)
 from .indexes.base import parse_metric
 from .jobs import JobManager, RefreshJob
+from .external.refresh import KIND as EXTERNAL_KIND
+from .external.refresh import META_STATE as EXTERNAL_STATE
 from .external.refresh import DatabaseExternal
 from .portability import _STAGING, ClientPortability, DatabasePortability, database_lock, drop_folder, sweep_staging
+from .views import JOB_KIND as VIEW_KIND
+from .views import META_STATE as VIEW_STATE
 from .views import DatabaseViews
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,9 @@ _OPEN_LOCK = threading.RLock()
 # a second one could not take the store's lock (a notebook re-creating its client would get
 # LockedError), nor see the first one's jobs. A Database's close() stops it for its last user.
 _JOBS: dict[tuple[str, bool], tuple[JobManager, set[Database]]] = {}
+# Per refresh job kind: the target's sync-state meta record, and its key holding the id of the
+# job that committed last (Database._commit_landed).
+_JOB_MARKS = {EXTERNAL_KIND: (EXTERNAL_STATE, "jobId"), VIEW_KIND: (VIEW_STATE, "lastJobId")}
 
 
 def connect(path: str | os.PathLike, *, api_key: str | None = None, read_only: bool = False,
@@ -320,12 +327,37 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
                 jm, users = _JOBS.get(key) or (None, set())
                 if jm is None or jm.closed:
                     with self._shared_lock():
-                        jm = JobManager(self.path / ".jobs", read_only=self.client.read_only)
+                        jm = JobManager(self.path / ".jobs", read_only=self.client.read_only,
+                                        landed=self._commit_landed)
                     users = set()
                     _JOBS[key] = (jm, users)
                 users.add(self)
                 self._job_manager = jm
             return self._job_manager
+
+    def _commit_landed(self, job: RefreshJob) -> bool:
+        """Whether ``job``, left unfinished by a dead process, had committed: a refresh writes
+        its job id into the target's sync state in the same transaction as its rows, so that id
+        there means the result is in; only derived work (index, compaction, text index) may be
+        missing, and the next open or refresh catches it up. Called under ``_OPEN_LOCK`` when
+        the job store is recovered: the target is read through this process's handle if it has
+        one (one LMDB handle per folder), else straight from its store, without loading it."""
+        mark = _JOB_MARKS.get(job.kind)
+        path = self.path / job.collection_name
+        if mark is None or not (path / "data.mdb").exists():
+            return False
+        entry = _handle(str(path.resolve()))
+        if entry is not None:
+            state = entry[0]._get_meta(mark[0])
+        else:
+            from .storage import Storage
+            storage = Storage(path, read_only=True, create=False)
+            try:
+                with storage.read() as t:
+                    state = t.get_meta(mark[0])
+            finally:
+                storage.close()
+        return isinstance(state, dict) and state.get(mark[1]) == job.job_id
 
     def _check_not_refreshing(self, name: str) -> None:
         """A collection whose refresh job runs in this process is not dropped or replaced under

@@ -15,7 +15,10 @@ FAILED      ``RefreshFailed``       ``FAILED``
 
 Cancellation ends a job as FAILED with ``reason="cancelled by user"``. A job that was PENDING or
 RUNNING when its process died is FAILED with ``reason="interrupted"`` at the next open (the
-``flock`` on the job store guarantees no other live process owns it). One refresh per target
+``flock`` on the job store guarantees no other live process owns it), unless its commit had
+landed (the ``landed`` hook asks the target): it died in the derived work after the commit,
+which the target's next open or refresh catches up, so it is COMPLETED with a warning in its
+``stats``. One refresh per target
 at a time; different targets run in parallel on a small thread pool. Progress is an int
 0-100, monotonic, and 100 only with COMPLETED. Times are milliseconds since the epoch.
 
@@ -125,10 +128,14 @@ class JobContext:
 class JobManager:
     """The jobs of one database: submit, describe, list, wait, cancel; recovers on open."""
 
-    def __init__(self, path: Path, *, max_workers: int = 2, read_only: bool = False) -> None:
+    def __init__(self, path: Path, *, max_workers: int = 2, read_only: bool = False,
+                 landed: Callable[[RefreshJob], bool] | None = None) -> None:
         """``read_only``: another process owns the job store (a read-only client): jobs can be
-        described, listed and waited for, not submitted or cancelled, and nothing is recovered."""
+        described, listed and waited for, not submitted or cancelled, and nothing is recovered.
+        ``landed(job)``: whether an unfinished job of a dead process had committed its result
+        (asked once per such job when the store is recovered)."""
         self._path = Path(path)
+        self._landed = landed
         self.read_only = read_only
         self._ro_storage: Storage | None = None
         self._storage = None if read_only else Storage(self._path)
@@ -163,20 +170,38 @@ class JobManager:
             raise ReadOnlyError("the client is read-only: jobs can be described and listed, not started or cancelled")
 
     def _recover(self) -> None:
-        """Jobs left PENDING/RUNNING by a dead process are FAILED "interrupted"; locks released."""
+        """Jobs left PENDING/RUNNING by a dead process are FAILED "interrupted", or COMPLETED
+        when their commit had landed; locks released."""
         def tx(t):
             n = 0
             for rec in list(t.iter_jobs()):
-                if rec["state"] not in TERMINAL:
+                if rec["state"] in TERMINAL:
+                    continue
+                if self._committed(rec):
+                    warning = ("the process died after the job's commit, during its derived work (index, "
+                               "compaction, text index), which is caught up later")
+                    stats = {**rec.get("stats", {}), "committed": True}
+                    stats["warnings"] = [*stats.get("warnings", []), warning]
+                    rec.update(state="COMPLETED", reason="", progress=100, end_time=now_ms(), stats=stats)
+                else:
                     rec.update(state="FAILED", reason="interrupted", end_time=now_ms())
-                    t.put_job(str(rec["job_id"]), rec)
                     n += 1
+                t.put_job(str(rec["job_id"]), rec)
             for key, _ in list(t.iter_meta("active:")):
                 t.delete_meta(key)
             return n
         n = self._storage.write(tx)
         if n:
             log.warning("marked %d interrupted job(s) failed", n)
+
+    def _committed(self, rec: dict) -> bool:
+        if self._landed is None:
+            return False
+        try:
+            return self._landed(RefreshJob.from_dict(rec))
+        except Exception as e:  # noqa: BLE001 - an unreadable target must not keep the job store shut
+            log.warning("job %s: cannot tell whether its commit landed (%s): marked interrupted", rec["job_id"], e)
+            return False
 
     def _put(self, job: RefreshJob) -> None:
         def tx(t):

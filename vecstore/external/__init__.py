@@ -12,7 +12,9 @@ The first three know nothing about collections. They answer four questions for a
    vector column(s), scalar fields, full-text fields, snapshot pin) and :meth:`ExternalSpec.bind`
    resolves it against the table schema into a :class:`BoundSpec` that holds Iceberg **field ids**
    (of the mapped columns and of those ``rowFilter`` names), so a later column rename at the
-   source is harmless. ``BoundSpec.to_json()`` is what the collection persists.
+   source is harmless. Unpinned, it binds the *current* schema: a column added with no snapshot
+   since reads as null, as pyiceberg's own scan gives it. ``BoundSpec.to_json()`` is what the
+   collection persists.
 3. *What changed since the last sync?* :func:`plan_refresh` compares snapshots and data-file sets
    and returns a :class:`ChangePlan` (``noop`` / ``full`` / ``append`` / ``diff``).
 4. *Give me the rows.* :func:`read_files` streams only the planned data files (projected columns,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from ..errors import InvalidArgumentError, NotFoundError
-from .source import SOURCE, SPEC, snapshot_schema
+from .source import SOURCE, SPEC, read_schema
 
 if TYPE_CHECKING:
     from pyiceberg.expressions import BooleanExpression
@@ -336,9 +336,9 @@ def read_files(table: "Table", files: Sequence["str | FileScanTask"], columns: S
 
     ``files`` are file keys from a :class:`ChangePlan` (resolved against ``snapshot_id``'s plan,
     default current, so their positional deletes are applied) or the plan's ``added_tasks``.
-    ``columns`` are names in the snapshot's schema (:meth:`BoundSpec.columns_for`) or Iceberg
-    field ids; files written before a rename or an added column are read by field id, as
-    Iceberg requires (a column added later reads as null).
+    ``columns`` are names in the snapshot's :func:`~.source.read_schema` (:meth:`BoundSpec.columns_for`)
+    or Iceberg field ids; files written before a rename or an added column are read by field
+    id, as Iceberg requires (a column added later, even after the snapshot, reads as null).
     ``row_filter`` (Iceberg filter text or a pyiceberg expression) names columns as the table's
     *current* schema does, which is what pyiceberg binds it to
     (:meth:`BoundSpec.row_filter_for` rewrites a spec's filter that way).
@@ -356,7 +356,7 @@ def read_files(table: "Table", files: Sequence["str | FileScanTask"], columns: S
     if batch_rows < 1:
         raise InvalidArgumentError(f"batch_rows: expected a positive int, got {batch_rows!r}")
     tasks = _resolve_tasks(table, files, snapshot_id)
-    schema = snapshot_schema(table, snapshot_id)
+    schema = read_schema(table, snapshot_id)
     try:
         top = {f.field_id: f.name for f in schema.fields}
         names = []

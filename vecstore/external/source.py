@@ -4,7 +4,7 @@
 ``metadata.json`` location, or a Zilliz-style ``volume://`` URL mapped to a local folder) and
 loads a fresh :class:`pyiceberg.table.Table` per job. Also here: the helpers the other modules
 of the package share (parameter names in messages, JSON loading, key checks, :func:`redact`,
-:func:`snapshot_schema`). See the package docstring for the whole picture.
+:func:`snapshot_schema`, :func:`read_schema`). See the package docstring for the whole picture.
 """
 
 from __future__ import annotations
@@ -343,3 +343,25 @@ def snapshot_schema(table: "Table", snapshot_id: int | None = None) -> "Schema":
                 if s.schema_id == snap.schema_id:
                     return s
     return table.schema()
+
+
+def read_schema(table: Table, snapshot_id: int | None = None) -> Schema:
+    """The schema to read a snapshot's files with: :func:`snapshot_schema`, plus the top-level
+    columns of the current schema that it lacks, as optional columns. An ``ADD COLUMN`` commits
+    a schema but no snapshot, and the mapping is bound to the current schema: such a column
+    reads as null, as in pyiceberg's scan of the current table (Iceberg matches columns by
+    field id, so files without it give nulls). A column in neither schema stays missing."""
+    from pyiceberg import schema as iceberg_schema
+
+    schema = snapshot_schema(table, snapshot_id)
+    current = table.schema()
+    have = {f.field_id for f in schema.fields}
+    added = [f for f in current.fields if f.field_id not in have]
+    if not added:
+        return schema
+    names = {f.name for f in schema.fields}
+    # a name the snapshot's schema still uses (a column dropped, then added again as a new
+    # field) gets a suffix: names only label the read's batch columns, ids do the matching
+    extra = [f.model_copy(update={"required": False, "name": f.name if f.name not in names else f"{f.name}#{f.field_id}"})
+             for f in added]
+    return iceberg_schema.Schema(*schema.fields, *extra, schema_id=schema.schema_id, identifier_field_ids=schema.identifier_field_ids)

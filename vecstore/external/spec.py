@@ -28,7 +28,15 @@ import pyarrow.compute as pc
 from ..errors import DimensionMismatchError, InvalidArgumentError, NotFoundError
 from ..indexes.base import parse_index_mode, parse_metric
 from .plan import ChangePlan, read_files
-from .source import SPEC, _check_keys, _load_json, _sample, redact, snapshot_schema
+from .source import (
+    SPEC,
+    _check_keys,
+    _load_json,
+    _sample,
+    read_schema,
+    redact,
+    snapshot_schema,
+)
 
 if TYPE_CHECKING:
     from pyiceberg.expressions import BooleanExpression
@@ -798,12 +806,12 @@ class BoundSpec:
              snapshot_id: int | None = None, batch_rows: int | None = None,
              seen_keys: set | None = None, keys: "Iterable | None" = None) -> Iterator["ConvertedRows"]:
         """:func:`read_files` + :meth:`convert` for the bound columns, names resolved in the
-        snapshot's schema; each result carries the ``file`` key it came from. Given a
+        snapshot's schema (:func:`~.source.read_schema`: a column added since reads as null); each result carries the ``file`` key it came from. Given a
         :class:`ChangePlan`, reads its added files at its ``to_snapshot``. With ``keys``, only
         the rows holding those primary keys (a key-filtered read)."""
         if isinstance(files, ChangePlan):
             files, snapshot_id = files.added_tasks or files.added_files, files.to_snapshot
-        schema = snapshot_schema(table, snapshot_id)
+        schema = read_schema(table, snapshot_id)
         columns = self.columns_for(schema)
         current = table.schema()  # pyiceberg binds a scan's filter to the current schema
         row_filter = self.row_filter_for(current)
@@ -1025,11 +1033,25 @@ def _convert_field(arr: pa.Array, conv: str, binary: str) -> list:
         return [None] * len(arr)
     if conv == "uuid":
         return [None if x is None else str(x if isinstance(x, _uuid.UUID) else _uuid.UUID(bytes=x)) for x in arr.to_pylist()]
-    return [_jsonify(x, binary) for x in arr.to_pylist()]
+    return [_jsonify(x, arr.type, binary) for x in arr.to_pylist()]
 
 
-def _jsonify(x: Any, binary: str) -> Any:
-    if x is None or isinstance(x, (bool, int, str)):
+def _jsonify(x: Any, t: pa.DataType, binary: str) -> Any:
+    """A nested value as JSON, shaped by its Arrow type ``t``: the Python value of a map is a
+    list of pairs, so an empty map and an empty list look alike. A map with string keys is an
+    object, any other map a list of ``[key, value]`` pairs; lists and structs recurse."""
+    if x is None:
+        return None
+    if pa.types.is_map(t):
+        key, item = t.key_type, t.item_type
+        if pa.types.is_string(key) or pa.types.is_large_string(key):
+            return {k: _jsonify(v, item, binary) for k, v in x}
+        return [[_jsonify(k, key, binary), _jsonify(v, item, binary)] for k, v in x]
+    if pa.types.is_struct(t):
+        return {f.name: _jsonify(x[f.name], f.type, binary) for f in (t.field(i) for i in range(t.num_fields))}
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return [_jsonify(e, t.value_type, binary) for e in x]
+    if isinstance(x, (bool, int, str)):
         return x
     if isinstance(x, float):
         return x if math.isfinite(x) else None
@@ -1041,12 +1063,4 @@ def _jsonify(x: Any, binary: str) -> Any:
         return str(x)
     if isinstance(x, (bytes, bytearray)):
         return base64.b64encode(bytes(x)).decode("ascii") if binary == "base64" else None
-    if isinstance(x, dict):
-        return {str(k): _jsonify(v, binary) for k, v in x.items()}
-    if isinstance(x, list):
-        if x and all(isinstance(e, tuple) and len(e) == 2 for e in x):  # a map
-            if all(isinstance(k, str) for k, _ in x):
-                return {k: _jsonify(v, binary) for k, v in x}
-            return [[_jsonify(k, binary), _jsonify(v, binary)] for k, v in x]
-        return [_jsonify(e, binary) for e in x]
     return str(x)
