@@ -233,6 +233,25 @@ def stored_fields(col) -> dict:
     return dict(zip(ids, fields))
 
 
+def test_a_source_column_named_id_is_not_a_field(db, lake):
+    """A field named id is refused (reads put the row's id there, filters mean the row's id):
+    with fields: null a non-key column "id" is skipped and listed, an explicit field named id
+    is refused, and mapping the column under another name keeps it."""
+    t = pa.table({"pk": pa.array([0, 1], pa.int64()),
+                  "vec": pa.FixedSizeListArray.from_arrays(pa.array([1.0, 0, 0, 1], pa.float32()), 2),
+                  "id": pa.array([100, 7], pa.int64()), "n": pa.array([1, 2], pa.int64())})
+    lake.catalog.create_table("ns.withid", schema=t.schema).append(t)
+    spec = {"primaryKey": "pk", "vector": {"externalField": "vec", "metric": "l2"}}
+    col = make_ext(db, lake, name="auto", spec=spec, table="withid")
+    assert stored_fields(col) == {0: {"n": 1}, 1: {"n": 2}}
+    assert db.describe_external_collection("auto")["skippedColumns"] == ["id"]
+    with pytest.raises(InvalidArgumentError, match="may not be named 'id'"):
+        db.create_external_collection("named", lake.source("withid"), {**spec, "fields": ["id"]})
+    renamed = make_ext(db, lake, name="renamed", spec={**spec, "fields": {"source_id": "id"}}, table="withid")
+    assert stored_fields(renamed) == {0: {"source_id": 100}, 1: {"source_id": 7}}
+    assert renamed.query(where="source_id = 7", return_ids_only=True) == [1]
+
+
 def test_a_column_added_without_a_snapshot_reads_as_null(db, lake, table):
     from pyiceberg.types import StringType
 

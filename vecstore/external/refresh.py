@@ -271,7 +271,8 @@ class DatabaseExternal:
     def describe_external_collection(self: "Database", name: str) -> dict:
         """The source, spec (both redacted JSON strings) and sync state of an external
         collection: ``syncedSnapshotId``, ``tableUuid``, ``dataFiles``, ``rows``, ``index``,
-        ``lastJobId``, ``lastSyncTime`` (ms; 0 before the first refresh)."""
+        ``lastJobId``, ``lastSyncTime`` (ms; 0 before the first refresh), ``skippedColumns`` (source
+        columns ``fields: null`` left out: a type with no JSON form, binary, a column named ``id``)."""
         self._check_open()
         col = self._external(name)
         state = col._get_meta(META_STATE) or {}
@@ -283,7 +284,8 @@ class DatabaseExternal:
                 "synced": bool(state.get("synced")), "syncedSnapshotId": state.get("snapshotId"),
                 "tableUuid": state.get("tableUuid"), "dataFiles": len(state.get("files") or {}),
                 "rows": len(col), "dim": col.dim, "metric": col.metric, "index": state.get("index"),
-                "lastJobId": state.get("jobId"), "lastSyncTime": state.get("syncedAt", 0)}
+                "lastJobId": state.get("jobId"), "lastSyncTime": state.get("syncedAt", 0),
+                "skippedColumns": list((state.get("bound") or {}).get("skippedColumns") or [])}
 
     # pymilvus names (refresh.md §2.3)
     def get_refresh_external_collection_progress(self: "Database", job_id: int) -> RefreshJob:

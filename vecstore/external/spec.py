@@ -188,7 +188,8 @@ class ExternalSpec:
     ``vectorField`` and ``index``), a compact ``"vector": "vec"`` or ``{"externalField": …}``,
     ``"vectors": {name: …}``, ``"fields": ["a", "b"]`` or ``{"name": "column"}``, and Milvus'
     ``snapshot_id`` (string or int). ``fields: null`` (the default) maps every other top-level
-    column at bind time. ``primaryKey`` names a source column, or a field ``name`` whose
+    column at bind time, but a column named ``id`` (the row's id in reads and filters: map it
+    under another name) and columns of types it cannot map; those are listed in ``skippedColumns``. ``primaryKey`` names a source column, or a field ``name`` whose
     ``externalField`` is the column; it is required (no virtual primary key here).
     """
 
@@ -318,6 +319,9 @@ class ExternalSpec:
                 pk = mapped[0].column
                 field_specs = [f for f in field_specs if f.name != mapped[0].name]
             names = [f.name for f in field_specs]
+            if "id" in names:
+                raise InvalidArgumentError(f"{SPEC}.fields: a field may not be named 'id' (the row's id in reads and "
+                                           "filters); map the column under another name, e.g. {\"source_id\": \"id\"}")
             if len(set(names)) != len(names):
                 raise InvalidArgumentError(f"{SPEC}.fields: duplicate field names {_sample(sorted(n for n in names if names.count(n) > 1))}")
 
@@ -445,7 +449,8 @@ class ExternalSpec:
                 if f.field_id in used:
                     continue
                 conv = _conversion(f.field_type)
-                if conv == "unsupported" or (conv == "binary" and self.binary == "skip"):
+                # "id" names the row's id in reads and filters: a field of that name is refused
+                if conv == "unsupported" or (conv == "binary" and self.binary == "skip") or f.name == "id":
                     skipped.append(f.name)
                     continue
                 fields.append(BoundColumn(name=f.name, field_id=f.field_id, column=f.name,
