@@ -357,3 +357,27 @@ def test_a_vector_whose_squared_norm_overflows_float32_stays_live(tmp_path):
         assert len(idx) == 2 and idx.search(huge, 1)[0].tolist() == [[1]]
         again = IvfIndex.load(tmp_path, idx.save(tmp_path, f"x{how}"), 4, "l2", {})
         assert len(again) == 2 and again.search(huge, 1)[0].tolist() == [[1]]
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_a_live_row_whose_ranking_value_overflows_is_still_found(metric):
+    """The ranking value (bias - x·q or bias - 2x·q, float32) of a row far from a huge query
+    overflows to +inf, which also marks a tombstone: such live rows were dropped, in the single
+    and in the batch path, while tombstones (here of the same vector) must stay out."""
+    x = np.array([[1e20, 0], [-1e20, 0], [0, 1], [1, 1], [-1e20, 0]], np.float32)
+    index = IvfIndex(2, metric, n_clusters=1)
+    index.build(np.arange(5, dtype=np.uint64), x)
+    index.remove(np.array([4], np.uint64))
+    q = np.array([[1e20, 0], [-1e20, 0], [0, 1], [3e19, -3e19]] * 2, np.float32)   # 8: the batch path
+    for allowed in (None, np.array([0, 1, 2, 4], np.uint64)):
+        live = np.array([0, 1, 2, 3] if allowed is None else [0, 1, 2])
+        # oracle: float64 scores, as float32 (overflowing to ±inf), best first, ties by label
+        s = x[live].astype(np.float64) @ q.T.astype(np.float64) if metric == "ip" else \
+            ((x[live, None, :].astype(np.float64) - q[None].astype(np.float64)) ** 2).sum(-1)
+        with np.errstate(over="ignore"):
+            s = s.T.astype(np.float32)
+        order = np.lexsort((np.broadcast_to(live, s.shape), -s if metric == "ip" else s), axis=1)
+        for got in (index.search(q, 10, allowed=allowed), _singles(index, q, 10, allowed=allowed)):
+            np.testing.assert_array_equal(got[0][:, :len(live)], live[order])
+            np.testing.assert_array_equal(got[1][:, :len(live)], np.take_along_axis(s, order, 1))
+            assert (got[0][:, len(live):] == -1).all()

@@ -231,6 +231,14 @@ def _distinct(labels: np.ndarray) -> bool:
     return len(np.unique(labels)) == len(labels)
 
 
+def _live_rank(bias: np.ndarray) -> np.ndarray:
+    """The ranking value for rows whose product came out +inf or NaN, given their bias: +inf (never
+    ranks) for a tombstone or unused row, else ``F32_MAX``. A live row far from the query overflows
+    float32 (|x|·|q| > ~3.4e38) and must still rank, last, to be re-scored exactly like any other;
+    the bias, not the product, says which rows are live."""
+    return np.where(np.isfinite(bias), _F32_MAX, np.float32(np.inf))
+
+
 def _width(dim: int) -> int:
     """Row width of the list matrix: the vector, one bias column, zeros up to a multiple of 4
     floats (16-byte rows; 129 columns measured ~8 % slower than 132 in a matvec)."""
@@ -680,7 +688,7 @@ class IvfIndex(VectorIndex):
         visited = 0
         # errstate: a tombstone's +inf bias times the query's 1 is +inf, but BLAS kernels also
         # multiply it by the zero padding of partial tiles and raise "invalid value" (the NaN lands
-        # in discarded lanes; a NaN would not rank either, as it fails every `< inf`)
+        # in discarded lanes); a live row's product may overflow (see _live_rank)
         with self._lock.read, np.errstate(invalid="ignore", over="ignore"):
             lists = self._lists
             if lists is None or not lists.where or m == 0:
@@ -790,6 +798,9 @@ class IvfIndex(VectorIndex):
             s = lists.start[c]
             qs = pair_query[a:b]
             block = qx[qs] @ x[s:s + n].T                        # (queries, n)
+            bad = ~(block < np.inf)
+            if bad.any():
+                block[bad] = _live_rank(x[s:s + n, lists.dim])[np.nonzero(bad)[1]]
             if allowed is not None:
                 labs = labels[s:s + n]
                 pos = np.searchsorted(allowed, labs)
@@ -811,12 +822,10 @@ class IvfIndex(VectorIndex):
         rows = np.where(ok.ravel(), rows, 0)
         scores = self._scores(np.take(x, rows, axis=0)[:, :self.dim], queries[np.repeat(np.arange(m), kk)])
         key = (-scores if self.metric == "ip" else scores).reshape(m, kk)
-        key[~ok] = np.inf
         labs = labels[rows].reshape(m, kk)
-        # best first, ties by label (as np.lexsort in _exact): by label, then stably by score
-        by_label = np.argsort(labs, axis=1)
-        best = np.take_along_axis(by_label, np.argsort(np.take_along_axis(key, by_label, 1), axis=1, kind="stable"), 1)
-        best = best[:, :k]
+        # best first, ties by label (as np.lexsort in _exact); the padding after every candidate,
+        # even one whose score overflowed to the worst value
+        best = np.lexsort((labs, key, ~ok), axis=1)[:, :k]
         take = np.arange(best.shape[1])[None, :] < np.minimum(ok.sum(1), k)[:, None]
         out_labels[:, :best.shape[1]] = np.where(take, np.take_along_axis(labs, best, 1).astype(np.int64), -1)
         worst = -np.inf if self.metric == "ip" else np.inf
@@ -852,8 +861,9 @@ class IvfIndex(VectorIndex):
     def _rank(lists: _Lists, qx: np.ndarray, starts: list[int], ends: list[int], allowed: np.ndarray | None,
               bounds: list[int], delta: list[int]) -> np.ndarray:
         """Ranking values of the rows of the slices, concatenated (+inf: tombstone, unused row or
-        not allowed). Appends each slice's end and row offset (relative to the values already in
-        ``bounds``) to ``bounds`` and ``delta``."""
+        not allowed; never NaN, and finite for every other row, see :func:`_live_rank`). Appends
+        each slice's end and row offset (relative to the values already in ``bounds``) to
+        ``bounds`` and ``delta``."""
         x = lists.x
         base = bounds[-1] if bounds else 0
         a = 0
@@ -869,6 +879,12 @@ class IvfIndex(VectorIndex):
             for s, e in zip(starts, ends):
                 np.matmul(x[s:e], qx, out=r[a:a + e - s])
                 a += e - s
+        bad = np.flatnonzero(~(r < np.inf))
+        if len(bad):
+            lens = np.subtract(ends, starts)
+            cum = np.cumsum(lens)
+            sl = np.searchsorted(cum, bad, side="right")
+            r[bad] = _live_rank(x[bad - (cum[sl] - lens[sl]) + np.asarray(starts)[sl], lists.dim])
         if allowed is not None and len(r):
             labs = (lists.labels[starts[0]:ends[0]] if len(starts) == 1
                     else np.concatenate([lists.labels[s:e] for s, e in zip(starts, ends)]))
