@@ -151,3 +151,20 @@ def test_minmax_normalise():
     assert minmax_normalise(np.array([]), higher_is_better=True).size == 0
     with pytest.raises(InvalidArgumentError):
         minmax_normalise(np.array([1.0, np.nan]), higher_is_better=True)
+
+
+def test_weighted_fusion_of_scores_that_overflowed_both_ways():
+    """ip scores of huge vectors overflow float32 to +inf and -inf in one leg: the span of the
+    (clipped) scores overflowed float64, so the best hit normalised to NaN (inf / inf) and ranked
+    last, and every other hit to 0. The ends are 1 and 0; a hit in between sits at the middle of
+    a span that wide, as exact arithmetic gives."""
+    inf = np.inf
+    for scores, hib, want in [([inf, 1.0, 0.0, -inf], True, [1.0, 0.5, 0.5, 0.0]),
+                              ([-inf, 2.0, inf], False, [1.0, 0.5, 0.0]),
+                              ([1e308, -1e308, 0.0], True, [1.0, 0.0, 0.5]),
+                              ([5e-324, 0.0], True, [1.0, 0.0])]:         # tiny spans are not halved
+        assert minmax_normalise(np.array(scores), higher_is_better=hib).tolist() == want
+    legs = [(np.array([1, 3, 4, 2]), np.array([inf, 1.0, 0.0, -inf]), 1.0, True),
+            (np.array([2, 3]), np.array([5.0, 1.0]), 0.5, True)]
+    ids, scores = fuse(legs, 4, fusion="weighted")
+    assert ids.tolist() == [1, 2, 3, 4] and scores.tolist() == [1.0, 0.5, 0.5, 0.5]

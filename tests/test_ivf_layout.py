@@ -357,3 +357,89 @@ def test_a_vector_whose_squared_norm_overflows_float32_stays_live(tmp_path):
         assert len(idx) == 2 and idx.search(huge, 1)[0].tolist() == [[1]]
         again = IvfIndex.load(tmp_path, idx.save(tmp_path, f"x{how}"), 4, "l2", {})
         assert len(again) == 2 and again.search(huge, 1)[0].tolist() == [[1]]
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_a_live_row_whose_ranking_value_overflows_is_still_found(metric):
+    """The ranking value (bias - x·q or bias - 2x·q, float32) of a row far from a huge query
+    overflows to +inf, which also marks a tombstone: such live rows were dropped, in the single
+    and in the batch path, while tombstones (here of the same vector) must stay out."""
+    x = np.array([[1e20, 0], [-1e20, 0], [0, 1], [1, 1], [-1e20, 0]], np.float32)
+    index = IvfIndex(2, metric, n_clusters=1)
+    index.build(np.arange(5, dtype=np.uint64), x)
+    index.remove(np.array([4], np.uint64))
+    q = np.array([[1e20, 0], [-1e20, 0], [0, 1], [3e19, -3e19]] * 2, np.float32)   # 8: the batch path
+    for allowed in (None, np.array([0, 1, 2, 4], np.uint64)):
+        live = np.array([0, 1, 2, 3] if allowed is None else [0, 1, 2])
+        # oracle: float64 scores, as float32 (overflowing to ±inf), best first, ties by label
+        s = x[live].astype(np.float64) @ q.T.astype(np.float64) if metric == "ip" else \
+            ((x[live, None, :].astype(np.float64) - q[None].astype(np.float64)) ** 2).sum(-1)
+        with np.errstate(over="ignore"):
+            s = s.T.astype(np.float32)
+        order = np.lexsort((np.broadcast_to(live, s.shape), -s if metric == "ip" else s), axis=1)
+        for got in (index.search(q, 10, allowed=allowed), _singles(index, q, 10, allowed=allowed)):
+            np.testing.assert_array_equal(got[0][:, :len(live)], live[order])
+            np.testing.assert_array_equal(got[1][:, :len(live)], np.take_along_axis(s, order, 1))
+            assert (got[0][:, len(live):] == -1).all()
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_ties_beyond_the_candidates_go_to_the_smaller_labels_in_batch_and_single(metric):
+    """Hundreds of duplicate vectors tie exactly, far beyond the k + 8 candidates re-scored.
+    Which of them the candidates held depended on argpartition over the layout (one query's
+    slices, or a batch's matrix, where rounding even differs between duplicates): the batch and
+    single paths returned different rows, neither the smaller labels. Every row tied with the last
+    candidate is now re-scored, so both give the oracle's top k, ties by label."""
+    rng = np.random.default_rng(5)
+    x = prepare(clustered(1500, 8, seed=2), metric)
+    x[100:700] = x[3]                                         # 601 copies of row 3
+    labels = rng.permutation(5000)[:1500].astype(np.uint64)   # labels not in row order
+    index = IvfIndex(8, metric, n_clusters=8)
+    index.build(labels, x)
+    gone = labels[rng.choice(1500, 300, replace=False)]
+    index.remove(gone)
+    extra = np.repeat(x[3:4], 50, 0)
+    index.add(np.arange(6000, 6050, dtype=np.uint64), extra)
+    live = np.isin(labels, gone, invert=True)
+    all_x, all_labels = np.concatenate([x[live], extra]), np.concatenate([labels[live], np.arange(6000, 6050)])
+    q = np.concatenate([x[3:4] + 0.01 * rng.standard_normal((6, 8)), rng.standard_normal((6, 8))]).astype(np.float32)
+    q = prepare(q, metric)
+    for k in (10, 100):
+        batch = index.search(q, k, breadth=8)
+        single = _singles(index, q, k, breadth=8)
+        for a, b in zip(batch, single):
+            np.testing.assert_array_equal(a, b)
+        s = exact_scores(all_x, q, metric)
+        order = np.lexsort((np.broadcast_to(all_labels, s.shape), -s if metric == "ip" else s), axis=1)[:, :k]
+        np.testing.assert_array_equal(batch[0], all_labels[order])
+        np.testing.assert_allclose(batch[1], np.take_along_axis(s, order, 1), rtol=1e-5, atol=1e-5)
+        for a, b in zip(index.search(q, k, breadth=3), _singles(index, q, k, breadth=3)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_duplicates_that_round_apart_in_a_batch_still_tie_by_label():
+    """A batch's matrix product rounds the ranking value of identical rows differently by their
+    column (here the last few of a 300-row list come out one ulp worse): ties must be taken to
+    within rounding, or the batch kept the k + 8 rows that rounded best and lost the smaller
+    labels a single query (one matvec, no such split) returns."""
+    dim, n = 4, 300
+    rng = np.random.default_rng(1)
+    v = rng.standard_normal(dim).astype(np.float32)
+    q = np.repeat(rng.standard_normal((1, dim)).astype(np.float32), 8, 0)
+    # the ranking values as the batch path computes them: widened rows [x, bias 0, 0, 0, 0]
+    # against widened queries [-q, 1, 0, 0, 0] (another BLAS may round them all alike: then the
+    # duplicates tie exactly and the test asserts the same, less sharply)
+    xw = np.zeros((n, 8), np.float32)
+    xw[:, :dim] = v
+    qw = np.zeros((8, 8), np.float32)
+    qw[:, :dim], qw[:, dim] = -q, 1
+    r = (qw @ xw.T)[0]
+    best = r == r.min()
+    labels = np.empty(n, np.uint64)
+    labels[~best], labels[best] = np.arange((~best).sum()), np.arange((~best).sum(), n)   # worse-rounded: smaller
+    index = IvfIndex(dim, "ip", n_clusters=1)
+    index.build(labels, np.repeat(v[None], n, 0))
+    k = max(1, int(best.sum()) - 8)
+    batch, single = index.search(q, k), _singles(index, q, k)
+    np.testing.assert_array_equal(batch[0], single[0])
+    np.testing.assert_array_equal(batch[0], np.broadcast_to(np.arange(k), (8, k)))

@@ -190,3 +190,30 @@ def test_writes_fit_the_servers_body_limits(tmp_path):
         remote.close()
         server.stop()
         backing.close()
+
+
+def test_overflowed_scores_come_back_infinite_over_json_like_local(tmp_path, server_url):
+    """JSON has no infinity, so the server sends an overflowed score as ±3.4028235e38; the
+    binary search route kept inf, but every JSON route (profile, range, string ids, hybrid) gave
+    the remote caller ±3.4e38 where the local call gives ±inf."""
+    pairs = []
+    for client in (vecstore.connect(tmp_path / "local"), vecstore.connect(server_url)):
+        db = client.create_database("app")
+        l2 = db.require_collection("l2", dim=2, metric="l2")
+        l2.add([[0, 0], [1e30, 0]], ids=["a", "b"])       # string ids: search goes over JSON
+        ip = db.require_collection("ip", dim=2, metric="ip")
+        ip.add([[1e30, 0], [-1e30, 0], [1, 0]], ids=[1, 2, 3])
+        pairs.append((client, l2, ip))
+    calls = [lambda l2, ip: l2.search([0, 0], k=2),
+             lambda l2, ip: l2.batch_search([[0, 0]] * 2, k=2)[1],
+             lambda l2, ip: l2.search_profile([0, 0], k=2).result,
+             lambda l2, ip: ip.search_range([1e30, 0], threshold=0.5),
+             lambda l2, ip: ip.search_profile([1e30, 0], k=3).result,
+             lambda l2, ip: ip.search([1e30, 0], k=3)]
+    for call in calls:
+        a, b = (call(l2, ip) for _, l2, ip in pairs)
+        assert a.ids == b.ids and np.isinf(a.scores).any()
+        np.testing.assert_array_equal(a.scores, b.scores)
+    assert pairs[1][2].search_profile([1e30, 0], k=3).result.scores.tolist() == [np.inf, float(np.float32(1e30)), -np.inf]
+    for client, _, _ in pairs:
+        client.close()

@@ -55,7 +55,15 @@ def minmax_normalise(scores: np.ndarray, *, higher_is_better: bool) -> np.ndarra
     lo, hi = s.min(), s.max()
     if hi == lo:
         return np.ones_like(s)
-    x = (s - lo) / (hi - lo)
+    with np.errstate(over="ignore"):
+        span = hi - lo
+    if np.isinf(span):
+        # ends over F64_MAX apart (+inf and -inf in one leg): halved, every difference is finite
+        # (halving is exact but for subnormals, which do not matter beside such a span); else
+        # (s - lo) / inf gave 0 for every hit and inf / inf NaN for the best one
+        x = (s / 2 - lo / 2) / (hi / 2 - lo / 2)
+    else:
+        x = (s - lo) / span
     return x if higher_is_better else 1.0 - x
 
 

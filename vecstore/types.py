@@ -59,7 +59,8 @@ class SearchResult:
 
     def to_dict(self) -> dict:
         """The wire shape of LynseDB's ``items``: ``{"k", "ids", "scores", "fields", ...}``. JSON
-        has no infinity: a score that overflowed float32 is sent as ±3.4028235e38."""
+        has no infinity: a score that overflowed float32 is sent as ±3.4028235e38 (read back as
+        ±inf by :meth:`from_dict`)."""
         return {
             "k": self.k,
             "ids": [_plain(i) for i in self.ids],
@@ -71,10 +72,17 @@ class SearchResult:
 
     @classmethod
     def from_dict(cls, d: dict, *, with_fields: bool = False) -> "SearchResult":
+        """The result :meth:`to_dict` sent. Its ±3.4028235e38 scores read back as ±inf: a float32
+        score of exactly that value (the largest finite one) is in practice an overflow, and the
+        two compare the same against every other score."""
         fields = d.get("fields")
+        scores = np.asarray(d.get("scores", d.get("distances", [])), dtype=np.float32)
+        over = np.abs(scores) == _F32_MAX
+        if over.any():
+            scores[over] = np.copysign(np.inf, scores[over])
         return cls(
             ids=tuple(d["ids"]),
-            scores=np.asarray(d.get("scores", d.get("distances", [])), dtype=np.float32),
+            scores=scores,
             fields=tuple(fields) if (with_fields and fields is not None) else None,
             k=int(d.get("k", len(d["ids"]))),
             index=d.get("index", "FLAT"),

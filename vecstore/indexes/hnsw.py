@@ -42,6 +42,14 @@ hnswlib is fast but sharp (reliability.md §2). What this wrapper does about eac
 Scores: cosine uses hnswlib space ``ip`` on unit vectors, whose distance ``1 - dot`` *is* the
 cosine distance; ``ip`` returns ``1 - distance`` (the dot); ``l2`` is hnswlib's squared L2 as is.
 
+**Small ip vectors.** hnswlib ranks ``ip`` by the float32 distance ``1 - dot``, which is 1 for every
+``|dot|`` under ~6e-8: vectors of norm 1e-4 (dots ~1e-8) all tie, and the graph and the ranking
+were noise. So for ``ip``, rows whose largest norm is under 1/16 are given to hnswlib multiplied by
+``2**scale_exp`` (one power of two for the index, bringing that norm into [1, 2), fixed when the
+graph is created, reused for later adds and saved with it), and each such query by its own power
+of two; scores are divided back. Powers of two scale floats exactly; larger norms rank well as they
+are and are left alone (an index of them, or saved before this, has ``scale_exp`` 0).
+
 ``visited`` is an **estimate** (hnswlib 0.8 does not expose its counters to Python): per query
 ``min(n, ef · M)`` distance computations, divided by the allowed fraction for filtered searches.
 
@@ -86,7 +94,9 @@ __all__ = ["HnswIndex"]
 
 _ABSENT, _LIVE, _DELETED = 0, 1, 2
 _FORMAT = "vecstore-hnsw"
-_FORMAT_VERSION = 1
+# 2: a scaled ip index (scale_exp != 0, module docstring), which version-1 code must not read as
+# is (it refuses the file and rebuilds); an unscaled index is still written as version 1
+_FORMAT_VERSION = 2
 # hnswlib saveIndex header: offsetLevel0, max_elements, cur_element_count, size_data_per_element,
 # label_offset, offsetData (size_t), maxlevel (int), enterpoint_node (uint), maxM, maxM0, M
 # (size_t), mult (double), ef_construction (size_t).
@@ -98,6 +108,29 @@ _CONTIGUOUS = "contiguous 2D array"
 # live rows, as long as k' = 2k / fraction stays under the cap (at k=10: 4 % and up).
 _POST_FILTER_MIN_FRACTION = 0.02
 _POST_FILTER_MAX_K = 512
+# ip rows or queries of a smaller norm are scaled up by a power of two (module docstring)
+_SMALL_NORM = 1 / 16
+_SCALE_ROWS = 1 << 16  # rows per float64 block when measuring norms
+
+
+def _scale_exps(norms: np.ndarray) -> np.ndarray:
+    """Per norm, the power of two that brings a norm under :data:`_SMALL_NORM` into [1, 2); 0 for
+    others (and for zero).
+
+    >>> _scale_exps(np.array([1e-4, 0.05, 0.07, 1.0, 0.0])).tolist()
+    [14, 5, 0, 0, 0]
+    """
+    small = (norms > 0) & (norms < _SMALL_NORM)
+    return np.where(small, 1 - np.frexp(norms)[1], 0).astype(np.int64)
+
+
+def _norms(vectors: np.ndarray) -> np.ndarray:
+    """Row norms in float64 (float32 squares of 1e-23 underflow), a block at a time."""
+    out = np.empty(len(vectors))
+    for a in range(0, len(vectors), _SCALE_ROWS):
+        block = vectors[a:a + _SCALE_ROWS].astype(np.float64)
+        out[a:a + _SCALE_ROWS] = np.sqrt(np.einsum("ij,ij->i", block, block))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,6 +412,7 @@ class HnswIndex(VectorIndex):
         refuse_unknown("HNSW", params)
         self._space = "l2" if metric == "l2" else "ip"
         self._index: hnswlib.Index | None = None
+        self._exp = 0                           # rows are in hnswlib times 2**_exp (module docstring)
         self._states = _LabelStates()
         self._live = 0
         self._lock = RWLock()                   # graph: shared for search/save, exclusive for mutation
@@ -406,6 +440,37 @@ class HnswIndex(VectorIndex):
     def __repr__(self) -> str:
         return f"HnswIndex(dim={self.dim}, metric={self.metric!r}, live={self._live}, {self.params})"
 
+    @property
+    def scale_exp(self) -> int:
+        """Rows are given to hnswlib multiplied by ``2**scale_exp`` (0 but for small ip vectors)."""
+        return self._exp
+
+    def _row_exp(self, vectors: np.ndarray) -> int:
+        """The index's power of two, from the rows that create its graph."""
+        if self.metric != "ip" or not len(vectors):
+            return 0
+        return int(_scale_exps(np.array([_norms(vectors).max()]))[0])
+
+    def _scaled_queries(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Queries as given to hnswlib, and each one's power of two (None: all 0)."""
+        if self.metric != "ip" or not len(queries):
+            return queries, None
+        # the usual case, on the hot path: one float32 check (a tiny norm's squares underflow
+        # there, so it is measured again below)
+        sq = np.vdot(queries, queries) if len(queries) == 1 else np.einsum("ij,ij->i", queries, queries).min()
+        if sq >= _SMALL_NORM ** 2:
+            return queries, None
+        exps = _scale_exps(_norms(queries))
+        if not exps.any():
+            return queries, None
+        return np.ldexp(queries, exps[:, None].astype(np.int32)).astype(np.float32, copy=False), exps
+
+    def _score_exps(self, q_exps: np.ndarray | None, exp: int) -> np.ndarray | None:
+        """Per query, the power of two its hnswlib scores carry (None: all 0)."""
+        if q_exps is None:
+            return None if exp == 0 else np.full(1, exp, np.int64)
+        return q_exps + exp
+
     # -- writes -------------------------------------------------------------------------------
 
     def _new_index(self, capacity: int) -> hnswlib.Index:
@@ -424,6 +489,9 @@ class HnswIndex(VectorIndex):
         with self._writer:
             states = _LabelStates()
             index = None
+            exp = self._row_exp(vectors)
+            if exp:
+                vectors = np.ldexp(vectors, exp).astype(np.float32, copy=False)
             if len(labels):
                 n = len(labels)
                 index = self._new_index(max(_INITIAL_CAPACITY, n + n // 8))
@@ -438,7 +506,7 @@ class HnswIndex(VectorIndex):
                     raise VecstoreError(f"HNSW build failed: {e}") from e
                 states.set(labels, _LIVE, np.zeros(len(labels), np.uint8))
             with self._lock.write:
-                self._index, self._states, self._live = index, states, len(labels)
+                self._index, self._states, self._live, self._exp = index, states, len(labels), exp
 
     def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         labels, vectors = checked_batch(labels, vectors, self.dim)
@@ -449,6 +517,9 @@ class HnswIndex(VectorIndex):
             n_new = int(np.count_nonzero(before == _ABSENT))
             if self._index is None:
                 self._index = self._new_index(max(_INITIAL_CAPACITY, 2 * n_new))
+                self._exp = self._row_exp(vectors)
+            if self._exp:
+                vectors = np.ldexp(vectors, self._exp).astype(np.float32, copy=False)
             index = self._index
             need = index.element_count + n_new
             if need > index.max_elements:
@@ -497,9 +568,11 @@ class HnswIndex(VectorIndex):
         m = len(queries)
         if allowed is not None:
             allowed = np.asarray(allowed).astype(np.uint64, copy=False)
+        queries, q_exps = self._scaled_queries(queries)
         failed = None
         with self._lock.read:
             index, live = self._index, self._live
+            exps = self._score_exps(q_exps, self._exp)
             if index is None or live == 0 or m == 0:
                 return (*padded(m, k, self.metric), 0)
             if allowed is None:
@@ -511,7 +584,7 @@ class HnswIndex(VectorIndex):
                 if n_ok == 0:
                     return (*padded(m, k, self.metric), 0)
                 frac = n_ok / live
-                post = self._post_filtered(index, queries, k, ef, frac, live, allowed)
+                post = self._post_filtered(index, queries, k, ef, frac, live, allowed, exps)
                 if post is not None:
                     return (*post, m * int(min(index.element_count, max(ef, k) / frac * self.M)))
                 flt = self._states.filter(allowed)  # only now: the post-filter needs none
@@ -527,18 +600,21 @@ class HnswIndex(VectorIndex):
                     raise VecstoreError(f"HNSW search failed: {e}") from e
                 failed = e
         if failed is not None:
-            raw_labels, raw_dist = self._search_rows_carefully(queries, ef, allowed)
+            raw_labels, raw_dist, exps = self._search_rows_carefully(queries, ef, allowed, q_exps)
         visited = m * int(min(index.element_count, ef * self.M / frac))
-        return (*self._finish(raw_labels, raw_dist, k), visited)
+        return (*self._finish(raw_labels, raw_dist, k, exps), visited)
 
     def search_trusted(self, queries: np.ndarray, k: int, breadth: int | None) -> tuple[np.ndarray, np.ndarray]:
         # The unfiltered hot path (validated by the collection): one lock round trip and the
         # query; anything unusual (empty index, an unreachable-nodes error) takes search().
         ef = breadth or self.ef
+        given = queries
+        queries, q_exps = self._scaled_queries(queries)
         lock = self._lock
         lock.acquire_read()
         try:
             index, live = self._index, self._live
+            exps = self._score_exps(q_exps, self._exp)
             if index is None or live < k or live < ef:
                 raw_labels = None
             else:
@@ -549,12 +625,13 @@ class HnswIndex(VectorIndex):
         finally:
             lock.release_read()
         if raw_labels is None:
-            labels, scores, _ = self.search(queries, k, breadth=breadth)
+            labels, scores, _ = self.search(given, k, breadth=breadth)
             return labels, scores
-        return self._finish(raw_labels, raw_dist, k)
+        return self._finish(raw_labels, raw_dist, k, exps)
 
     def _post_filtered(self, index: hnswlib.Index, queries: np.ndarray, k: int, ef: int, frac: float,
-                       live: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+                       live: int, allowed: np.ndarray,
+                       exps: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
         """A broad filter without hnswlib's filter callback (called with the GIL for every node
         visited: ~1 ms per query at 10 % of 100k rows): search all rows for the ``k'`` nearest,
         ``k' = 2·k / selectivity`` (at least the callback's beam, :func:`filtered_ef`), and keep
@@ -577,13 +654,18 @@ class HnswIndex(VectorIndex):
         rows = [np.flatnonzero(row)[:k] for row in ok]
         picked_l = np.stack([raw_labels[i, r] for i, r in enumerate(rows)])
         picked_d = np.stack([raw_dist[i, r] for i, r in enumerate(rows)])
-        return self._finish(picked_l, picked_d, k)
+        return self._finish(picked_l, picked_d, k, exps)
 
-    def _finish(self, raw_labels: np.ndarray, raw_dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _finish(self, raw_labels: np.ndarray, raw_dist: np.ndarray, k: int,
+                exps: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and public scores from hnswlib's answer; ``exps``: each query's power of two in
+        the scores (:meth:`_score_exps`)."""
         got = raw_labels.shape[1]
         labels = raw_labels.view(np.int64)
         if self.metric == "ip":
             scores = np.subtract(np.float32(1.0), raw_dist[:, :k], dtype=np.float32)
+            if exps is not None:
+                scores = np.ldexp(scores, -exps[:, None].astype(np.int32)).astype(np.float32, copy=False)
         else:
             scores = raw_dist[:, :k]
         if got >= k:
@@ -593,8 +675,8 @@ class HnswIndex(VectorIndex):
         out_scores[:, :got] = scores
         return out_labels, out_scores
 
-    def _search_rows_carefully(self, queries: np.ndarray, ef: int,
-                               allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search_rows_carefully(self, queries: np.ndarray, ef: int, allowed: np.ndarray | None,
+                               q_exps: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Slow path after "contiguous 2D array": the graph reached fewer live (allowed) nodes
         than asked. That happens when deletions or in-place updates (hnswlib's ``updatePoint``)
         leave live nodes without incoming links, on tiny or heavily churned graphs. Under the
@@ -604,12 +686,15 @@ class HnswIndex(VectorIndex):
           small index never loses a live row;
         - beyond: retry each row alone with a doubled ``ef`` and keep the largest result size
           hnswlib can fill; the rest is padding. ``compact`` (a rebuild) restores the graph.
+
+        ``queries`` are scaled already (``q_exps``); also returns the scores' powers of two.
         """
         with self._lock.write:
             index = self._index
+            exps = self._score_exps(q_exps, self._exp)
             m = len(queries)
             if index is None or self._live == 0:
-                return np.zeros((m, 0), np.uint64), np.zeros((m, 0), np.float32)
+                return np.zeros((m, 0), np.uint64), np.zeros((m, 0), np.float32), exps
             flt = None
             n_ok = self._live
             if allowed is not None:
@@ -617,7 +702,7 @@ class HnswIndex(VectorIndex):
                 n_ok = len(allowed)
             kk = min(ef, n_ok)
             if n_ok <= self.exact_fallback_rows:
-                return self._exact_rows(index, queries, self._states.live_labels(allowed), kk)
+                return (*self._exact_rows(index, queries, self._states.live_labels(allowed), kk), exps)
             if allowed is not None:
                 flt = self._states.filter(allowed)
             labels = np.full((m, kk), np.uint64(2 ** 64 - 1), np.uint64)  # views as -1
@@ -640,7 +725,7 @@ class HnswIndex(VectorIndex):
                         labels[i, :lo], dist[i, :lo] = best[0][0], best[1][0]
             finally:
                 index.set_ef(1)
-        return labels, dist
+        return labels, dist, exps
 
     def _exact_rows(self, index: hnswlib.Index, queries: np.ndarray, cand: np.ndarray,
                     kk: int) -> tuple[np.ndarray, np.ndarray]:
@@ -677,7 +762,7 @@ class HnswIndex(VectorIndex):
                 known, states = self._states.arrays()
                 with open(labels_path, "wb") as f:
                     np.save(f, np.stack([known, states.astype(np.uint64)]), allow_pickle=False)
-                live = self._live
+                live, exp = self._live, self._exp
             except OSError as e:
                 raise storage_error(e, f"saving {bin_path}") from e
             except RuntimeError as e:
@@ -689,9 +774,9 @@ class HnswIndex(VectorIndex):
             fsync_path(bin_path)
             fsync_path(labels_path)
             meta = {
-                "format": _FORMAT, "version": _FORMAT_VERSION, "kind": self.kind,
+                "format": _FORMAT, "version": _FORMAT_VERSION if exp else 1, "kind": self.kind,
                 "dim": self.dim, "metric": self.metric, "space": self._space,
-                "params": self.params, "count": count, "live": live,
+                "params": self.params, "count": count, "live": live, "scale_exp": exp,
                 "bin": {"name": bin_path.name, "size": size, "sha256": sha256_file(bin_path)},
                 "labels": {"name": labels_path.name, "size": os.path.getsize(labels_path),
                            "sha256": sha256_file(labels_path)},
@@ -705,7 +790,7 @@ class HnswIndex(VectorIndex):
     @classmethod
     def load(cls, directory: Path, files: list[str], dim: int, metric: Metric,
              params: dict) -> HnswIndex:
-        meta, paths = read_meta(Path(directory), files, ".bin", _FORMAT, _FORMAT_VERSION)
+        meta, paths = read_meta(Path(directory), files, ".bin", _FORMAT, (1, _FORMAT_VERSION))
         bin_path, labels_path = paths[".bin"], paths.get(".labels.npy")
         check_identity(meta, dim, metric, bin_path)
         stored = meta.get("params") if isinstance(meta.get("params"), dict) else {}
@@ -719,6 +804,10 @@ class HnswIndex(VectorIndex):
             raise CorruptionError(f"{bin_path}: bad parameters in metadata ({e})") from e
         if labels_path is None:
             raise CorruptionError(f"{bin_path}: label file missing from {files!r}")
+        exp = meta.get("scale_exp", 0)  # saved before scaling existed: unscaled
+        if type(exp) is not int or not 0 <= exp <= 160 or (exp and metric != "ip"):
+            raise CorruptionError(f"{bin_path}: bad scale_exp {exp!r} for metric {metric!r}")
+        self._exp = exp
         verify_file(bin_path, meta.get("bin"))
         verify_file(labels_path, meta.get("labels"))
         count = meta.get("count")

@@ -3,8 +3,8 @@
 Build trains k-means (random initial centres from a sample, a few Lloyd iterations, fixed
 seed; all distance work is matrix products) on at most ``train_size`` rows, then assigns every
 row to the list of its best centre. A search scores the centres, takes the ``nprobe`` best lists
-and scores their members; the best ``k`` (and a few spare) are re-scored exactly. Nothing loops
-over vectors in Python.
+and scores their members; the best ``k`` (and a few spare, and every row tied with the last of
+them) are re-scored exactly and ranked by (score, label). Nothing loops over vectors in Python.
 
 - **Layout.** All lists live in one matrix, list after list, each row carrying its bias in an extra
   column, so scoring a list is one matvec on a slice (see :class:`_Lists`). Lists are stored in
@@ -12,7 +12,8 @@ over vectors in Python.
   mostly neighbours and are scored a few slices at a time, not one numpy call per list.
 - **Batches** of at least ``_BATCH_MIN`` queries are grouped by list: each probed list is scored
   against all the queries probing it in one matrix product. Same results as one query at a time,
-  bit for bit (tests/test_ivf_layout.py).
+  bit for bit (tests/test_ivf_layout.py), ties included: ties are taken to within the rounding of
+  the ranking value, which differs between the two products, even between identical rows.
 - **Centres and metrics.** k-means is Euclidean. Rows are assigned, and lists probed, by the
   same rule: nearest centre for ``l2``, largest dot product with the centre for ``ip`` and
   ``cosine`` (rows are unit vectors for cosine, so that is the nearest direction).
@@ -229,6 +230,14 @@ def _distinct(labels: np.ndarray) -> bool:
         seen[labels] = True
         return int(np.count_nonzero(seen)) == len(labels)
     return len(np.unique(labels)) == len(labels)
+
+
+def _live_rank(bias: np.ndarray) -> np.ndarray:
+    """The ranking value for rows whose product came out +inf or NaN, given their bias: +inf (never
+    ranks) for a tombstone or unused row, else ``F32_MAX``. A live row far from the query overflows
+    float32 (|x|·|q| > ~3.4e38) and must still rank, last, to be re-scored exactly like any other;
+    the bias, not the product, says which rows are live."""
+    return np.where(np.isfinite(bias), _F32_MAX, np.float32(np.inf))
 
 
 def _width(dim: int) -> int:
@@ -680,7 +689,7 @@ class IvfIndex(VectorIndex):
         visited = 0
         # errstate: a tombstone's +inf bias times the query's 1 is +inf, but BLAS kernels also
         # multiply it by the zero padding of partial tiles and raise "invalid value" (the NaN lands
-        # in discarded lanes; a NaN would not rank either, as it fails every `< inf`)
+        # in discarded lanes); a live row's product may overflow (see _live_rank)
         with self._lock.read, np.errstate(invalid="ignore", over="ignore"):
             lists = self._lists
             if lists is None or not lists.where or m == 0:
@@ -745,10 +754,20 @@ class IvfIndex(VectorIndex):
         kk = min(k + _RESCORE_EXTRA, found, len(r))
         top = r.argpartition(kk - 1)[:kk] if kk < len(r) else np.arange(len(r))
         top = top[r[top] < np.inf]
-        if len(delta) == 1:
-            rows = top + delta[0]
-        else:
-            rows = top + np.array(delta)[np.searchsorted(np.array(bounds), top, side="right")]
+
+        def rows_of(top: np.ndarray) -> np.ndarray:
+            if len(delta) == 1:
+                return top + delta[0]
+            return top + np.array(delta)[np.searchsorted(np.array(bounds), top, side="right")]
+
+        rows = rows_of(top)
+        if kk < len(r):
+            # rows tied with the last candidate (to within rounding) may go on beyond it; which of
+            # them argpartition keeps depends on the layout, so all are re-scored (ties by label)
+            tie = np.float32(r[top].max() + self._slack(lists.x[rows], np.linalg.norm(q.astype(np.float64))))
+            if np.count_nonzero(r <= tie) > len(top):
+                more = np.flatnonzero(r <= tie)
+                rows = rows_of(more[r[more] < np.inf])
         labels, scores = self._exact(lists, q, rows)
         n = min(k, len(rows))
         out_labels[:n] = labels[:n]
@@ -790,6 +809,9 @@ class IvfIndex(VectorIndex):
             s = lists.start[c]
             qs = pair_query[a:b]
             block = qx[qs] @ x[s:s + n].T                        # (queries, n)
+            bad = ~(block < np.inf)
+            if bad.any():
+                block[bad] = _live_rank(x[s:s + n, lists.dim])[np.nonzero(bad)[1]]
             if allowed is not None:
                 labs = labels[s:s + n]
                 pos = np.searchsorted(allowed, labs)
@@ -809,24 +831,29 @@ class IvfIndex(VectorIndex):
         pair = np.minimum(np.searchsorted(pair_end, g, side="right"), len(pair_end) - 1)
         rows = start[flat[pair]] + g - (pair_end[pair] - sizes.ravel()[pair])
         rows = np.where(ok.ravel(), rows, 0)
-        scores = self._scores(np.take(x, rows, axis=0)[:, :self.dim], queries[np.repeat(np.arange(m), kk)])
+        wide = np.take(x, rows, axis=0)
+        scores = self._scores(wide[:, :self.dim], queries[np.repeat(np.arange(m), kk)])
+        redo = found < need if nprobe < n_lists else np.zeros(m, bool)
+        if kk < r.shape[1]:
+            # rows tied with a query's last candidate beyond it (see _search_one): that query is
+            # searched on its own, which takes them all
+            slack = self._slack(wide.reshape(m, kk, -1), np.linalg.norm(queries.astype(np.float64), axis=1), ok)
+            tie = (np.where(ok, np.take_along_axis(r, top, 1), -np.inf).max(1) + slack).astype(np.float32)
+            redo |= np.count_nonzero((r <= tie[:, None]) & (r < np.inf), axis=1) > ok.sum(1)
         key = (-scores if self.metric == "ip" else scores).reshape(m, kk)
-        key[~ok] = np.inf
         labs = labels[rows].reshape(m, kk)
-        # best first, ties by label (as np.lexsort in _exact): by label, then stably by score
-        by_label = np.argsort(labs, axis=1)
-        best = np.take_along_axis(by_label, np.argsort(np.take_along_axis(key, by_label, 1), axis=1, kind="stable"), 1)
-        best = best[:, :k]
+        # best first, ties by label (as np.lexsort in _exact); the padding after every candidate,
+        # even one whose score overflowed to the worst value
+        best = np.lexsort((labs, key, ~ok), axis=1)[:, :k]
         take = np.arange(best.shape[1])[None, :] < np.minimum(ok.sum(1), k)[:, None]
         out_labels[:, :best.shape[1]] = np.where(take, np.take_along_axis(labs, best, 1).astype(np.int64), -1)
         worst = -np.inf if self.metric == "ip" else np.inf
         out_scores[:, :best.shape[1]] = np.where(take, np.take_along_axis(scores.reshape(m, kk), best, 1), worst)
         # queries whose probed lists held too few hits probe on, one at a time
-        if nprobe < n_lists:
-            for i in np.flatnonzero(found < need).tolist():
-                out_labels[i], out_scores[i] = -1, worst
-                visited += self._search_one(lists, queries[i], qx[i], rank[i], nprobe, k, allowed,
-                                            out_labels[i], out_scores[i]) - int(col_end[i, -1])
+        for i in np.flatnonzero(redo).tolist():
+            out_labels[i], out_scores[i] = -1, worst
+            visited += self._search_one(lists, queries[i], qx[i], rank[i], nprobe, k, allowed,
+                                        out_labels[i], out_scores[i]) - int(col_end[i, -1])
         return visited
 
     def _exact(self, lists: _Lists, q: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -836,6 +863,20 @@ class IvfIndex(VectorIndex):
         labels = lists.labels[rows]
         best = np.lexsort((labels, -scores if self.metric == "ip" else scores))
         return labels[best].astype(np.int64), scores[best]
+
+    def _slack(self, wide: np.ndarray, q_norm: Any, ok: np.ndarray | None = None) -> Any:
+        """How far apart rounding may put the ranking values of two rows tied with the worst of
+        the candidate rows ``wide`` (widened, ``(..., n, width)``), in one product or in two
+        differently grouped ones, for queries of norm ``q_norm`` (``(...)``): twice the bound
+        ``γ_{dim+1}·(|bias| + c·|x|·|q|)`` on each value's error (Cauchy-Schwarz bounds the sum
+        of |x_j·q_j|), doubled again for the worst candidate's own error. ``ok`` masks padding."""
+        v = wide[..., :self.dim].astype(np.float64)
+        terms = np.abs(wide[..., self.dim].astype(np.float64)) + (1.0 if self._by_dot else 2.0) * np.sqrt(
+            np.einsum("...j,...j->...", v, v)) * np.asarray(q_norm)[..., None]
+        if ok is not None:
+            terms = np.where(ok, terms, 0.0)
+        n = (self.dim + 1) * 2.0 ** -24
+        return 4 * n / (1 - n) * terms.max(-1)
 
     def _scores(self, winners: np.ndarray, queries: np.ndarray) -> np.ndarray:
         """Public scores of row ``i`` of ``winners`` against row ``i`` of ``queries`` (or against
@@ -852,8 +893,9 @@ class IvfIndex(VectorIndex):
     def _rank(lists: _Lists, qx: np.ndarray, starts: list[int], ends: list[int], allowed: np.ndarray | None,
               bounds: list[int], delta: list[int]) -> np.ndarray:
         """Ranking values of the rows of the slices, concatenated (+inf: tombstone, unused row or
-        not allowed). Appends each slice's end and row offset (relative to the values already in
-        ``bounds``) to ``bounds`` and ``delta``."""
+        not allowed; never NaN, and finite for every other row, see :func:`_live_rank`). Appends
+        each slice's end and row offset (relative to the values already in ``bounds``) to
+        ``bounds`` and ``delta``."""
         x = lists.x
         base = bounds[-1] if bounds else 0
         a = 0
@@ -869,6 +911,12 @@ class IvfIndex(VectorIndex):
             for s, e in zip(starts, ends):
                 np.matmul(x[s:e], qx, out=r[a:a + e - s])
                 a += e - s
+        bad = np.flatnonzero(~(r < np.inf))
+        if len(bad):
+            lens = np.subtract(ends, starts)
+            cum = np.cumsum(lens)
+            sl = np.searchsorted(cum, bad, side="right")
+            r[bad] = _live_rank(x[bad - (cum[sl] - lens[sl]) + np.asarray(starts)[sl], lists.dim])
         if allowed is not None and len(r):
             labs = (lists.labels[starts[0]:ends[0]] if len(starts) == 1
                     else np.concatenate([lists.labels[s:e] for s, e in zip(starts, ends)]))
