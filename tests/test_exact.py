@@ -274,3 +274,19 @@ def test_label_map_edges_below_inside_and_above():
         assert space.lookup(probes).tolist() == want
         assert space.lookup([-1]).tolist() == [-1]
         assert space.positions(probes).tolist() == [p for p in want if p >= 0]
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
+def test_vectors_near_the_float32_limit_raise_no_numpy_warnings(local_client, metric):
+    """The float32 estimates overflow to inf (and inf - inf to NaN) by design, the bounds and
+    the float64 re-score handle it: numpy's RuntimeWarnings only reached the user's console."""
+    import warnings
+    col = local_client.create_database("app").require_collection("c", dim=2, metric=metric)
+    col.add([[1e30, 1e30], [1, 2], [-1e30, 3e30]], ids=[1, 2, 3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for q in ([1e30, 1e30], [1, 1]):
+            assert len(col.search(q, k=3).ids) == 3
+            assert len(col.batch_search([q, q], k=2)) == 2
+            col.search_range(q, threshold=1e38 if metric == "ip" else 1.0)
+            col.search(q, k=2, where="id = 1")

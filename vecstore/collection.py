@@ -1172,7 +1172,10 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
     def _result(self, space: VectorSpace, pos: np.ndarray, scores: np.ndarray, k: int,
                 return_fields: bool, index: str | None = None,
                 vector_field: str | None = None) -> SearchResult:
-        scores = np.asarray(scores, dtype=np.float32)
+        scores = np.asarray(scores)
+        if scores.dtype != np.float32:
+            with np.errstate(over="ignore"):  # an exact score beyond float32 is reported as ±inf
+                scores = scores.astype(np.float32)
         if space is self._default:
             rows = pos
         else:

@@ -49,6 +49,9 @@ def _error_factor(dim: int) -> float:
     return (2 * g + 8 * _U) / (1 - g)
 
 
+_OVERFLOW_EXPECTED = np.errstate(over="ignore", invalid="ignore")
+
+
 def _estimate(metric: str, queries: np.ndarray, matrix: np.ndarray,
               sq: np.ndarray) -> tuple[np.ndarray, float, np.ndarray | None, np.ndarray]:
     """BLAS's float32 scores of every row for every query, as keys (lower is better), and bounds
@@ -370,6 +373,10 @@ class VectorSpace:
             return np.vstack([p for p, _ in parts]), np.vstack([s for _, s in parts])
         return self._exact_block(queries, k, allowed)
 
+    # Vectors near float32's limits overflow the estimates to inf (and inf - inf to NaN): the
+    # error bounds and the float64 re-score are made for that, so numpy's warnings would only
+    # reach the user's console for a correct answer.
+    @_OVERFLOW_EXPECTED
     def _exact_block(self, queries: np.ndarray, k: int,
                      allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """BLAS's float32 scores pick the candidates, float64 direct scores rank them: see
@@ -430,6 +437,7 @@ class VectorSpace:
         with np.errstate(over="ignore"):  # a distance beyond float32 range is inf, ranked already
             return pos[take], exact[take].astype(np.float32)
 
+    @_OVERFLOW_EXPECTED
     def range_scores(self, query: np.ndarray, allowed: np.ndarray | None = None,
                      threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores of the live candidates for one query: ``(positions, float64 scores)``,
