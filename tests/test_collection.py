@@ -362,6 +362,20 @@ def test_deleted_rows_vanish_from_every_read(col):
     assert col.head(10).ids == (1, 2, 4, 3)
 
 
+def test_missing_ok_skips_unknown_ids_and_counts_the_rows_changed(col):
+    assert col.delete_items([2, 99, 3, 2], missing_ok=True) == 2  # 99 skipped, 2 once
+    assert col.list_deleted_ids() == [2, 3]
+    assert col.delete_items([2, 98], missing_ok=True) == 0  # already deleted, and unknown
+    with pytest.raises(NotFoundError, match="99"):  # the default stays strict: nothing restored
+        col.restore_items([2, 99])
+    assert col.list_deleted_ids() == [2, 3]
+    assert col.restore_items([99, 3], missing_ok=True) == 1
+    assert col.list_deleted_ids() == [2]
+    assert col.search([1, 1, 1, 1], k=10).ids == (1, 3, 4)
+    with pytest.raises(InvalidArgumentError, match="missing_ok"):
+        col.delete_items([1], missing_ok="yes")
+
+
 def test_delete_by_where(col):
     assert col.delete_items(where="lang = 'en'") == 2
     assert col.query(return_ids_only=True) == [2, 4]

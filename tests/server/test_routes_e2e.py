@@ -618,6 +618,8 @@ ADAPTERS = {
     "/upsert_items": ("upsert_items", "upsert"), "/bulk_add_binary": ("add",),
     "/add_records_binary": ("add",), "/upsert_records_binary": ("upsert",), "/build_index": ("build_index",),
     "/build_vector_field_index": ("build_vector_field_index",),
+    "/delete_items": ("delete_items",), "/delete": ("delete_items",),
+    "/restore_items": ("restore_items",), "/restore": ("restore_items",),
     "/search_binary": ("search",), "/batch_search_binary": ("batch_search",), "/write_blob": ("write_blob",),
 }
 # Job routes: adapters on the Client that call these Database members.
@@ -857,3 +859,25 @@ def test_batch_search_of_no_queries_is_empty(live):
     coll = fresh_collection(live)
     status, data = live.post("/batch_search", {"database_name": DB, "collection_name": coll, "vectors": []})
     assert status == 200 and data["params"]["results"] == [], data
+
+
+@pytest.mark.parametrize("delete, restore", [("/delete_items", "/restore_items"), ("/delete", "/restore")])
+def test_unknown_ids_are_skipped_as_lynsedb_does_unless_missing_ok_is_false(live, delete, restore):
+    coll = fresh_collection(live)
+    names = {"database_name": DB, "collection_name": coll}
+
+    def live_ids():
+        status, data = live.post("/search", {**names, "vector": [1, 1, 1, 1], "k": 10})
+        return sorted(data["params"]["items"]["ids"])
+
+    status, data = live.post(delete, {**names, "ids": [2, 999]})  # LynseDB: 200, id 2 gone
+    assert (status, data["params"]["n_deleted"]) == (200, 1), data
+    assert live_ids() == [0, 1, 3, 4, 5]
+    status, data = live.post(delete, {**names, "ids": [3, 999], "missing_ok": False})
+    assert (status, data["code"]) == (404, "not_found") and "999" in data["error"], data
+    assert live_ids() == [0, 1, 3, 4, 5]  # nothing deleted
+    status, data = live.post(restore, {**names, "ids": [998, 2], "missing_ok": False})
+    assert status == 404 and live_ids() == [0, 1, 3, 4, 5], data
+    status, data = live.post(restore, {**names, "ids": [998, 2]})
+    assert (status, data["params"]["n_restored"]) == (200, 1), data
+    assert live_ids() == [0, 1, 2, 3, 4, 5]
