@@ -376,6 +376,24 @@ def test_missing_ok_skips_unknown_ids_and_counts_the_rows_changed(col):
         col.delete_items([1], missing_ok="yes")
 
 
+def test_create_vector_field_again_returns_the_field_unless_its_configuration_differs(col):
+    first = col.create_vector_field("tv", dim=2, metric="cos", index_mode="FLAT-COS")
+    col.add_named_vectors("tv", [[1, 0], [0, 1]], ids=[1, 2])
+    assert col.create_vector_field("tv", dim=2, metric="cosine", index_mode="flat-cosine") == first
+    assert col.create_vector_field("tv", dim=2, metric="cosine") == first  # no index_mode: not compared
+    col.build_vector_field_index("tv", "HNSW-COS")
+    assert col.create_vector_field("tv", dim=2, metric="cosine", index_mode="HNSW").index_mode == "HNSW-COS"
+    for kw, differs in (({"dim": 3, "metric": "cosine"}, "dim 2 (asked 3)"),
+                        ({"dim": 2, "metric": "l2"}, "metric 'cosine' (asked 'l2')"),
+                        ({"dim": 2, "metric": "cosine", "index_mode": "FLAT"}, "index_mode 'HNSW-COS' (asked 'FLAT')"),
+                        ({"dim": 2, "metric": "cosine", "index_mode": "HNSW-L2"}, "metric 'cosine' (asked 'l2')")):
+        with pytest.raises(ConflictError, match="'tv' already exists with " + differs.replace("(", r"\(").replace(")", r"\)")):
+            col.create_vector_field("tv", **kw)
+    assert [(f.name, f.dimension, f.metric, f.index_mode) for f in col.list_vector_fields()][1:] == \
+        [("tv", 2, "cosine", "HNSW-COS")]
+    assert col.search([1, 0], k=2, vector_field="tv").ids == (1, 2)  # the vectors were kept
+
+
 def test_delete_by_where(col):
     assert col.delete_items(where="lang = 'en'") == 2
     assert col.query(return_ids_only=True) == [2, 4]

@@ -881,3 +881,14 @@ def test_unknown_ids_are_skipped_as_lynsedb_does_unless_missing_ok_is_false(live
     status, data = live.post(restore, {**names, "ids": [998, 2]})
     assert (status, data["params"]["n_restored"]) == (200, 1), data
     assert live_ids() == [0, 1, 2, 3, 4, 5]
+
+
+def test_create_vector_field_again_is_200_with_the_same_configuration_and_409_otherwise(live):
+    names = {"database_name": DB, "collection_name": fresh_collection(live)}
+    body = {**names, "field_name": "tv", "dim": 2, "metric": "cos"}
+    first = live.post("/create_vector_field", body)
+    again = live.post("/create_vector_field", body)  # a script declaring its schema at every start
+    assert first == again and first[0] == 200, (first, again)
+    assert again[1]["params"]["field"] == {"name": "tv", "dimension": 2, "metric": "cosine", "index_mode": "FLAT-COS"}
+    status, data = live.post("/create_vector_field", {**body, "dim": 3})
+    assert (status, data["code"]) == (409, "conflict") and "dim 2 (asked 3)" in data["error"], data
