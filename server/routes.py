@@ -472,7 +472,8 @@ def _upsert_items(c, items=None, **kw):
 
 
 def _bulk_add_binary(c, body, dim, n_vectors, vector_encoding=None):
-    return c.add(vectors=wire.decode_vectors(body, n_vectors, dim, vector_encoding))  # ids assigned
+    vectors = wire.decode_vectors(body, n_vectors, dim, vector_encoding)  # n_vectors=0: an empty body
+    return c.add(vectors=vectors) if len(vectors) else []  # ids assigned; none for no rows, as LynseDB
 
 
 def _records(method: str):

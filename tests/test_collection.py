@@ -199,7 +199,9 @@ def _nested_list(depth: int) -> list:
     (lambda c: c.read_by_only_id({1: 2}), InvalidArgumentError),
     (lambda c: c.delete_items({1: 2}), InvalidArgumentError),
     (lambda c: c.search([1, 0, 0], k=1), DimensionMismatchError),
-    (lambda c: c.search([1, 0, 0, 0], k=0), InvalidArgumentError),
+    (lambda c: c.search([1, 0, 0, 0], k=-1), InvalidArgumentError),
+    (lambda c: c.head(-1), InvalidArgumentError),
+    (lambda c: c.search([1, 0, 0, 0], k=0, where="lang = "), InvalidArgumentError),  # k=0 still checks the rest
     (lambda c: c.search([1, 0, 0, 0], k=1, vector_field="nope"), NotFoundError),
 ])
 def test_bad_input_is_a_clear_error_and_changes_nothing(col, bad_call, error):
@@ -392,6 +394,23 @@ def test_create_vector_field_again_returns_the_field_unless_its_configuration_di
     assert [(f.name, f.dimension, f.metric, f.index_mode) for f in col.list_vector_fields()][1:] == \
         [("tv", 2, "cosine", "HNSW-COS")]
     assert col.search([1, 0], k=2, vector_field="tv").ids == (1, 2)  # the vectors were kept
+
+
+@pytest.mark.parametrize("mode", [None, "HNSW", "IVF"])
+def test_asking_for_zero_results_is_an_empty_result_as_in_lynsedb(col, mode):
+    col.add_sparse_vectors([{1: 1.0}], ids=[1])
+    if mode:
+        col.build_index(mode)
+    q = [1, 1, 0, 0]
+    before = snapshot_state(col)
+    empty = [col.search(q, k=0), col.search(q, k=0, where="rank > 1"), col.search_profile(q, k=0).result,
+             *col.batch_search([q, q], k=0), col.sparse_search({1: 1.0}, k=0), col.text_search("en", k=0),
+             col.hybrid_search(q, text="en", k=0), col.hybrid_search(q, k=0), col.search_range(q, 10.0, max_results=0)]
+    assert [(r.ids, len(r.scores)) for r in empty] == [((), 0)] * len(empty)
+    assert col.search(q, k=0).k == 0 and col.search([0, 0, 1, 0], k=1).ids == (3,)  # and k=1 is still one
+    assert col.head(0).ids == col.tail(0).ids == () and col.tail(1).ids == (4,) and len(col.tail(5).ids) == 4
+    assert col.delete_items([]) == col.restore_items([]) == 0
+    assert snapshot_state(col) == before
 
 
 def test_delete_by_where(col):

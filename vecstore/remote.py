@@ -729,13 +729,13 @@ class RemoteCollection:
 
     # missing_ok always sent: the routes default it to true for LynseDB's clients.
     def delete_items(self, ids: Ids | None = None, where: str | None = None, *, missing_ok: bool = False) -> int:
-        return self._call("/delete_items", {"ids": None if ids is None else v.check_ids(ids), "where": where,
+        return self._call("/delete_items", {"ids": None if ids is None else v.check_ids(ids, allow_empty=True), "where": where,
                                             "missing_ok": v.check_bool(missing_ok, param="missing_ok")})["n_deleted"]
 
     delete = delete_items
 
     def restore_items(self, ids: Ids, *, missing_ok: bool = False) -> int:
-        return self._call("/restore_items", {"ids": v.check_ids(ids),
+        return self._call("/restore_items", {"ids": v.check_ids(ids, allow_empty=True),
                                              "missing_ok": v.check_bool(missing_ok, param="missing_ok")})["n_restored"]
 
     restore = restore_items

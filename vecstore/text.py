@@ -492,14 +492,14 @@ class TextIndex:
         if len(text) > _MAX_QUERY_CHARS:
             raise InvalidArgumentError(
                 f"text: the query is {len(text)} characters, the limit is {_MAX_QUERY_CHARS}")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InvalidArgumentError(f"k: expected a positive integer, got {k!r}")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise InvalidArgumentError(f"k: expected a non-negative integer, got {k!r}")
         index = self._live_index()
         fields = self._resolve_fields(text_fields)
         if not text.strip():
             return _EMPTY
         query = self._parse(text, fields or [_REST])  # parse even when nothing can match
-        if not fields:
+        if not fields or k == 0:
             return _EMPTY
         searcher = index.searcher()
         n_docs = searcher.num_docs

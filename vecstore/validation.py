@@ -332,9 +332,13 @@ def _clean_value(v: Any, where: str, depth: int) -> Any:
         f"date, a list or a dict of those")
 
 
-def check_k(k: Any, *, param: str = "k", limit: int = 1_000_000) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= limit:
-        raise InvalidArgumentError(f"{param}: expected an int in [1, {limit}], got {k!r}")
+MAX_K = 1_000_000  # k, n, max_results of the library; a server has its own, lower max_top_k
+
+
+def check_k(k: Any, *, param: str = "k", limit: int = MAX_K) -> int:
+    """A number of results: 0 asks for none (an empty result, as in LynseDB), not an error."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= int(k) <= limit:
+        raise InvalidArgumentError(f"{param}: expected an int in [0, {limit}], got {k!r}")
     return int(k)
 
 

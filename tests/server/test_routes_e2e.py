@@ -892,3 +892,33 @@ def test_create_vector_field_again_is_200_with_the_same_configuration_and_409_ot
     assert again[1]["params"]["field"] == {"name": "tv", "dimension": 2, "metric": "cosine", "index_mode": "FLAT-COS"}
     status, data = live.post("/create_vector_field", {**body, "dim": 3})
     assert (status, data["code"]) == (409, "conflict") and "dim 2 (asked 3)" in data["error"], data
+
+
+def test_zero_sized_requests_are_empty_answers_as_in_lynsedb(live):
+    coll = fresh_collection(live)
+    names = {"database_name": DB, "collection_name": coll}
+    no_hits = {"k": 0, "ids": [], "scores": [], "fields": []}
+    for path, body, key, want in (
+            ("/search", {"vector": E0, "k": 0}, "items", no_hits), ("/search_profile", {"vector": E0, "k": 0}, "items", no_hits),
+            ("/batch_search", {"vectors": [E0, E0], "k": 0}, "results", [no_hits, no_hits]),
+            ("/text_search", {"text": "apple", "k": 0}, "items", no_hits),
+            ("/hybrid_search", {"vector": E0, "text": "apple", "k": 0}, "items", no_hits),
+            ("/search_range", {"vector": E0, "threshold": 0.0, "max_results": 0}, "result", {"ids": [], "distances": []}),
+            ("/head", {"n": 0}, "head", [[], [], []]), ("/tail", {"n": 0}, "tail", [[], [], []]),
+            ("/delete", {"ids": []}, "n_deleted", 0), ("/restore_items", {"ids": []}, "n_restored", 0)):
+        status, data = live.post(path, {**names, **body})
+        assert status == 200, (path, data)
+        got = data["params"][key]
+        if isinstance(want, dict):
+            got = {k: got[k] for k in want}
+        elif isinstance(got, list) and got and isinstance(got[0], dict):
+            got = [{k: r[k] for k in no_hits} for r in got]
+        assert got == want, (path, got)
+    status, _, data = live.request("POST", "/search_binary", query={**names, "dim": DIM, "k": 0}, raw=f32(E0))
+    assert status == 200 and wire.decode_search_block(data)[0] == []
+    status, _, data = live.request("POST", "/bulk_add_binary", query={**names, "dim": DIM, "n_vectors": 0}, raw=b"")
+    assert (status, data["params"]["n_vectors"]) == (200, 0), data
+    assert live.post("/collection_shape", names)[1]["params"]["shape"] == [6, DIM]
+    for k in (-1, 10_001):  # the range the server enforces, in its message
+        status, data = live.post("/search", {**names, "vector": E0, "k": k})
+        assert (status, data["error"]) == (400, f"k: expected an int in [0, 10000], got {k}"), data
