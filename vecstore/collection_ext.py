@@ -651,7 +651,8 @@ class DerivedIndexes:
 
         def run() -> SearchResult:
             labels, scores = self._text.search(text, k, text_fields=text_fields, allowed=self._allowed_labels(where))
-            return self._label_result(labels, scores, k, return_fields, "BM25")
+            # LynseDB's label for BM25 from an index (lynse_api §8.4); clients may check it.
+            return self._label_result(labels, scores, k, return_fields, "BM25-INVERTED")
         return self._with_text(run)
 
     bm25_search = text_search

@@ -326,7 +326,7 @@ EXAMPLES: dict[str, Ex] = {
     "/search_profile": Ex(body={"vector": E0, "k": 2},
                           check=lambda p, c: {"items", "profile"} <= set(p) and p["items"]["ids"][0] == 0 or _fail(p)),
     "/text_search": Ex(body={"text": "apple", "k": 10},
-                       check=lambda p, c: set(p["items"]["ids"]) == {0, 1, 3} and p["items"]["index"].startswith("BM25")
+                       check=lambda p, c: set(p["items"]["ids"]) == {0, 1, 3} and p["items"]["index"] == "BM25-INVERTED"
                        or _fail(p)),
     "/bm25_search": Ex(body={"text": "strudel", "k": 10}, check=items_shape(first=1)),
     "/sparse_search": Ex(body={"vector": {"indices": [3], "values": [1.0]}, "k": 5},
