@@ -273,7 +273,9 @@ def check_items(items: Any, *, need_id: bool) -> list[dict]:
     for i, it in enumerate(items):
         if not isinstance(it, dict) or "vector" not in it or (need_id and it.get("id") is None):
             need = "'vector' and 'id'" if need_id else "a 'vector' key"
-            raise InvalidArgumentError(f"items[{i}]: expected a dict with {need}, got {it!r:.80}")
+            # The keys, not the values: a vector's repr is long (and over HTTP a numpy array's).
+            got = f"a dict with keys {sorted(map(str, it))}" if isinstance(it, dict) else _brief(it)
+            raise InvalidArgumentError(f"items[{i}]: expected a dict with {need}, got {got}")
     return items
 
 

@@ -922,3 +922,11 @@ def test_zero_sized_requests_are_empty_answers_as_in_lynsedb(live):
     for k in (-1, 10_001):  # the range the server enforces, in its message
         status, data = live.post("/search", {**names, "vector": E0, "k": k})
         assert (status, data["error"]) == (400, f"k: expected an int in [0, 10000], got {k}"), data
+
+
+def test_upsert_items_without_an_id_names_the_keys_not_a_numpy_repr(live):
+    names = {"database_name": DB, "collection_name": fresh_collection(live)}
+    status, data = live.post("/upsert_items", {**names, "items": [{"vector": [1, 1, 1, 1], "id": 0},
+                                                                   {"vector": [1, 1, 1, 1], "field": {"a": 1}}]})
+    assert (status, data["error"]) == (400, "items[1]: expected a dict with 'vector' and 'id', "
+                                            "got a dict with keys ['field', 'vector']"), data
