@@ -910,12 +910,15 @@ def test_collection_details_do_not_open_the_collections(tmp_path):
     b.build_index("HNSW")
     db.require_collection("empty")
     from_handles = db.show_collections_details()
-    assert from_handles["a"] == {"name": "a", "shape": [8, 2], "dim": 2, "index_mode": "FLAT", "description": "first"}
+    assert from_handles["a"] == {"name": "a", "shape": [8, 2], "dim": 2, "index_mode": None, "description": "first"}
     assert from_handles["b"]["index_mode"] == "HNSW" and from_handles["empty"]["shape"] == [0, 0]
     client.close()
     again = vecstore.connect(tmp_path)
     assert again.get_database("app").show_collections_details() == from_handles
     assert not [k for k in client_mod._OPEN if k.startswith(str(tmp_path.resolve()))]
+    b = again.get_database("app").get_collection("b")
+    b.remove_index()  # no index: None, what index_mode() (and LynseDB's /index_mode) says, not "FLAT"
+    assert again.get_database("app").show_collections_details()["b"]["index_mode"] is b.index_mode() is None
     again.close()
 
 
