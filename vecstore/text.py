@@ -33,9 +33,12 @@ field ``f`` and query term ``t``::
   until tantivy merges their segment away (Lucene does the same).
 - ``dl`` is the token count of ``f`` in the document (all list items together), stored in one
   byte: exact up to 40 tokens, bucketed (lossy) above; ``avgdl`` = tokens of ``f`` / ``N``.
-- A multi-field query sums the per-field scores (LynseDB's scan path instead scores the
-  concatenation of the chosen fields; the two agree for one field). A term repeated in the
-  query counts once. ``allowed`` does not change ``N`` (LynseDB uses the filtered count).
+- A multi-field query sums the per-field scores. A term repeated in the query counts once.
+  ``allowed`` does not change ``N``.
+- So scores and ties differ from LynseDB's (lynse_api §8.4), which scores the concatenation of
+  the chosen fields with ``N`` = the candidate rows that have text (live, passing the filter):
+  even for one field they differ as soon as some rows lack it, since ``N`` and ``avgdl`` here
+  count those rows too.
 
 **Query text** uses tantivy's query language: ``vector database`` is an OR of terms (a BM25
 sum), ``"vector database"`` a phrase, ``+must -mustnot``, ``AND``/``OR``, parentheses and
