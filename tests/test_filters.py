@@ -994,6 +994,8 @@ def test_lynsedb_examples_all_work():
     ("a = 1abc", "where: malformed number '1abc' at position 5"),
     ("a = 1.2.3", "where: malformed number '1.2.3' at position 5"),
     ('"" = 1', "where: empty quoted name at position 1"),
+    ("LENGTH(lang) = 2", "where: functions are not supported, got 'LENGTH(' at position 1"),
+    ("a = 1 OR lower (b) = 'x'", "where: functions are not supported, got 'lower(' at position 10"),
     ("(a = 1) = 2", "where: expected a value at position 1, got a condition"),
     ("a = 1 = 2", "where: expected AND, OR or end of input after '1' at position 7, got '='"),
     ("a = 'x' AND 'y'", ("where: expected a comparison operator after 'y' at position 16, "

@@ -842,6 +842,9 @@ class _Parser:
             self.take()
             if tok.text.upper() in ("DATE", "TIMESTAMP") and self.peek().kind == "str":
                 return self.date(tok, self.take())
+            if self.at_op("("):  # LynseDB's SQL has LENGTH() etc.: say so, not "expected an operator"
+                raise FilterSyntaxError(
+                    f"where: functions are not supported, got '{_short(tok.text)}(' at position {tok.pos + 1}")
             self.fields.add(tok.value)
             return self.at(_Field(tok.value, tok.text), tok)
         if tok.kind == "op" and tok.value == "(":
