@@ -867,8 +867,7 @@ def test_unknown_ids_are_skipped_as_lynsedb_does_unless_missing_ok_is_false(live
     names = {"database_name": DB, "collection_name": coll}
 
     def live_ids():
-        status, data = live.post("/search", {**names, "vector": [1, 1, 1, 1], "k": 10})
-        return sorted(data["params"]["items"]["ids"])
+        return sorted(live.post("/search", {**names, "vector": [1, 1, 1, 1], "k": 10})[1]["params"]["items"]["ids"])
 
     status, data = live.post(delete, {**names, "ids": [2, 999]})  # LynseDB: 200, id 2 gone
     assert (status, data["params"]["n_deleted"]) == (200, 1), data
@@ -928,5 +927,5 @@ def test_upsert_items_without_an_id_names_the_keys_not_a_numpy_repr(live):
     names = {"database_name": DB, "collection_name": fresh_collection(live)}
     status, data = live.post("/upsert_items", {**names, "items": [{"vector": [1, 1, 1, 1], "id": 0},
                                                                    {"vector": [1, 1, 1, 1], "field": {"a": 1}}]})
-    assert (status, data["error"]) == (400, "items[1]: expected a dict with 'vector' and 'id', "
-                                            "got a dict with keys ['field', 'vector']"), data
+    message = "items[1]: expected a dict with 'vector' and 'id', got a dict with keys ['field', 'vector']"
+    assert (status, data["error"]) == (400, message), data
