@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from vecstore import validation as v
 from vecstore import wire
 from vecstore.errors import (
     ForbiddenPathError,
@@ -242,8 +243,8 @@ class Call:
 
 
 def _check_limit(name: str, limit: str | None, value: Any, config: ServerConfig) -> None:
-    if limit == "top_k" and value > config.max_top_k:
-        raise InvalidArgumentError(f"{name} {value} exceeds server max_top_k {config.max_top_k}")
+    if limit == "top_k":  # the library's check, with the limit this server enforces in its message
+        v.check_k(value, param=name, limit=config.max_top_k)
     if limit == "batch":
         size = value if isinstance(value, int) else len(value)
         if size > config.max_batch:

@@ -448,6 +448,8 @@ IDS = P("ids", "ids", True, limit="batch")
 SNAPSHOT_PATH = P("snapshot_path", "path", True, kwarg="path")
 EXPORT_PATH = P("export_path", "path", True, kwarg="path")
 OVERWRITE = P("overwrite", "bool")
+MISSING_OK = P("missing_ok", "bool", doc="skip ids that do not exist (default here: true, as LynseDB); "
+                                          "false: 404 and nothing changed")
 COLL_AS_NAME = P("collection_name", "str", True, kwarg="name")
 DB_AS_NAME = P("database_name", "str", True, kwarg="name")
 DIM_Q = P("dim", "uint", True)
@@ -470,7 +472,8 @@ def _upsert_items(c, items=None, **kw):
 
 
 def _bulk_add_binary(c, body, dim, n_vectors, vector_encoding=None):
-    return c.add(vectors=wire.decode_vectors(body, n_vectors, dim, vector_encoding))  # ids assigned
+    vectors = wire.decode_vectors(body, n_vectors, dim, vector_encoding)  # n_vectors=0: an empty body
+    return c.add(vectors=vectors) if len(vectors) else []  # ids assigned; none for no rows, as LynseDB
 
 
 def _records(method: str):
@@ -482,6 +485,16 @@ def _records(method: str):
 
 def _path_of(c):
     return c.get_collection_path()
+
+
+# LynseDB skips ids that do not exist (lynse_api §4.6) and its clients count on it: over the
+# wire an absent missing_ok is true. vecstore's remote client always sends it.
+def _delete(c, missing_ok=True, **kw):
+    return c.delete_items(missing_ok=missing_ok, **kw)
+
+
+def _restore(c, missing_ok=True, **kw):
+    return c.restore_items(missing_ok=missing_ok, **kw)
 
 
 def _search_binary(c, body, dim, vector_encoding=None, **kw):
@@ -838,13 +851,13 @@ ROUTES: tuple[Route, ...] = (
     Route("/max_id", "collection", "max_id", (), lambda r, c: {"max_id": r}, tag="read", read=True),
 
     # -- delete, restore, compact -------------------------------------------------------------------
-    Route("/delete_items", "collection", "delete_items", (P("ids", "ids", limit="batch"), WHERE),
+    Route("/delete_items", "collection", _delete, (P("ids", "ids", limit="batch"), WHERE, MISSING_OK),
           lambda r, c: {"status": "ok", "n_deleted": r}, tag="delete", summary="Soft-delete by ids or where."),
-    Route("/delete", "collection", "delete_items", (P("ids", "ids", limit="batch"), WHERE),
+    Route("/delete", "collection", _delete, (P("ids", "ids", limit="batch"), WHERE, MISSING_OK),
           lambda r, c: {"status": "ok", "n_deleted": r}, tag="delete", summary="HEAD-era name of /delete_items."),
-    Route("/restore_items", "collection", "restore_items", (IDS,),
+    Route("/restore_items", "collection", _restore, (IDS, MISSING_OK),
           lambda r, c: {"status": "ok", "n_restored": r}, tag="delete"),
-    Route("/restore", "collection", "restore_items", (IDS,),
+    Route("/restore", "collection", _restore, (IDS, MISSING_OK),
           lambda r, c: {"status": "ok", "n_restored": r}, tag="delete", summary="HEAD-era name of /restore_items."),
     Route("/list_deleted_ids", "collection", "list_deleted_ids", (), _ids_reply, tag="delete", read=True),
     Route("/compact", "collection", "compact", (), lambda r, c: {"vectors_removed": r}, tag="delete"),

@@ -171,7 +171,7 @@ def test_named_vector_fields(local_client):
         col.add_named_vectors("title_vec", [[1, 0, 0]], ids=[99])
     with pytest.raises(vecstore.DimensionMismatchError):
         col.add_named_vectors("title_vec", [[1, 0]], ids=[1])
-    with pytest.raises(vecstore.AlreadyExistsError):
+    with pytest.raises(vecstore.ConflictError, match="metric 'cosine' \\(asked 'ip'\\)"):
         col.create_vector_field("title_vec", dim=3)
 
 

@@ -199,7 +199,9 @@ def _nested_list(depth: int) -> list:
     (lambda c: c.read_by_only_id({1: 2}), InvalidArgumentError),
     (lambda c: c.delete_items({1: 2}), InvalidArgumentError),
     (lambda c: c.search([1, 0, 0], k=1), DimensionMismatchError),
-    (lambda c: c.search([1, 0, 0, 0], k=0), InvalidArgumentError),
+    (lambda c: c.search([1, 0, 0, 0], k=-1), InvalidArgumentError),
+    (lambda c: c.head(-1), InvalidArgumentError),
+    (lambda c: c.search([1, 0, 0, 0], k=0, where="lang = "), InvalidArgumentError),  # k=0 still checks the rest
     (lambda c: c.search([1, 0, 0, 0], k=1, vector_field="nope"), NotFoundError),
     # a field named id: query() overwrote it with the row's id, and `where id = ...` never reached it
     (lambda c: c.add_item([1, 0, 0, 0], id=10, field={"id": "ext-1"}), InvalidArgumentError),
@@ -368,6 +370,55 @@ def test_deleted_rows_vanish_from_every_read(col):
     assert col.list_deleted_ids() == []
     assert col.add_item([0, 0, 1, 0], id=3) == 3  # the id is free again
     assert col.head(10).ids == (1, 2, 4, 3)
+
+
+def test_missing_ok_skips_unknown_ids_and_counts_the_rows_changed(col):
+    assert col.delete_items([2, 99, 3, 2], missing_ok=True) == 2  # 99 skipped, 2 once
+    assert col.list_deleted_ids() == [2, 3]
+    assert col.delete_items([2, 98], missing_ok=True) == 0  # already deleted, and unknown
+    with pytest.raises(NotFoundError, match="99"):  # the default stays strict: nothing restored
+        col.restore_items([2, 99])
+    assert col.list_deleted_ids() == [2, 3]
+    assert col.restore_items([99, 3], missing_ok=True) == 1
+    assert col.list_deleted_ids() == [2]
+    assert col.search([1, 1, 1, 1], k=10).ids == (1, 3, 4)
+    with pytest.raises(InvalidArgumentError, match="missing_ok"):
+        col.delete_items([1], missing_ok="yes")
+
+
+def test_create_vector_field_again_returns_the_field_unless_its_configuration_differs(col):
+    first = col.create_vector_field("tv", dim=2, metric="cos", index_mode="FLAT-COS")
+    col.add_named_vectors("tv", [[1, 0], [0, 1]], ids=[1, 2])
+    assert col.create_vector_field("tv", dim=2, metric="cosine", index_mode="flat-cosine") == first
+    assert col.create_vector_field("tv", dim=2, metric="cosine") == first  # no index_mode: not compared
+    col.build_vector_field_index("tv", "HNSW-COS")
+    assert col.create_vector_field("tv", dim=2, metric="cosine", index_mode="HNSW").index_mode == "HNSW-COS"
+    for kw, differs in (({"dim": 3, "metric": "cosine"}, "dim 2 (asked 3)"),
+                        ({"dim": 2, "metric": "l2"}, "metric 'cosine' (asked 'l2')"),
+                        ({"dim": 2, "metric": "cosine", "index_mode": "FLAT"}, "index_mode 'HNSW-COS' (asked 'FLAT')"),
+                        ({"dim": 2, "metric": "cosine", "index_mode": "HNSW-L2"}, "metric 'cosine' (asked 'l2')")):
+        with pytest.raises(ConflictError, match="'tv' already exists with " + differs.replace("(", r"\(").replace(")", r"\)")):
+            col.create_vector_field("tv", **kw)
+    assert [(f.name, f.dimension, f.metric, f.index_mode) for f in col.list_vector_fields()][1:] == \
+        [("tv", 2, "cosine", "HNSW-COS")]
+    assert col.search([1, 0], k=2, vector_field="tv").ids == (1, 2)  # the vectors were kept
+
+
+@pytest.mark.parametrize("mode", [None, "HNSW", "IVF"])
+def test_asking_for_zero_results_is_an_empty_result_as_in_lynsedb(col, mode):
+    col.add_sparse_vectors([{1: 1.0}], ids=[1])
+    if mode:
+        col.build_index(mode)
+    q = [1, 1, 0, 0]
+    before = snapshot_state(col)
+    empty = [col.search(q, k=0), col.search(q, k=0, where="rank > 1"), col.search_profile(q, k=0).result,
+             *col.batch_search([q, q], k=0), col.sparse_search({1: 1.0}, k=0), col.text_search("en", k=0),
+             col.hybrid_search(q, text="en", k=0), col.hybrid_search(q, k=0), col.search_range(q, 10.0, max_results=0)]
+    assert [(r.ids, len(r.scores)) for r in empty] == [((), 0)] * len(empty)
+    assert col.search(q, k=0).k == 0 and col.search([0, 0, 1, 0], k=1).ids == (3,)  # and k=1 is still one
+    assert col.head(0).ids == col.tail(0).ids == () and col.tail(1).ids == (4,) and len(col.tail(5).ids) == 4
+    assert col.delete_items([]) == col.restore_items([]) == 0
+    assert snapshot_state(col) == before
 
 
 def test_delete_by_where(col):
@@ -867,12 +918,15 @@ def test_collection_details_do_not_open_the_collections(tmp_path):
     b.build_index("HNSW")
     db.require_collection("empty")
     from_handles = db.show_collections_details()
-    assert from_handles["a"] == {"name": "a", "shape": [8, 2], "dim": 2, "index_mode": "FLAT", "description": "first"}
+    assert from_handles["a"] == {"name": "a", "shape": [8, 2], "dim": 2, "index_mode": None, "description": "first"}
     assert from_handles["b"]["index_mode"] == "HNSW" and from_handles["empty"]["shape"] == [0, 0]
     client.close()
     again = vecstore.connect(tmp_path)
     assert again.get_database("app").show_collections_details() == from_handles
     assert not [k for k in client_mod._OPEN if k.startswith(str(tmp_path.resolve()))]
+    b = again.get_database("app").get_collection("b")
+    b.remove_index()  # no index: None, what index_mode() (and LynseDB's /index_mode) says, not "FLAT"
+    assert again.get_database("app").show_collections_details()["b"]["index_mode"] is b.index_mode() is None
     again.close()
 
 

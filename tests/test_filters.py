@@ -274,14 +274,18 @@ def render_lit(rnd, node):
     return repr(v)
 
 
-def render_value(rnd, node):
+def render_value(rnd, node, after_cmp=False):
+    """``after_cmp``: the operand right after a comparison operator, where a double-quoted
+    token is a string (LynseDB), so a quoted name needs parentheses to stay a name."""
     kind = node[0]
     if kind == "field":
         name = node[1]
         if name == "doc.lang" and rnd.random() < 0.5 or name == "odd name":
-            return '"' + name + '"'
+            return f'("{name}")' if after_cmp else '"' + name + '"'
         return name
     if kind == "lit":
+        if after_cmp and node[1] == "str" and rnd.random() < 0.5:
+            return '"' + node[2].replace('"', '""') + '"'
         return render_lit(rnd, node)
     if kind == "neg":
         return f"-({render_value(rnd, node[1])})"
@@ -293,7 +297,7 @@ def render(node, rnd=None, parent=0):
     kind = node[0]
     n = kw(rnd, "NOT") + " "
     if kind == "cmp":
-        text = f"{render_value(rnd, node[2])} {node[1]} {render_value(rnd, node[3])}"
+        text = f"{render_value(rnd, node[2])} {node[1]} {render_value(rnd, node[3], after_cmp=True)}"
     elif kind == "in":
         items = ", ".join(render_lit(rnd, i) for i in node[2])
         text = f"{render_value(rnd, node[1])} {n if node[3] else ''}{kw(rnd, 'IN')} ({items})"
@@ -699,6 +703,22 @@ def test_like_with_a_backslash_at_either_end_of_a_segment():
     assert hits("t LIKE '_\\_'", rows) == [3]
 
 
+def test_double_quotes_right_after_a_comparison_are_a_string_as_in_lynsedb():
+    rows = [{"lang": "en", "en": "de"}, {"lang": "de", "en": "de"}, {"lang": "", "odd name": ""}, {}]
+    assert hits('lang = "en"', rows) == [0]  # lynse_api §7.1; once a field "en": row 1
+    assert hits('"lang" = "en"', rows) == hits("lang = 'en'", rows) == [0]  # left: a name
+    assert hits('lang != "en"', rows) == [1, 2]
+    assert hits('lang = ""', rows) == [2]
+    assert hits('lang >= "e" AND lang < "f"', rows) == [0]
+    assert hits('lang = ("en")', rows) == [1]  # parenthesised: a name again
+    assert hits('lang = ("odd name")', rows) == [2]
+    assert hits('"say ""hi""" = "it""s"', [{'say "hi"': 'it"s'}]) == [0]
+    assert compile_where('lang = "en"').fields == {"lang"}
+    assert hits('NOT "lang" IS NULL', rows) == [0, 1, 2]  # not after a comparison: a name
+    with pytest.raises(FilterTypeError, match="arithmetic on string"):
+        compile_where('n = "en" + 1')
+
+
 def test_doubled_quote_escapes_a_quote_in_strings_and_names():
     rows = [{"t": "it's"}, {"t": "its"}, {'say "hi"': 1}]
     assert hits("t = 'it''s'", rows) == [0]
@@ -974,6 +994,8 @@ def test_lynsedb_examples_all_work():
     ("a = 1abc", "where: malformed number '1abc' at position 5"),
     ("a = 1.2.3", "where: malformed number '1.2.3' at position 5"),
     ('"" = 1', "where: empty quoted name at position 1"),
+    ("LENGTH(lang) = 2", "where: functions are not supported, got 'LENGTH(' at position 1"),
+    ("a = 1 OR lower (b) = 'x'", "where: functions are not supported, got 'lower(' at position 10"),
     ("(a = 1) = 2", "where: expected a value at position 1, got a condition"),
     ("a = 1 = 2", "where: expected AND, OR or end of input after '1' at position 7, got '='"),
     ("a = 'x' AND 'y'", ("where: expected a comparison operator after 'y' at position 16, "

@@ -137,7 +137,8 @@ def test_bad_arguments():
         fuse([leg], 3, fusion=None)
     assert fuse([leg], 3, fusion="RRF")[0].tolist() == [1]
     with pytest.raises(InvalidArgumentError, match="k"):
-        fuse([leg], 0)
+        fuse([leg], -1)
+    assert fuse([leg], 0)[0].size == 0  # k=0: no hits
     with pytest.raises(InvalidArgumentError, match="score"):
         fuse([(np.array([1, 2]), np.array([1.0]), 1.0, True)], 3, fusion="weighted")
 

@@ -80,7 +80,7 @@ def test_string_ids_fall_back_to_json_and_stay_there(tmp_path, server_url):
     ([1.0, 2.0], {}, DimensionMismatchError),
     ([np.nan] * 8, {}, InvalidArgumentError),
     ([0.0] * 8, {"where": "lang = "}, FilterSyntaxError),
-    ([0.0] * 8, {"k": 0}, InvalidArgumentError),
+    ([0.0] * 8, {"k": -1}, InvalidArgumentError),
     ([0.0] * 8, {"k": 2.5}, InvalidArgumentError),
 ])
 def test_errors_are_the_local_ones(pair, vector, kw, error):

@@ -62,7 +62,7 @@ def test_text_search_matches_bm25(col):
     oracle = bm25_title(["apple"], DOCS)
     assert list(r.ids) == sorted(oracle, key=lambda i: (-oracle[i], i))
     np.testing.assert_allclose(r.scores, [oracle[i] for i in r.ids], rtol=1e-4)
-    assert r.index == "BM25"
+    assert r.index == "BM25-INVERTED"  # LynseDB's label (lynse_api §8.4)
     assert col.bm25_search("apple", text_fields=["title"], k=10).ids == r.ids
     # every string field by default; `where` applies; deleted rows never appear
     assert 4 in col.text_search("apple", k=10).ids

@@ -192,7 +192,10 @@ def test_last_write_wins_within_a_batch_and_repeated_query_indices_add():
 def test_search_arguments():
     index = SparseIndex()
     with pytest.raises(InvalidArgumentError, match="k"):
-        index.search(np.array([1]), np.array([1.0]), 0)
+        index.search(np.array([1]), np.array([1.0]), -1)
+    index.upsert(np.array([7], np.uint64), [(np.array([1], np.uint32), np.array([1.0], np.float32))])
+    assert index.search(np.array([1]), np.array([1.0]), 1)[0].tolist() == [7]
+    assert index.search(np.array([1]), np.array([1.0]), 0)[0].size == 0  # k=0: no hits
     with pytest.raises(InvalidArgumentError, match="equal lengths"):
         index.search(np.array([1, 2]), np.array([1.0]), 3)
     with pytest.raises(InvalidArgumentError):

@@ -376,7 +376,9 @@ def test_bad_arguments(index):
     with pytest.raises(InvalidArgumentError, match="text"):
         index.search(None, 5)
     with pytest.raises(InvalidArgumentError, match="k"):
-        index.search("x", 0)
+        index.search("x", -1)
+    load(index, {1: {"t": "x"}})
+    assert index.search("x", 1)[0].tolist() == [1] and index.search("x", 0)[0].size == 0  # k=0: no hits
 
 
 def test_unicode(index):

@@ -555,7 +555,8 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
     list_collections = show_collections
 
     def show_collections_details(self) -> dict[str, dict]:
-        """Per collection: name, shape, dim, index mode, description. A collection this process
+        """Per collection: name, shape, dim, index mode (None when no index was built, as
+        :meth:`Collection.index_mode` and ``/index_mode`` say), description. A collection this process
         has not opened is read from its store and left closed: opening each one (its vectors,
         maybe an index rebuild) just to list it kept every collection in memory."""
         out = {}
@@ -572,7 +573,7 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
                     except NotFoundError:  # dropped since it was listed
                         continue
             out[name] = {"name": name, "shape": list(shape), "dim": shape[1],
-                         "index_mode": mode or "FLAT", "description": desc}
+                         "index_mode": mode, "description": desc}
         return out
 
     def drop_collection(self, name: str, missing_ok: bool = True) -> None:

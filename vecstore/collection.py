@@ -678,20 +678,22 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                 self._commit_rows("upsert", c_ids, vectors[start:end], c_fields, labels)
         return list(ids)
 
-    def delete_items(self, ids: Ids | None = None, where: str | None = None) -> int:
+    def delete_items(self, ids: Ids | None = None, where: str | None = None, *, missing_ok: bool = False) -> int:
         """Soft-delete rows by id, or every live row matching ``where``; returns how many rows
         went from live to deleted. Deleted rows vanish from every read until restored;
-        ``compact()`` removes them for good. An id that does not exist raises NotFoundError.
+        ``compact()`` removes them for good. An id that does not exist raises NotFoundError
+        (nothing deleted), unless ``missing_ok``: then it is skipped, as LynseDB does.
 
         >>> col.delete_items([1, 2])  # doctest: +SKIP
         2
         """
         self._check_writable()
+        missing_ok = v.check_bool(missing_ok, param="missing_ok")
         if ids is None and where is None:
             raise InvalidArgumentError("delete_items: expected ids or where, got neither")
         with self._wlock:
             self._check_writable()  # again: a close() meanwhile emptied the mirror
-            pos = self._positions_for(ids, where)
+            pos = self._positions_for(ids, where, missing_ok=missing_ok)
             pos = pos[self._default.live[pos]]
             if len(pos):
                 self._set_deleted(pos, True, "delete")
@@ -699,17 +701,19 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
 
     delete = delete_items
 
-    def restore_items(self, ids: Ids) -> int:
-        """Undo soft deletes; returns how many rows became live again.
+    def restore_items(self, ids: Ids, *, missing_ok: bool = False) -> int:
+        """Undo soft deletes; returns how many rows became live again. An id that does not
+        exist raises NotFoundError (nothing restored), unless ``missing_ok``: then it is skipped.
 
         >>> col.restore_items([1])  # doctest: +SKIP
         1
         """
         self._check_writable()
-        id_list = v.check_ids(ids, param="ids")
+        id_list = v.check_ids(ids, param="ids", allow_empty=True)
+        missing_ok = v.check_bool(missing_ok, param="missing_ok")
         with self._wlock:
             self._check_writable()
-            pos = self._positions_for(id_list, None, include_deleted=True)
+            pos = self._positions_for(id_list, None, include_deleted=True, missing_ok=missing_ok)
             pos = pos[~self._default.live[pos]]
             if len(pos):
                 self._set_deleted(pos, False, "restore")
@@ -717,14 +721,16 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
 
     restore = restore_items
 
-    def _positions_for(self, ids: Ids | None, where: str | None, *, include_deleted: bool = False) -> np.ndarray:
+    def _positions_for(self, ids: Ids | None, where: str | None, *, include_deleted: bool = False,
+                       missing_ok: bool = False) -> np.ndarray:
         out = None
         if ids is not None:
-            id_list = v.check_ids(ids, param="ids")
-            missing = [i for i in id_list if i not in self._id_pos]
-            if missing:
+            id_list = v.check_ids(ids, param="ids", allow_empty=True)
+            found = [self._id_pos.get(i) for i in id_list]
+            if not missing_ok and None in found:
+                missing = [i for i, p in zip(id_list, found) if p is None]
                 raise NotFoundError(f"ids: {len(missing)} unknown: {v._sample(missing)}")
-            out = np.unique(np.fromiter((self._id_pos[i] for i in id_list), dtype=np.int64, count=len(id_list)))
+            out = np.unique(np.array([p for p in found if p is not None], dtype=np.int64))
         if where is not None:
             mask = self._where_mask(where)
             if not include_deleted:
@@ -1018,7 +1024,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         n = v.check_k(n, param="n")
         with self._rw.read:
             live = np.flatnonzero(self._default.live[: self._default.n])
-            return self._rows(live[-n:])
+            return self._rows(live[max(len(live) - n, 0):])  # not live[-n:]: n=0 is no rows
 
     def read_by_only_id(self, id: IdLike | Ids) -> Rows:
         """Rows by id (one id or a list), in the order asked; an unknown or deleted id raises
@@ -1126,7 +1132,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         allowed rows; a broad filter → the index steered by the allowed labels. Returns the
         ``(positions, scores)`` of each query and what answered them (``SearchResult.index``):
         the index's mode, or ``FLAT-<metric>`` when an index was passed over for an exact scan."""
-        if where is None and profile is None and space.index is not None:
+        if where is None and profile is None and space.index is not None and k:
             # The hot path of an unfiltered ANN search: every microsecond here is ~1% of QPS.
             labels, scores = space.index.search_trusted(queries, k, nprobe)
             return [space.index_positions(row_l, row_s) for row_l, row_s in zip(labels, scores)], space.mode.name
@@ -1142,7 +1148,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         n_allowed = space.n_live if allowed is None else len(allowed)
         use_index = space.index is not None and n_allowed > max(
             EXACT_FILTER_ROWS, EXACT_FILTER_FRACTION * space.n_live) if allowed is not None else space.index is not None
-        if use_index:
+        if use_index and k:  # k=0: the exact path, which scores nothing (the indexes need k >= 1)
             lab_allowed = None if allowed is None else _sorted(space.labels[allowed])
             labels, scores, visited = space.index.search(queries, k, breadth=nprobe, allowed=lab_allowed)
             out = [space.index_positions(row_l, row_s) for row_l, row_s in zip(labels, scores)]
@@ -1220,7 +1226,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         with self._rw.read:
             self._check_open()  # closed meanwhile: the mirror is gone
             index = space.index
-            if where is None and index is not None:  # the hot path, inlined (~1 µs)
+            if where is None and index is not None and k:  # the hot path, inlined (~1 µs)
                 labels, scores = index.search_trusted(q, k, nprobe)
                 pos, scores = space.index_positions(labels[0], scores[0])
             else:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from . import validation as v
-from .errors import (AlreadyExistsError, ConflictError, CorruptionError, InvalidArgumentError,
+from .errors import (ConflictError, CorruptionError, InvalidArgumentError,
                      InvalidNameError, NotFoundError, UnavailableError, out_of_descriptors)
 from .indexes.base import IndexMode, Progress, VectorIndex, lynse_build_params, parse_index_mode, parse_metric
 from .table import VectorSpace
@@ -360,6 +360,11 @@ class DerivedIndexes:
                             index_mode: str | None = None) -> VectorFieldInfo:
         """Add a named vector field with its own dimension, metric and index.
 
+        Asked again for a field that exists with the same dimension, metric and index mode
+        (not compared when ``index_mode`` is None), it returns that field, as LynseDB does, so
+        a script may declare its schema at every start; another configuration is a
+        ConflictError naming what differs.
+
         >>> col.create_vector_field("title_vec", dim=384, metric="cosine", index_mode="HNSW")  # doctest: +SKIP
         VectorFieldInfo(name='title_vec', dimension=384, metric='cosine', index_mode='HNSW')
         """
@@ -371,7 +376,7 @@ class DerivedIndexes:
         mode = None if index_mode is None else parse_index_mode(index_mode, default_metric=metric)
         with self._wlock:
             if field_name in self._named:
-                raise AlreadyExistsError(f"field_name: vector field {field_name!r} already exists")
+                return self._same_field(self._named[field_name], dim, metric if mode is None else mode.metric, mode)
             # The field and its index record commit together, after the mode was checked: a
             # rejected call creates nothing.
             space = VectorSpace(field_name, dim, metric if mode is None else mode.metric)
@@ -379,6 +384,18 @@ class DerivedIndexes:
             index = None if mode is None else self._new_index(dim, mode, {})
             self._set_mode(space, mode, index, new_space=(space, lambda t: t.put_meta(f"vfield:{field_name}", spec)))
         return self._field_info(self._named[field_name])
+
+    def _same_field(self: "Collection", space: VectorSpace, dim: int, metric: str,
+                    mode: IndexMode | None) -> VectorFieldInfo:
+        have = self._field_info(space)
+        now = (space.mode or IndexMode("FLAT", space.metric, "FLAT")).canonical  # type: ignore[arg-type]
+        diff = [f"{what} {a!r} (asked {b!r})" for what, a, b, differs in (
+            ("dim", space.dim, dim, space.dim != dim), ("metric", space.metric, metric, space.metric != metric),
+            ("index_mode", have.index_mode, getattr(mode, "name", None), mode is not None and mode.canonical != now))
+            if differs]
+        if diff:
+            raise ConflictError(f"field_name: vector field {space.name!r} already exists with {', '.join(diff)}")
+        return have
 
     def _field_info(self: "Collection", space: VectorSpace) -> VectorFieldInfo:
         return VectorFieldInfo(name=space.name, dimension=space.dim, metric=space.metric,
@@ -636,7 +653,8 @@ class DerivedIndexes:
 
         def run() -> SearchResult:
             labels, scores = self._text.search(text, k, text_fields=text_fields, allowed=self._allowed_labels(where))
-            return self._label_result(labels, scores, k, return_fields, "BM25")
+            # LynseDB's label for BM25 from an index (lynse_api §8.4); clients may check it.
+            return self._label_result(labels, scores, k, return_fields, "BM25-INVERTED")
         return self._with_text(run)
 
     bm25_search = text_search

@@ -37,7 +37,8 @@ Grammar (EBNF; keywords are case-insensitive, names are case-sensitive)::
                | "DATE" string | "TIMESTAMP" string ;
     string     = "'" { any character except "'" | "''" } "'" ;       (* '' is one quote *)
     number     = digits [ "." [ digits ] ] [ exponent ] | "." digits [ exponent ] ;
-    name       = identifier | '"' { any character except '"' | '""' } '"' ;
+    name       = identifier | quoted ;
+    quoted     = '"' { any character except '"' | '""' } '"' ;    (* a string right after cmp_op *)
     identifier = ( letter | "_" ) { letter | digit | "_" | "." } ;   (* not a keyword *)
 
 A predicate must end up boolean (``n`` alone is an error, ``(n + 1) * 2 > 5`` is fine); an
@@ -48,7 +49,9 @@ to :data:`MAX_DEPTH` levels so that hostile input cannot exhaust the stack. ``DA
 Semantics:
 
 - **Names.** ``id`` (bare or quoted) is the row's public id, so a stored field called ``id`` is
-  not reachable. ``a.b`` is the key ``"a.b"`` if the row has it, else ``b`` inside the dict
+  not reachable. A double-quoted token right after a comparison operator is a string, as in
+  LynseDB (``lang = "en"`` is ``lang = 'en'``); anywhere else it is a name (``"doc.lang" = 'en'``,
+  and ``a = ("odd name")`` compares two fields). ``a.b`` is the key ``"a.b"`` if the row has it, else ``b`` inside the dict
   ``a``. A missing key, or ``None``, is NULL.
 - **NULL and three-valued logic.** A comparison with NULL is UNKNOWN; ``NOT`` UNKNOWN is UNKNOWN
   and only TRUE rows match, so on a row without ``x`` neither ``x = 1`` nor ``NOT (x = 1)``
@@ -568,11 +571,8 @@ def _tokenize(text: str) -> list[_Tok]:
             toks.append(_Tok("num", value, pos, end, raw))
         elif kind == "str":
             toks.append(_Tok("str", raw[1:-1].replace("''", "'"), pos, end, raw))
-        elif kind == "qid":
-            name = raw[1:-1].replace('""', '"')
-            if not name:
-                raise FilterSyntaxError(f"where: empty quoted name at position {pos + 1}")
-            toks.append(_Tok("name", name, pos, end, raw))
+        elif kind == "qid":  # a name, or a string right after a comparison (the parser decides)
+            toks.append(_Tok("qid", raw[1:-1].replace('""', '"'), pos, end, raw))
         elif kind == "ident":
             up = raw.upper()
             if up in _KEYWORDS:
@@ -702,6 +702,8 @@ class _Parser:
         if tok.kind == "op" and tok.value in _CMP_OPS:
             self.need_value(left)
             self.take()
+            if self.peek().kind == "qid":  # lang = "en": a string, as in LynseDB (lynse_api §7.1)
+                self.toks[self.i].kind = "str"
             right = self.need_value(self.sum("a value"))
             node = _Compare(_CMP_OPS[tok.value], left, right)
             return self.fold(node, [left, right], start, self.src(start))
@@ -830,10 +832,19 @@ class _Parser:
             if tok.value == "NULL":
                 return self.at(_Const(NULL, None, tok.text), tok)
             return self.at(_Const(BOOL, tok.value == "TRUE", tok.text), tok)
+        if tok.kind == "qid":
+            if not tok.value:
+                raise FilterSyntaxError(f"where: empty quoted name at position {tok.pos + 1}")
+            self.take()
+            self.fields.add(tok.value)
+            return self.at(_Field(tok.value, tok.text), tok)
         if tok.kind == "name":
             self.take()
             if tok.text.upper() in ("DATE", "TIMESTAMP") and self.peek().kind == "str":
                 return self.date(tok, self.take())
+            if self.at_op("("):  # LynseDB's SQL has LENGTH() etc.: say so, not "expected an operator"
+                raise FilterSyntaxError(
+                    f"where: functions are not supported, got '{_short(tok.text)}(' at position {tok.pos + 1}")
             self.fields.add(tok.value)
             return self.at(_Field(tok.value, tok.text), tok)
         if tok.kind == "op" and tok.value == "(":

@@ -85,8 +85,8 @@ def fuse(legs: Sequence[Leg | None], k: int, *, fusion: str = "rrf",
     ids and scores differ in length.
     """
     fusion = _check_fusion(fusion)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InvalidArgumentError(f"k: expected a positive integer, got {k!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise InvalidArgumentError(f"k: expected a non-negative integer, got {k!r}")
     base = max(float(rrf_k), 1.0)
     id_parts, contrib_parts, rank_parts = [], [], []
     for n, leg in enumerate(legs):

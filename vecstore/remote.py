@@ -743,13 +743,16 @@ class RemoteCollection:
     def upsert_items(self, items: Iterable[dict], *, progress: bool = False) -> list[Id]:
         return self._send_items("/upsert_items", _wire_items(items, need_id=True, dim=lambda: self.dim))
 
-    def delete_items(self, ids: Ids | None = None, where: str | None = None) -> int:
-        return self._call("/delete_items", {"ids": None if ids is None else v.check_ids(ids), "where": where})["n_deleted"]
+    # missing_ok always sent: the routes default it to true for LynseDB's clients.
+    def delete_items(self, ids: Ids | None = None, where: str | None = None, *, missing_ok: bool = False) -> int:
+        return self._call("/delete_items", {"ids": None if ids is None else v.check_ids(ids, allow_empty=True), "where": where,
+                                            "missing_ok": v.check_bool(missing_ok, param="missing_ok")})["n_deleted"]
 
     delete = delete_items
 
-    def restore_items(self, ids: Ids) -> int:
-        return self._call("/restore_items", {"ids": v.check_ids(ids)})["n_restored"]
+    def restore_items(self, ids: Ids, *, missing_ok: bool = False) -> int:
+        return self._call("/restore_items", {"ids": v.check_ids(ids, allow_empty=True),
+                                             "missing_ok": v.check_bool(missing_ok, param="missing_ok")})["n_restored"]
 
     restore = restore_items
 

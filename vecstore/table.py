@@ -366,6 +366,8 @@ class VectorSpace:
         Queries are scored in blocks so the score matrix stays under ~64 MB (a batch of a
         thousand queries against a million rows would otherwise need 4 GB).
         """
+        if k == 0:  # no hits asked for (LynseDB answers an empty result): nothing to score
+            return np.empty((len(queries), 0), np.int64), np.empty((len(queries), 0), np.float32)
         rows = self.n if allowed is None else len(allowed)
         block = max(1, _SCORE_BUDGET // max(rows, 1))
         if len(queries) > block:

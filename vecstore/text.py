@@ -33,9 +33,12 @@ field ``f`` and query term ``t``::
   until tantivy merges their segment away (Lucene does the same).
 - ``dl`` is the token count of ``f`` in the document (all list items together), stored in one
   byte: exact up to 40 tokens, bucketed (lossy) above; ``avgdl`` = tokens of ``f`` / ``N``.
-- A multi-field query sums the per-field scores (LynseDB's scan path instead scores the
-  concatenation of the chosen fields; the two agree for one field). A term repeated in the
-  query counts once. ``allowed`` does not change ``N`` (LynseDB uses the filtered count).
+- A multi-field query sums the per-field scores. A term repeated in the query counts once.
+  ``allowed`` does not change ``N``.
+- So scores and ties differ from LynseDB's (lynse_api §8.4), which scores the concatenation of
+  the chosen fields with ``N`` = the candidate rows that have text (live, passing the filter):
+  even for one field they differ as soon as some rows lack it, since ``N`` and ``avgdl`` here
+  count those rows too.
 
 **Query text** uses tantivy's query language: ``vector database`` is an OR of terms (a BM25
 sum), ``"vector database"`` a phrase, ``+must -mustnot``, ``AND``/``OR``, parentheses and
@@ -492,14 +495,14 @@ class TextIndex:
         if len(text) > _MAX_QUERY_CHARS:
             raise InvalidArgumentError(
                 f"text: the query is {len(text)} characters, the limit is {_MAX_QUERY_CHARS}")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InvalidArgumentError(f"k: expected a positive integer, got {k!r}")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise InvalidArgumentError(f"k: expected a non-negative integer, got {k!r}")
         index = self._live_index()
         fields = self._resolve_fields(text_fields)
         if not text.strip():
             return _EMPTY
         query = self._parse(text, fields or [_REST])  # parse even when nothing can match
-        if not fields:
+        if not fields or k == 0:
             return _EMPTY
         searcher = index.searcher()
         n_docs = searcher.num_docs

@@ -37,7 +37,7 @@ class SearchResult:
     ``ids`` and ``scores`` line up; ``fields`` is one dict per hit when fields were asked for,
     else ``None``. Scores follow the metric: inner product (higher is better), squared L2 and
     cosine distance ``1 - cos`` (lower is better); text, sparse and hybrid scores are higher-is-better.
-    ``index`` names what answered (``"FLAT-IP"``, ``"HNSW-COS"``, ``"BM25"``, ``"SPARSE-FLAT-IP"``,
+    ``index`` names what answered (``"FLAT-IP"``, ``"HNSW-COS"``, ``"BM25-INVERTED"``, ``"SPARSE-FLAT-IP"``,
     ``"HYBRID-RRF"``...). The result unpacks as ``ids, scores, fields``.
     """
 

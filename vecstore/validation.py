@@ -274,7 +274,9 @@ def check_items(items: Any, *, need_id: bool) -> list[dict]:
     for i, it in enumerate(items):
         if not isinstance(it, dict) or "vector" not in it or (need_id and it.get("id") is None):
             need = "'vector' and 'id'" if need_id else "a 'vector' key"
-            raise InvalidArgumentError(f"items[{i}]: expected a dict with {need}, got {it!r:.80}")
+            # The keys, not the values: a vector's repr is long (and over HTTP a numpy array's).
+            got = f"a dict with keys {sorted(map(str, it))}" if isinstance(it, dict) else _brief(it)
+            raise InvalidArgumentError(f"items[{i}]: expected a dict with {need}, got {got}")
     return items
 
 
@@ -336,9 +338,13 @@ def _clean_value(v: Any, where: str, depth: int) -> Any:
         f"date, a list or a dict of those")
 
 
-def check_k(k: Any, *, param: str = "k", limit: int = 1_000_000) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= limit:
-        raise InvalidArgumentError(f"{param}: expected an int in [1, {limit}], got {k!r}")
+MAX_K = 1_000_000  # k, n, max_results of the library; a server has its own, lower max_top_k
+
+
+def check_k(k: Any, *, param: str = "k", limit: int = MAX_K) -> int:
+    """A number of results: 0 asks for none (an empty result, as in LynseDB), not an error."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= int(k) <= limit:
+        raise InvalidArgumentError(f"{param}: expected an int in [0, {limit}], got {k!r}")
     return int(k)
 
 

@@ -512,7 +512,8 @@ def test_empty_body_is_an_empty_object(srv):
     ({"vector": None}, "vector: missing required parameter"),
     ({"vector": [1, 2], "where": 5}, "where: expected a string, got integer"),
     ({"vector": [1, 2], "return_fields": "yes"}, "return_fields: expected a boolean, got string"),
-    ({"vector": [1, 2], "k": 20000}, "k 20000 exceeds server max_top_k 10000"),
+    ({"vector": [1, 2], "k": 20000}, "k: expected an int in [0, 10000], got 20000"),  # the server's limit
+    ({"vector": [1, 2], "k": -1}, "k: expected an int in [0, 10000], got -1"),
 ])
 def test_wrong_types_are_400_naming_the_parameter(srv, extra, message):
     server, client = srv

@@ -326,7 +326,7 @@ EXAMPLES: dict[str, Ex] = {
     "/search_profile": Ex(body={"vector": E0, "k": 2},
                           check=lambda p, c: {"items", "profile"} <= set(p) and p["items"]["ids"][0] == 0 or _fail(p)),
     "/text_search": Ex(body={"text": "apple", "k": 10},
-                       check=lambda p, c: set(p["items"]["ids"]) == {0, 1, 3} and p["items"]["index"].startswith("BM25")
+                       check=lambda p, c: set(p["items"]["ids"]) == {0, 1, 3} and p["items"]["index"] == "BM25-INVERTED"
                        or _fail(p)),
     "/bm25_search": Ex(body={"text": "strudel", "k": 10}, check=items_shape(first=1)),
     "/sparse_search": Ex(body={"vector": {"indices": [3], "values": [1.0]}, "k": 5},
@@ -618,6 +618,8 @@ ADAPTERS = {
     "/upsert_items": ("upsert_items", "upsert"), "/bulk_add_binary": ("add",),
     "/add_records_binary": ("add",), "/upsert_records_binary": ("upsert",), "/build_index": ("build_index",),
     "/build_vector_field_index": ("build_vector_field_index",),
+    "/delete_items": ("delete_items",), "/delete": ("delete_items",),
+    "/restore_items": ("restore_items",), "/restore": ("restore_items",),
     "/search_binary": ("search",), "/batch_search_binary": ("batch_search",), "/write_blob": ("write_blob",),
 }
 # Job routes: adapters on the Client that call these Database members.
@@ -857,3 +859,73 @@ def test_batch_search_of_no_queries_is_empty(live):
     coll = fresh_collection(live)
     status, data = live.post("/batch_search", {"database_name": DB, "collection_name": coll, "vectors": []})
     assert status == 200 and data["params"]["results"] == [], data
+
+
+@pytest.mark.parametrize("delete, restore", [("/delete_items", "/restore_items"), ("/delete", "/restore")])
+def test_unknown_ids_are_skipped_as_lynsedb_does_unless_missing_ok_is_false(live, delete, restore):
+    coll = fresh_collection(live)
+    names = {"database_name": DB, "collection_name": coll}
+
+    def live_ids():
+        return sorted(live.post("/search", {**names, "vector": [1, 1, 1, 1], "k": 10})[1]["params"]["items"]["ids"])
+
+    status, data = live.post(delete, {**names, "ids": [2, 999]})  # LynseDB: 200, id 2 gone
+    assert (status, data["params"]["n_deleted"]) == (200, 1), data
+    assert live_ids() == [0, 1, 3, 4, 5]
+    status, data = live.post(delete, {**names, "ids": [3, 999], "missing_ok": False})
+    assert (status, data["code"]) == (404, "not_found") and "999" in data["error"], data
+    assert live_ids() == [0, 1, 3, 4, 5]  # nothing deleted
+    status, data = live.post(restore, {**names, "ids": [998, 2], "missing_ok": False})
+    assert status == 404 and live_ids() == [0, 1, 3, 4, 5], data
+    status, data = live.post(restore, {**names, "ids": [998, 2]})
+    assert (status, data["params"]["n_restored"]) == (200, 1), data
+    assert live_ids() == [0, 1, 2, 3, 4, 5]
+
+
+def test_create_vector_field_again_is_200_with_the_same_configuration_and_409_otherwise(live):
+    names = {"database_name": DB, "collection_name": fresh_collection(live)}
+    body = {**names, "field_name": "tv", "dim": 2, "metric": "cos"}
+    first = live.post("/create_vector_field", body)
+    again = live.post("/create_vector_field", body)  # a script declaring its schema at every start
+    assert first == again and first[0] == 200, (first, again)
+    assert again[1]["params"]["field"] == {"name": "tv", "dimension": 2, "metric": "cosine", "index_mode": "FLAT-COS"}
+    status, data = live.post("/create_vector_field", {**body, "dim": 3})
+    assert (status, data["code"]) == (409, "conflict") and "dim 2 (asked 3)" in data["error"], data
+
+
+def test_zero_sized_requests_are_empty_answers_as_in_lynsedb(live):
+    coll = fresh_collection(live)
+    names = {"database_name": DB, "collection_name": coll}
+    no_hits = {"k": 0, "ids": [], "scores": [], "fields": []}
+    for path, body, key, want in (
+            ("/search", {"vector": E0, "k": 0}, "items", no_hits), ("/search_profile", {"vector": E0, "k": 0}, "items", no_hits),
+            ("/batch_search", {"vectors": [E0, E0], "k": 0}, "results", [no_hits, no_hits]),
+            ("/text_search", {"text": "apple", "k": 0}, "items", no_hits),
+            ("/hybrid_search", {"vector": E0, "text": "apple", "k": 0}, "items", no_hits),
+            ("/search_range", {"vector": E0, "threshold": 0.0, "max_results": 0}, "result", {"ids": [], "distances": []}),
+            ("/head", {"n": 0}, "head", [[], [], []]), ("/tail", {"n": 0}, "tail", [[], [], []]),
+            ("/delete", {"ids": []}, "n_deleted", 0), ("/restore_items", {"ids": []}, "n_restored", 0)):
+        status, data = live.post(path, {**names, **body})
+        assert status == 200, (path, data)
+        got = data["params"][key]
+        if isinstance(want, dict):
+            got = {k: got[k] for k in want}
+        elif isinstance(got, list) and got and isinstance(got[0], dict):
+            got = [{k: r[k] for k in no_hits} for r in got]
+        assert got == want, (path, got)
+    status, _, data = live.request("POST", "/search_binary", query={**names, "dim": DIM, "k": 0}, raw=f32(E0))
+    assert status == 200 and wire.decode_search_block(data)[0] == []
+    status, _, data = live.request("POST", "/bulk_add_binary", query={**names, "dim": DIM, "n_vectors": 0}, raw=b"")
+    assert (status, data["params"]["n_vectors"]) == (200, 0), data
+    assert live.post("/collection_shape", names)[1]["params"]["shape"] == [6, DIM]
+    for k in (-1, 10_001):  # the range the server enforces, in its message
+        status, data = live.post("/search", {**names, "vector": E0, "k": k})
+        assert (status, data["error"]) == (400, f"k: expected an int in [0, 10000], got {k}"), data
+
+
+def test_upsert_items_without_an_id_names_the_keys_not_a_numpy_repr(live):
+    names = {"database_name": DB, "collection_name": fresh_collection(live)}
+    status, data = live.post("/upsert_items", {**names, "items": [{"vector": [1, 1, 1, 1], "id": 0},
+                                                                   {"vector": [1, 1, 1, 1], "field": {"a": 1}}]})
+    message = "items[1]: expected a dict with 'vector' and 'id', got a dict with keys ['field', 'vector']"
+    assert (status, data["error"]) == (400, message), data

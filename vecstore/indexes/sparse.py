@@ -387,8 +387,8 @@ class SparseIndex:
         Scores are accumulated in float64 and rounded to float32 at the end. Repeated query
         indices add up (it is a dot product).
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InvalidArgumentError(f"k: expected a positive integer, got {k!r}")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise InvalidArgumentError(f"k: expected a non-negative integer, got {k!r}")
         q_feat = np.asarray(indices).ravel()
         q_val = np.asarray(values, dtype=np.float64).ravel()
         if len(q_feat) != len(q_val):
@@ -398,6 +398,8 @@ class SparseIndex:
                             or q_feat.max() >= _MAX_INDEX):
             raise InvalidArgumentError("vector: expected sparse indices as integers in [0, 2**32)")
         q_feat = q_feat.astype(np.uint32)
+        if k == 0:
+            return _EMPTY
         with self._lock:
             segments = [s for s in self._levels if s is not None]
             if self._fresh:
