@@ -88,13 +88,15 @@ def joined(t: threading.Thread, out: dict) -> dict:
 _DROPPER = textwrap.dedent("""
     import os, sys, time, vecstore, vecstore.portability as P
     root, locked, go, snap = sys.argv[1:5]
-    real = P._move_aside
-    def paused(final, staging):  # every store it found is locked; the other process may now try
-        open(locked, "w").close()
-        while not os.path.exists(go):
-            time.sleep(0.005)
-        return real(final, staging)
-    P._move_aside = paused
+    def paused(real):  # every store it found is locked; the other process may now try
+        def pause(*args):
+            open(locked, "w").close()
+            while not os.path.exists(go):
+                time.sleep(0.005)
+            return real(*args)
+        return pause
+    P._move_aside = paused(P._move_aside)  # a drop moves the database aside
+    P._exchange = paused(P._exchange)      # a restore swaps it with the new one
     if snap == "-":
         vecstore.connect(root).drop_database("app", missing_ok=False)
     else:
