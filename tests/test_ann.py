@@ -323,8 +323,8 @@ def test_searches_go_on_while_compact_rebuilds_the_index(local_client):
 
 def test_a_rejected_build_changes_nothing(db):
     """Every parameter is checked before anything is written: a build refused for a bad one
-    keeps the metric, the stored vectors and the index (it re-targeted the collection and
-    normalised its vectors, or dropped the index, before the check)."""
+    keeps the metric, the stored vectors and the index (it re-targeted the collection, then
+    normalising its vectors for good, or dropped the index, before the check)."""
     col = db.require_collection("c", dim=4, metric="l2")
     col.add([[3, 4, 0, 0], [0, 0, 1, 1]], ids=[1, 2])
     with pytest.raises(vecstore.InvalidArgumentError, match="M"):
@@ -341,10 +341,10 @@ def test_a_rejected_build_changes_nothing(db):
 
 @pytest.mark.parametrize("mode", ["HNSW-COS", "FLAT-COS"])
 def test_a_metric_change_commits_with_its_index_or_not_at_all(local_client, tmp_path, monkeypatch, mode):
-    """The new metric, the vectors normalised for it and the new index record are one
-    transaction: when the index record cannot be written, the metric and the vectors stay the
-    old ones too, in memory and after reopening (they were committed first, so a crash between
-    the two reopened cosine vectors under the old L2 index)."""
+    """The new metric and the new index record are one transaction: when the index record
+    cannot be written, the metric stays the old one too, in memory and after reopening (it was
+    committed first, so a crash between the two reopened a cosine field under the old L2
+    index). The vectors are never rewritten."""
     from vecstore.storage import Txn
     col = local_client.create_database("app").require_collection("c", dim=4, metric="l2")
     col.add([[3, 4, 0, 0], [0, 0, 1, 1]], ids=[1, 2])
@@ -868,3 +868,159 @@ def test_a_checkpoint_keeps_the_files_it_superseded_for_every_field(local_client
     col.add(rng.standard_normal((1, 8)).astype(np.float32), ids=[5001])
     col.checkpoint()
     assert not (index_dir / "legacy.bin").exists()
+
+
+# ------------------------------------------------------------------ cosine keeps the vectors as written
+def cosine_oracle(x: np.ndarray, q) -> np.ndarray:
+    """Cosine distances (float64) of rows ``x`` to ``q``: of the unit vectors the collection
+    scores, made as it makes them (and as it stored them before it kept the raw vectors)."""
+    from vecstore.validation import check_vector, unit_rows
+    u, q = unit_rows(x).astype(np.float64), check_vector(q, len(q), normalise=True)[0].astype(np.float64)
+    return 1.0 - (u * q).sum(axis=1)  # summed as the exact scan sums
+
+
+@pytest.mark.parametrize("mode", ["FLAT-COS", "HNSW-COS", "IVF-COS"])
+def test_a_cosine_build_keeps_the_vectors_as_written(db, mode):
+    """LynseDB names the metric in the index mode, and its clients build FLAT-COS, then FLAT-IP
+    on the same data. The cosine build normalised the stored vectors for good: FLAT-IP then
+    scored the unit vectors ([1, 0.6, 0], not [3, 1, 0]) and every read returned them. Now the
+    re-target changes the metric only, and a named cosine field keeps its raw vectors too."""
+    x = np.array([[3, 4], [1, 0], [0, 10]], np.float32)
+    col = db.require_collection("c", dim=2, metric="ip")
+    col.add(x, ids=[0, 1, 2])
+    col.build_index(mode)
+    r = col.search([1, 0], k=3)
+    d = cosine_oracle(x, [1, 0])
+    assert list(r.ids) == np.argsort(d, kind="stable").tolist()
+    np.testing.assert_allclose(r.scores, np.sort(d), atol=1e-6)
+    np.testing.assert_array_equal(col.head(3).vectors, x)
+    col.build_index("FLAT-IP")
+    r = col.search([1, 0], k=3)
+    assert r.ids == (0, 1, 2) and r.scores.tolist() == [3.0, 1.0, 0.0]
+    np.testing.assert_array_equal(col.read_by_only_id([0, 1, 2]).vectors, x)
+    np.testing.assert_array_equal(col.query_vectors().vectors, x)
+
+    col.create_vector_field("tv", dim=2, metric="cosine", index_mode=mode)
+    col.add_named_vectors("tv", x[:2], ids=[0, 1])
+    r = col.search([1, 1], k=2, vector_field="tv")
+    np.testing.assert_allclose(r.scores, np.sort(cosine_oracle(x[:2], [1, 1])), atol=1e-6)
+    col.build_vector_field_index("tv", "FLAT-L2")      # L2 between the vectors as written
+    r = col.search([0, 0], k=2, vector_field="tv")
+    assert r.ids == (1, 0) and r.scores.tolist() == [1.0, 25.0]
+
+
+def test_a_switch_to_cosine_refuses_a_zero_vector_and_changes_nothing(db):
+    """Cosine has no direction for a zero vector: a write of one is refused, and so is a
+    re-target to cosine while one is stored (soft-deleted too: a restore brings it back)."""
+    col = db.require_collection("c", dim=2, metric="l2")
+    col.add([[0, 0], [3, 4]], ids=[1, 2])
+    col.delete_items([1])
+    with pytest.raises(vecstore.InvalidArgumentError, match="index_mode: cannot switch field 'default' to cosine"):
+        col.build_index("HNSW-COS")
+    assert col.metric == "l2" and col.index_mode() is None
+    col.restore_items([1])
+    assert col.search([0, 0], k=2).scores.tolist() == [0.0, 25.0]
+    cos = db.require_collection("cos", dim=2, metric="cosine")
+    with pytest.raises(vecstore.InvalidArgumentError, match=r"vectors: a zero vector has no cosine direction, in row\(s\) 1$"):
+        cos.add([[1, 0], [0, 0]], ids=[1, 2])
+    assert len(cos) == 0
+
+
+@pytest.mark.parametrize("mode", ["FLAT", "HNSW", "IVF"])
+def test_cosine_search_paths_score_the_directions_of_the_vectors_as_written(local_client, tmp_path, mode):
+    """Vectors of all sizes in a cosine collection (and a named cosine field) read back bit for
+    bit, while every search path scores the rows' unit vectors as before, when those were what
+    was stored: exact (FLAT: equal to the float64 oracle), ANN, filtered both ways, batch,
+    range, profile, hybrid's vector leg; the same after a reopen (the index files)."""
+    rng = np.random.default_rng(5)
+    n, dim = 600, 16
+    x = (clustered(n, dim, seed=2) * rng.choice([1e-3, 1.0, 7.0, 1e4], n)[:, None]).astype(np.float32)
+    t = rng.standard_normal((n, 4)).astype(np.float32) * 50
+    ids = list(range(n))
+    col = local_client.create_database("app").require_collection("c", dim=dim, metric="cosine")
+    col.add(x, ids=ids, fields=[{"g": i % 9} for i in range(n)])
+    col.create_vector_field("t", dim=4, metric="cosine")
+    col.add_named_vectors("t", t, ids=ids)
+    col.delete_items(list(range(0, n, 13)))
+    live = np.array([i for i in range(n) if i % 13])
+    wide = {"M": 32, "ef_construction": 400} if mode == "HNSW" else {"n_clusters": 8} if mode == "IVF" else {}
+    col.build_index(f"{mode}-COS", **wide)
+    col.build_vector_field_index("t", f"{mode}-COS", **wide)
+    breadth = None if mode == "FLAT" else n                # every list / the whole graph: exact answers
+    queries = clustered(5, dim, seed=9) * np.array([[1], [1e-4], [3], [1e3], [1]], np.float32)
+
+    def check(c) -> None:
+        np.testing.assert_array_equal(c.query_vectors().vectors, x[live])
+        np.testing.assert_array_equal(c.head(4).vectors, x[live[:4]])
+        np.testing.assert_array_equal(c.read_by_only_id([1, 2]).vectors, x[[1, 2]])
+        for q in queries:
+            d = cosine_oracle(x[live], q)
+            order = np.lexsort((live, d))
+            hits = c.search(q, k=10, nprobe=breadth)
+            assert list(hits.ids) == live[order[:10]].tolist()
+            if mode == "FLAT":   # exact: the float64 scores of the unit vectors, to the bit
+                np.testing.assert_array_equal(hits.scores, d[order[:10]].astype(np.float32))
+            else:
+                np.testing.assert_allclose(hits.scores, d[order[:10]], atol=2e-6)
+            assert c.search_profile(q, k=10, nprobe=breadth).result.ids == hits.ids
+            assert c.hybrid_search(vector=q, k=10, nprobe=breadth).ids == hits.ids
+            g = np.array([i % 9 for i in live])
+            for where, ok in (("g = 4", g == 4), ("g != 4", g != 4)):    # exact scan, index steered
+                sub = order[ok[order]]
+                r = c.search(q, k=5, where=where, nprobe=breadth)
+                assert list(r.ids) == live[sub[:5]].tolist()
+                np.testing.assert_allclose(r.scores, d[sub[:5]], atol=2e-6)
+            thr = float(d[order[20]])
+            r = c.search_range(q, threshold=thr, max_results=n)
+            within = order[d[order] <= thr]
+            assert list(r.ids) == live[within].tolist()
+            np.testing.assert_array_equal(r.scores, d[within].astype(np.float32))
+            qt = t[live[0]] + 1
+            dt = cosine_oracle(t[live], qt)
+            ot = np.lexsort((live, dt))
+            r = c.search(qt, k=5, vector_field="t", nprobe=breadth)
+            assert list(r.ids) == live[ot[:5]].tolist()
+            np.testing.assert_allclose(r.scores, dt[ot[:5]], atol=2e-6)
+        for q, r in zip(queries, c.batch_search(queries, k=7, nprobe=breadth)):
+            d = cosine_oracle(x[live], q)
+            assert list(r.ids) == live[np.lexsort((live, d))[:7]].tolist()
+
+    check(col)
+    local_client.close()
+    with vecstore.connect(tmp_path / "store") as client:
+        check(client.get_database("app").get_collection("c"))
+
+
+COSINE_CRASHING_WRITER = textwrap.dedent("""
+    import os, signal, sys, numpy as np, vecstore
+    x = np.load(sys.argv[1] + ".npy")
+    col = vecstore.connect(sys.argv[1]).create_database("app").require_collection("c", dim=32, metric="cosine")
+    col.add(x[:2000])
+    col.build_index(sys.argv[2])                 # index files written at this version
+    col.add(x[2000:], ids=list(range(2000, len(x))))
+    col.upsert(x[:20] * 3, ids=list(range(20)))  # same directions: the index keeps its nodes
+    print("done", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)        # no close, no checkpoint
+""")
+
+
+@pytest.mark.parametrize("mode", ["HNSW-COS", "IVF-COS"])
+def test_a_cosine_index_replays_raw_rows_after_a_crash(tmp_path, caplog, mode):
+    """The rows written after the index files are replayed into the index from the raw rows
+    (normalised on the way), and read back as written."""
+    rng = np.random.default_rng(1)
+    x = (clustered(2200, 32, seed=4) * rng.uniform(0.5, 20, 2200)[:, None]).astype(np.float32)
+    path = tmp_path / "store"
+    np.save(f"{path}.npy", x)
+    proc = subprocess.run([sys.executable, "-c", COSINE_CRASHING_WRITER, str(path), mode],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == -signal.SIGKILL and "done" in proc.stdout, proc.stderr
+    want = x.copy()
+    want[:20] *= 3
+    with caplog.at_level("INFO", logger="vecstore"), vecstore.connect(path) as client:
+        col = client.get_database("app").get_collection("c")
+        assert "replayed 220 rows" in caplog.text
+        np.testing.assert_array_equal(col.query_vectors().vectors, want)
+        for i in [*range(0, 20, 5), *range(2000, 2200, 20)]:
+            r = col.search(want[i], k=1, nprobe=200)
+            assert r.ids == (i,) and abs(r.scores[0]) < 1e-5

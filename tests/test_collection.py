@@ -651,13 +651,19 @@ def test_one_process_cannot_hold_a_collection_in_two_modes(tmp_path):
 
 def test_cosine_keeps_the_direction_of_huge_and_tiny_vectors(db):
     """Normalising in float32 overflowed (|x| ~ 1e20 became a zero vector) or underflowed
-    (~1e-23 was refused as zero): each row is scaled first."""
+    (~1e-23 was refused as zero): each row is scaled first. The rows are stored as written;
+    their float32 estimates are not bounded (|x|² beyond float32), so they are scored exactly."""
     col = db.require_collection("cos_extremes", dim=2, metric="cosine")
-    col.add([[1e20, 1e20], [1e-23, 2e-23], [3e-30, 0]], ids=[1, 2, 3])
-    got = np.asarray(col.read_by_only_id([1, 2, 3]).vectors, dtype=np.float64)
+    x = np.array([[1e20, 1e20], [1e-23, 2e-23], [3e-30, 0]], np.float32)
+    col.add(x, ids=[1, 2, 3])
+    np.testing.assert_array_equal(col.read_by_only_id([1, 2, 3]).vectors, x)
     want = np.array([[1, 1], [1, 2], [1, 0]], np.float64)
-    np.testing.assert_allclose(got, want / np.linalg.norm(want, axis=1)[:, None], rtol=1e-6)
-    assert col.search([1, 1], k=1).ids == (1,)
+    want /= np.linalg.norm(want, axis=1)[:, None]
+    for q in ([1, 1], [0.2, 1], [1, 0.01]):
+        dist = 1 - want @ (np.array(q) / np.linalg.norm(q))
+        r = col.search(q, k=3)
+        assert list(r.ids) == [[1, 2, 3][i] for i in np.argsort(dist)]
+        np.testing.assert_allclose(r.scores, np.sort(dist), atol=1e-6)
     with pytest.raises(InvalidArgumentError, match="zero vector"):
         col.add([[0.0, 0.0]], ids=[4])
 
@@ -693,9 +699,10 @@ def test_numbers_beyond_float_range_are_refused(db):
 
 
 def test_a_metric_change_between_validation_and_commit_is_a_conflict(tmp_path, monkeypatch):
-    """Vectors are normalised (or not) for the metric read when the call is validated; a
-    build_index that re-targets the metric in between would store them wrong (an l2 vector
-    in a cosine collection scored -4 against itself). The commit re-checks the metric."""
+    """Vectors are validated for the metric read when the call is validated (cosine refuses a
+    zero vector; they were once normalised then, and an l2 vector stored in a cosine collection
+    scored -4 against itself); a build_index that re-targets the metric in between would let a
+    zero vector into a cosine field. The commit re-checks the metric."""
     import threading
     from vecstore import validation
     col = vecstore.connect(tmp_path).create_database("a").require_collection("c", dim=4, metric="l2")

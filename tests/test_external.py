@@ -88,10 +88,6 @@ def ids_of(col) -> set:
     return set(col.query(return_ids_only=True))
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
 # ------------------------------------------------------------------------------- first sync
 
 
@@ -112,7 +108,7 @@ def test_first_sync_serves_reads_and_refuses_writes(db, lake, table):
     assert len(col) == 2000 and ids_of(col) == set(range(2000))
     rows = col.read_by_only_id([5, 1999])
     assert rows.fields[0] == {"title": "title 5 v0", "year": 1995, "price": 2.5}
-    np.testing.assert_allclose(rows.vectors[0], unit(vector_for([5], DIM)[0]), rtol=1e-6)
+    np.testing.assert_array_equal(rows.vectors, vector_for([5, 1999], DIM))  # as in the table (cosine too)
     hits = col.search(vector_for([1251], DIM)[0], k=10, where="year > 2010", return_fields=True)
     assert len(hits.ids) == 10 and all(f["year"] > 2010 for f in hits.fields) and hits.scores[0] < 1e-3
     assert db.get_collection("ext").search(vector_for([7], DIM)[0], k=1).ids[0] in ids_of(col)
@@ -197,8 +193,8 @@ def test_overwrite_carries_the_new_vectors(db, lake, table):
     assert job.state == "COMPLETED", job.reason
     assert job.stats["rowsUpdated"] == 3 and job.stats["rowsDeleted"] == 0
     rows = col.read_by_only_id([500, 501, 502, 503])
-    np.testing.assert_allclose(rows.vectors[:3], unit(vector_for([500, 501, 502], DIM, 1)), rtol=1e-6)
-    np.testing.assert_allclose(rows.vectors[3], unit(vector_for([503], DIM, 0)[0]), rtol=1e-6)
+    np.testing.assert_array_equal(rows.vectors[:3], vector_for([500, 501, 502], DIM, 1))
+    np.testing.assert_array_equal(rows.vectors[3], vector_for([503], DIM, 0)[0])
     assert [f["title"] for f in rows.fields] == ["title 500 v1", "title 501 v1", "title 502 v1", "title 503 v0"]
     assert 501 in col.search(vector_for([501], DIM, 1)[0], k=10).ids
     assert len(col) == 2000
@@ -416,7 +412,7 @@ def test_last_wins_brings_back_the_older_row_when_the_newer_file_goes(db, lake, 
     assert (job.stats["rowsDeleted"], job.stats["rowsUpdated"], job.stats["rowsReread"]) == (0, 1, 1)
     rows = col.read_by_only_id([5])
     assert rows.fields[0] == {"title": "title 5 v0", "year": 1995, "price": 2.5}
-    np.testing.assert_allclose(rows.vectors[0], unit(vector_for([5], DIM)[0]), rtol=1e-6)
+    np.testing.assert_array_equal(rows.vectors[0], vector_for([5], DIM)[0])
     delete_rows(table, "id == 5")  # now no file holds it
     job = refresh(db)
     assert job.state == "COMPLETED" and job.stats["rowsDeleted"] == 1 and not col.is_id_exists(5)

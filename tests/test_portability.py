@@ -608,12 +608,14 @@ def test_import_lynsedb_export(db, tmp_path, era):
         db.import_collection("items", d, overwrite=True)
 
 
-def test_cosine_import_and_retarget_keep_the_direction_of_huge_and_tiny_vectors(db, tmp_path):
-    """An import normalising cosine rows that are not unit length, and ``build_index("…-COS")``
-    on an l2 collection, used float32 norms: |x| ~ 5e20 was stored as a zero vector (for good)
-    and ~1e-25 was refused as one. Both now scale as ``add`` does."""
+def test_cosine_import_and_retarget_keep_the_vectors_as_written(db, tmp_path):
+    """Cosine keeps the vectors as written: a LynseDB export imported into cosine, and an l2
+    collection re-targeted by ``build_index("…-COS")``, read back bit for bit (they were stored
+    normalised, for good: a later FLAT-L2 measured between unit vectors), huge and tiny rows too
+    (|x| ~ 5e20 once became a zero vector, ~1e-25 was refused as one), and score the cosine
+    distance of their directions. Exports and snapshots carry the raw rows."""
     vecs = np.array([[3e20, 4e20, 0, 0], [1e-25, 0, 0, 0], [1, 2, 3, 4]], np.float32)
-    want = vecs.astype(np.float64) / np.array([5e20, 1e-25, np.sqrt(30)])[:, None]
+    unit = vecs.astype(np.float64) / np.array([5e20, 1e-25, np.sqrt(30)])[:, None]
     d = tmp_path / "lynse"
     d.mkdir()
     (d / "vectors.f32").write_bytes(vecs.astype("<f4").tobytes())
@@ -625,10 +627,22 @@ def test_cosine_import_and_retarget_keep_the_direction_of_huge_and_tiny_vectors(
     l2 = db.require_collection("l2", dim=4, metric="l2")
     l2.add(vecs, ids=[0, 1, 2])
     l2.build_index("FLAT-COS")
-    for col in (imported, l2):
-        np.testing.assert_allclose(col.query_vectors().vectors, want, rtol=1e-6, atol=1e-7)
-        assert col.search([3, 4, 0, 0], k=1).ids == (0,)
-    db.import_collection("again", l2.export_to(tmp_path / "e"))   # its own export imports
+    again = db.import_collection("again", l2.export_to(tmp_path / "e"))   # its own export imports
+    restored = db.restore_collection("restored", l2.snapshot_to(tmp_path / "l2.snap"))
+    q = np.array([3, 4, 1, 0], np.float64)
+    dist = 1 - unit @ (q / np.linalg.norm(q))
+    for col in (imported, l2, again, restored):
+        assert col.metric == "cosine"
+        np.testing.assert_array_equal(col.query_vectors().vectors, vecs)
+        r = col.search(q, k=3)
+        assert list(r.ids) == np.argsort(dist).tolist()
+        np.testing.assert_allclose(r.scores, np.sort(dist), atol=1e-6)
+    l2.build_index("FLAT-L2")                  # and back: the distances of the vectors as written
+    r = l2.search(q, k=3)
+    sq = ((vecs.astype(np.float64) - q) ** 2).sum(axis=1)
+    assert list(r.ids) == np.argsort(sq).tolist()
+    with np.errstate(over="ignore"):  # 2.5e41 is beyond float32: inf
+        np.testing.assert_allclose(r.scores, np.sort(sq).astype(np.float32), rtol=1e-6)
 
 
 # ------------------------------------------------------------------ databases -----------------

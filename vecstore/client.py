@@ -470,8 +470,8 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
                            durability: str | None = None) -> Collection:
         """Open a collection, creating it if it does not exist.
 
-        ``metric`` is ``"ip"`` (default), ``"l2"`` or ``"cosine"`` (vectors are normalised on
-        write). A new collection without ``dim`` takes the dimension of its first vectors
+        ``metric`` is ``"ip"`` (default), ``"l2"`` or ``"cosine"`` (scored on the vectors'
+        directions; they are stored and read back as written, and a zero vector is refused). A new collection without ``dim`` takes the dimension of its first vectors
         (``dim`` reads 0 until then; see :meth:`create_collection`). Opening an existing
         collection needs no arguments; a ``dim`` that disagrees with the stored one is an
         error, and a ``dim`` given for an existing collection that has no dim yet fixes it.

@@ -437,7 +437,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         items = v.check_items(items, need_id=False)
         metric = self.metric
         vectors = v.check_vectors([it["vector"] for it in items], self.dim, param="items[].vector",
-                                  normalise=metric == "cosine")
+                                  nonzero=metric == "cosine")
         ids = [None if it.get("id") is None else v.check_id(it["id"], param=f"items[{i}].id")
                for i, it in enumerate(items)]
         fields = [v.check_fields(it.get("field"), param=f"items[{i}].field") for i, it in enumerate(items)]
@@ -452,15 +452,15 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         """
         self._check_writable()
         metric = self.metric
-        vecs, id_list, field_list = v.check_add_columns(vectors, ids, fields, self.dim, normalise=metric == "cosine")
+        vecs, id_list, field_list = v.check_add_columns(vectors, ids, fields, self.dim, nonzero=metric == "cosine")
         if field_list is None:
             field_list = [{} for _ in id_list]
         return self._insert(id_list, vecs, field_list, progress=progress, metric=metric)
 
     def _same_metric(self, metric: str, space: VectorSpace | None = None) -> None:
-        """Under the writer mutex: the vectors were validated (normalised for cosine, or not)
-        for ``metric``; a build_index that changed the metric of ``space`` (default: the
-        collection's) since would store them wrong."""
+        """Under the writer mutex: the vectors were validated for ``metric`` (cosine refuses zero
+        vectors, which have no direction); a build_index that changed the metric of ``space``
+        (default: the collection's) since would let a zero vector into a cosine field."""
         space = space or self._default
         if metric != space.metric:
             what = "the collection" if space is self._default else f"field {space.name!r}"
@@ -611,7 +611,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
     def _apply_changes(self, op: str, *, upsert: tuple[list, np.ndarray, list] | None = None,
                        delete_ids: Iterable[Id] = (), meta: dict | None = None) -> int:
         """Apply a refresh (external collections, materialized views) atomically: upsert rows
-        ``(ids, vectors, fields)`` (vectors already validated and, for cosine, normalised),
+        ``(ids, vectors, fields)`` (vectors already validated: finite, and for cosine not zero),
         soft-delete ``delete_ids`` (unknown ids ignored) and set ``meta`` keys (a ``None`` value
         deletes the key), in one transaction. Readers see the previous version until it
         commits. Returns the version."""
@@ -643,7 +643,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         ids = [v.check_id(it["id"], param=f"items[{i}].id") for i, it in enumerate(items)]
         metric = self.metric
         vecs = v.check_vectors([it["vector"] for it in items], self.dim, param="items[].vector",
-                               normalise=metric == "cosine")
+                               nonzero=metric == "cosine")
         fields = [v.check_fields(it["field"], param=f"items[{i}].field") if "field" in it and it["field"] is not None else None
                   for i, it in enumerate(items)]
         return self._upsert(ids, vecs, fields, progress=progress, metric=metric)
@@ -657,7 +657,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         """
         self._check_writable()
         metric = self.metric
-        vecs, id_list, field_list = v.check_upsert_columns(vectors, ids, fields, self.dim, normalise=metric == "cosine")
+        vecs, id_list, field_list = v.check_upsert_columns(vectors, ids, fields, self.dim, nonzero=metric == "cosine")
         return self._upsert(id_list, vecs, field_list or [None] * len(id_list), progress=progress, metric=metric)
 
     def _upsert(self, ids: list, vectors: np.ndarray, fields: list, *, progress: bool, metric: str) -> list[Id]:

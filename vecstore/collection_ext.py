@@ -140,7 +140,7 @@ class DerivedIndexes:
         if (~live).any():
             space.index.remove(lab[~live])
         if live.any():
-            space.index.add(lab[live], np.ascontiguousarray(space.matrix[pos[live]]))
+            space.index.add(lab[live], space.for_index(space.matrix[pos[live]]))
         log.info("%s: replayed %d rows into the %s index of %r", self.path, len(lab), space.mode.name, space.name)
 
     def _rebuild_index(self: "Collection", space: VectorSpace, params: dict | None = None) -> None:
@@ -230,7 +230,7 @@ class DerivedIndexes:
         if space.index is not None and len(labels):
             for start in range(0, len(labels), _INDEX_CHUNK):
                 end = start + _INDEX_CHUNK
-                space.index.add(labels[start:end], np.ascontiguousarray(vectors[start:end], dtype=np.float32))
+                space.index.add(labels[start:end], space.for_index(vectors[start:end]))
 
     def _index_apply_named(self: "Collection", labels: np.ndarray) -> None:
         """(Re)add the named vectors of live rows ``labels`` to their fields' indexes."""
@@ -273,21 +273,15 @@ class DerivedIndexes:
 
     def _retarget(self: "Collection", space: VectorSpace, metric: str) -> tuple[VectorSpace, Callable[[Any], None]]:
         """``space`` under another ``metric`` (LynseDB names the metric in the index mode), not
-        installed yet, and the write that stores it. Switching to cosine normalises the stored
-        vectors for good."""
-        labels = space.labels[: space.n].copy()
-        matrix = np.array(space.matrix[: space.n], dtype=np.float32)
-        if metric == "cosine" and space.n:
-            norms = v.row_norms(matrix)
-            if (norms == 0).any():
-                raise InvalidArgumentError(f"index_mode: cannot switch field {space.name!r} to cosine: it holds zero vectors")
-            matrix /= norms[:, None]
-        blobs = [(int(lb), row.tobytes()) for lb, row in zip(labels, matrix)] if metric == "cosine" else []
+        installed yet, and the write that stores it: the metric only. The vectors stay as
+        written (cosine normalises in memory), so a field switched back scores as before."""
+        labels, matrix = space.labels[: space.n], space.matrix[: space.n]  # put() copies them
+        # deleted rows too: a restore would bring them back
+        if metric == "cosine" and space.n and (v.row_norms(matrix) == 0).any():
+            raise InvalidArgumentError(f"index_mode: cannot switch field {space.name!r} to cosine: it holds zero vectors")
         name = space.name
 
         def tx(t):
-            for lb, blob in blobs:
-                t.put_vec(lb, blob) if name == "default" else t.put_named(name, lb, blob)
             if name == "default":
                 t.put_meta("config", {**self._config, "metric": metric})
             else:
@@ -428,7 +422,7 @@ class DerivedIndexes:
         self._check_writable()
         space = self._named_space(field_name)
         metric = space.metric
-        vecs = v.check_vectors(vectors, space.dim, param="vectors", normalise=metric == "cosine")
+        vecs = v.check_vectors(vectors, space.dim, param="vectors", nonzero=metric == "cosine")
         id_list = v.check_ids(ids, param="ids")
         v.check_unique(id_list)
         if len(id_list) != len(vecs):

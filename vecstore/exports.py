@@ -40,7 +40,6 @@ _CHUNK = 50_000              # rows per import transaction
 _IO = 1 << 20
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
-_UNIT_TOL = 1e-4             # a cosine vector this close to unit length is stored as given
 
 
 def _json_bytes(obj: Any, *, indent: int | None = None, sort_keys: bool = True) -> bytes:
@@ -317,26 +316,11 @@ class _Export:
             raise BadBackupError(f"{path}: {e}") from None
 
 
-def _unit(vecs: np.ndarray) -> np.ndarray:
-    """Normalise rows that are not already unit length; unit rows keep their exact bits (a
-    second normalisation would change the last bits, and an export would not round-trip)."""
-    norms = v.row_norms(vecs)
-    if (norms == 0).any():
-        raise InvalidArgumentError("a zero vector has no cosine direction")
-    off = np.abs(norms - 1.0) > _UNIT_TOL
-    if off.any():
-        vecs[off] /= norms[off, None]
-    return vecs
-
-
 def _import_rows(col: "Collection", ex: _Export, progress: bool) -> None:
     """Rows in chunks of 50,000 (each an add, then its sparse and named vectors), then the
     indexes, built once over all rows."""
-    cosine_named = [f["name"] for f in ex.fields if f["metric"] == "cosine"]
     for f in ex.fields:
-        # Cosine fields load as "ip" (no second normalisation of unit vectors, see _unit), and
-        # take their metric back below, before any index is built.
-        col.create_vector_field(f["name"], f["dim"], metric="ip" if f["metric"] == "cosine" else f["metric"])
+        col.create_vector_field(f["name"], f["dim"], metric=f["metric"])
     bar = _bar(progress, ex.count, f"import {col.name}")
     start, line_no = 0, 0
     try:
@@ -373,10 +357,6 @@ def _import_rows(col: "Collection", ex: _Export, progress: bool) -> None:
         bar.close()
     if start != ex.count:
         raise BadBackupError(f"{ex.metadata}: {start} rows, the manifest says {ex.count}")
-    for name in cosine_named:
-        col._storage.write(lambda t, name=name: t.put_meta(
-            f"vfield:{name}", {**t.get_meta(f"vfield:{name}"), "metric": "cosine"}))
-        col._named[name].metric = "cosine"
     if not ex.lynse and "blobs_file" in ex.m:
         _import_blobs(col, ex._file(ex.m["blobs_file"]))
     try:
@@ -404,15 +384,16 @@ def _add_chunk(col: "Collection", ex: _Export, start: int, ids: list, fields: li
                sp_vecs: list) -> None:
     """One chunk of rows, then the sparse and named vectors of those rows."""
     end = start + len(ids)
-    vecs = v.check_vectors(np.asarray(ex.vectors[start:end], dtype=np.float32), ex.dim, param="vectors")
-    col._insert(ids, _unit(vecs) if col.metric == "cosine" else vecs, fields, progress=False, metric=col.metric)
+    # as written, for every metric (cosine refuses a zero vector: it has no direction)
+    vecs = v.check_vectors(np.asarray(ex.vectors[start:end], dtype=np.float32), ex.dim, param="vectors",
+                           nonzero=col.metric == "cosine")
+    col._insert(ids, vecs, fields, progress=False, metric=col.metric)
     if sp_ids:
         col.add_sparse_vectors(sp_vecs, ids=sp_ids)
     for f in ex.fields:
         lo, hi = np.searchsorted(f["rows"], [start, end]).tolist()
         if hi > lo:
-            fv = v.check_vectors(np.asarray(f["vectors"][lo:hi], dtype=np.float32), f["dim"], param=f["name"])
-            col.add_named_vectors(f["name"], _unit(fv) if f["metric"] == "cosine" else fv,
+            col.add_named_vectors(f["name"], np.asarray(f["vectors"][lo:hi], dtype=np.float32),
                                   [ids[r - start] for r in f["rows"][lo:hi].tolist()])
 
 

@@ -6,6 +6,13 @@ its internal u64 key in LMDB and in the derived indexes (never reused).
 
 Exact search lives here, what the FLAT mode is: a numpy matrix product over a contiguous
 float32 matrix picks the candidates, and float64 scores from the vectors themselves rank them.
+
+The matrix holds the vectors as written, for every metric: a cosine field scores the unit
+vectors of its rows (:func:`~vecstore.validation.unit_rows`), estimated by scaling the products
+with each row's 1/|x| and computed exactly from the normalised candidates, and its ANN index
+is built from and fed with unit vectors (:meth:`VectorSpace.for_index`). One copy in memory,
+reads return what was written, and a field re-targeted to another metric and back scores as
+before.
 """
 
 from __future__ import annotations
@@ -15,12 +22,15 @@ from typing import Any
 import numpy as np
 
 from .indexes.base import IndexMode, VectorIndex, higher_is_better
+from .validation import unit_rows
 
 _GROW = 1.5
 _SCORE_BUDGET = 16 << 20  # float32 scores per block of an exact batch search (64 MB)
 _U = 2.0 ** -24  # the unit roundoff of float32
 _DIRECT_ROWS = 1024  # rows per chunk of exact float64 scoring
 _NONE = np.empty(0, dtype=np.int64)  # an unused part of the label -> position map
+# |x|² of the rows whose cosine estimates are bounded (see _row_terms): |x| in [2**-60, 2**60]
+_COS_SQ_MIN, _COS_SQ_MAX = np.float32(2.0 ** -120), np.float32(2.0 ** 120)
 
 
 def _dense_fits(span: int, rows: int) -> bool:
@@ -52,15 +62,33 @@ def _error_factor(dim: int) -> float:
 _OVERFLOW_EXPECTED = np.errstate(over="ignore", invalid="ignore")
 
 
+def _row_terms(metric: str, rows: np.ndarray) -> np.ndarray:
+    """The per-row term of :func:`_estimate`: |x|² (float32), or for cosine 1/|x|, NaN where |x|
+    is outside [2**-60, 2**60]: there the float32 product x·q could overflow or lose to
+    underflow more than the bound allows, and a NaN estimate always has the row scored exactly."""
+    sq = np.einsum("ij,ij->i", rows, rows)
+    if metric != "cosine":
+        return sq
+    with np.errstate(divide="ignore", over="ignore"):
+        return np.where((sq >= _COS_SQ_MIN) & (sq <= _COS_SQ_MAX), np.float32(1) / np.sqrt(sq), np.float32(np.nan))
+
+
 def _estimate(metric: str, queries: np.ndarray, matrix: np.ndarray,
               sq: np.ndarray) -> tuple[np.ndarray, float, np.ndarray | None, np.ndarray]:
     """BLAS's float32 scores of every row for every query, as keys (lower is better), and bounds
-    on their error: ``(key (m, n), a, w, b)`` with ``|key[i, j] - exact| <= a·w[j] + b[i]``.
+    on their error: ``(key (m, n), a, w, b)`` with ``|key[i, j] - exact| <= a·w[j] + b[i]``;
+    ``sq`` holds the rows' :func:`_row_terms`.
 
     l2 bounds each row by its own norm (``w`` = the rows' |x|², ``sq``), so that one row far
-    from the rest does not widen every row's bound; for ip and cosine ``w`` is None and ``b``
-    alone bounds every row, from the largest norm. ``b`` also holds ``dim·2**-146``, more than any
-    underflow to float32's subnormals can lose, and for cosine the rounding of ``1 - x·q``.
+    from the rest does not widen every row's bound; for ip ``w`` is None and ``b`` alone bounds
+    every row, from the largest norm. ``b`` also holds ``dim·2**-146``, more than any underflow
+    to float32's subnormals can lose.
+
+    Cosine scales the product with each row's 1/|x| (``sq``) towards the exact ``1 - u·q`` of the
+    row's unit vector ``u`` (what :func:`_direct` scores). Against that, the product is off by
+    γ·|x|·|q| and its underflow, 1/|x| by γ/2 + 2u relative, ``u`` itself by γ/2 + 3u, and
+    ``1 - x`` rounds by 2u: all within ``2c·|q| + 2u`` (``c`` >= 2γ + 8u), with dim·2**-80
+    for the underflow (|x| >= 2**-60).
     """
     dim = queries.shape[1]
     c = _error_factor(dim)
@@ -72,14 +100,15 @@ def _estimate(metric: str, queries: np.ndarray, matrix: np.ndarray,
         key += sq[None, :]
         key += qn[:, None]
         return key, c, sq, c * qn.astype(np.float64) + tiny
+    if metric == "cosine":
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN rows (see _row_terms) stay NaN
+            key *= sq[None, :]
+        np.subtract(1.0, key, out=key)
+        return key, 0.0, None, 2 * c * np.sqrt(qn.astype(np.float64)) + 2 * _U + dim * 2.0 ** -80
     with np.errstate(invalid="ignore"):  # a norm that overflowed float32 (inf) times a zero query
         b = c * np.sqrt(float(sq.max()) * qn.astype(np.float64))
     b = np.where(qn > 0, b, 0.0) + tiny  # a zero query scores every row exactly 0
-    if metric == "cosine":
-        np.subtract(1.0, key, out=key)
-        b += 2 * _U
-    else:
-        np.negative(key, out=key)
+    np.negative(key, out=key)
     return key, 0.0, None, b
 
 
@@ -112,11 +141,12 @@ def _direct(metric: str, queries: np.ndarray, which: np.ndarray, matrix: np.ndar
     themselves (l2 by direct differences: no cancellation). Identical vectors score identically
     wherever they are stored, which BLAS's float32 scores do not promise (their rounding depends
     on the position). In chunks whose float64 copies stay in cache: 4x faster when every row of
-    a large collection has to be scored this way."""
+    a large collection has to be scored this way. Cosine scores the rows' unit vectors."""
     q64 = queries.astype(np.float64)
     out = np.empty(len(pos))
     for i in range(0, len(pos), _DIRECT_ROWS):
-        x = matrix[pos[i:i + _DIRECT_ROWS]].astype(np.float64)
+        rows = matrix[pos[i:i + _DIRECT_ROWS]]
+        x = (unit_rows(rows) if metric == "cosine" else rows).astype(np.float64)
         w = which[i:i + _DIRECT_ROWS]
         q = q64[w[0]] if w[0] == w[-1] else q64[w]  # ``which`` is sorted: often one query
         if metric == "l2":
@@ -143,8 +173,9 @@ class VectorSpace:
         self.matrix = np.empty((16, dim), dtype=np.float32)
         self.labels = np.empty(16, dtype=np.uint64)
         self.live = np.zeros(16, dtype=bool)
-        # |x|² of each row: l2's expansion, and for every metric the error bounds of exact search
-        self.sqnorms = np.empty(16, dtype=np.float32)
+        # each row's term of exact search's estimates (_row_terms): |x|², l2's expansion and the
+        # error bound of ip; 1/|x| for cosine
+        self.terms = np.empty(16, dtype=np.float32)
         # label -> position (-1: none), see _map_labels. Dense (``_base >= 0``):
         # ``_lut[label - _base]``, so the per-hit mapping of a search is one numpy take. Sorted
         # (``_base == -1``): the labels sorted (``_keys``) and their positions (``_vals``).
@@ -172,7 +203,7 @@ class VectorSpace:
         self.matrix = m
         self.labels = np.concatenate([self.labels[: self.n], np.empty(cap - self.n, np.uint64)])
         self.live = np.concatenate([self.live[: self.n], np.zeros(cap - self.n, bool)])
-        self.sqnorms = np.concatenate([self.sqnorms[: self.n], np.empty(cap - self.n, np.float32)])
+        self.terms = np.concatenate([self.terms[: self.n], np.empty(cap - self.n, np.float32)])
 
     def set_dim(self, dim: int) -> None:
         """Fix the dimension of a space created with ``dim=0`` (unknown), before its first vectors.
@@ -194,7 +225,7 @@ class VectorSpace:
         self.matrix, self.labels, self.live = matrix, labels.astype(np.uint64), live.astype(bool)
         self.n, self.n_live = n, int(np.count_nonzero(self.live))
         self._map_labels()
-        self.sqnorms = np.einsum("ij,ij->i", matrix, matrix)
+        self.terms = _row_terms(self.metric, matrix)
         self._dead, self.memo = None, {}
 
     def put(self, labels: np.ndarray, vectors: np.ndarray, live: np.ndarray | bool = True) -> None:
@@ -215,7 +246,7 @@ class VectorSpace:
             self._map_new(labels[new].astype(np.int64), new_pos)
         stored = np.asarray(vectors, dtype=np.float32)  # the rows as stored: the error bounds are about them
         self.matrix[pos] = stored
-        self.sqnorms[pos] = np.einsum("ij,ij->i", stored, stored)
+        self.terms[pos] = _row_terms(self.metric, stored)
         self.set_live(pos, live_arr)
 
     # -- label -> position -------------------------------------------------------------------
@@ -398,11 +429,11 @@ class VectorSpace:
             ok, dead = self.live[:n], self.dead_positions()
         if allowed is None:
             cand = None
-            matrix, sq = self.matrix[:n], self.sqnorms[:n]
+            matrix, sq = self.matrix[:n], self.terms[:n]
             n_cand = n - len(dead)
         else:
             cand, ok, dead = allowed, None, None
-            matrix, sq = self.matrix[cand], self.sqnorms[cand]
+            matrix, sq = self.matrix[cand], self.terms[cand]
             n_cand = len(cand)
         m = queries.shape[0]
         kk = min(k, n_cand)
@@ -457,9 +488,9 @@ class VectorSpace:
         if threshold is not None:
             q = query[None, :]
             if allowed is None:  # score every row rather than copy the live ones out
-                key, a, w, b = _estimate(self.metric, q, self.matrix[:n], self.sqnorms[:n])
+                key, a, w, b = _estimate(self.metric, q, self.matrix[:n], self.terms[:n])
             else:
-                key, a, w, b = _estimate(self.metric, q, self.matrix[cand], self.sqnorms[cand])
+                key, a, w, b = _estimate(self.metric, q, self.matrix[cand], self.terms[cand])
             limit = np.array([-threshold if higher else threshold])
             cols = _maybe_within(key, a, w, b, limit, np.abs(limit))
             cand = cols[self.live[cols]] if allowed is None else cand[cols]
@@ -472,11 +503,19 @@ class VectorSpace:
     def live_labels(self) -> np.ndarray:
         return self.labels[: self.n][self.live[: self.n]]
 
+    def for_index(self, vectors: np.ndarray) -> np.ndarray:
+        """Rows of this field as its ANN index takes them: unit vectors for cosine (hnswlib's
+        ``ip`` space and IVF score those), else as they are."""
+        return unit_rows(vectors) if self.metric == "cosine" else np.ascontiguousarray(vectors, dtype=np.float32)
+
     def live_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """Labels and vectors of the live rows, for an index build. When every row is live the
-        vectors are a view of the mirror, not a copy (1M × 128: 512 MB less at the peak); the
-        builds copy what they keep and run under the collection's write lock."""
+        """Labels and vectors (:meth:`for_index`) of the live rows, for an index build. When
+        every row is live the vectors of ip and l2 are a view of the mirror, not a copy (1M ×
+        128: 512 MB less at the peak); the builds copy what they keep and run under the
+        collection's write lock."""
         mask = self.live[: self.n]
         if mask.all():
+            if self.metric == "cosine":
+                return self.labels[: self.n].copy(), unit_rows(self.matrix[: self.n])
             return self.labels[: self.n].copy(), self.matrix[: self.n]
-        return self.labels[: self.n][mask], np.ascontiguousarray(self.matrix[: self.n][mask])
+        return self.labels[: self.n][mask], self.for_index(self.matrix[: self.n][mask])

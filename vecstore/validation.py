@@ -99,8 +99,11 @@ def check_unique(ids: Sequence[Any], *, param: str = "ids") -> None:
         raise InvalidArgumentError(f"{param}: expected unique ids, found {len(dups)} duplicated: {_sample(dups)}")
 
 
-def check_vectors(values: Any, dim: int, *, param: str = "vectors", normalise: bool = False) -> np.ndarray:
+def check_vectors(values: Any, dim: int, *, param: str = "vectors", normalise: bool = False,
+                  nonzero: bool = False) -> np.ndarray:
     """A 2-D float32, C-contiguous, finite ``(n, dim)`` matrix (a copy: callers may reuse theirs).
+    ``normalise`` scales queries to unit length; ``nonzero`` refuses a zero row and keeps the rows
+    as given (vectors to store in a cosine field: stored as written, normalised only in memory).
 
     ``dim=0`` (a collection whose dimension is not known yet) takes the width of ``values``,
     which must still be one width for all rows, in [1, MAX_DIM].
@@ -128,6 +131,8 @@ def check_vectors(values: Any, dim: int, *, param: str = "vectors", normalise: b
     _check_finite(arr, param)
     if normalise:
         _normalise(arr, param)
+    elif nonzero:
+        _refuse_zero(row_norms(arr), param)
     return arr
 
 
@@ -211,16 +216,48 @@ def row_norms(arr: np.ndarray) -> np.ndarray:
     return norms
 
 
-def _normalise(arr: np.ndarray, param: str) -> None:
-    norms = row_norms(arr)
+def _refuse_zero(norms: np.ndarray, param: str) -> None:
     if (norms == 0).any():
         bad = np.flatnonzero(norms == 0)
         raise InvalidArgumentError(f"{param}: a zero vector has no cosine direction, in row(s) {_sample(bad.tolist())}")
-    arr /= norms[:, None]
+
+
+def _normalise(arr: np.ndarray, param: str) -> None:
+    _refuse_zero(_to_unit(arr), param)
+
+
+def _to_unit(arr: np.ndarray) -> np.ndarray:
+    """Scale the rows of a float32 matrix to unit length in place (a zero row becomes NaN);
+    returns their norms. Each row comes out the same whatever the other rows are: a norm that
+    is a float32 divides in float32, only one that needed float64 (see :func:`row_norms`) in
+    float64, rounded once to float32."""
+    norms = row_norms(arr)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if norms.dtype == np.float32:
+            arr /= norms[:, None]
+            return norms
+        as32 = norms.astype(np.float32)
+        exact = as32 == norms
+        arr[exact] /= as32[exact, None]
+        arr[~exact] = arr[~exact] / norms[~exact, None]
+    return norms
+
+
+def unit_rows(arr: np.ndarray) -> np.ndarray:
+    """A float32 copy of ``arr`` with every row scaled to unit length, bit for bit what a query
+    normalised for cosine is (a zero row becomes NaN: cosine fields hold none). Cosine vectors
+    are stored as written; the searches and indexes of a cosine field use these.
+
+    >>> unit_rows(np.array([[3, 4]], np.float32)).tolist()
+    [[0.6000000238418579, 0.800000011920929]]
+    """
+    out = np.array(arr, dtype=np.float32, order="C")
+    _to_unit(out)
+    return out
 
 
 def check_add_columns(vectors: Any, ids: Any, fields: Any, dim: int, *,
-                      normalise: bool = False) -> tuple[np.ndarray, list, list | None]:
+                      nonzero: bool = False) -> tuple[np.ndarray, list, list | None]:
     """The input of a columnar add: a finite ``(n >= 1, dim)`` matrix, ``ids`` None or one per
     row (a None is assigned), ``fields`` None or one dict (or None) per row. Returns
     ``(vectors, ids, fields or None)``. The remote client checks the same before it cuts rows
@@ -229,7 +266,7 @@ def check_add_columns(vectors: Any, ids: Any, fields: Any, dim: int, *,
     >>> check_add_columns([[1, 2]], None, [{"a": 1}], 2)[1:]
     ([None], [{'a': 1}])
     """
-    vecs = check_vectors(vectors, dim, param="vectors", normalise=normalise)
+    vecs = check_vectors(vectors, dim, param="vectors", nonzero=nonzero)
     n = len(vecs)
     if n == 0:
         raise InvalidArgumentError("vectors: expected at least one vector, got none")
@@ -244,10 +281,10 @@ def check_add_columns(vectors: Any, ids: Any, fields: Any, dim: int, *,
 
 
 def check_upsert_columns(vectors: Any, ids: Any, fields: Any, dim: int, *,
-                         normalise: bool = False) -> tuple[np.ndarray, list, list | None]:
+                         nonzero: bool = False) -> tuple[np.ndarray, list, list | None]:
     """The input of a columnar upsert: as :func:`check_add_columns`, but every row has an id,
     and a ``None`` in ``fields`` (or ``fields=None``) keeps the stored fields."""
-    vecs = check_vectors(vectors, dim, param="vectors", normalise=normalise)
+    vecs = check_vectors(vectors, dim, param="vectors", nonzero=nonzero)
     id_list = check_ids(ids, param="ids")
     if len(id_list) != len(vecs):
         raise InvalidArgumentError(f"ids: expected {len(vecs)} ids to match vectors, got {len(id_list)}")

@@ -387,13 +387,11 @@ def _compute(rows: list, spec: dict, chunker: fx.Function | None, udfs: list, po
                 bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
                 if len(bad):
                     raise _fail(f, f"returned NaN or inf for view row {ids[s + int(bad[0])]!r}", [owner[s + int(bad[0])]])
-                if spec["normalise"]:
-                    norms = np.linalg.norm(arr, axis=1)
-                    zero = np.flatnonzero(norms == 0)
+                if spec["cosine"]:  # stored as returned; a zero vector has no direction
+                    zero = np.flatnonzero(~arr.any(axis=1))
                     if len(zero):
                         raise _fail(f, f"returned a zero vector (no cosine direction) for view row {ids[s + int(zero[0])]!r}",
                                     [owner[s + int(zero[0])]])
-                    arr = arr / norms[:, None]
                 vectors[s:e] = arr
             else:
                 # one value per row, in order: a str, a dict or a set would pass as "values" (its
@@ -606,7 +604,7 @@ class _Refresh:
         chunker, udfs, versions = self._functions(definition, manifest, p["full"])
         def_hash = _hash(definition)
         spec = {"kind": definition["kind"], "select": definition["select"], "chunker": definition["chunker"],
-                "dim": definition["dim"], "normalise": definition["metric"] == "cosine",
+                "dim": definition["dim"], "cosine": definition["metric"] == "cosine",
                 "udfs": [{**u, "batchSize": self._batch_size(manifest, f)} for u, f in zip(definition["udfs"], udfs)]}
         # the source identity too: another collection's rows can have the same labels and row
         # versions, so a fragment checkpointed for the old source would otherwise be reused

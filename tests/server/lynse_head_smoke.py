@@ -39,9 +39,7 @@ Where vecstore differs from LynseDB's 0.9.0 server by design, the smoke does not
 count) LynseDB's behaviour, and says so at the place:
 
 * soft-deleted ids are gone for every read, ``is_id_exists`` included (LynseDB still reports
-  them outside the search family; lynse_api §10);
-* building a ``-COS`` index on a collection re-targets it to cosine and normalises its stored
-  vectors (LynseDB keeps them as written).
+  them outside the search family; lynse_api §10).
 
 Only the standard library, numpy and the ``lynse`` client are used.
 """
@@ -470,9 +468,7 @@ class Smoke(SmokeBase):
             _eq(r.ids.tolist(), [0, 4])
             _close(r.distances, [0.0, 1 - np.sqrt(0.5)])  # cosine distance, ascending
             _eq(r.distance_metric, "Cosine")
-        # Last of the metric changes: vecstore re-targets the collection to cosine, which stores
-        # its vectors normalised from then on (LynseDB keeps them as written), so L2 distances
-        # after this point would differ from LynseDB's. Intentional (vecstore build_index doc).
+        # vecstore re-targets the collection to cosine; like LynseDB it keeps the vectors as written.
         self.step("build_index FLAT-COS", flat_cos)
         self.step("build_index with an unknown mode raises", lambda: _raises(lambda: self.c.build_index("BOGUS-IP")))
 

@@ -439,7 +439,7 @@ class _Refresh:
             if rebuild:
                 removed_ids = set(self._live_ids(col))
             if col.metric == "cosine" and len(ids):
-                self._normalise(vectors, ids, bound)
+                self._refuse_zero(vectors, ids, bound)
             up_mask, counts = self._diff(col, ids, vectors, fields, removed_ids, spec, plan, files)
             new_ids = set(ids)
             deletes = removed_ids - new_ids
@@ -580,15 +580,15 @@ class _Refresh:
         out_fields = [fields[j] for j in kept_rows] + [got_fields[j] for j in pick]
         return out_ids, np.ascontiguousarray(out_vectors, dtype=np.float32), out_fields, len(pick)
 
-    def _normalise(self, vectors: np.ndarray, ids: list, bound: BoundSpec) -> None:
-        norms = np.linalg.norm(vectors, axis=1)
-        zero = norms == 0
+    def _refuse_zero(self, vectors: np.ndarray, ids: list, bound: BoundSpec) -> None:
+        """Cosine stores the vectors as read and normalises them in memory: a zero one has no
+        direction."""
+        zero = ~vectors.any(axis=1)
         if zero.any():
             rows = np.flatnonzero(zero)
             raise InvalidArgumentError(
                 f"{SPEC}: vector column {bound.vector.column!r} holds zero vectors (no cosine direction) in "
                 f"{len(rows)} row(s); keys: {_sample([ids[j] for j in rows.tolist()])}")
-        vectors /= norms[:, None]
 
     def _diff(self, col: "Collection", ids: list, vectors: np.ndarray, fields: list, removed_ids: set,
               spec: ExternalSpec, plan: ChangePlan, files: dict) -> tuple[np.ndarray | None, dict]:

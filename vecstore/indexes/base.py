@@ -1,8 +1,9 @@
 """Metrics, index-mode names and the interface every derived vector index implements.
 
 Vectors reach an index already validated (float32, C-contiguous, finite, right dimension) and,
-for the cosine metric, already normalised to unit length, so every index computes cosine as
-``1 - dot``. Scores leave an index in the public convention (LynseDB §8.2):
+for the cosine metric, normalised to unit length (the field stores them as written and
+normalises what it hands its index, ``VectorSpace.for_index``), so every index computes cosine
+as ``1 - dot``. Scores leave an index in the public convention (LynseDB §8.2):
 
 - ``ip``: the dot product, higher is better;
 - ``l2``: the squared Euclidean distance, lower is better;
