@@ -365,6 +365,38 @@ def test_checksummed_but_broken_content_is_refused(db, tmp_path, snapshot_and_ta
     _assert_untouched(db, before)
 
 
+def test_restoring_from_a_fifo_or_socket_is_refused_at_once(local_client, tmp_path):
+    """open() of a FIFO for reading waits for a writer: a restore from one hung for good."""
+    import socket
+    db = local_client.create_database("app")
+    fifo, sock_path = tmp_path / "p.snap", tmp_path / "s.snap"
+    os.mkfifo(fifo)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(sock_path))
+    errors: list = []
+
+    def restore(path, restore_db=False):
+        try:
+            local_client.restore_database("x", path) if restore_db else db.restore_collection("x", path)
+        except Exception as e:
+            errors.append(e)
+
+    try:
+        for path, restore_db in ((fifo, False), (fifo, True), (sock_path, False)):
+            th = threading.Thread(target=restore, args=(path, restore_db), daemon=True)
+            th.start()
+            th.join(10)
+            if th.is_alive():  # unblock it (a writer opens and closes) before failing
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                th.join(10)
+                pytest.fail(f"a restore from {path.name} blocked")
+    finally:
+        sock.close()
+    assert [type(e) for e in errors] == [BadBackupError] * 3, errors
+    assert all("not a regular file" in str(e) and "snapshot_path" in str(e) for e in errors), errors
+    assert db.show_collections() == [] and local_client.list_databases() == ["app"]
+
+
 class _NullBar:
     def update(self, n=1):
         pass

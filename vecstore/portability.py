@@ -59,6 +59,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import struct
 import tempfile
 import time
@@ -376,11 +377,22 @@ class _SnapshotReader:
         self.path = path
         try:
             with _path_errors("snapshot_path", path):
-                self.fp = open(path, "rb", buffering=_IO)
+                # O_NONBLOCK: opening a FIFO for reading blocks until a writer comes, forever
+                # if none does; the file type is checked on the open descriptor (no race).
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             raise NotFoundError(f"snapshot path does not exist: {path}") from None
-        except IsADirectoryError:
-            raise BadBackupError(f"{path}: is a directory, not a vecstore snapshot file") from None
+        except OSError as e:
+            if e.errno != errno.ENXIO:  # a socket, or a device that is not there
+                raise
+            raise BadBackupError(f"snapshot_path: {path} is not a regular file, not a vecstore snapshot file") from None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise BadBackupError(f"snapshot_path: {path} is {what}, not a vecstore snapshot file")
+        os.set_blocking(fd, True)
+        self.fp = os.fdopen(fd, "rb", buffering=_IO)
         try:
             self.manifest = self._verify()
         except BaseException:
