@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import struct
 import threading
 import time
@@ -460,6 +461,7 @@ def test_damaged_exports_fail_clearly_and_change_nothing(db, tmp_path, snapshot_
     def manifest(change):
         def edit(d):
             m = json.loads((d / "export_manifest.json").read_text())
+            m.pop("manifest_sha256")  # an older export's or a crafted one: the checks behind the checksum
             change(m)
             (d / "export_manifest.json").write_text(json.dumps(m))
         return edit
@@ -488,6 +490,8 @@ def test_damaged_exports_fail_clearly_and_change_nothing(db, tmp_path, snapshot_
                           vecstore.BadBackupError),
         "repeated-field": (manifest(lambda m: m["vector_fields"].append(m["vector_fields"][0])),
                            vecstore.BadBackupError),
+        "manifest-edited": (lambda d: (d / "export_manifest.json").write_bytes(
+            (d / "export_manifest.json").read_bytes().replace(b'"test rows"', b'"test row!"')), vecstore.BadBackupError),
     }
     for label, (edit, error) in cases.items():
         d = variant(label, edit)
@@ -498,6 +502,97 @@ def test_damaged_exports_fail_clearly_and_change_nothing(db, tmp_path, snapshot_
     with pytest.raises(NotFoundError, match="export path does not exist"):
         db.import_collection("items", tmp_path / "nope", overwrite=True)
     _assert_untouched(db, before)
+
+
+def test_a_damaged_export_manifest_is_refused_and_creates_nothing(local_client, tmp_path):
+    """The manifest was the one file of an export without a checksum, and what it says twice was
+    never compared: one flipped bit imported "successfully" without a named field, the blobs or
+    the index, or with a field renamed. It now carries its own checksum; an export without one
+    (an older vecstore's) is checked against itself and the files in its directory."""
+    db, other = local_client.create_database("app"), local_client.create_database("other")
+    src = db.require_collection("src", dim=2, metric="l2", description="d")
+    src.add([[1, 2], [3, 4], [5, 6]], ids=[1, "b", 3], fields=[{"t": "x"}, {}, {"t": "y"}])
+    src.create_vector_field("title", dim=2)
+    src.add_named_vectors("title", [[1, 0], [0, 1]], ids=[1, "b"])
+    src.add_sparse_vectors([{3: 1.0}], ids=[3])
+    src.write_blob("tokenizer.json", b"{}")
+    src.build_index("HNSW-L2", M=8)
+    good = Path(src.export_to(tmp_path / "good"))
+    want = _export_files(good)
+    raw = want["export_manifest.json"]
+    d = tmp_path / "bad"
+    d.mkdir()
+    for name, data in want.items():
+        (d / name).write_bytes(data)
+    n = itertools.count()
+
+    def outcome(content: bytes):
+        """The error an import of ``d`` with this manifest raises; None if it imported what was
+        exported (the same name in another database: its export is the same bytes)."""
+        (d / "export_manifest.json").write_bytes(content)
+        try:
+            col = other.import_collection("src", d)
+        except (BadBackupError, UnsupportedFormatError, ForbiddenPathError) as e:
+            assert other.show_collections() == []                       # nothing created
+            return e
+        again = _export_files(Path(col.export_to(tmp_path / f"again{next(n)}")))
+        other.drop_collection("src")
+        assert again == want
+        return None
+
+    assert outcome(raw) is None
+    imported = []
+    for pos in range(len(raw)):                       # every byte, its lowest bit
+        bad = bytearray(raw)
+        bad[pos] ^= 1
+        if outcome(bytes(bad)) is None:
+            imported.append(pos)
+    # Only a flip in the checksum's own key imports (as an older export would, all else intact).
+    key = raw.index(b'"manifest_sha256"')
+    assert imported and all(key < p < key + len('"manifest_sha256"') - 1 for p in imported), imported
+
+    # An older export: no checksum; what damage it shows is still refused, by name.
+    old = json.loads(raw)
+    del old["manifest_sha256"]
+
+    def older(edit=None) -> bytes:
+        m = json.loads(json.dumps(old))
+        if edit:
+            edit(m)
+        return json.dumps(m, indent=2, sort_keys=True).encode()
+
+    def rename(key, new):
+        return lambda m: m.__setitem__(new, m.pop(key))
+
+    def title(m):
+        return m["vector_fields"][0]
+
+    def drop_title(m):                               # consistently, but its files are there
+        m["vector_fields"], _ = [], m["counts"]["vector_fields"].pop("title")
+        del m["files"]["vectors.title.npy"], m["files"]["vectors.title.rows.npy"]
+
+    def drop_blobs(m):
+        del m["blobs_file"], m["counts"]["blobs"], m["files"]["blobs.jsonl"]
+
+    (d / "notes.txt").write_bytes(b"x")
+    notes = {"bytes": 1, "sha256": hashlib.sha256(b"x").hexdigest()}
+    assert outcome(older()) is None
+    cases = {
+        "no vector_fields": rename("vector_fields", "vector_fieldr"),
+        "no index_mode": rename("index_mode", "index_modd"),
+        "blobs_file and counts.blobs": rename("blobs_file", "blobs_filg"),
+        "bad vector field entry": lambda m: title(m).update(name="titlf"),
+        "do not match the vector files present": drop_title,
+        "blobs.jsonl is present": drop_blobs,
+        "counts.rows 4 does not match count 3": lambda m: m["counts"].update(rows=4),
+        "counts.vector_fields": lambda m: m["counts"]["vector_fields"].update(title=1),
+        "counts.sparse says 0": lambda m: m["counts"].update(sparse=0),
+        "counts.blobs says 2": lambda m: m["counts"].update(blobs=2),
+        r"files listed that nothing reads \['notes.txt'\]": lambda m: m["files"].update({"notes.txt": notes}),
+    }
+    for message, edit in cases.items():
+        error = outcome(older(edit))
+        assert isinstance(error, BadBackupError) and re.search(message, str(error)), (message, error)
 
 
 # ------------------------------------------------------------------ overwrite semantics -------
@@ -549,6 +644,7 @@ def test_export_import_export_is_byte_identical(local_client, tmp_path):
             assert fa[name] == fb[name], name
     ma, mb = json.loads(fa["export_manifest.json"]), json.loads(fb["export_manifest.json"])
     assert mb.pop("collection_name") == "copy" and ma.pop("collection_name") == "items"
+    ma.pop("manifest_sha256"), mb.pop("manifest_sha256")   # over collection_name too
     assert ma == mb
     # Under the same name (another database) even the manifest is identical.
     other = local_client.create_database("other")

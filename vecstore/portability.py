@@ -32,7 +32,9 @@ keys agree)::
                            export_version 1, format/format_version, collection_name, dimension,
                            metric, count, vector_dtype "float32", byte_order, metadata_file,
                            vectors_file, index_mode, index_params, description, chunk_size,
-                           counts, vector_fields [...], files {name: {"bytes", "sha256"}}
+                           counts, vector_fields [...], files {name: {"bytes", "sha256"}},
+                           manifest_sha256 (of the manifest without this key, as compact
+                           JSON with sorted keys)
     metadata.jsonl         one line per live row, in storage order:
                            {"field": {...}, "id": ..., "sparse": {"indices", "values"}?}
     vectors.npy            (count, dim) float32, row i = line i of metadata.jsonl
@@ -43,7 +45,11 @@ keys agree)::
 
 Every file is deterministic (sorted keys, fixed separators, no timestamps), so exporting an
 import of an export gives the same bytes. Soft-deleted rows are not exported. LynseDB's own
-export (``vectors.f32`` + ``metadata.jsonl``) imports too.
+export (``vectors.f32`` + ``metadata.jsonl``) imports too. An import checks the manifest's
+checksum and every file's; a manifest without one (an older vecstore's) must still agree with
+itself (``counts``), with what is imported, and with the directory (every file listed is read,
+the named fields are the ``vectors.<f>.npy`` files there, ``blobs.jsonl`` is there only with
+``blobs_file``).
 
 Restores and imports build the new collection (or database) completely under a staging folder
 next to the target, then swap it in with renames; a failure leaves the target as it was.
