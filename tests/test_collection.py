@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
 import vecstore
-from vecstore import (AlreadyExistsError, ClosedError, ConflictError, DimensionMismatchError, InvalidArgumentError,
-                      InvalidNameError, NotFoundError, VecstoreError)
+from vecstore import (AlreadyExistsError, ClosedError, ConflictError, CorruptionError, DimensionMismatchError,
+                      InvalidArgumentError, InvalidNameError, NotFoundError, VecstoreError)
 
 
 @pytest.fixture
@@ -985,3 +987,18 @@ def test_a_nan_or_inf_parameter_is_named(db):
                         ("nprobe", lambda: col.batch_search([[1, 0]], nprobe=float("inf")))):
         with pytest.raises(InvalidArgumentError, match=f"^{param}: "):
             call()
+
+
+def test_a_file_in_the_way_of_the_index_folder_is_a_clear_error(local_client):
+    """A file named ``indexes`` in a collection's folder made every index build raise a raw
+    FileExistsError (a 500 over HTTP, for good)."""
+    col = local_client.create_database("app").require_collection("items", dim=2, metric="l2")
+    col.add([[0, 0], [1, 0], [0, 1]], ids=[1, 2, 3])
+    shutil.rmtree(col.path / "indexes", ignore_errors=True)
+    (col.path / "indexes").write_bytes(b"a backup of someone's")
+    with pytest.raises(CorruptionError, match=r"'indexes' is not a folder"):
+        col.build_index("HNSW")
+    assert col.search([1, 0.1], k=1).ids == (2,)                    # still searched exactly
+    (col.path / "indexes").unlink()
+    col.build_index("HNSW")
+    assert col.index_mode() == "HNSW" and col.search([1, 0.1], k=1).ids == (2,)

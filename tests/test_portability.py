@@ -366,6 +366,35 @@ def test_checksummed_but_broken_content_is_refused(db, tmp_path, snapshot_and_ta
     _assert_untouched(db, before)
 
 
+def test_backups_are_not_written_into_a_database_or_collection_folder(local_client, tmp_path):
+    """A snapshot or export into a collection's own folder broke it (at ``indexes``: every index
+    build failed; at ``text``: deleted by the next text search), and one into a database's
+    folder could look like a collection (``<db>/ghost/data.mdb``)."""
+    db = local_client.create_database("app")
+    col = db.require_collection("items", dim=2, metric="l2")
+    col.add([[1, 0], [0, 1]], ids=[1, 2], fields=[{"t": "a b"}, {"t": "c"}])
+    (tmp_path / "app_link").symlink_to(db.path)
+
+    def files():
+        return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if not p.name.endswith(".mdb"))
+
+    before = files()
+    targets = [col.path / "indexes", col.path / "text", db.path / "ghost" / "data.mdb", db.path / "s.snap",
+               col.path / "x" / "y", tmp_path / "app_link" / "s.snap"]
+    calls = [(col.snapshot_to, "snapshot_path"), (col.export_to, "export_path"),
+             (lambda p: local_client.snapshot_database("app", p), "snapshot_path")]
+    for call, param in calls:
+        for target in targets:
+            with pytest.raises(InvalidArgumentError, match=rf"^{param}: .* is inside the database or collection folder"):
+                call(target)
+    assert files() == before and db.show_collections() == ["items"]
+    col.build_index("HNSW")
+    assert col.text_search("c", text_fields=["t"]).ids == (2,)
+    # beside the databases, in the data folder, is still a place for backups
+    restored = db.restore_collection("copy", col.snapshot_to(local_client.root / "backups" / "s.snap"))
+    assert restored.query() == col.query()
+
+
 def test_restoring_from_a_fifo_or_socket_is_refused_at_once(local_client, tmp_path):
     """open() of a FIFO for reading waits for a writer: a restore from one hung for good."""
     import socket

@@ -191,9 +191,32 @@ def _path_errors(param: str, path: Any) -> Iterator[None]:
         raise
 
 
+def store_folder(path: str | os.PathLike, below: str | os.PathLike | None = None) -> Path | None:
+    """The database or collection folder ``path`` is in or is: the nearest folder on its way
+    (symlinks followed; only those strictly below ``below``, if given) that holds a database
+    marker or a store. None when there is none.
+
+    A backup has no place there: a collection's ``indexes`` or ``text`` in the way of its own
+    files broke its index builds or was deleted by its next text search, a ``data.mdb`` made a
+    folder of a database look like a collection, and a drop deletes whatever is inside."""
+    from .client import _DB_MARKER
+    real = Path(os.path.realpath(path))
+    stop = Path(os.path.realpath(below)) if below is not None else None
+    for folder in (real, *real.parents):
+        if stop is not None and (folder == stop or not folder.is_relative_to(stop)):
+            break
+        if os.path.exists(folder / _DB_MARKER) or os.path.exists(folder / "data.mdb"):  # an OSError: no
+            return folder
+    return None
+
+
 def _new_target(path: Any, param: str, what: str) -> Path:
     target = _as_path(path, param)
     with _path_errors(param, path):
+        folder = store_folder(target)
+        if folder is not None:
+            raise InvalidArgumentError(f"{param}: {str(path)!r} is inside the database or collection folder "
+                                       f"{str(folder)!r}, which holds vecstore's own files: write {what}s elsewhere")
         if target.exists() or target.is_symlink():
             raise AlreadyExistsError(f"{what} target already exists: {path}")
         target.parent.mkdir(parents=True, exist_ok=True)
