@@ -69,6 +69,7 @@ from vecstore.errors import (
     VecstoreError,
     out_of_descriptors,
 )
+from vecstore.portability import store_folder
 
 from .http11 import (
     _EMPTY_404,
@@ -208,12 +209,20 @@ def _unquote_path_params(params: dict[str, str]) -> dict[str, str]:
     return out
 
 
+# Names vecstore gives its own files in a data folder: a backup under one would be taken for
+# one of them (a data.mdb for a store, a LOCK for a leftover of a creation, a .vecstore-
+# folder for a staging folder, swept at the next open).
+_STORE_NAMES = ("data.mdb", "lock.mdb", "LOCK")
+
+
 def confine_path(value: str, roots: Iterable[Path], base: Path, name: str = "path") -> Path:
     """Resolve a client-supplied server path and refuse it unless it lies strictly inside one
-    of ``roots`` after following symlinks.
+    of ``roots`` after following symlinks, and outside the stores in them.
 
     Refused (:class:`ForbiddenPathError`, 403): NUL bytes, any ``..`` component, absolute
-    paths elsewhere, symlinks leading out, the roots themselves.
+    paths elsewhere, symlinks leading out, the roots themselves, and below its root (the
+    deepest that holds it) a database or collection folder or anything in one, or a name
+    vecstore gives its own files.
     """
     if "\x00" in value:
         raise ForbiddenPathError(f"{name}: NUL byte in path")
@@ -225,11 +234,17 @@ def confine_path(value: str, roots: Iterable[Path], base: Path, name: str = "pat
     if not p.is_absolute():
         p = Path(base) / p
     resolved = Path(os.path.realpath(p))
-    for root in roots:
-        real_root = Path(os.path.realpath(root))
-        if resolved != real_root and resolved.is_relative_to(real_root):
-            return resolved
-    raise ForbiddenPathError(f"{name}: {value!r} is outside the folders this server may use")
+    inside = [r for r in (Path(os.path.realpath(root)) for root in roots)
+              if resolved != r and resolved.is_relative_to(r)]
+    if not inside:
+        raise ForbiddenPathError(f"{name}: {value!r} is outside the folders this server may use")
+    root = max(inside, key=lambda r: len(r.parts))  # a --backup-dir may lie inside the data folder
+    if any(part in _STORE_NAMES or part.startswith(".vecstore-") for part in resolved.relative_to(root).parts):
+        raise ForbiddenPathError(f"{name}: {value!r} takes a name vecstore gives its own files")
+    if store_folder(resolved, below=root) is not None:
+        raise ForbiddenPathError(f"{name}: {value!r} is inside a database or collection folder, "
+                                 f"which holds vecstore's own files")
+    return resolved
 
 
 @dataclass

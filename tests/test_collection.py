@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
 import vecstore
-from vecstore import (AlreadyExistsError, ClosedError, ConflictError, DimensionMismatchError, InvalidArgumentError,
-                      InvalidNameError, NotFoundError, VecstoreError)
+from vecstore import (AlreadyExistsError, ClosedError, ConflictError, CorruptionError, DimensionMismatchError,
+                      InvalidArgumentError, InvalidNameError, NotFoundError, VecstoreError)
 
 
 @pytest.fixture
@@ -1082,3 +1084,18 @@ def test_hnsw_ip_over_small_vectors_ranks_like_flat_across_a_reopen(tmp_path):
         np.testing.assert_array_equal(a.scores, b.scores)
         np.testing.assert_allclose(a.scores, exact[list(a.ids), i], rtol=1e-5, atol=1e-14)
     assert np.mean([len(set(a.ids) & set(t.tolist())) / 10 for a, t in zip(after, truth)]) >= 0.95
+
+
+def test_a_file_in_the_way_of_the_index_folder_is_a_clear_error(local_client):
+    """A file named ``indexes`` in a collection's folder made every index build raise a raw
+    FileExistsError (a 500 over HTTP, for good)."""
+    col = local_client.create_database("app").require_collection("items", dim=2, metric="l2")
+    col.add([[0, 0], [1, 0], [0, 1]], ids=[1, 2, 3])
+    shutil.rmtree(col.path / "indexes", ignore_errors=True)
+    (col.path / "indexes").write_bytes(b"a backup of someone's")
+    with pytest.raises(CorruptionError, match=r"'indexes' is not a folder"):
+        col.build_index("HNSW")
+    assert col.search([1, 0.1], k=1).ids == (2,)                    # still searched exactly
+    (col.path / "indexes").unlink()
+    col.build_index("HNSW")
+    assert col.index_mode() == "HNSW" and col.search([1, 0.1], k=1).ids == (2,)

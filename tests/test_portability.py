@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import struct
 import threading
 import time
@@ -365,6 +366,67 @@ def test_checksummed_but_broken_content_is_refused(db, tmp_path, snapshot_and_ta
     _assert_untouched(db, before)
 
 
+def test_backups_are_not_written_into_a_database_or_collection_folder(local_client, tmp_path):
+    """A snapshot or export into a collection's own folder broke it (at ``indexes``: every index
+    build failed; at ``text``: deleted by the next text search), and one into a database's
+    folder could look like a collection (``<db>/ghost/data.mdb``)."""
+    db = local_client.create_database("app")
+    col = db.require_collection("items", dim=2, metric="l2")
+    col.add([[1, 0], [0, 1]], ids=[1, 2], fields=[{"t": "a b"}, {"t": "c"}])
+    (tmp_path / "app_link").symlink_to(db.path)
+
+    def files():
+        return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if not p.name.endswith(".mdb"))
+
+    before = files()
+    targets = [col.path / "indexes", col.path / "text", db.path / "ghost" / "data.mdb", db.path / "s.snap",
+               col.path / "x" / "y", tmp_path / "app_link" / "s.snap"]
+    calls = [(col.snapshot_to, "snapshot_path"), (col.export_to, "export_path"),
+             (lambda p: local_client.snapshot_database("app", p), "snapshot_path")]
+    for call, param in calls:
+        for target in targets:
+            with pytest.raises(InvalidArgumentError, match=rf"^{param}: .* is inside the database or collection folder"):
+                call(target)
+    assert files() == before and db.show_collections() == ["items"]
+    col.build_index("HNSW")
+    assert col.text_search("c", text_fields=["t"]).ids == (2,)
+    # beside the databases, in the data folder, is still a place for backups
+    restored = db.restore_collection("copy", col.snapshot_to(local_client.root / "backups" / "s.snap"))
+    assert restored.query() == col.query()
+
+
+def test_restoring_from_a_fifo_or_socket_is_refused_at_once(local_client, tmp_path):
+    """open() of a FIFO for reading waits for a writer: a restore from one hung for good."""
+    import socket
+    db = local_client.create_database("app")
+    fifo, sock_path = tmp_path / "p.snap", tmp_path / "s.snap"
+    os.mkfifo(fifo)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(sock_path))
+    errors: list = []
+
+    def restore(path, restore_db=False):
+        try:
+            local_client.restore_database("x", path) if restore_db else db.restore_collection("x", path)
+        except vecstore.VecstoreError as e:  # anything else fails the assertion below
+            errors.append(e)
+
+    try:
+        for path, restore_db in ((fifo, False), (fifo, True), (sock_path, False)):
+            th = threading.Thread(target=restore, args=(path, restore_db), daemon=True)
+            th.start()
+            th.join(10)
+            if th.is_alive():  # unblock it (a writer opens and closes) before failing
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                th.join(10)
+                pytest.fail(f"a restore from {path.name} blocked")
+    finally:
+        sock.close()
+    assert [type(e) for e in errors] == [BadBackupError] * 3, errors
+    assert all("not a regular file" in str(e) and "snapshot_path" in str(e) for e in errors), errors
+    assert db.show_collections() == [] and local_client.list_databases() == ["app"]
+
+
 class _NullBar:
     def update(self, n=1):
         pass
@@ -428,6 +490,7 @@ def test_damaged_exports_fail_clearly_and_change_nothing(db, tmp_path, snapshot_
     def manifest(change):
         def edit(d):
             m = json.loads((d / "export_manifest.json").read_text())
+            m.pop("manifest_sha256")  # an older export's or a crafted one: the checks behind the checksum
             change(m)
             (d / "export_manifest.json").write_text(json.dumps(m))
         return edit
@@ -456,6 +519,8 @@ def test_damaged_exports_fail_clearly_and_change_nothing(db, tmp_path, snapshot_
                           vecstore.BadBackupError),
         "repeated-field": (manifest(lambda m: m["vector_fields"].append(m["vector_fields"][0])),
                            vecstore.BadBackupError),
+        "manifest-edited": (lambda d: (d / "export_manifest.json").write_bytes(
+            (d / "export_manifest.json").read_bytes().replace(b'"test rows"', b'"test row!"')), vecstore.BadBackupError),
     }
     for label, (edit, error) in cases.items():
         d = variant(label, edit)
@@ -466,6 +531,97 @@ def test_damaged_exports_fail_clearly_and_change_nothing(db, tmp_path, snapshot_
     with pytest.raises(NotFoundError, match="export path does not exist"):
         db.import_collection("items", tmp_path / "nope", overwrite=True)
     _assert_untouched(db, before)
+
+
+def test_a_damaged_export_manifest_is_refused_and_creates_nothing(local_client, tmp_path):
+    """The manifest was the one file of an export without a checksum, and what it says twice was
+    never compared: one flipped bit imported "successfully" without a named field, the blobs or
+    the index, or with a field renamed. It now carries its own checksum; an export without one
+    (an older vecstore's) is checked against itself and the files in its directory."""
+    db, other = local_client.create_database("app"), local_client.create_database("other")
+    src = db.require_collection("src", dim=2, metric="l2", description="d")
+    src.add([[1, 2], [3, 4], [5, 6]], ids=[1, "b", 3], fields=[{"t": "x"}, {}, {"t": "y"}])
+    src.create_vector_field("title", dim=2)
+    src.add_named_vectors("title", [[1, 0], [0, 1]], ids=[1, "b"])
+    src.add_sparse_vectors([{3: 1.0}], ids=[3])
+    src.write_blob("tokenizer.json", b"{}")
+    src.build_index("HNSW-L2", M=8)
+    good = Path(src.export_to(tmp_path / "good"))
+    want = _export_files(good)
+    raw = want["export_manifest.json"]
+    d = tmp_path / "bad"
+    d.mkdir()
+    for name, data in want.items():
+        (d / name).write_bytes(data)
+    n = itertools.count()
+
+    def outcome(content: bytes):
+        """The error an import of ``d`` with this manifest raises; None if it imported what was
+        exported (the same name in another database: its export is the same bytes)."""
+        (d / "export_manifest.json").write_bytes(content)
+        try:
+            col = other.import_collection("src", d)
+        except (BadBackupError, UnsupportedFormatError, ForbiddenPathError) as e:
+            assert other.show_collections() == []                       # nothing created
+            return e
+        again = _export_files(Path(col.export_to(tmp_path / f"again{next(n)}")))
+        other.drop_collection("src")
+        assert again == want
+        return None
+
+    assert outcome(raw) is None
+    imported = []
+    for pos in range(len(raw)):                       # every byte, its lowest bit
+        bad = bytearray(raw)
+        bad[pos] ^= 1
+        if outcome(bytes(bad)) is None:
+            imported.append(pos)
+    # Only a flip in the checksum's own key imports (as an older export would, all else intact).
+    key = raw.index(b'"manifest_sha256"')
+    assert imported and all(key < p < key + len('"manifest_sha256"') - 1 for p in imported), imported
+
+    # An older export: no checksum; what damage it shows is still refused, by name.
+    old = json.loads(raw)
+    del old["manifest_sha256"]
+
+    def older(edit=None) -> bytes:
+        m = json.loads(json.dumps(old))
+        if edit:
+            edit(m)
+        return json.dumps(m, indent=2, sort_keys=True).encode()
+
+    def rename(key, new):
+        return lambda m: m.__setitem__(new, m.pop(key))
+
+    def title(m):
+        return m["vector_fields"][0]
+
+    def drop_title(m):                               # consistently, but its files are there
+        m["vector_fields"], _ = [], m["counts"]["vector_fields"].pop("title")
+        del m["files"]["vectors.title.npy"], m["files"]["vectors.title.rows.npy"]
+
+    def drop_blobs(m):
+        del m["blobs_file"], m["counts"]["blobs"], m["files"]["blobs.jsonl"]
+
+    (d / "notes.txt").write_bytes(b"x")
+    notes = {"bytes": 1, "sha256": hashlib.sha256(b"x").hexdigest()}
+    assert outcome(older()) is None
+    cases = {
+        "no vector_fields": rename("vector_fields", "vector_fieldr"),
+        "no index_mode": rename("index_mode", "index_modd"),
+        "blobs_file and counts.blobs": rename("blobs_file", "blobs_filg"),
+        "bad vector field entry": lambda m: title(m).update(name="titlf"),
+        "do not match the vector files present": drop_title,
+        "blobs.jsonl is present": drop_blobs,
+        "counts.rows 4 does not match count 3": lambda m: m["counts"].update(rows=4),
+        "counts.vector_fields": lambda m: m["counts"]["vector_fields"].update(title=1),
+        "counts.sparse says 0": lambda m: m["counts"].update(sparse=0),
+        "counts.blobs says 2": lambda m: m["counts"].update(blobs=2),
+        r"files listed that nothing reads \['notes.txt'\]": lambda m: m["files"].update({"notes.txt": notes}),
+    }
+    for message, edit in cases.items():
+        error = outcome(older(edit))
+        assert isinstance(error, BadBackupError) and re.search(message, str(error)), (message, error)
 
 
 # ------------------------------------------------------------------ overwrite semantics -------
@@ -552,6 +708,7 @@ def test_export_import_export_is_byte_identical(local_client, tmp_path):
             assert fa[name] == fb[name], name
     ma, mb = json.loads(fa["export_manifest.json"]), json.loads(fb["export_manifest.json"])
     assert mb.pop("collection_name") == "copy" and ma.pop("collection_name") == "items"
+    ma.pop("manifest_sha256"), mb.pop("manifest_sha256")   # over collection_name too
     assert ma == mb
     # Under the same name (another database) even the manifest is identical.
     other = local_client.create_database("other")

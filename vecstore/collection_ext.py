@@ -80,7 +80,11 @@ class DerivedIndexes:
     # ----------------------------------------------------------------- index plumbing -------
     def _index_dir(self: "Collection") -> Path:
         d = self.path / "indexes"
-        d.mkdir(exist_ok=True)
+        try:
+            d.mkdir(exist_ok=True)
+        except FileExistsError:  # not vecstore's: no index can be saved until it is moved away
+            raise CorruptionError(f"{self.path}: 'indexes' is not a folder (a file is in the way of the "
+                                  f"index files): move it away") from None
         return d
 
     def _index_record_key(self: "Collection", space: VectorSpace) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 import re
@@ -40,11 +41,25 @@ _CHUNK = 50_000              # rows per import transaction
 _IO = 1 << 20
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
+_DIGEST = "manifest_sha256"  # the manifest's own checksum, over its other keys (_manifest_digest)
+# What every vecstore export's manifest holds (besides the checks _Export makes of each): one
+# missing is a damaged key, and its absence would import silently less (no index, no fields).
+_KEYS = ("metadata_file", "vectors_file", "index_mode", "index_params", "description", "chunk_size",
+         "counts", "vector_fields", "files")
+_FIELD_KEYS = ("name", "dimension", "metric", "index_mode", "index_params", "count", "vectors_file", "rows_file")
+_NAMED_FILE = re.compile(r"^vectors\.(.+?)(\.rows)?\.npy$")
 
 
 def _json_bytes(obj: Any, *, indent: int | None = None, sort_keys: bool = True) -> bytes:
     return json.dumps(obj, sort_keys=sort_keys, ensure_ascii=False, allow_nan=False, indent=indent,
                       separators=(",", ": ") if indent else (",", ":")).encode("utf-8")
+
+
+def _manifest_digest(m: dict) -> str:
+    """sha256 of the manifest without its own checksum, in the canonical form of _json_bytes
+    (sorted keys, no indentation): a reader computes it from the parsed JSON, whatever the
+    file's whitespace. Raises ValueError for what no export holds (NaN)."""
+    return hashlib.sha256(_json_bytes({k: x for k, x in m.items() if k != _DIGEST})).hexdigest()
 
 
 def _bar(enabled: bool, total: int | None, desc: str, unit: str = "rows"):
@@ -172,6 +187,7 @@ def _write_export(col: "Collection", d: Path, progress: bool) -> None:
         manifest["blobs_file"], manifest["counts"]["blobs"] = "blobs.jsonl", n_blobs
         names.append("blobs.jsonl")
     manifest["files"] = {n: {"bytes": (d / n).stat().st_size, "sha256": sha256_file(d / n)} for n in names}
+    manifest[_DIGEST] = _manifest_digest(manifest)
     (d / "export_manifest.json").write_bytes(_json_bytes(manifest, indent=2) + b"\n")
     fsync_path(d / "export_manifest.json")
 
@@ -209,6 +225,14 @@ class _Export:
             raise UnsupportedFormatError(f"{mpath}: export version {m.get('export_version')!r}; "
                                          f"this vecstore reads version {EXPORT_VERSION}")
         self.m, self.lynse = m, kind == LYNSE_EXPORT_TYPE
+        self.counts: dict = {}  # a vecstore export's "counts", checked by _check_files
+        if _DIGEST in m:
+            try:
+                ok = m[_DIGEST] == _manifest_digest(m)
+            except (ValueError, RecursionError):
+                ok = False
+            if not ok:
+                raise BadBackupError(f"{mpath}: {_DIGEST} does not match the manifest: the manifest is damaged")
         self.count = self._int(m.get("count"), 0, 1 << 62, "count")
         # 0: a collection created without a dim that had no vectors yet (no rows either)
         self.dim = self._int(m.get("dimension"), 0 if not self.count else 1, v.MAX_DIM, "dimension")
@@ -234,13 +258,9 @@ class _Export:
         self.vectors = self._npy(m.get("vectors_file"), (self.count, self.dim), "f")
         self.index_mode, self.index_params = m.get("index_mode"), m.get("index_params")
         self.fields = []
-        specs = m.get("vector_fields") or []
-        if not isinstance(specs, list):
-            raise BadBackupError(f"{mpath}: vector_fields must be a list")
-        for f in specs:
-            if not isinstance(f, dict) or not isinstance(f.get("name"), str) or not _FIELD_NAME.match(f["name"]) \
-                    or f["name"] == "default" or any(f["name"] == g["name"] for g in self.fields):
-                raise BadBackupError(f"{mpath}: bad or repeated vector field entry {str(f)[:120]}")
+        for f in m["vector_fields"]:
+            if any(f["name"] == g["name"] for g in self.fields):
+                raise BadBackupError(f"{mpath}: vector field {f['name']!r} is listed twice")
             fdim = self._int(f.get("dimension"), 1, v.MAX_DIM, f"{f['name']}.dimension")
             n = self._int(f.get("count"), 0, self.count, f"{f['name']}.count")
             rows = np.asarray(self._npy(f.get("rows_file"), (n,), "i"), dtype=np.int64)
@@ -249,6 +269,10 @@ class _Export:
             self.fields.append({"name": f["name"], "dim": fdim, "metric": self._metric(f.get("metric"), f["name"]),
                                 "mode": f.get("index_mode"), "params": f.get("index_params"),
                                 "rows": rows, "vectors": self._npy(f.get("vectors_file"), (n, fdim), "f")})
+        listed = {f["name"]: len(f["rows"]) for f in self.fields}
+        if self.counts["vector_fields"] != listed:
+            raise BadBackupError(f"{mpath}: counts.vector_fields {self.counts['vector_fields']} does not match "
+                                 f"vector_fields {listed}")
 
     def _int(self, x: Any, lo: int, hi: int, key: str) -> int:
         if not isinstance(x, int) or isinstance(x, bool) or not lo <= x <= hi:
@@ -275,24 +299,52 @@ class _Export:
         return p
 
     def _check_files(self) -> None:
-        files = self.m.get("files")
-        if not isinstance(files, dict):
-            raise BadBackupError(f"{self.src}: manifest has no file checksums")
+        """A vecstore manifest's structure, checked against itself and the directory: what an
+        export without a manifest checksum (an older vecstore's) still lets us tell from a
+        damaged one, and the files' checksums."""
+        m, where = self.m, f"{self.src / 'export_manifest.json'}"
+        missing = [k for k in _KEYS if k not in m]
+        if missing:
+            raise BadBackupError(f"{where}: the manifest has no {', '.join(missing)}")
+        files, counts, specs = m["files"], m["counts"], m["vector_fields"]
+        if not isinstance(files, dict) or not isinstance(specs, list) or not isinstance(counts, dict) \
+                or not isinstance(counts.get("vector_fields"), dict):
+            raise BadBackupError(f"{where}: files and counts must be objects, vector_fields a list")
+        for f in specs:
+            if not isinstance(f, dict) or any(k not in f for k in _FIELD_KEYS) or not isinstance(f["name"], str) \
+                    or not _FIELD_NAME.match(f["name"]) or f["name"] == "default" \
+                    or (f["vectors_file"], f["rows_file"]) != (f"vectors.{f['name']}.npy", f"vectors.{f['name']}.rows.npy"):
+                raise BadBackupError(f"{where}: bad vector field entry {str(f)[:120]}")
+        self.counts = {"rows": self._int(counts.get("rows"), 0, 1 << 62, "counts.rows"),
+                       "sparse": self._int(counts.get("sparse"), 0, self.count, "counts.sparse"),
+                       "blobs": self._int(counts.get("blobs", 0), 0, 1 << 62, "counts.blobs"),
+                       "vector_fields": counts["vector_fields"]}
+        if self.counts["rows"] != self.count:
+            raise BadBackupError(f"{where}: counts.rows {self.counts['rows']} does not match count {self.count}")
+        if ("blobs_file" in m) != ("blobs" in counts):
+            raise BadBackupError(f"{where}: blobs_file and counts.blobs must come together")
+        # The files the directory holds that only the manifest can point at: one a damaged
+        # manifest no longer names would be left out of the import, silently.
+        present = set(os.listdir(self.src))
+        fields = {g[1] for g in map(_NAMED_FILE.match, present) if g}
+        if fields != {f["name"] for f in specs}:
+            raise BadBackupError(f"{where}: vector_fields {sorted(f['name'] for f in specs)} do not match the "
+                                 f"vector files present (fields {sorted(fields)})")
+        if ("blobs.jsonl" in present) != ("blobs_file" in m):
+            raise BadBackupError(f"{where}: blobs.jsonl is {'present' if 'blobs.jsonl' in present else 'missing'}, "
+                                 f"but the manifest {'has no' if 'blobs_file' not in m else 'has a'} blobs_file")
+        wanted = [m["metadata_file"], m["vectors_file"], *([m["blobs_file"]] if "blobs_file" in m else []),
+                  *(n for f in specs for n in (f["vectors_file"], f["rows_file"]))]
+        for w in wanted:
+            self._file(w)
+        unread, unlisted = sorted(set(files) - set(wanted)), [w for w in wanted if w not in files]
+        if unread or unlisted:
+            raise BadBackupError(f"{where}: files listed that nothing reads {unread}, files read without a "
+                                 f"checksum {unlisted}")
         for name, info in files.items():
             p = self._file(name)
             if not isinstance(info, dict) or p.stat().st_size != info.get("bytes") or sha256_file(p) != info.get("sha256"):
                 raise BadBackupError(f"{p}: checksum mismatch: the export is damaged or incomplete")
-        wanted = [self.m.get("metadata_file"), self.m.get("vectors_file")]
-        if "blobs_file" in self.m:
-            wanted.append(self.m["blobs_file"])
-        for f in self.m.get("vector_fields") or []:
-            if isinstance(f, dict):
-                wanted += [f.get("vectors_file"), f.get("rows_file")]
-        for w in wanted:
-            self._file(w)
-        missing = [w for w in wanted if w not in files]
-        if missing:
-            raise BadBackupError(f"{self.src}: files without checksums in the manifest: {missing}")
 
     def _npy(self, name: Any, shape: tuple[int, ...], kind: str) -> np.ndarray:
         path = self._file(name)
@@ -322,7 +374,7 @@ def _import_rows(col: "Collection", ex: _Export, progress: bool) -> None:
     for f in ex.fields:
         col.create_vector_field(f["name"], f["dim"], metric=f["metric"])
     bar = _bar(progress, ex.count, f"import {col.name}")
-    start, line_no = 0, 0
+    start, line_no, n_sparse = 0, 0, 0
     try:
         with open(ex.metadata, "rb") as fp:
             lines = (ln for ln in fp if ln.strip())
@@ -352,13 +404,19 @@ def _import_rows(col: "Collection", ex: _Export, progress: bool) -> None:
                 except (AlreadyExistsError, InvalidArgumentError) as e:
                     raise BadBackupError(f"{ex.src}: rows {start + 1}-{end}: {e}") from None
                 bar.update(len(ids))
-                start = end
+                start, n_sparse = end, n_sparse + len(sp_ids)
     finally:
         bar.close()
     if start != ex.count:
         raise BadBackupError(f"{ex.metadata}: {start} rows, the manifest says {ex.count}")
+    if not ex.lynse and n_sparse != ex.counts["sparse"]:
+        raise BadBackupError(f"{ex.metadata}: {n_sparse} rows with a sparse vector, the manifest's "
+                             f"counts.sparse says {ex.counts['sparse']}")
     if not ex.lynse and "blobs_file" in ex.m:
-        _import_blobs(col, ex._file(ex.m["blobs_file"]))
+        path = ex._file(ex.m["blobs_file"])
+        n_blobs = _import_blobs(col, path)
+        if n_blobs != ex.counts["blobs"]:
+            raise BadBackupError(f"{path}: {n_blobs} blobs, the manifest's counts.blobs says {ex.counts['blobs']}")
     try:
         if ex.index_mode is not None:
             col.build_index(ex.index_mode, **_params(ex.index_params))
@@ -369,7 +427,9 @@ def _import_rows(col: "Collection", ex: _Export, progress: bool) -> None:
         raise BadBackupError(f"{ex.src}: the exported index cannot be rebuilt ({e})") from None
 
 
-def _import_blobs(col: "Collection", path: Path) -> None:
+def _import_blobs(col: "Collection", path: Path) -> int:
+    """Write the blobs of ``path``; returns how many."""
+    line_no = 0
     with open(path, "rb") as fp:
         for line_no, raw in enumerate(fp, 1):
             try:
@@ -378,6 +438,7 @@ def _import_blobs(col: "Collection", path: Path) -> None:
                 col.write_blob(key, data)
             except (ValueError, RecursionError, TypeError, KeyError, binascii.Error, InvalidArgumentError) as e:
                 raise BadBackupError(f"{path}: line {line_no}: not a blob record ({e})") from None
+    return line_no
 
 
 def _add_chunk(col: "Collection", ex: _Export, start: int, ids: list, fields: list, sp_ids: list,

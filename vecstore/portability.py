@@ -32,7 +32,9 @@ keys agree)::
                            export_version 1, format/format_version, collection_name, dimension,
                            metric, count, vector_dtype "float32", byte_order, metadata_file,
                            vectors_file, index_mode, index_params, description, chunk_size,
-                           counts, vector_fields [...], files {name: {"bytes", "sha256"}}
+                           counts, vector_fields [...], files {name: {"bytes", "sha256"}},
+                           manifest_sha256 (of the manifest without this key, as compact
+                           JSON with sorted keys)
     metadata.jsonl         one line per live row, in storage order:
                            {"id": ..., "field": {...}, "sparse": {"indices", "values"}?}
     vectors.npy            (count, dim) float32, row i = line i of metadata.jsonl
@@ -44,7 +46,11 @@ keys agree)::
 Every file is deterministic (fixed key order: the manifest's sorted, a row's fields as
 written; fixed separators, no timestamps), so exporting an
 import of an export gives the same bytes. Soft-deleted rows are not exported. LynseDB's own
-export (``vectors.f32`` + ``metadata.jsonl``) imports too.
+export (``vectors.f32`` + ``metadata.jsonl``) imports too. An import checks the manifest's
+checksum and every file's; a manifest without one (an older vecstore's) must still agree with
+itself (``counts``), with what is imported, and with the directory (every file listed is read,
+the named fields are the ``vectors.<f>.npy`` files there, ``blobs.jsonl`` is there only with
+``blobs_file``).
 
 Restores and imports build the new collection (or database) completely under a staging folder
 next to the target, then swap it in with renames; a failure leaves the target as it was.
@@ -61,6 +67,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import struct
 import tempfile
 import time
@@ -186,9 +193,32 @@ def _path_errors(param: str, path: Any) -> Iterator[None]:
         raise
 
 
+def store_folder(path: str | os.PathLike, below: str | os.PathLike | None = None) -> Path | None:
+    """The database or collection folder ``path`` is in or is: the nearest folder on its way
+    (symlinks followed; only those strictly below ``below``, if given) that holds a database
+    marker or a store. None when there is none.
+
+    A backup has no place there: a collection's ``indexes`` or ``text`` in the way of its own
+    files broke its index builds or was deleted by its next text search, a ``data.mdb`` made a
+    folder of a database look like a collection, and a drop deletes whatever is inside."""
+    from .client import _DB_MARKER
+    real = Path(os.path.realpath(path))
+    stop = Path(os.path.realpath(below)) if below is not None else None
+    for folder in (real, *real.parents):
+        if stop is not None and (folder == stop or not folder.is_relative_to(stop)):
+            break
+        if os.path.exists(folder / _DB_MARKER) or os.path.exists(folder / "data.mdb"):  # an OSError: no
+            return folder
+    return None
+
+
 def _new_target(path: Any, param: str, what: str) -> Path:
     target = _as_path(path, param)
     with _path_errors(param, path):
+        folder = store_folder(target)
+        if folder is not None:
+            raise InvalidArgumentError(f"{param}: {str(path)!r} is inside the database or collection folder "
+                                       f"{str(folder)!r}, which holds vecstore's own files: write {what}s elsewhere")
         if target.exists() or target.is_symlink():
             raise AlreadyExistsError(f"{what} target already exists: {path}")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -378,11 +408,22 @@ class _SnapshotReader:
         self.path = path
         try:
             with _path_errors("snapshot_path", path):
-                self.fp = open(path, "rb", buffering=_IO)
+                # O_NONBLOCK: opening a FIFO for reading blocks until a writer comes, forever
+                # if none does; the file type is checked on the open descriptor (no race).
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             raise NotFoundError(f"snapshot path does not exist: {path}") from None
-        except IsADirectoryError:
-            raise BadBackupError(f"{path}: is a directory, not a vecstore snapshot file") from None
+        except OSError as e:
+            if e.errno != errno.ENXIO:  # a socket, or a device that is not there
+                raise
+            raise BadBackupError(f"snapshot_path: {path} is not a regular file, not a vecstore snapshot file") from None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise BadBackupError(f"snapshot_path: {path} is {what}, not a vecstore snapshot file")
+        os.set_blocking(fd, True)
+        self.fp = os.fdopen(fd, "rb", buffering=_IO)
         try:
             self.manifest = self._verify()
         except BaseException:

@@ -721,6 +721,27 @@ def test_confine_path_unit(tmp_path):
         app_module.confine_path("  ", [root], root)
 
 
+def test_confine_path_keeps_out_of_the_stores_in_its_roots(tmp_path):
+    """Below the deepest root holding it, a path may not be in (or be) a database or collection
+    folder, nor take a name vecstore gives its own files; plain folders and --backup-dir
+    folders (one inside the data folder too) stay usable."""
+    data, backups = tmp_path / "data", tmp_path / "backups"
+    (data / "app" / "items").mkdir(parents=True)
+    (data / "app" / ".vecstore-database").touch()
+    (data / "app" / "items" / "data.mdb").touch()
+    (data / "bk").mkdir()
+    (data / "app" / "bk").mkdir()       # the operator's choice: a drop of "app" would take it along
+    backups.mkdir()
+    roots = [data, backups, data / "bk", data / "app" / "bk"]
+    for ok in ("s.snap", "plain/s.snap", "new/deeper/x", str(backups / "x"), "bk/x", "app/bk/x", "app2"):
+        assert str(app_module.confine_path(ok, roots, data)) == os.path.realpath(data / ok)
+    for bad in ("app", "app/x", "app/items", "app/items/indexes", "app/items/text/x", "app/ghost/data.mdb",
+                "plain/.vecstore-database", "plain/data.mdb", "x/lock.mdb", "LOCK", ".vecstore-tmp-1/x",
+                str(backups / "data.mdb")):
+        with pytest.raises(ForbiddenPathError, match=r"^snapshot_path: "):
+            app_module.confine_path(bad, roots, data, "snapshot_path")
+
+
 @pytest.mark.parametrize("value", ["../escape", "/etc/passwd", "link_out/snap", "a\x00b", "sub/../../x"])
 def test_server_paths_outside_are_403(make, tmp_path, value):
     server, client = make()

@@ -293,17 +293,52 @@ def test_paths_inside_work_and_existing_targets_are_refused(env):
     assert env["backing"].get_database(DB).get_collection("back").shape == (3, DIM)
 
 
+def test_paths_in_a_database_or_collection_folder_are_403(env):
+    """Server paths could point into the store's own folders: a snapshot at a collection's
+    ``indexes`` made every later build_index a 500, an export at its ``text`` was deleted by
+    the next text search, a snapshot at ``<db>/ghost/data.mdb`` listed ``ghost`` as a
+    collection. Those, and vecstore's own names anywhere below the data folder, are 403."""
+    server, data = env["server"], env["data"]
+    col = {"database_name": DB, "collection_name": COLL}
+    (data / "plain").mkdir()
+    (data / "db_link").symlink_to(data / DB)
+    before = state(env)
+    refused = [f"{DB}/{COLL}/indexes", f"{DB}/{COLL}/text", f"{DB}/ghost/data.mdb", f"{DB}/s.snap", DB,
+               f"{DB}/{COLL}", f"{DB}/{COLL}/data.mdb", str(data / DB / COLL / "indexes"), "db_link/s.snap",
+               "plain/.vecstore-database", "plain/data.mdb", "plain/LOCK", ".vecstore-tmp-x/s"]
+    for route, key in (("/snapshot_collection", "snapshot_path"), ("/export_collection", "export_path"),
+                       ("/restore_collection", "snapshot_path"), ("/import_collection", "export_path")):
+        body = {**col, "collection_name": "restored"} if route.startswith(("/restore", "/import")) else col
+        for value in refused:
+            status, _, reply = request(server, "POST", route, {**body, key: value})
+            error = json.loads(reply)
+            assert (status, error["code"]) == (403, "forbidden_path"), (route, value, reply)
+            assert error["error"].startswith(f"{key}: ") and str(data) not in error["error"].replace(value, "")
+    assert state(env) == before
+    # the collection is unharmed: an index builds, a text search runs, no collection appeared
+    assert request(server, "POST", "/build_index", {**col, "index_mode": "HNSW"})[0] == 200
+    assert request(server, "POST", "/text_search", {**col, "text": "x"})[0] == 200
+    status, _, reply = request(server, "POST", "/show_collections", {"database_name": DB})
+    assert (status, json.loads(reply)["params"]["collections"]) == (200, [COLL])
+    # plain folders of the data folder stay allowed
+    status, _, _ = request(server, "POST", "/snapshot_collection", {**col, "snapshot_path": "plain/s.snap"})
+    assert status == 200 and (data / "plain" / "s.snap").is_file()
+
+
 def test_backups_in_the_data_folder_are_never_adopted_or_dropped(env):
     """Backups written beside the databases (the default base of relative paths) share their
     names' namespace: a database or collection of that name is refused (409), a drop of it is
-    a no-op that deletes nothing, and no store is created inside an export."""
+    a no-op that deletes nothing, and no store is created inside an export. (A backup may not
+    be written into a database's folder, but files put there by other means are not adopted
+    either.)"""
     server = env["server"]
     col = {"database_name": DB, "collection_name": COLL}
     for route, body in (("/snapshot_collection", {**col, "snapshot_path": "s1.snap"}),
                         ("/export_collection", {**col, "export_path": "exp1"}),
-                        ("/export_collection", {**col, "export_path": f"{DB}/ghost"}),
                         ("/snapshot_database", {"database_name": DB, "snapshot_path": "bk"})):
         assert request(server, "POST", route, body)[0] == 200
+    env["backing"].get_database(DB).get_collection(COLL).export_to(env["data"] / "exp2")
+    os.rename(env["data"] / "exp2", env["data"] / DB / "ghost")
     before = state(env)
     for name in ("s1.snap", "exp1", "bk"):
         status, _, data = request(server, "POST", "/create_database", {"database_name": name})
@@ -318,7 +353,7 @@ def test_backups_in_the_data_folder_are_never_adopted_or_dropped(env):
         for route, body in (("/restore_database", {"database_name": "bk", "snapshot_path": "bk"}),
                             ("/restore_database", {"database_name": "exp1", "snapshot_path": "bk"}),
                             ("/restore_collection", {**col, "collection_name": "ghost", "snapshot_path": "s1.snap"}),
-                            ("/import_collection", {**col, "collection_name": "ghost", "export_path": f"{DB}/ghost"})):
+                            ("/import_collection", {**col, "collection_name": "ghost", "export_path": "exp1"})):
             status, _, data = request(server, "POST", route, {**body, "overwrite": overwrite})
             assert status == 409 and json.loads(data)["code"] == "already_exists", (route, data)
     assert state(env) == before
