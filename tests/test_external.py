@@ -588,7 +588,7 @@ def test_a_refresh_killed_after_its_commit_is_completed(tmp_path, lake, table):
         assert db.describe_external_collection("ext")["lastJobId"] == job_id
         col = db.get_collection("ext")
         assert ids_of(col) == set(range(2000))  # the source's rows
-        q = unit(vector_for([1234], DIM))[0]
+        q = vector_for([1234], DIM)[0]
         assert col.search(q, k=1).ids[0] == 1234 and col.index_mode() is not None  # the index caught up
         job = refresh(db)  # the lock was released, and nothing is left to do
         assert job.state == "COMPLETED" and job.stats["mode"] == "no_op", job.stats
