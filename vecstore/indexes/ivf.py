@@ -3,8 +3,8 @@
 Build trains k-means (random initial centres from a sample, a few Lloyd iterations, fixed
 seed; all distance work is matrix products) on at most ``train_size`` rows, then assigns every
 row to the list of its best centre. A search scores the centres, takes the ``nprobe`` best lists
-and scores their members; the best ``k`` (and a few spare, and every row tied with the last of
-them) are re-scored exactly and ranked by (score, label). Nothing loops over vectors in Python.
+and scores their members; the best ``k`` (and a few spare) are re-scored exactly. Nothing loops
+over vectors in Python.
 
 - **Layout.** All lists live in one matrix, list after list, each row carrying its bias in an extra
   column, so scoring a list is one matvec on a slice (see :class:`_Lists`). Lists are stored in
@@ -12,8 +12,9 @@ them) are re-scored exactly and ranked by (score, label). Nothing loops over vec
   mostly neighbours and are scored a few slices at a time, not one numpy call per list.
 - **Batches** of at least ``_BATCH_MIN`` queries are grouped by list: each probed list is scored
   against all the queries probing it in one matrix product. Same results as one query at a time,
-  bit for bit (tests/test_ivf_layout.py), ties included: ties are taken to within the rounding of
-  the ranking value, which differs between the two products, even between identical rows.
+  bit for bit (tests/test_ivf_layout.py), but for exact ties running past the k + 8 rows
+  re-scored: which of them make the cut can differ between the two products (their rounding
+  differs), as in any ANN index. Taking every tied row measured ~15 µs a query (20 %).
 - **Centres and metrics.** k-means is Euclidean. Rows are assigned, and lists probed, by the
   same rule: nearest centre for ``l2``, largest dot product with the centre for ``ip`` and
   ``cosine`` (rows are unit vectors for cosine, so that is the nearest direction).
@@ -754,20 +755,10 @@ class IvfIndex(VectorIndex):
         kk = min(k + _RESCORE_EXTRA, found, len(r))
         top = r.argpartition(kk - 1)[:kk] if kk < len(r) else np.arange(len(r))
         top = top[r[top] < np.inf]
-
-        def rows_of(top: np.ndarray) -> np.ndarray:
-            if len(delta) == 1:
-                return top + delta[0]
-            return top + np.array(delta)[np.searchsorted(np.array(bounds), top, side="right")]
-
-        rows = rows_of(top)
-        if kk < len(r):
-            # rows tied with the last candidate (to within rounding) may go on beyond it; which of
-            # them argpartition keeps depends on the layout, so all are re-scored (ties by label)
-            tie = np.float32(r[top].max() + self._slack(lists.x[rows], np.linalg.norm(q.astype(np.float64))))
-            if np.count_nonzero(r <= tie) > len(top):
-                more = np.flatnonzero(r <= tie)
-                rows = rows_of(more[r[more] < np.inf])
+        if len(delta) == 1:
+            rows = top + delta[0]
+        else:
+            rows = top + np.array(delta)[np.searchsorted(np.array(bounds), top, side="right")]
         labels, scores = self._exact(lists, q, rows)
         n = min(k, len(rows))
         out_labels[:n] = labels[:n]
@@ -831,15 +822,7 @@ class IvfIndex(VectorIndex):
         pair = np.minimum(np.searchsorted(pair_end, g, side="right"), len(pair_end) - 1)
         rows = start[flat[pair]] + g - (pair_end[pair] - sizes.ravel()[pair])
         rows = np.where(ok.ravel(), rows, 0)
-        wide = np.take(x, rows, axis=0)
-        scores = self._scores(wide[:, :self.dim], queries[np.repeat(np.arange(m), kk)])
-        redo = found < need if nprobe < n_lists else np.zeros(m, bool)
-        if kk < r.shape[1]:
-            # rows tied with a query's last candidate beyond it (see _search_one): that query is
-            # searched on its own, which takes them all
-            slack = self._slack(wide.reshape(m, kk, -1), np.linalg.norm(queries.astype(np.float64), axis=1), ok)
-            tie = (np.where(ok, np.take_along_axis(r, top, 1), -np.inf).max(1) + slack).astype(np.float32)
-            redo |= np.count_nonzero((r <= tie[:, None]) & (r < np.inf), axis=1) > ok.sum(1)
+        scores = self._scores(np.take(x, rows, axis=0)[:, :self.dim], queries[np.repeat(np.arange(m), kk)])
         key = (-scores if self.metric == "ip" else scores).reshape(m, kk)
         labs = labels[rows].reshape(m, kk)
         # best first, ties by label (as np.lexsort in _exact); the padding after every candidate,
@@ -850,10 +833,11 @@ class IvfIndex(VectorIndex):
         worst = -np.inf if self.metric == "ip" else np.inf
         out_scores[:, :best.shape[1]] = np.where(take, np.take_along_axis(scores.reshape(m, kk), best, 1), worst)
         # queries whose probed lists held too few hits probe on, one at a time
-        for i in np.flatnonzero(redo).tolist():
-            out_labels[i], out_scores[i] = -1, worst
-            visited += self._search_one(lists, queries[i], qx[i], rank[i], nprobe, k, allowed,
-                                        out_labels[i], out_scores[i]) - int(col_end[i, -1])
+        if nprobe < n_lists:
+            for i in np.flatnonzero(found < need).tolist():
+                out_labels[i], out_scores[i] = -1, worst
+                visited += self._search_one(lists, queries[i], qx[i], rank[i], nprobe, k, allowed,
+                                            out_labels[i], out_scores[i]) - int(col_end[i, -1])
         return visited
 
     def _exact(self, lists: _Lists, q: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -863,20 +847,6 @@ class IvfIndex(VectorIndex):
         labels = lists.labels[rows]
         best = np.lexsort((labels, -scores if self.metric == "ip" else scores))
         return labels[best].astype(np.int64), scores[best]
-
-    def _slack(self, wide: np.ndarray, q_norm: Any, ok: np.ndarray | None = None) -> Any:
-        """How far apart rounding may put the ranking values of two rows tied with the worst of
-        the candidate rows ``wide`` (widened, ``(..., n, width)``), in one product or in two
-        differently grouped ones, for queries of norm ``q_norm`` (``(...)``): twice the bound
-        ``γ_{dim+1}·(|bias| + c·|x|·|q|)`` on each value's error (Cauchy-Schwarz bounds the sum
-        of |x_j·q_j|), doubled again for the worst candidate's own error. ``ok`` masks padding."""
-        v = wide[..., :self.dim].astype(np.float64)
-        terms = np.abs(wide[..., self.dim].astype(np.float64)) + (1.0 if self._by_dot else 2.0) * np.sqrt(
-            np.einsum("...j,...j->...", v, v)) * np.asarray(q_norm)[..., None]
-        if ok is not None:
-            terms = np.where(ok, terms, 0.0)
-        n = (self.dim + 1) * 2.0 ** -24
-        return 4 * n / (1 - n) * terms.max(-1)
 
     def _scores(self, winners: np.ndarray, queries: np.ndarray) -> np.ndarray:
         """Public scores of row ``i`` of ``winners`` against row ``i`` of ``queries`` (or against
