@@ -467,6 +467,11 @@ def test_errors_conflict_cancel_and_ids(db, spy):
         db.create_materialized_view("v", source="docs", definition={**DEFINITION, "vectorField": "nope"})
     with pytest.raises(InvalidArgumentError, match="where"):
         db.create_materialized_view("v", source="docs", definition={**DEFINITION, "where": "lang ="})
+    # a UDF output named id: the row's id in reads and filters, so the field could be neither
+    # read nor filtered, and the view's own export did not import
+    tag = {"name": "embed", "inputs": ["chunk_text"], "output": "id"}
+    with pytest.raises(InvalidArgumentError, match=r"output: 'id' is empty, repeated or reserved"):
+        db.create_materialized_view("v", source="docs", definition={**DEFINITION, "udfs": [*DEFINITION["udfs"], tag]})
     db.create_materialized_view("doc_chunks", source="docs", definition=DEFINITION)
     for bad in ({"manifest": "{not json"}, {"manifest": {"bogus": 1}}, {"concurrency": 0}, {"concurrency": 2**70},
                 {"intra_applier_concurrency": 10**6}, {"max_rows_per_fragment": 2**64}, {"src_version": 2**64},

@@ -92,7 +92,7 @@ STAGE = "mv:stage:"
 DEFAULT_MAX_ROWS_PER_FRAGMENT = 4096
 JOB_KIND = "mv_refresh"
 _DEF_KEYS = {"kind", "where", "select", "chunker", "udfs", "vectorField", "metric", "description"}
-_RESERVED = ("src_id", "chunk_index")
+_RESERVED = ("src_id", "chunk_index", "id")  # "id": the row's id in reads and filters, no field
 _RUNTIME_KEYS = ("env_vars", "pip", "py_modules", "working_dir", "conda")
 _MANIFEST_KEYS = {"functions", "name", "version", "checksum", *_RUNTIME_KEYS}
 
