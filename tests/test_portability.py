@@ -747,8 +747,9 @@ def test_import_lynsedb_export(db, tmp_path, era):
     (d / "vectors.f32").write_bytes(vecs.astype("<f4").tobytes())
     with open(d / "metadata.jsonl", "w") as f:
         for i in range(30):
-            rec = {"id": i, "field": {"n": i}} if era == "0.2.0" else \
-                {"id": i, "external_id": f"ext-{i}" if i % 2 else i, "field": {"n": i}}
+            field = {"n": i, "id": f"sku-{i}"} if i < 2 else {"n": i}  # legal in LynseDB (no id column there)
+            rec = {"id": i, "field": field} if era == "0.2.0" else \
+                {"id": i, "external_id": f"ext-{i}" if i % 2 else i, "field": field}
             f.write(json.dumps(rec) + "\n")
     (d / "export_manifest.json").write_text(json.dumps({
         "export_type": "lynsedb-collection-export", "collection_name": "items",
@@ -759,6 +760,9 @@ def test_import_lynsedb_export(db, tmp_path, era):
     want = list(range(30)) if era == "0.2.0" else [f"ext-{i}" if i % 2 else i for i in range(30)]
     assert col.query(return_ids_only=True) == want
     assert col.query()[5]["n"] == 5 and col.index_mode() is None
+    # a field named id is refused on write (reads and filters mean the row's id): renamed id_
+    assert [col.read_by_only_id(want[i]).fields[0] for i in (0, 1)] == [{"n": 0, "id_": "sku-0"}, {"n": 1, "id_": "sku-1"}]
+    assert col.query(where="id_ = 'sku-1'", return_ids_only=True) == [want[1]]
     np.testing.assert_array_equal(col.query_vectors().vectors, vecs)
     (d / "vectors.f32").write_bytes(vecs.astype("<f4").tobytes()[:-4])
     with pytest.raises(CorruptionError, match="expected count x dimension"):

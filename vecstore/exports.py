@@ -9,6 +9,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import os
 import re
 import struct
@@ -32,6 +33,8 @@ from .storage import label_key
 
 if TYPE_CHECKING:
     from .collection import Collection
+
+log = logging.getLogger(__name__)
 
 EXPORT_TYPE = "vecstore-collection-export"
 EXPORT_FORMAT = "vecstore-collection-jsonl-npy-export"
@@ -368,13 +371,23 @@ class _Export:
             raise BadBackupError(f"{path}: {e}") from None
 
 
+def _without_id_key(field: dict) -> dict:
+    """``field`` with its key ``id`` renamed ``id_`` (or ``id__``, ...: the first name not taken),
+    in place in the key order. A field named ``id`` is refused on write (reads and filters mean
+    the row's id), but older vecstore stores and LynseDB's exports may hold one."""
+    new = "id_"
+    while new in field:
+        new += "_"
+    return {new if k == "id" else k: x for k, x in field.items()}
+
+
 def _import_rows(col: "Collection", ex: _Export, progress: bool) -> None:
     """Rows in chunks of 50,000 (each an add, then its sparse and named vectors), then the
     indexes, built once over all rows."""
     for f in ex.fields:
         col.create_vector_field(f["name"], f["dim"], metric=f["metric"])
     bar = _bar(progress, ex.count, f"import {col.name}")
-    start, line_no, n_sparse = 0, 0, 0
+    start, line_no, n_sparse, renamed = 0, 0, 0, 0
     try:
         with open(ex.metadata, "rb") as fp:
             lines = (ln for ln in fp if ln.strip())
@@ -388,7 +401,10 @@ def _import_rows(col: "Collection", ex: _Export, progress: bool) -> None:
                             raise ValueError("expected a JSON object")
                         rid = rec.get("external_id", rec.get("id")) if ex.lynse else rec.get("id")
                         i = v.check_id(rid, param="id")
-                        field = v.check_fields(rec.get("field"), param="field")
+                        raw_field = rec.get("field")
+                        if isinstance(raw_field, dict) and "id" in raw_field:
+                            raw_field, renamed = _without_id_key(raw_field), renamed + 1
+                        field = v.check_fields(raw_field, param="field")
                     except (ValueError, RecursionError, InvalidArgumentError) as e:
                         raise BadBackupError(f"{ex.metadata}: line {line_no}: {e}") from None
                     ids.append(i)
@@ -409,6 +425,9 @@ def _import_rows(col: "Collection", ex: _Export, progress: bool) -> None:
         bar.close()
     if start != ex.count:
         raise BadBackupError(f"{ex.metadata}: {start} rows, the manifest says {ex.count}")
+    if renamed:
+        log.warning("%s: %d row(s) held a field named 'id' (the row's id in reads and filters): imported as 'id_'",
+                    ex.src, renamed)
     if not ex.lynse and n_sparse != ex.counts["sparse"]:
         raise BadBackupError(f"{ex.metadata}: {n_sparse} rows with a sparse vector, the manifest's "
                              f"counts.sparse says {ex.counts['sparse']}")
