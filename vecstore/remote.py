@@ -135,10 +135,11 @@ class _Transport:
         except ValueError:
             doc = None
         if status == 200:
-            if not isinstance(doc, dict):  # another service on that port, a proxy's page
+            params = doc.get("params", doc) if isinstance(doc, dict) else None
+            if not isinstance(params, dict):  # another service on that port, a proxy's page
                 raise VecstoreError(f"{path}: the reply is not a vecstore server's JSON "
                                     f"(HTTP 200, {ctype or 'no content type'}); is the url right?")
-            return doc.get("params", doc)
+            return _Reply(path, params)
         if not isinstance(doc, dict):
             doc = {"error": data.decode("utf-8", "replace")}
         if status == 404 and not data:
@@ -152,6 +153,18 @@ class _Transport:
             conn.close()
             self._local.conn = None
             self._local.used = False
+
+
+class _Reply(dict):
+    """A reply's params: a key the caller needs and the reply lacks (another service answering
+    JSON on that port) is a VecstoreError, not a KeyError."""
+
+    def __init__(self, path: str, params: dict) -> None:
+        super().__init__(params)
+        self.path = path
+
+    def __missing__(self, key: str) -> Any:
+        raise VecstoreError(f"{self.path}: the reply has no {key!r}; is the url a vecstore server's?")
 
 
 def _json_body(path: str, body: dict) -> bytes:

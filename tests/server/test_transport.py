@@ -483,6 +483,8 @@ def test_a_slow_reader_gets_every_pipelined_reply_whole(make):
 
 @pytest.mark.parametrize("status, body, ctype", [(200, b"<html>hi</html>", "text/html"),
                                                  (200, b"[1, 2]", "application/json"),
+                                                 (200, b'{"status": "ok"}', "application/json"),
+                                                 (200, b'{"params": []}', "application/json"),
                                                  (502, b"[1, 2]", "application/json"),
                                                  (502, b"<html>Bad Gateway</html>", "text/html")])
 def test_a_reply_that_is_not_vecstore_json_is_a_vecstore_error(status, body, ctype):
@@ -508,7 +510,7 @@ def test_a_reply_that_is_not_vecstore_json_is_a_vecstore_error(status, body, cty
     try:
         with pytest.raises(vecstore.VecstoreError) as e:
             vecstore.connect(f"http://127.0.0.1:{srv.server_port}").list_databases()
-        assert status != 200 or "not a vecstore server's JSON" in str(e.value)
+        assert status != 200 or "vecstore server's" in str(e.value)
     finally:
         srv.shutdown()
         srv.server_close()
