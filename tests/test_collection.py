@@ -208,6 +208,9 @@ def _nested_list(depth: int) -> list:
     # a field named id: query() overwrote it with the row's id, and `where id = ...` never reached it
     (lambda c: c.add_item([1, 0, 0, 0], id=10, field={"id": "ext-1"}), InvalidArgumentError),
     (lambda c: c.upsert_items([{"vector": [1, 0, 0, 0], "id": 1, "field": {"id": 1}}]), InvalidArgumentError),
+    # a named field's dim had no upper bound: 10**9 was a MemoryError, 2**64 a ValueError (500s)
+    (lambda c: c.create_vector_field("big", dim=10**9), InvalidArgumentError),
+    (lambda c: c.create_vector_field("big", dim=2**64), InvalidArgumentError),
     # a TypeError locally: an int is not iterable, a list is unhashable
     (lambda c: c.add([[1, 0, 0, 0]], ids=5), InvalidArgumentError),
     (lambda c: c.add_named_vectors(["nv"], [[1, 0]], ids=[1]), InvalidArgumentError),

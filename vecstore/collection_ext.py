@@ -370,6 +370,8 @@ class DerivedIndexes:
         if not isinstance(field_name, str) or not _FIELD_NAME.match(field_name) or field_name == "default":
             raise InvalidNameError(f"field_name: expected 1-64 characters of [A-Za-z0-9_-], not 'default', got {field_name!r}")
         dim = v.check_positive_int(dim, param="dim", allow_none=False)
+        if dim > v.MAX_DIM:  # as for a collection: 10**9 was a MemoryError, 2**64 a ValueError
+            raise InvalidArgumentError(f"dim: expected at most {v.MAX_DIM}, got {dim}")
         metric = parse_metric(metric)
         mode = None if index_mode is None else parse_index_mode(index_mode, default_metric=metric)
         with self._wlock:
