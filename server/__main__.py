@@ -24,6 +24,8 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
+from vecstore.portability import store_folder
+
 from .app import MiB, ServerConfig, VecstoreHTTPServer, make_server
 from .http11 import default_max_connections
 from .processes import Replica, SharedState, Supervisor, default_processes
@@ -188,7 +190,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = Path(args.data).resolve()
     backups = tuple(Path(d).resolve() for d in args.backup_dir)
     for flag, folder in [("--data", data), *(("--backup-dir", d) for d in backups)]:
-        problem = _unwritable(folder) if not args.replica_of else None
+        inside = store_folder(folder) if flag == "--backup-dir" else None
+        if inside is not None:  # every snapshot there would be refused (no backup belongs in a
+            # store's folders), and a drop of that database would delete the backups
+            problem: str | None = f"inside the database or collection folder {inside}; use a folder of its own"
+        else:
+            problem = _unwritable(folder) if not args.replica_of else None
         if problem:
             log.error("%s %s: %s", flag, folder, problem)
             return 1

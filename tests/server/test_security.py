@@ -435,6 +435,11 @@ def test_a_data_or_backup_path_that_is_no_folder_is_a_message_not_a_traceback(tm
                  ["--data", str(tmp_path / "d"), "--backup-dir", str(tmp_path / "afile")]):
         assert main([*argv, "--port", "0"]) == 1
     assert "not a writable folder" in caplog.text
+    # a backup folder inside a database: every snapshot there was refused, a drop deleted them
+    with vecstore.connect(tmp_path / "d") as c:
+        c.create_database("app")
+    assert main(["--data", str(tmp_path / "d"), "--backup-dir", str(tmp_path / "d" / "app" / "bk"), "--port", "0"]) == 1
+    assert "inside the database or collection folder" in caplog.text
     with pytest.raises(vecstore.InvalidArgumentError, match="not a folder vecstore can use"):
         vecstore.connect(tmp_path / "afile")
 
