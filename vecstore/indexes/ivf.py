@@ -747,20 +747,24 @@ class IvfIndex(VectorIndex):
             # one comparison per query (index-wide bound, _safe_limit) tells whether any of its
             # float32 ranking values may overflow: on ordinary data none may, and nothing else
             # is done for them
-            if m == 1:  # a matvec: measured ~20 % faster than the (1, w) @ (w, k) product
-                rank = (self._c_ext @ qx[0])[None]
-                safe = None if np.vdot(queries, queries) <= self._safe_qq else np.zeros(1, bool)
+            if m == 1:
+                if np.vdot(queries, queries) <= self._safe_qq:  # the hot path: straight on
+                    rank = self._c_ext @ qx[0]  # a matvec: measured ~20 % faster than (1, w) @ (w, k)
+                    return out_labels, out_scores, self._search_one(lists, queries[0], qx[0], rank, nprobe, k,
+                                                                    allowed, out_labels[0], out_scores[0])
+                safe = np.zeros(1, bool)
             else:
                 rank = qx @ self._c_ext.T
                 safe = np.einsum("ij,ij->i", queries, queries) <= self._safe_qq
-                safe = None if safe.all() else safe
-            if safe is None:
-                return out_labels, out_scores, self._search_safe(lists, queries, qx, rank, nprobe, k, allowed,
-                                                                 out_labels, out_scores)
+                if safe.all():
+                    return out_labels, out_scores, self._search_safe(lists, queries, qx, rank, nprobe, k, allowed,
+                                                                     out_labels, out_scores)
             ok = np.flatnonzero(safe)
-            labels_, scores_ = out_labels[ok], out_scores[ok]
-            visited = self._search_safe(lists, queries[ok], qx[ok], rank[ok], nprobe, k, allowed, labels_, scores_)
-            out_labels[ok], out_scores[ok] = labels_, scores_
+            if len(ok):
+                labels_, scores_ = out_labels[ok], out_scores[ok]
+                visited = self._search_safe(lists, queries[ok], qx[ok], rank[ok], nprobe, k, allowed,
+                                            labels_, scores_)
+                out_labels[ok], out_scores[ok] = labels_, scores_
             for i in np.flatnonzero(~safe).tolist():
                 visited += self._search_one(lists, queries[i], qx[i], self._exact_rank(queries[i]), nprobe, k,
                                             allowed, out_labels[i], out_scores[i], careful=True)
@@ -770,14 +774,16 @@ class IvfIndex(VectorIndex):
                      k: int, allowed: np.ndarray | None, out_labels: np.ndarray, out_scores: np.ndarray) -> int:
         """Queries whose ranking values cannot overflow: one at a time, or grouped by list."""
         m = len(queries)
+        visited = 0
         if m < _BATCH_MIN:
-            return sum(self._search_one(lists, queries[i], qx[i], rank[i], nprobe, k, allowed,
-                                        out_labels[i], out_scores[i]) for i in range(m))
+            for i in range(m):
+                visited += self._search_one(lists, queries[i], qx[i], rank[i], nprobe, k, allowed,
+                                            out_labels[i], out_scores[i])
+            return visited
         # a query's row of ranking values spans its probed lists: about nprobe mean lists
         # (twice that, for lists of uneven size)
         width = 2 * nprobe * (sum(lists.size) // len(rank[0]) + 1)
         step = max(_BATCH_MIN, min(_BATCH_QUERIES, _BATCH_FLOATS // width))
-        visited = 0
         for a in range(0, m, step):
             b = min(m, a + step)
             visited += self._search_batch(lists, queries[a:b], qx[a:b], rank[a:b], nprobe, k, allowed,
