@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from conftest import clustered
 
+from vecstore import table
 from vecstore.table import VectorSpace
-from vecstore.validation import check_vector, unit_rows
+from vecstore.validation import check_vector, row_norms, unit_rows
 
 # ---------------------------------------------------------------------------------------------
 # The float64 oracle. FLAT promises the exact answer: the scores the vectors themselves give
@@ -145,6 +146,53 @@ def test_exact_search_equals_float64_oracle(client, metric, offset):
     for qv, r in zip(queries, col.batch_search(queries, k=9)):
         order, _ = exact_order(stored, check_vector(qv, dim, normalise=metric == "cosine")[0], metric)
         assert list(r.ids) == [ids[i] for i in order[:9]]
+
+
+@pytest.mark.parametrize("dim", [2, 1024])
+def test_cosine_norms_whose_float32_squares_underflow_are_exact(client, dim):
+    """|x| ~ 1e-22 .. 1e-15: squares under float32's normals lose bits (many of them, at dim
+    1024, more than float32's precision even for a norm above 2**-63), but only a zero or
+    infinite norm was measured again in float64. Norms were off by up to 1e-3, unit vectors with
+    them, and rows with the query's exact direction scored cosine distances of -1e-3 .. 1e-5.
+    Oracle: numpy in float64."""
+    base = np.random.default_rng(dim).standard_normal(dim)
+    x = np.stack([base * s for s in (1e-12, 1e-15, 1e-17, 1e-19, 1e-20, 1e-21, 1e-22, 1e-26)]
+                 # squares of 1.21·2**-136 each, all rounded alike: norm 1.1·2**-63·sqrt(dim/1024)
+                 + [np.sign(base) * 1.1 * 2.0 ** -68]).astype(np.float32)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(row_norms(x), np.linalg.norm(x64, axis=1), rtol=1e-6)
+    col = client.create_database("app").require_collection("c", dim=dim, metric="cosine")
+    col.add(x, ids=list(range(len(x))))
+    q = base.astype(np.float32)
+    u = x64 / np.linalg.norm(x64, axis=1)[:, None]
+    dist = 1 - u @ (q / np.linalg.norm(q.astype(np.float64)))
+    r = col.search(q, k=len(x))
+    assert sorted(r.ids) == list(range(len(x)))
+    np.testing.assert_allclose(r.scores, dist[list(r.ids)], atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e-33, 1e-25, 1e-19, 1.0, 1e19, 1e30, 3e37])
+def test_cosine_rows_far_from_unit_norm_are_estimated_not_all_re_scored(monkeypatch, scale):
+    """Cosine rows with |x| outside [2**-60, 2**60] had no bounded estimate (NaN), so every query
+    scored every such row exactly: a collection of them searched 17-40x slower. Their norms are
+    now measured in float64, which bounds the estimate for |x| in [2**-100, 2**125]: about k rows
+    re-scored there, all of them beyond (still exact). Oracle: numpy in float64."""
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((2000, 16)) * scale).astype(np.float32)
+    space = VectorSpace("default", 16, "cosine")
+    space.put(np.arange(2000, dtype=np.uint64), x)
+    scored: list[int] = []
+    direct = table._direct
+    monkeypatch.setattr(table, "_direct", lambda *a: scored.append(len(a[-1])) or direct(*a))
+    for qv in rng.standard_normal((5, 16)):
+        q = check_vector(qv, 16, normalise=True)
+        pos, scores = space.exact_search(q, 10)
+        order, s = exact_order(unit_rows(x), q[0], "cosine")
+        assert pos[0].tolist() == order[:10].tolist()
+        np.testing.assert_array_equal(scores[0], s[order[:10]].astype(np.float32))
+    norms = np.linalg.norm(x.astype(np.float64), axis=1)
+    unbounded = int(np.count_nonzero((norms < 2.0 ** -100) | (norms > 2.0 ** 125)))
+    assert unbounded <= min(scored) and max(scored) < unbounded + 100
 
 
 @pytest.mark.parametrize("offset", [0.0, 100.0, 1e4])

@@ -708,6 +708,39 @@ def test_hnsw_ip_ranks_small_vectors_as_well_as_unit_ones(tmp_path, scale):
         np.testing.assert_array_equal(index.search_trusted(q[:1], K, None)[0], a[0][:1])
 
 
+def test_hnsw_ip_row_far_beyond_the_index_scale_gets_a_new_scale(tmp_path):
+    """An ip index created from rows of norm ~1e-5 gives them to hnswlib times 2**15, a power of
+    two fixed for its graph. A row of norm 1e35 added later was scaled the same way, to inf: it
+    scored inf (numpy warned of the overflow) and the graph held an inf vector. Such an add now
+    rebuilds the graph with one power of two for all its rows (here none), removals kept."""
+    import warnings
+    x = clustered(300, 8) * np.float32(1e-5)
+    index = HnswIndex(8, "ip")
+    index.build(np.arange(300, dtype=np.uint64), x)
+    index.remove(np.array([5], np.uint64))
+    assert index.scale_exp == 15
+    big = np.zeros((2, 8), np.float32)
+    big[0, 0], big[1, 1] = 1e35, -1e30
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        index.add(np.array([300, 7], np.uint64), big)    # 7 replaces a small row
+    assert index.scale_exp == 0 and len(index) == 300
+    rows = np.vstack([x, big[:1]])
+    rows[7] = big[1]
+    live = np.setdiff1d(np.arange(301), [5])
+    q = np.vstack([np.eye(8, dtype=np.float32)[:2], -np.eye(8, dtype=np.float32)[1:2]])
+    ref = exact_scores(rows[live], q, "ip")               # float64 oracle
+    want = live[np.argsort(-ref, axis=1, kind="stable")[:, 0]]
+    loaded = HnswIndex.load(tmp_path, index.save(tmp_path, "s"), 8, "ip", {})
+    for idx in (index, loaded):
+        labels, scores, _ = idx.search(q, 3)
+        np.testing.assert_array_equal(labels[:, 0], want)
+        # (the small rows are unscaled now: hnswlib's 1 - dot holds their dots to ~6e-8)
+        np.testing.assert_allclose(scores[:, 0], ref.max(axis=1), rtol=1e-6, atol=1e-7)
+        assert np.isfinite(scores).all() and 5 not in labels
+    assert loaded.scale_exp == 0
+
+
 def test_hnsw_index_saved_before_scaling_opens_unscaled(tmp_path):
     """Files written before the scale existed have no scale_exp: they are unscaled (0)."""
     index = HnswIndex(8, "ip")

@@ -371,13 +371,58 @@ def test_a_live_row_whose_ranking_value_overflows_is_still_found(metric):
     q = np.array([[1e20, 0], [-1e20, 0], [0, 1], [3e19, -3e19]] * 2, np.float32)   # 8: the batch path
     for allowed in (None, np.array([0, 1, 2, 4], np.uint64)):
         live = np.array([0, 1, 2, 3] if allowed is None else [0, 1, 2])
-        # oracle: float64 scores, as float32 (overflowing to ±inf), best first, ties by label
+        # oracle: float64 scores, best first, ties by label, reported as float32 (overflowing to
+        # ±inf), as FLAT ranks and reports them
         s = x[live].astype(np.float64) @ q.T.astype(np.float64) if metric == "ip" else \
             ((x[live, None, :].astype(np.float64) - q[None].astype(np.float64)) ** 2).sum(-1)
-        with np.errstate(over="ignore"):
-            s = s.T.astype(np.float32)
+        s = s.T
         order = np.lexsort((np.broadcast_to(live, s.shape), -s if metric == "ip" else s), axis=1)
+        with np.errstate(over="ignore"):
+            s = s.astype(np.float32)
         for got in (index.search(q, 10, allowed=allowed), _singles(index, q, 10, allowed=allowed)):
             np.testing.assert_array_equal(got[0][:, :len(live)], live[order])
             np.testing.assert_array_equal(got[1][:, :len(live)], np.take_along_axis(s, order, 1))
             assert (got[0][:, len(live):] == -1).all()
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_a_row_whose_products_overflow_with_mixed_signs_ranks_by_its_exact_score(metric):
+    """ip: x = (3e21, -1e21), q = (1e18, 1e18): x·q = 2e39, the best row, but in float32 its two
+    products are +inf and -inf, and their sum NaN. That row was ranked last among the candidates
+    (or not taken at all) and re-scored in float32 (NaN again): missing from a single query, NaN in
+    a batch. l2 likewise (bias - 2x·q, rows near a huge query). The rows are now re-scored in
+    float64 as FLAT does, every row whose ranking value overflowed among the candidates, and the
+    centres are ranked in float64 (in float32 they came out NaN alone and -inf in a batch, which
+    then probed other lists). Also when the far rows come after the build (the bound that tells
+    a query safe grows with them)."""
+    rng = np.random.default_rng(0)
+    if metric == "ip":
+        x = rng.standard_normal((200, 2)).astype(np.float32)
+        x[7], x[50] = [3e21, -1e21], [-1e21, 3e21]
+        q = np.array([[1e18, 1e18], [1e18, -1e18], [1, 1], [-3e17, 3e17]] * 2, np.float32)
+    else:  # rows and queries far out: |x - q|² is exact in float64 and distinct
+        x = (rng.standard_normal((200, 2)) * [1e29, 1e18]).astype(np.float32)
+        x[7], x[50] = [1e30, -2e19], [-1e30, 3e19]
+        q = np.array([[1e30, 1e19], [-1e30, -1e19], [1e29, 0], [0, 1e19]] * 2, np.float32)
+    labels = np.arange(200, dtype=np.uint64)
+    built = IvfIndex(2, metric, n_clusters=4)
+    built.build(labels, x)
+    added = IvfIndex(2, metric, n_clusters=4)
+    rest = np.setdiff1d(labels, [7, 50])
+    added.build(rest, x[rest])
+    added.add(labels[[7, 50]], x[[7, 50]])
+    x64, q64 = x.astype(np.float64), q.astype(np.float64)
+    s = q64 @ x64.T if metric == "ip" else ((q64[:, None, :] - x64[None]) ** 2).sum(-1)
+    order = np.lexsort((np.broadcast_to(np.arange(200), s.shape), -s if metric == "ip" else s), axis=1)[:, :5]
+    with np.errstate(over="ignore"):
+        want = np.take_along_axis(s, order, 1).astype(np.float32)
+    assert order[0, 0] == 7                                  # the row whose products overflow: the best
+    for index in (built, added):
+        for got in (index.search(q, 5, breadth=4), _singles(index, q, 5, breadth=4)):   # every list
+            np.testing.assert_array_equal(got[0], order)
+            np.testing.assert_array_equal(got[1], want)
+        for breadth in (1, 2):
+            batch, single = index.search(q, 5, breadth=breadth), _singles(index, q, 5, breadth=breadth)
+            for a, b in zip(batch, single):
+                np.testing.assert_array_equal(a, b)
+            assert not np.isnan(batch[1]).any()

@@ -195,17 +195,23 @@ def _check_finite(arr: np.ndarray, param: str) -> None:
         raise InvalidArgumentError(f"{param}: expected finite numbers, found NaN or inf in row(s) {_sample(bad.tolist())}")
 
 
+# Rows whose float32 norm is below this are measured again in float64 (row_norms): each square
+# under float32's normals (2**-126) loses up to 2**-150 to rounding, MAX_DIM of them at most
+# 2**-134, which is 2**-34 of a sum of squares >= 2**-100, but as much as 2**-8 of one near 2**-126.
+_TINY_NORM = np.float32(2.0 ** -50)
+
+
 def row_norms(arr: np.ndarray) -> np.ndarray:
     """Euclidean norm of each row of a finite float32 matrix, right also where the float32 sum of
-    squares overflows (|x| > ~1e19) or underflows (< ~1e-19); 0 only for a zero row. Every
-    cosine normalisation goes through here.
+    squares overflows (|x| > ~1e19) or loses to underflow (|x| < 2**-50, ~9e-16); 0 only for a
+    zero row. Every cosine normalisation goes through here, and so do the exact cosine re-scores.
 
-    >>> row_norms(np.array([[3e20, 4e20], [3e-25, 4e-25], [0, 0]], np.float32)).tolist()
-    [5.000000...e+20, 5.000000...e-25, 0.0]
+    >>> row_norms(np.array([[3e20, 4e20], [3e-22, 4e-22], [0, 0]], np.float32)).tolist()
+    [5.000000...e+20, 5.000000...e-22, 0.0]
     """
     with np.errstate(over="ignore", under="ignore"):
         norms = np.linalg.norm(arr, axis=1)
-    odd = np.flatnonzero((norms == 0) | ~np.isfinite(norms))
+    odd = np.flatnonzero(~(norms >= _TINY_NORM) | (norms == np.inf))
     if len(odd):
         # scale each such row by its largest magnitude first, in float64
         rows = arr[odd].astype(np.float64)

@@ -46,8 +46,9 @@ cosine distance; ``ip`` returns ``1 - distance`` (the dot); ``l2`` is hnswlib's 
 ``|dot|`` under ~6e-8: vectors of norm 1e-4 (dots ~1e-8) all tie, and the graph and the ranking
 were noise. So for ``ip``, rows whose largest norm is under 1/16 are given to hnswlib multiplied by
 ``2**scale_exp`` (one power of two for the index, bringing that norm into [1, 2), fixed when the
-graph is created, reused for later adds and saved with it), and each such query by its own power
-of two; scores are divided back. Powers of two scale floats exactly; larger norms rank well as they
+graph is created, reused for later adds and saved with it; a later row it would scale past 2**60
+has the graph rebuilt with a new power for all rows), and each such query by its own power of
+two; scores are divided back. Powers of two scale floats exactly; larger norms rank well as they
 are and are left alone (an index of them, or saved before this, has ``scale_exp`` 0).
 
 ``visited`` is an **estimate** (hnswlib 0.8 does not expose its counters to Python): per query
@@ -110,6 +111,10 @@ _POST_FILTER_MIN_FRACTION = 0.02
 _POST_FILTER_MAX_K = 512
 # ip rows or queries of a smaller norm are scaled up by a power of two (module docstring)
 _SMALL_NORM = 1 / 16
+# A row added later whose norm times the index's power of two would exceed this gets a new power
+# instead (HnswIndex._rescale): scaled further, its products with queries could overflow float32
+# (2**60 leaves room for queries of norm up to ~2**67), and ldexp itself to inf past ~2**128.
+_MAX_SCALED_NORM = 2.0 ** 60
 _SCALE_ROWS = 1 << 16  # rows per float64 block when measuring norms
 
 
@@ -487,26 +492,33 @@ class HnswIndex(VectorIndex):
         without ``progress`` it is one call."""
         labels, vectors = checked_batch(labels, vectors, self.dim)
         with self._writer:
-            states = _LabelStates()
-            index = None
-            exp = self._row_exp(vectors)
-            if exp:
-                vectors = np.ldexp(vectors, exp).astype(np.float32, copy=False)
-            if len(labels):
-                n = len(labels)
-                index = self._new_index(max(_INITIAL_CAPACITY, n + n // 8))
-                step = n if progress is None else max(_BUILD_STEP, n // 100)
-                try:
-                    for a in range(0, n, step):
-                        # each step is one parallel add_items over all cores, as one call would be
-                        index.add_items(vectors[a:a + step], labels[a:a + step])
-                        if progress is not None:
-                            progress(min(a + step, n), n)
-                except RuntimeError as e:
-                    raise VecstoreError(f"HNSW build failed: {e}") from e
-                states.set(labels, _LIVE, np.zeros(len(labels), np.uint8))
+            graph = self._graph(labels, vectors, progress)
             with self._lock.write:
-                self._index, self._states, self._live, self._exp = index, states, len(labels), exp
+                self._index, self._states, self._live, self._exp = graph
+
+    def _graph(self, labels: np.ndarray, vectors: np.ndarray,
+               progress: Progress | None = None) -> tuple[hnswlib.Index | None, _LabelStates, int, int]:
+        """A new graph of these rows (unique labels) with its own power of two: ``(index, label
+        states, live count, scale_exp)``."""
+        states = _LabelStates()
+        index = None
+        exp = self._row_exp(vectors)
+        if exp:
+            vectors = np.ldexp(vectors, exp).astype(np.float32, copy=False)
+        if len(labels):
+            n = len(labels)
+            index = self._new_index(max(_INITIAL_CAPACITY, n + n // 8))
+            step = n if progress is None else max(_BUILD_STEP, n // 100)
+            try:
+                for a in range(0, n, step):
+                    # each step is one parallel add_items over all cores, as one call would be
+                    index.add_items(vectors[a:a + step], labels[a:a + step])
+                    if progress is not None:
+                        progress(min(a + step, n), n)
+            except RuntimeError as e:
+                raise VecstoreError(f"HNSW build failed: {e}") from e
+            states.set(labels, _LIVE, np.zeros(len(labels), np.uint8))
+        return index, states, len(labels), exp
 
     def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         labels, vectors = checked_batch(labels, vectors, self.dim)
@@ -518,6 +530,9 @@ class HnswIndex(VectorIndex):
             if self._index is None:
                 self._index = self._new_index(max(_INITIAL_CAPACITY, 2 * n_new))
                 self._exp = self._row_exp(vectors)
+            elif self._exp and _norms(vectors).max() * 2.0 ** self._exp > _MAX_SCALED_NORM:
+                self._rescale(labels, vectors)
+                return
             if self._exp:
                 vectors = np.ldexp(vectors, self._exp).astype(np.float32, copy=False)
             index = self._index
@@ -542,6 +557,20 @@ class HnswIndex(VectorIndex):
                 raise VecstoreError(f"HNSW add failed: {e}") from e
             self._states.set(labels, _LIVE, before)
             self._live += int(np.count_nonzero(before != _LIVE))
+
+    def _rescale(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """Rebuild the graph from its live rows and these (which win for a label in both) with a
+        power of two for them all: the index's own would scale these past float32's range (an
+        index created from rows of norm 1e-5 has 2**15; a row of 1e35 became inf). Rare: only a
+        scaled ip index meeting rows ~2**45 times larger than those it was created from. Caller
+        holds the writer mutex and the write lock (searches wait for the rebuild)."""
+        old = self._states.live_labels()
+        old = old[~np.isin(old, labels)]
+        # powers of two scale exactly: the rows come back as they were given
+        kept = np.ldexp(np.asarray(self._index.get_items(old), np.float32).reshape(-1, self.dim),
+                        -self._exp).astype(np.float32, copy=False)
+        self._index, self._states, self._live, self._exp = self._graph(
+            np.concatenate([old, labels]), np.concatenate([kept, vectors]))
 
     def remove(self, labels: np.ndarray) -> None:
         labels = np.unique(np.asarray(labels).astype(np.uint64, copy=False))

@@ -3,8 +3,8 @@
 Build trains k-means (random initial centres from a sample, a few Lloyd iterations, fixed
 seed; all distance work is matrix products) on at most ``train_size`` rows, then assigns every
 row to the list of its best centre. A search scores the centres, takes the ``nprobe`` best lists
-and scores their members; the best ``k`` (and a few spare) are re-scored exactly. Nothing loops
-over vectors in Python.
+and scores their members; the best ``k`` (and a few spare) are re-scored exactly (in float64, as
+FLAT does). Nothing loops over vectors in Python.
 
 - **Layout.** All lists live in one matrix, list after list, each row carrying its bias in an extra
   column, so scoring a list is one matvec on a slice (see :class:`_Lists`). Lists are stored in
@@ -27,6 +27,12 @@ over vectors in Python.
 - **Growth.** With ``n_clusters`` left automatic, an index first trained on few rows is
   retrained from its own vectors once it holds 4× as many (and at least 4096) rows, so adding
   row by row does not leave a handful of huge lists.
+- **Overflow.** Rows and queries far from the origin (|x|·|q| beyond ~3.4e38) overflow the
+  float32 products: +inf, or NaN where the terms' signs mix. One comparison per query, of |q|²
+  against a bound from the largest norm the index holds (:meth:`IvfIndex._safe_limit`), tells
+  whether that can happen; only then are the centres ranked in float64 and every row whose value
+  overflowed re-scored besides the usual candidates (:func:`_overflow_rank`). Ordinary queries
+  pay the comparison and nothing else.
 - **Filtered search** restricts scoring to allowed labels and keeps probing further lists, best
   first, until it holds ``3·k`` allowed hits (or every list has been probed); an unfiltered search
   whose ``nprobe`` lists hold fewer than ``k`` live rows probes on the same way.
@@ -91,6 +97,10 @@ _FILTER_HITS = 3
 # same for one query and a batch, and before and after a reload.
 _RESCORE_EXTRA = 8
 _F32_MAX = np.float32(np.finfo(np.float32).max)
+# No partial sum of a ranking value (a float32 product, see _Lists) reaches this bound for a query
+# within IvfIndex._safe_qq, so none overflows: float32's maximum is ~2**128, and the factor 4 left
+# covers the float32 rounding of every term and of the norms the bound is checked with.
+_SAFE_REACH = 2.0 ** 126
 # Two probed lists whose regions touch are scored as one slice if the first one's spare rows (bias
 # +inf) number at most this: one numpy call costs about as much as scoring ~50 rows of 128 floats.
 _GAP_ROWS = 32
@@ -124,12 +134,6 @@ def default_nprobe(n_clusters: int) -> int:
 
 def _sq_norms(x: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, x)
-
-
-def _dots(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Row-wise dot products; ``y`` is made contiguous so einsum takes one path whatever its
-    strides (a broadcast query row or a gathered batch)."""
-    return np.einsum("ij,ij->i", x, np.ascontiguousarray(y))
 
 
 def _assign(x: np.ndarray, centroids: np.ndarray, by_dot: bool, c_norms: np.ndarray | None = None) -> np.ndarray:
@@ -175,7 +179,8 @@ def kmeans(x: np.ndarray, k: int, *, iters: int = 10, seed: int = 0,
         centroids[nonempty] = (sums / counts[nonempty, None]).astype(np.float32)
         empty = np.flatnonzero(counts == 0)
         if len(empty):
-            d = x_norms - 2 * np.einsum("ij,ij->i", x, centroids[assign]) + c_norms[assign]
+            with np.errstate(over="ignore", invalid="ignore"):  # |x| near float32's limit, as in _assign
+                d = x_norms - 2 * np.einsum("ij,ij->i", x, centroids[assign]) + c_norms[assign]
             far = np.argsort(d)[::-1][:len(empty)]
             centroids[empty[:len(far)]] = x[far]
         if progress is not None:
@@ -233,12 +238,14 @@ def _distinct(labels: np.ndarray) -> bool:
     return len(np.unique(labels)) == len(labels)
 
 
-def _live_rank(bias: np.ndarray) -> np.ndarray:
-    """The ranking value for rows whose product came out +inf or NaN, given their bias: +inf (never
-    ranks) for a tombstone or unused row, else ``F32_MAX``. A live row far from the query overflows
-    float32 (|x|·|q| > ~3.4e38) and must still rank, last, to be re-scored exactly like any other;
-    the bias, not the product, says which rows are live."""
-    return np.where(np.isfinite(bias), _F32_MAX, np.float32(np.inf))
+def _overflow_rank(bias: np.ndarray) -> np.ndarray:
+    """The ranking value for rows whose product overflowed float32 (±inf, or NaN where the signs
+    of the terms mixed; |x|·|q| > ~3.4e38) or whose l2 bias is clamped (|x|² > ~3.4e38), given
+    their bias: +inf (never ranks) for a tombstone or unused row, else -inf. Such a value says
+    nothing of where a live row ranks, so it is taken first, and the search re-scores every one
+    of them exactly besides its usual candidates (ranked last, as before, a row with x·q = 2e40
+    was never among them). The bias, not the product, says which rows are live."""
+    return np.where(np.isfinite(bias), np.float32(-np.inf), np.float32(np.inf))
 
 
 def _width(dim: int) -> int:
@@ -524,6 +531,8 @@ class IvfIndex(VectorIndex):
         self._c_ext: np.ndarray | None = None       # (k, width): [centre, bias, 0…]
         self._lists: _Lists | None = None
         self._trained_n = 0
+        self._max_sq = 0.0      # at least the largest |x|² of every row and centre held
+        self._safe_qq = 0.0     # queries with |q|² up to this cannot overflow (_safe_limit)
         self._lock = RWLock()
         self._writer = threading.Lock()
 
@@ -619,6 +628,38 @@ class IvfIndex(VectorIndex):
     def _install(self, centroids, lists, trained_n) -> None:
         self._centroids, self._lists, self._trained_n = centroids, lists, trained_n
         self._c_ext = None if centroids is None else _Lists.widen(centroids, self._bias(centroids))
+        self._max_sq, self._safe_qq = 0.0, self._safe_limit(0.0)
+        if lists is not None:
+            self._reach(centroids)
+            self._reach(lists.x[:lists.top, :self.dim])
+
+    def _reach(self, vectors: np.ndarray) -> None:
+        """Raise the largest squared norm held to cover ``vectors``, and the queries' safe bound
+        with it (:meth:`_safe_limit`). It never falls on a removal: the bound stays safe."""
+        if len(vectors):
+            with np.errstate(over="ignore"):  # inf: no query is safe, the careful path is taken
+                self._max_sq = max(self._max_sq, float(np.einsum("ij,ij->i", vectors, vectors).max()))
+        self._safe_qq = self._safe_limit(self._max_sq)
+
+    def _safe_limit(self, max_sq: float) -> float:
+        """The largest |q|² for which no ranking value against rows and centres of squared norm up
+        to ``max_sq`` overflows float32, so a search can skip looking for ±inf and NaN. Every
+        partial sum of ``-x·q`` (ip, cosine) is at most |x|·|q| in magnitude, of ``|x|² - 2x·q``
+        (l2) at most |x|² + 2|x|·|q|; both must stay under :data:`_SAFE_REACH`. A |q|² that
+        overflowed float32 itself is never safe.
+
+        >>> IvfIndex(2, "ip")._safe_limit(2.0 ** 200) == 2.0 ** 52, IvfIndex(2, "l2")._safe_limit(2.0 ** 126)
+        (True, -1.0)
+        """
+        if not self._by_dot and max_sq >= _SAFE_REACH:
+            return -1.0
+        if max_sq == 0:
+            limit = math.inf
+        elif self._by_dot:
+            limit = _SAFE_REACH ** 2 / max_sq
+        else:
+            limit = ((_SAFE_REACH - max_sq) / 2) ** 2 / max_sq
+        return min(limit, float(_F32_MAX))
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -646,6 +687,7 @@ class IvfIndex(VectorIndex):
             assign = _assign(vectors, self._centroids, self._by_dot)
             wide = _Lists.widen(vectors, self._bias(vectors))
             with self._lock.write:
+                self._reach(vectors)
                 lists = self._lists
                 lists.drop(labels)
                 order = np.argsort(assign, kind="stable")
@@ -690,7 +732,7 @@ class IvfIndex(VectorIndex):
         visited = 0
         # errstate: a tombstone's +inf bias times the query's 1 is +inf, but BLAS kernels also
         # multiply it by the zero padding of partial tiles and raise "invalid value" (the NaN lands
-        # in discarded lanes); a live row's product may overflow (see _live_rank)
+        # in discarded lanes); a live row's product may overflow (see _overflow_rank)
         with self._lock.read, np.errstate(invalid="ignore", over="ignore"):
             lists = self._lists
             if lists is None or not lists.where or m == 0:
@@ -702,33 +744,71 @@ class IvfIndex(VectorIndex):
             qx = np.zeros((m, lists.x.shape[1]), np.float32)
             np.multiply(queries, np.float32(-1.0 if self._by_dot else -2.0), out=qx[:, :self.dim])
             qx[:, self.dim] = 1.0
-            if m == 1:  # a matvec: measured ~20 % faster than the (1, w) @ (w, k) product
-                rank = (self._c_ext @ qx[0])[None]
+            # one comparison per query (index-wide bound, _safe_limit) tells whether any of its
+            # float32 ranking values may overflow: on ordinary data none may, and nothing else
+            # is done for them
+            if m == 1:
+                if np.vdot(queries, queries) <= self._safe_qq:  # the hot path: straight on
+                    rank = self._c_ext @ qx[0]  # a matvec: measured ~20 % faster than (1, w) @ (w, k)
+                    return out_labels, out_scores, self._search_one(lists, queries[0], qx[0], rank, nprobe, k,
+                                                                    allowed, out_labels[0], out_scores[0])
+                safe = np.zeros(1, bool)
             else:
                 rank = qx @ self._c_ext.T
-            if m < _BATCH_MIN:
-                for i in range(m):
-                    visited += self._search_one(lists, queries[i], qx[i], rank[i], nprobe, k, allowed,
-                                                out_labels[i], out_scores[i])
-            else:
-                # a query's row of ranking values spans its probed lists: about nprobe mean lists
-                # (twice that, for lists of uneven size)
-                width = 2 * nprobe * (sum(lists.size) // n_lists + 1)
-                step = max(_BATCH_MIN, min(_BATCH_QUERIES, _BATCH_FLOATS // width))
-                for a in range(0, m, step):
-                    b = min(m, a + step)
-                    visited += self._search_batch(lists, queries[a:b], qx[a:b], rank[a:b], nprobe, k, allowed,
-                                                  out_labels[a:b], out_scores[a:b])
+                safe = np.einsum("ij,ij->i", queries, queries) <= self._safe_qq
+                if safe.all():
+                    return out_labels, out_scores, self._search_safe(lists, queries, qx, rank, nprobe, k, allowed,
+                                                                     out_labels, out_scores)
+            ok = np.flatnonzero(safe)
+            if len(ok):
+                labels_, scores_ = out_labels[ok], out_scores[ok]
+                visited = self._search_safe(lists, queries[ok], qx[ok], rank[ok], nprobe, k, allowed,
+                                            labels_, scores_)
+                out_labels[ok], out_scores[ok] = labels_, scores_
+            for i in np.flatnonzero(~safe).tolist():
+                visited += self._search_one(lists, queries[i], qx[i], self._exact_rank(queries[i]), nprobe, k,
+                                            allowed, out_labels[i], out_scores[i], careful=True)
         return out_labels, out_scores, visited
 
+    def _search_safe(self, lists: _Lists, queries: np.ndarray, qx: np.ndarray, rank: np.ndarray, nprobe: int,
+                     k: int, allowed: np.ndarray | None, out_labels: np.ndarray, out_scores: np.ndarray) -> int:
+        """Queries whose ranking values cannot overflow: one at a time, or grouped by list."""
+        m = len(queries)
+        visited = 0
+        if m < _BATCH_MIN:
+            for i in range(m):
+                visited += self._search_one(lists, queries[i], qx[i], rank[i], nprobe, k, allowed,
+                                            out_labels[i], out_scores[i])
+            return visited
+        # a query's row of ranking values spans its probed lists: about nprobe mean lists
+        # (twice that, for lists of uneven size)
+        width = 2 * nprobe * (sum(lists.size) // len(rank[0]) + 1)
+        step = max(_BATCH_MIN, min(_BATCH_QUERIES, _BATCH_FLOATS // width))
+        for a in range(0, m, step):
+            b = min(m, a + step)
+            visited += self._search_batch(lists, queries[a:b], qx[a:b], rank[a:b], nprobe, k, allowed,
+                                          out_labels[a:b], out_scores[a:b])
+        return visited
+
+    def _exact_rank(self, q: np.ndarray) -> np.ndarray:
+        """The centres' ranking values for a query whose float32 ones may overflow, in float64:
+        never NaN, and the same alone and in a batch (float32 products of the two shapes overflowed
+        differently: NaN in one, -inf in the other, and the batch probed other lists)."""
+        c = self._centroids.astype(np.float64)
+        d = c @ q.astype(np.float64)
+        return -d if self._by_dot else _sq_norms(c) - 2 * d
+
     def _search_one(self, lists: _Lists, q: np.ndarray, qx: np.ndarray, rank: np.ndarray, nprobe: int,
-                    k: int, allowed: np.ndarray | None, out_labels: np.ndarray, out_scores: np.ndarray) -> int:
+                    k: int, allowed: np.ndarray | None, out_labels: np.ndarray, out_scores: np.ndarray,
+                    careful: bool = False) -> int:
+        """One query; ``careful``: its ranking values may overflow (:meth:`_safe_limit`), and every
+        row whose value did is re-scored (:func:`_overflow_rank`)."""
         n_lists = len(rank)
         first = rank.argpartition(nprobe - 1)[:nprobe] if nprobe < n_lists else np.arange(n_lists)
         starts, ends, visited, live = lists.runs(first.tolist())
         bounds: list[int] = []   # end of each slice in r
         delta: list[int] = []    # row of an entry of r = its position + delta of its slice
-        r = self._rank(lists, qx, starts, ends, allowed, bounds, delta)
+        r = self._rank(lists, qx, starts, ends, allowed, bounds, delta, careful)
         found = live if allowed is None else int(np.count_nonzero(r < np.inf))
         need = k * _FILTER_HITS if allowed is not None else k
         if found < need and nprobe < n_lists:
@@ -743,7 +823,7 @@ class IvfIndex(VectorIndex):
                 if found >= need:
                     break
                 s_, e_, v_, live_ = lists.runs(rest[a:a + nprobe].tolist())
-                r_ = self._rank(lists, qx, s_, e_, allowed, bounds, delta)
+                r_ = self._rank(lists, qx, s_, e_, allowed, bounds, delta, careful)
                 r_parts.append(r_)
                 visited += v_
                 found += live_ if allowed is None else int(np.count_nonzero(r_ < np.inf))
@@ -751,8 +831,9 @@ class IvfIndex(VectorIndex):
         if found == 0:
             return visited
         # candidates: the k best by ranking value and a few more, re-scored exactly below (the
-        # ranking value's rounding depends on how rows were grouped into matrix products)
-        kk = min(k + _RESCORE_EXTRA, found, len(r))
+        # ranking value's rounding depends on how rows were grouped into matrix products), and
+        # every row whose value overflowed (-inf)
+        kk = min(k + _RESCORE_EXTRA + (int(np.count_nonzero(r == -np.inf)) if careful else 0), found, len(r))
         top = r.argpartition(kk - 1)[:kk] if kk < len(r) else np.arange(len(r))
         top = top[r[top] < np.inf]
         if len(delta) == 1:
@@ -800,9 +881,6 @@ class IvfIndex(VectorIndex):
             s = lists.start[c]
             qs = pair_query[a:b]
             block = qx[qs] @ x[s:s + n].T                        # (queries, n)
-            bad = ~(block < np.inf)
-            if bad.any():
-                block[bad] = _live_rank(x[s:s + n, lists.dim])[np.nonzero(bad)[1]]
             if allowed is not None:
                 labs = labels[s:s + n]
                 pos = np.searchsorted(allowed, labs)
@@ -846,25 +924,31 @@ class IvfIndex(VectorIndex):
         scores = self._scores(np.take(lists.x, rows, axis=0)[:, :self.dim], q)
         labels = lists.labels[rows]
         best = np.lexsort((labels, -scores if self.metric == "ip" else scores))
-        return labels[best].astype(np.int64), scores[best]
+        return labels[best].astype(np.int64), scores[best].astype(np.float32)
 
     def _scores(self, winners: np.ndarray, queries: np.ndarray) -> np.ndarray:
-        """Public scores of row ``i`` of ``winners`` against row ``i`` of ``queries`` (or against
-        the one query ``queries``): one code path for one query and a batch, so both give the
-        same floats."""
+        """Exact scores (float64) of row ``i`` of ``winners`` against row ``i`` of ``queries`` (or
+        against the one query ``queries``), ranked as they are and then rounded to float32 as FLAT's
+        (``table._direct``): in float32, a row whose products overflow with mixed signs scored
+        inf - inf = NaN and was dropped. One code path for one query and a batch, so both give the
+        same floats: each row's products are summed alone (numpy's pairwise sum along a contiguous
+        row), as in ``table._direct``."""
+        q = queries.astype(np.float64)
         if self.metric == "l2":
-            return _sq_norms(winners - queries)
-        if queries.ndim == 1:
-            queries = np.broadcast_to(queries, winners.shape)
-        dots = _dots(winners, queries)
-        return dots if self.metric == "ip" else np.float32(1.0) - dots
+            x = np.subtract(winners, q)   # float64: the float32 rows are widened exactly first
+            np.multiply(x, x, out=x)
+        else:
+            x = np.multiply(winners, q)
+        s = x.sum(axis=1)
+        return 1.0 - s if self.metric == "cosine" else s
 
     @staticmethod
     def _rank(lists: _Lists, qx: np.ndarray, starts: list[int], ends: list[int], allowed: np.ndarray | None,
-              bounds: list[int], delta: list[int]) -> np.ndarray:
+              bounds: list[int], delta: list[int], careful: bool) -> np.ndarray:
         """Ranking values of the rows of the slices, concatenated (+inf: tombstone, unused row or
-        not allowed; never NaN, and finite for every other row, see :func:`_live_rank`). Appends
-        each slice's end and row offset (relative to the values already in ``bounds``) to
+        not allowed; finite for every other row, but when ``careful``: then -inf for a live row
+        whose value overflowed or came from a clamped bias, see :func:`_overflow_rank`; never NaN).
+        Appends each slice's end and row offset (relative to the values already in ``bounds``) to
         ``bounds`` and ``delta``."""
         x = lists.x
         base = bounds[-1] if bounds else 0
@@ -881,12 +965,12 @@ class IvfIndex(VectorIndex):
             for s, e in zip(starts, ends):
                 np.matmul(x[s:e], qx, out=r[a:a + e - s])
                 a += e - s
-        bad = np.flatnonzero(~(r < np.inf))
-        if len(bad):
-            lens = np.subtract(ends, starts)
-            cum = np.cumsum(lens)
-            sl = np.searchsorted(cum, bad, side="right")
-            r[bad] = _live_rank(x[bad - (cum[sl] - lens[sl]) + np.asarray(starts)[sl], lists.dim])
+        if careful and len(r):
+            bias = x[starts[0]:ends[0], lists.dim] if len(starts) == 1 else \
+                np.concatenate([x[s:e, lists.dim] for s, e in zip(starts, ends)])
+            # l2's bias of a row with |x|² beyond float32 is clamped (_bias): its value is unknown too
+            bad = ~np.isfinite(r) | (bias == _F32_MAX)
+            r[bad] = _overflow_rank(bias[bad])
         if allowed is not None and len(r):
             labs = (lists.labels[starts[0]:ends[0]] if len(starts) == 1
                     else np.concatenate([lists.labels[s:e] for s, e in zip(starts, ends)]))
