@@ -177,56 +177,47 @@ def test_a_drop_waits_for_no_writer_in_another_process(tmp_path, drop):
     again.close()
 
 
-def test_a_restore_killed_between_its_renames_keeps_the_old_collection(tmp_path):
-    """Where the system has no renameat2 exchange, overwrite=True moves the old collection
-    aside, then renames the new one in: killed in between, the next open puts the old one back
-    (it used to delete both with the staging). The child plays such a system."""
-    col = vecstore.connect(tmp_path).create_database("app").require_collection("c", dim=4)
-    col.add(np.ones((100, 4)), ids=list(range(100)))
-    snap = col.snapshot_to(tmp_path / "c.snap")
-    col.add(np.ones((1, 4)), ids=[100])
-    col.database.client.close()
-    child = textwrap.dedent(f"""
-        import os, signal, vecstore, vecstore.portability
-        vecstore.portability._exchange = lambda new, final: False
-        db = vecstore.connect({str(tmp_path)!r}).get_database("app")
+# The child's hook on a restore with overwrite=True, and the rows the next open must find.
+_KILLED_RESTORES = {
+    # Where the system has no renameat2 exchange, the old collection is moved aside, then the
+    # new one renamed in: killed in between, the next open puts the old one back (it used to
+    # delete both with the staging). The child plays such a system.
+    "between its two renames": ("""
+        P._exchange = lambda new, final: False
         real = os.rename
         def rename(a, b):
             real(a, b)
             if str(b).endswith("/old"):  # the old collection is aside, the new one not yet in
                 os.kill(os.getpid(), signal.SIGKILL)
         os.rename = rename
-        db.restore_collection("c", {str(snap)!r}, overwrite=True)
-    """)
-    assert subprocess.run([sys.executable, "-c", child]).returncode == -signal.SIGKILL
-    db = vecstore.connect(tmp_path).get_database("app")  # the open sweeps the staging folder
-    assert db.show_collections() == ["c"] and db.get_collection("c").shape[0] == 101
-    assert [p.name for p in db.path.iterdir() if p.name.startswith(".vecstore-tmp")] == []
-    db.client.close()
-
-
-def test_a_restore_killed_right_after_its_exchange_leaves_the_restored_collection(tmp_path):
-    """With renameat2's exchange the new collection is in place in one step: killed right
-    after it, the next open has the restored rows and sweeps the old ones with the staging."""
-    if not hasattr(vecstore.portability._libc(), "renameat2"):
-        pytest.skip("no renameat2 on this system: the two-renames test above covers it")
-    col = vecstore.connect(tmp_path).create_database("app").require_collection("c", dim=4)
-    col.add(np.ones((100, 4)), ids=list(range(100)))
-    snap = col.snapshot_to(tmp_path / "c.snap")
-    col.add(np.ones((1, 4)), ids=[100])
-    col.database.client.close()
-    child = textwrap.dedent(f"""
-        import os, signal, vecstore, vecstore.portability as P
+    """, 101),
+    # With the exchange the new collection is in place in one step: killed right after it, the
+    # next open has the restored rows, and the old ones go with the staging folder.
+    "right after its exchange": ("""
         real = P._exchange
         def exchange(new, final):
             assert real(new, final)
             os.kill(os.getpid(), signal.SIGKILL)
         P._exchange = exchange
-        vecstore.connect({str(tmp_path)!r}).get_database("app").restore_collection("c", {str(snap)!r}, overwrite=True)
-    """)
+    """, 100),
+}
+
+
+@pytest.mark.parametrize("moment", list(_KILLED_RESTORES))
+def test_a_restore_killed_midway_leaves_one_whole_collection(tmp_path, moment):
+    hook, rows = _KILLED_RESTORES[moment]
+    if moment == "right after its exchange" and not hasattr(vecstore.portability._libc(), "renameat2"):
+        pytest.skip("no renameat2 on this system: the two-renames case covers it")
+    col = vecstore.connect(tmp_path).create_database("app").require_collection("c", dim=4)
+    col.add(np.ones((100, 4)), ids=list(range(100)))
+    snap = col.snapshot_to(tmp_path / "c.snap")
+    col.add(np.ones((1, 4)), ids=[100])
+    col.database.client.close()
+    child = "import os, signal, vecstore, vecstore.portability as P\n" + textwrap.dedent(hook) + (
+        f"vecstore.connect({str(tmp_path)!r}).get_database('app').restore_collection('c', {str(snap)!r}, overwrite=True)\n")
     assert subprocess.run([sys.executable, "-c", child]).returncode == -signal.SIGKILL
-    db = vecstore.connect(tmp_path).get_database("app")
-    assert db.show_collections() == ["c"] and db.get_collection("c").shape[0] == 100
+    db = vecstore.connect(tmp_path).get_database("app")  # the open sweeps the staging folder
+    assert db.show_collections() == ["c"] and db.get_collection("c").shape[0] == rows
     assert [p.name for p in db.path.iterdir() if p.name.startswith(".vecstore-tmp")] == []
     db.client.close()
 
