@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -154,18 +155,25 @@ def text_files(path) -> dict:
     return {f.name: f.stat().st_mtime_ns for f in (path / "app" / "c" / "text").iterdir()}
 
 
-def test_refresh_catches_up_row_by_row_and_equals_a_fresh_open(tmp_path, monkeypatch):
-    """Oracle: after each stage of another process's writes, the refreshed handle equals a
-    handle opened afresh. Row-only stages must take the incremental path (no full reload);
-    structure changes and compact() reload."""
-    from vecstore.collection import Collection
-    path = tmp_path / "store"
+@contextmanager
+def written_store(path):
+    """The writer's collection of the refresh tests: 100 rows with fields, a named field."""
     rng = np.random.default_rng(0)
     with vecstore.connect(path) as client:
         col = client.create_database("app").require_collection("c", dim=8, metric="l2")
         col.add(rng.standard_normal((100, 8)), ids=list(range(100)),
                 fields=[{"g": i % 4, "txt": f"word{i % 5}"} for i in range(100)])
         col.create_vector_field("n", dim=3, metric="l2")
+        yield col
+
+
+def test_refresh_catches_up_row_by_row_and_equals_a_fresh_open(tmp_path, monkeypatch):
+    """Oracle: after each stage of another process's writes, the refreshed handle equals a
+    handle opened afresh. Row-only stages must take the incremental path (no full reload);
+    structure changes and compact() reload."""
+    from vecstore.collection import Collection
+    path = tmp_path / "store"
+    with written_store(path) as col:
         col.text_search("word1")       # the writer's text index is on disk and current: the reader uses it
         assert col.refresh() is False  # the only writer: nothing to catch up
     reader = vecstore.connect(path, read_only=True)
@@ -203,12 +211,7 @@ def test_a_reader_behind_the_trimmed_log_reloads_and_equals_a_fresh_open(tmp_pat
     (the log no longer names every change): it reloads, and equals a handle opened afresh."""
     from vecstore.collection import Collection
     path = tmp_path / "store"
-    rng = np.random.default_rng(0)
-    with vecstore.connect(path) as client:
-        col = client.create_database("app").require_collection("c", dim=8, metric="l2")
-        col.add(rng.standard_normal((100, 8)), ids=list(range(100)),
-                fields=[{"g": i % 4, "txt": f"word{i % 5}"} for i in range(100)])
-        col.create_vector_field("n", dim=3, metric="l2")
+    with written_store(path) as col:
         col.build_index("HNSW-L2")
     reader = vecstore.connect(path, read_only=True)
     col = reader.get_database("app").get_collection("c")
