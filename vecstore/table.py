@@ -480,8 +480,7 @@ class VectorSpace:
         # best estimates among them), so its first kk are its answer.
         order = np.lexsort((pos, key, rows))
         take = order[None, :kk] if m == 1 else order[(np.cumsum(counts) - counts)[:, None] + np.arange(kk)]
-        with np.errstate(over="ignore"):  # a distance beyond float32 range is inf, ranked already
-            return pos[take], exact[take].astype(np.float32)
+        return pos[take], exact[take].astype(np.float32)  # beyond float32's range: inf, ranked already
 
     @_OVERFLOW_EXPECTED
     def range_scores(self, query: np.ndarray, allowed: np.ndarray | None = None,
@@ -527,8 +526,6 @@ class VectorSpace:
         128: 512 MB less at the peak); the builds copy what they keep and run under the
         collection's write lock."""
         mask = self.live[: self.n]
-        if mask.all():
-            if self.metric == "cosine":
-                return self.labels[: self.n].copy(), unit_rows(self.matrix[: self.n])
-            return self.labels[: self.n].copy(), self.matrix[: self.n]
+        if mask.all():  # for_index of a contiguous float32 slice is the slice itself
+            return self.labels[: self.n].copy(), self.for_index(self.matrix[: self.n])
         return self.labels[: self.n][mask], self.for_index(self.matrix[: self.n][mask])

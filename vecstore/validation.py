@@ -83,8 +83,14 @@ def _text(s: str) -> str:
     return s if type(s) is str else str.__str__(s)
 
 
+def _not_a_list(values: Any) -> bool:
+    """Not a list (of ids, items, names): a str (it would be split into letters), a dict (its
+    keys, by mistake), a scalar (not iterable)."""
+    return isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__")
+
+
 def check_ids(values: Any, *, param: str = "ids", allow_empty: bool = False) -> list[int | str]:
-    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):  # a dict: its keys, by mistake
+    if _not_a_list(values):
         raise InvalidArgumentError(f"{param}: expected a list of ids, got {_brief(values)}")
     out = [check_id(v, param=param) for v in values]
     if not out and not allow_empty:
@@ -276,8 +282,7 @@ def check_add_columns(vectors: Any, ids: Any, fields: Any, dim: int, *,
     n = len(vecs)
     if n == 0:
         raise InvalidArgumentError("vectors: expected at least one vector, got none")
-    if isinstance(ids, (str, bytes, dict)) or not (ids is None or hasattr(ids, "__iter__")):
-        # not a list of ids (a str would be split into letters, an int is not iterable)
+    if ids is not None and _not_a_list(ids):
         raise InvalidArgumentError(f"ids: expected a list of ids (or None), got {_brief(ids)}")
     id_list = [None] * n if ids is None else [None if i is None else check_id(i, param="ids") for i in ids]
     field_list = None if fields is None else _fields_column(fields, n, "dicts", keep_none=False)
@@ -309,7 +314,7 @@ def _fields_column(fields: Any, n: int, noun: str, *, keep_none: bool) -> list:
 def check_items(items: Any, *, need_id: bool) -> list[dict]:
     """Rows given as dicts (``bulk_add_items``, ``upsert_items``): a non-empty list of dicts
     with a ``vector`` (and an ``id``, for an upsert)."""
-    if isinstance(items, (dict, str, bytes)) or not hasattr(items, "__iter__"):
+    if _not_a_list(items):
         raise InvalidArgumentError(f"items: expected a list of dicts with 'vector', got {type(items).__name__}")
     items = list(items)
     if not items:
@@ -425,8 +430,7 @@ def check_text_fields(text_fields: Any) -> list[str] | None:
     """
     if text_fields is None:
         return None
-    out = None if isinstance(text_fields, (str, bytes, dict)) or not hasattr(text_fields, "__iter__") \
-        else list(text_fields)
+    out = None if _not_a_list(text_fields) else list(text_fields)
     if out is None or not all(isinstance(f, str) for f in out):
         raise InvalidArgumentError(f"text_fields: expected a list of field names, got {_brief(text_fields)}")
     return out
