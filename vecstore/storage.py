@@ -302,16 +302,19 @@ class Txn:
         self.put_meta("log_start", upto)
         return n
 
-    def touched_since(self, after_version: int, upto: int | None = None) -> set[int] | None:
-        """Labels the commits after ``after_version`` (up to ``upto``) touched; None when the
-        log no longer reaches back that far (trimmed), so the caller takes its full path."""
+    def touched_since(self, after_version: int, upto: int | None = None,
+                      ops: Callable[[str], bool] | None = None) -> set[int] | None:
+        """Labels the commits after ``after_version`` (up to ``upto``) touched, only those of
+        commits whose op ``ops`` accepts if given; None when the log no longer reaches back
+        that far (trimmed), so the caller takes its full path."""
         if self.log_start() > after_version:
             return None
         touched: set[int] = set()
-        for version, _op, labels in self.iter_log(after_version):
+        for version, op, labels in self.iter_log(after_version):
             if upto is not None and version > upto:
                 break
-            touched.update(labels)
+            if ops is None or ops(op):
+                touched.update(labels)
         return touched
 
     def iter_log(self, after_version: int) -> Iterator[tuple[int, str, list[int]]]:
