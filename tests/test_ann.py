@@ -3,6 +3,7 @@ writes after the build, persistence across a killed process, threads, named vect
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -648,6 +649,33 @@ def test_an_index_older_than_the_log_is_rebuilt_not_replayed(tmp_path):
         col = client.get_database("app").get_collection("c")
         assert all(col.search(x[i], k=1).ids == (i,) for i in range(1000, 1200, 10))
         assert not {0, 1, 2} & set(col.search(x[0], k=10).ids)
+
+
+def test_an_hnsw_ip_graph_of_small_rows_saved_before_scaling_is_rebuilt_once(tmp_path, monkeypatch, caplog):
+    """Index files saved before small ip rows were scaled (no scale_exp) hold a graph hnswlib
+    built from distances that all rounded to 1: loaded as they were, the index answered with
+    recall@10 ~0.06, silently, and every later save kept it so. The open now rebuilds it (with
+    a warning), the close saves the scaled graph, and the next open loads that."""
+    from vecstore.indexes.hnsw import HnswIndex
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2000, 16)) * 3e-5).astype(np.float32)
+    queries = (rng.standard_normal((30, 16)) * 3e-5).astype(np.float32)
+    with monkeypatch.context() as m:
+        m.setattr(HnswIndex, "_row_exp", lambda self, vectors: 0)     # the graph as built before
+        with vecstore.connect(tmp_path / "store") as client:
+            col = client.create_database("app").require_collection("c", dim=16, metric="ip")
+            col.add(x, ids=list(range(2000)))
+            col.build_index("HNSW-IP")
+    [meta_path] = (tmp_path / "store").rglob("indexes/*.meta.json")
+    meta = json.loads(meta_path.read_text())
+    del meta["scale_exp"]                                               # as the files were written
+    meta_path.write_text(json.dumps(meta, sort_keys=True))
+    for first in (True, False):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="vecstore"), vecstore.connect(tmp_path / "store") as client:
+            col = client.get_database("app").get_collection("c")
+            assert recall(col, x.astype(np.float64), np.arange(2000), queries.astype(np.float64), "ip") >= 0.95
+        assert ("saved before such rows were scaled" in caplog.text) is first, caplog.text
 
 
 def test_a_reopen_replays_only_the_commits_of_each_field(tmp_path, caplog):
