@@ -269,6 +269,8 @@ class DerivedIndexes:
         the transaction of the index record, so a crash leaves the old metric, vectors and index,
         or the new ones, never a mix."""
         target, also = new_space if new_space is not None else (space, None)
+        if new_space is not None and target.metric == "cosine":
+            self._mark_raw_cosine()
         old_index = space.index
         if index is not None:
             self._fill(target, mode, index, progress)

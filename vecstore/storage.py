@@ -60,7 +60,13 @@ T = TypeVar("T")
 _U64 = struct.Struct(">Q")
 _SUBDBS = ("meta", "rows", "vec", "ids", "named", "sparse", "log", "jobs", "blobs")
 DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB of address space to start; the file itself is sparse
-STORE_FORMAT = 1
+# The store format (the collection config's "format", a snapshot's "store_format"); a version
+# refuses a store whose format is above its own STORE_FORMAT. 2: a cosine field (default or
+# named) keeps its vectors as written. Before, cosine stored them unit length, so a version of
+# then would read raw ones as unit vectors: wrong scores, no error. Stores without a cosine
+# field are written as 1 (what every version reads), so they can still be opened by older ones.
+STORE_FORMAT = 2
+RAW_COSINE_FORMAT = 2
 
 
 def _pack(value: Any) -> bytes:
