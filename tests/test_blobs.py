@@ -99,6 +99,29 @@ def test_blobs_persist_and_travel_in_snapshots(local_client, tmp_path):
         ro.write_blob("x", b"y")
 
 
+def test_a_snapshot_has_a_blobs_member_only_with_blobs(local_client, tmp_path, monkeypatch):
+    """A vecstore from before blobs refuses a snapshot member it does not know ("unknown or
+    missing member items/blobs"), and the blobs member was in every snapshot, empty or not: now
+    only in those with blobs, so such a version restores the others (simulated: its
+    sub-databases)."""
+    from vecstore.errors import CorruptionError
+    from vecstore.storage import Storage
+    db = local_client.create_database("app")
+    col = db.require_collection("items", dim=2)
+    col.add(np.eye(2, dtype=np.float32))
+    without = db.snapshot_collection("items", tmp_path / "without.snap")
+    col.write_blob("k", b"v")
+    with_blobs = db.snapshot_collection("items", tmp_path / "with.snap")
+    monkeypatch.setattr(Storage, "subdb_names", staticmethod(lambda: ("meta", "rows", "vec", "ids", "named",
+                                                                      "sparse", "log", "jobs")))
+    assert len(db.restore_collection("old_reader", without)) == 2
+    with pytest.raises(CorruptionError, match="items/blobs"):
+        db.restore_collection("refused", with_blobs)
+    monkeypatch.undo()
+    assert db.restore_collection("copy", with_blobs).read_blob("k") == b"v"
+    assert db.restore_collection("copy2", without).list_blobs() == []
+
+
 def test_stores_written_before_blobs_open_read_only_and_gain_blobs_on_write(local_client, tmp_path):
     import lmdb
     col = local_client.create_database("app").require_collection("old", dim=2)

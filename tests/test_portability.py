@@ -769,6 +769,70 @@ def test_import_lynsedb_export(db, tmp_path, era):
         db.import_collection("items", d, overwrite=True)
 
 
+def test_stores_and_snapshots_with_raw_cosine_vectors_are_a_format_older_versions_refuse(tmp_path, monkeypatch):
+    """Cosine keeps the vectors as written; before, it stored them unit length, and a vecstore
+    of then read raw ones as unit vectors (here (1, 2) with scores [0, 0.9] for (2, 1) with
+    [0, 0.29]), no error. A store or snapshot with a cosine field (default, named, switched to
+    cosine, or an older store this version opened for writing) is now format 2, which older
+    versions refuse by their own check (simulated: STORE_FORMAT 1); the others stay 1."""
+    from vecstore import collection
+    rows = np.array([[1, 1], [0.1, 0]], np.float32)
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    formats = {"cos": 2, "named": 2, "switched": 2, "plain": 1, "old": 1}
+    with vecstore.connect(tmp_path / "s") as client:
+        db = client.create_database("app")
+        for name in formats:
+            col = db.require_collection(name, dim=2, metric="cosine" if name in ("cos", "old") else "l2")
+            col.add(unit if name == "old" else rows, ids=[1, 2])
+        db.get_collection("named").create_vector_field("t", dim=2, metric="cosine")
+        db.get_collection("switched").build_index("FLAT-COS")
+        db.get_collection("old")._storage.write(      # as a version of before wrote it
+            lambda t: t.put_meta("config", {**t.get_meta("config"), "format": 1}))
+        snaps = {name: db.get_collection(name).snapshot_to(tmp_path / f"{name}.snap") for name in formats}
+    for name, snap in snaps.items():
+        with portability._SnapshotReader(Path(snap)) as r:
+            assert r.manifest["collections"][0]["store_format"] == formats[name], name
+
+    def stored_format(name):
+        with (vecstore.connect(tmp_path / "s", read_only=True) as client,
+              client.get_database("app").get_collection(name)._storage.read() as t):
+            return t.get_meta("config")["format"]
+    assert {name: stored_format(name) for name in formats} == formats
+    with monkeypatch.context() as m:                 # an older version
+        m.setattr(collection, "STORE_FORMAT", 1)
+        m.setattr(portability, "STORE_FORMAT", 1)
+        with vecstore.connect(tmp_path / "s", read_only=True) as client:
+            db = client.get_database("app")
+            for name, fmt in formats.items():
+                if fmt == 1:
+                    assert db.get_collection(name).search([1, 0], k=2).ids == (2, 1)
+                else:
+                    with pytest.raises(UnsupportedFormatError, match="store format 2 is newer"):
+                        db.get_collection(name)
+        with vecstore.connect(tmp_path / "other") as client:
+            db = client.create_database("app")
+            for name, snap in snaps.items():
+                if name == "old":   # this version's restore opens it for writing (see the end)
+                    continue
+                if formats[name] == 1:
+                    db.restore_collection(name, snap)
+                else:
+                    with pytest.raises(UnsupportedFormatError, match="store format 2 is newer"):
+                        db.restore_collection(name, snap)
+    with vecstore.connect(tmp_path / "s") as client:   # this version reads both
+        db = client.get_database("app")
+        for name in formats:
+            col = db.get_collection(name)
+            field = "t" if name == "named" else "default"
+            if name == "named":
+                col.add_named_vectors("t", rows, ids=[1, 2])
+            r = col.search([1, 0], k=2, vector_field=field)
+            assert r.ids == (2, 1)
+            np.testing.assert_allclose(r.scores, [0.81, 1] if name == "plain" else [0, 1 - np.sqrt(0.5)], atol=1e-6)
+    # opened for writing, the older cosine store takes raw vectors from now on: format 2
+    assert {name: stored_format(name) for name in formats} == {**formats, "old": 2}
+
+
 def test_cosine_import_and_retarget_keep_the_vectors_as_written(db, tmp_path):
     """Cosine keeps the vectors as written: a LynseDB export imported into cosine, and an l2
     collection re-targeted by ``build_index("…-COS")``, read back bit for bit (they were stored

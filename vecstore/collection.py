@@ -34,7 +34,7 @@ from .portability import CollectionPortability
 from .filters import FieldColumns, compile_where
 from .indexes.base import IndexMode, higher_is_better
 from .indexes.rwlock import RWLock
-from .storage import STORE_FORMAT, Storage
+from .storage import RAW_COSINE_FORMAT, STORE_FORMAT, Storage
 from .table import VectorSpace
 from .types import (CollectionConfig, CollectionStats, Id, IdLike, Ids, ProfiledSearch, Rows, SearchResult)
 
@@ -160,7 +160,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
 
         def tx(t):
             if t.get_meta("config") is None:
-                t.put_meta("config", {"format": STORE_FORMAT, **create})
+                t.put_meta("config", {"format": RAW_COSINE_FORMAT if create["metric"] == "cosine" else 1, **create})
                 t.put_meta("version", 0)
                 t.put_meta("next_label", 0)
                 for key, value in extra.items():
@@ -197,6 +197,8 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             raise CorruptionError(f"{self.path}: {len(labels)} rows but {len(vec_labels)} vectors, "
                                   "or not for the same labels")
         _check_counters(self.path, cfg, self._version, self._next_label, labels)
+        if not self._read_only and "cosine" in {cfg["metric"], *(spec["metric"] for spec in named_defs.values())}:
+            self._mark_raw_cosine()  # a store of before: this handle writes cosine vectors as given
         dim, metric = cfg["dim"], cfg["metric"]
         n = len(rows)
         self._ids: list[Id] = [r[0] for r in rows]
@@ -232,6 +234,15 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         self._saved_at = self._storage.logged_rows - unsaved
         for key, rec in index_records.items():
             self._open_index(key[len("index:"):], rec, opening)
+
+    def _mark_raw_cosine(self) -> None:
+        """Record that a cosine field may hold vectors as written (``RAW_COSINE_FORMAT``), in a
+        transaction of its own before any is: an older vecstore refuses the store rather than
+        read them as unit vectors."""
+        if self._config.get("format", 1) < RAW_COSINE_FORMAT:
+            cfg = {**self._config, "format": RAW_COSINE_FORMAT}
+            self._storage.write(lambda t: t.put_meta("config", cfg))
+            self._config = cfg
 
     def _check_open(self) -> None:
         if self._closed:

@@ -16,7 +16,8 @@ is left out (its member is empty): a restore needs none. Layout::
     manifest JSON (sorted keys): {"format": "vecstore-snapshot", "format_version": 1,
              "kind": "collection" | "database", "database_name", "collection_name", "dim",
              "metric", "counts", "collections": [{"name", "dim", "metric", "store_format",
-             "version", "counts" (records per sub-database), "index_modes", "subdbs"}],
+             "version", "counts" (records per sub-database), "index_modes", "subdbs" (all
+             but "blobs" when the collection has none)}],
              "members": [{"name": "<collection>/<sub-database>", "offset", "size", "entries",
              "sha256"}]}
     footer   u64 LE manifest offset, u64 LE manifest length,
@@ -381,13 +382,16 @@ class _SnapshotWriter:
 
 def _dump_collection(col: "Collection", w: _SnapshotWriter, progress: bool) -> dict:
     """Every record of the collection's store, from one read transaction."""
-    subdbs = Storage.subdb_names()
     with col._storage.read() as t:
         cfg = t.get_meta("config")
         # The change log stays out (an empty member): a restore rebuilds every index from the
         # rows and starts a log of its own, and a view of the restored collection (another
         # identity) rebuilds too. It grew with every row ever written, not with the data.
-        counts = {s: 0 if s == "log" else t.count_raw(s) for s in subdbs}
+        counts = {s: 0 if s == "log" else t.count_raw(s) for s in Storage.subdb_names()}
+        # Blobs, a member added later, only when there are some: a vecstore from before blobs
+        # refuses a member it does not know, and restores a snapshot without it as it should.
+        subdbs = [s for s in counts if s != "blobs" or counts[s]]
+        counts = {s: counts[s] for s in subdbs}
         bar = _bar(progress, sum(counts.values()), f"snapshot {col.name}", "records")
         try:
             for s in subdbs:

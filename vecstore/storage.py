@@ -60,7 +60,13 @@ T = TypeVar("T")
 _U64 = struct.Struct(">Q")
 _SUBDBS = ("meta", "rows", "vec", "ids", "named", "sparse", "log", "jobs", "blobs")
 DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB of address space to start; the file itself is sparse
-STORE_FORMAT = 1
+# The store format (the collection config's "format", a snapshot's "store_format"); a version
+# refuses a store whose format is above its own STORE_FORMAT. 2: a cosine field (default or
+# named) keeps its vectors as written. Before, cosine stored them unit length, so a version of
+# then would read raw ones as unit vectors: wrong scores, no error. Stores without a cosine
+# field are written as 1 (what every version reads), so they can still be opened by older ones.
+STORE_FORMAT = 2
+RAW_COSINE_FORMAT = 2
 
 
 def _pack(value: Any) -> bytes:
@@ -302,16 +308,19 @@ class Txn:
         self.put_meta("log_start", upto)
         return n
 
-    def touched_since(self, after_version: int, upto: int | None = None) -> set[int] | None:
-        """Labels the commits after ``after_version`` (up to ``upto``) touched; None when the
-        log no longer reaches back that far (trimmed), so the caller takes its full path."""
+    def touched_since(self, after_version: int, upto: int | None = None,
+                      ops: Callable[[str], bool] | None = None) -> set[int] | None:
+        """Labels the commits after ``after_version`` (up to ``upto``) touched, only those of
+        commits whose op ``ops`` accepts if given; None when the log no longer reaches back
+        that far (trimmed), so the caller takes its full path."""
         if self.log_start() > after_version:
             return None
         touched: set[int] = set()
-        for version, _op, labels in self.iter_log(after_version):
+        for version, op, labels in self.iter_log(after_version):
             if upto is not None and version > upto:
                 break
-            touched.update(labels)
+            if ops is None or ops(op):
+                touched.update(labels)
         return touched
 
     def iter_log(self, after_version: int) -> Iterator[tuple[int, str, list[int]]]:

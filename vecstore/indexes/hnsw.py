@@ -49,7 +49,8 @@ were noise. So for ``ip``, rows whose largest norm is under 1/16 are given to hn
 graph is created, reused for later adds and saved with it; a later row it would scale past 2**60
 has the graph rebuilt with a new power for all rows), and each such query by its own power of
 two; scores are divided back. Powers of two scale floats exactly; larger norms rank well as they
-are and are left alone (an index of them, or saved before this, has ``scale_exp`` 0).
+are and are left alone (an index of them has ``scale_exp`` 0). Files saved before this have no
+``scale_exp``: unscaled, which :meth:`HnswIndex.load` refuses for small rows (the caller rebuilds).
 
 ``visited`` is an **estimate** (hnswlib 0.8 does not expose its counters to Python): per query
 ``min(n, ef · M)`` distance computations, divided by the allowed fraction for filtered searches.
@@ -86,7 +87,8 @@ from typing import Any
 import hnswlib
 import numpy as np
 
-from ..errors import CorruptionError, DimensionMismatchError, InvalidArgumentError, StorageFullError, VecstoreError
+from ..errors import (CorruptionError, DimensionMismatchError, InvalidArgumentError, StorageFullError,
+                      UnsupportedFormatError, VecstoreError)
 from ..fileio import fsync_path, sha256_file
 from .base import Metric, Progress, VectorIndex
 from .rwlock import RWLock
@@ -865,7 +867,19 @@ class HnswIndex(VectorIndex):
             self._states.set(known[states == _DELETED], _DELETED,
                              np.full(int(np.count_nonzero(states == _DELETED)), _LIVE, np.uint8))
             self._live = int(meta["live"])
+            if "scale_exp" not in meta and metric == "ip" and _scale_exps(np.array([self._max_live_norm()]))[0]:
+                # Saved before small ip rows were scaled: hnswlib built this graph from distances
+                # 1 - dot that all rounded to 1, so it ranks noise (recall@10 ~0.06 at norms
+                # ~1e-4), and every later save would keep it unscaled. The caller rebuilds it.
+                raise UnsupportedFormatError(f"{bin_path}: an ip graph of small rows saved before such rows "
+                                             f"were scaled (it ranks them at random)")
         return self
+
+    def _max_live_norm(self) -> float:
+        """The largest norm of the live rows as hnswlib holds them, read a block at a time."""
+        live = self._states.live_labels()
+        return max((_norms(np.asarray(self._index.get_items(live[a:a + _SCALE_ROWS]), np.float32)).max()
+                    for a in range(0, len(live), _SCALE_ROWS)), default=0.0)
 
     def _check_header(self, path: Path, count: Any) -> None:
         """Validate hnswlib's header against what we expect before hnswlib parses it (#673)."""
