@@ -216,6 +216,20 @@ def _nested_list(depth: int) -> list:
     (lambda c: c.add_named_vectors(["nv"], [[1, 0]], ids=[1]), InvalidArgumentError),
     (lambda c: c.build_vector_field_index(["nv"], "FLAT"), InvalidArgumentError),
     (lambda c: c.remove_vector_field_index(["nv"]), InvalidArgumentError),
+    # not real numbers: numpy's cast to float32 dropped an imaginary part, made a date a day count
+    # and "1.5" a number, silently (a ComplexWarning at most)
+    (lambda c: c.add(np.array([[1 + 5j, 2, 3, 4]]), ids=[10]), InvalidArgumentError),
+    (lambda c: c.add([[1 + 5j, 2, 3, 4]], ids=[10]), InvalidArgumentError),
+    (lambda c: c.add_item(np.array([3j, 1, 0, 0]), id=10), InvalidArgumentError),
+    (lambda c: c.upsert(np.array([[7 + 1j, 0, 0, 0]]), ids=[1]), InvalidArgumentError),
+    (lambda c: c.bulk_add_items([{"vector": ["1.5", "2", "3", "4"], "id": 10}]), InvalidArgumentError),
+    (lambda c: c.add(np.array([["2020-01-01"] * 4], dtype="datetime64[D]"), ids=[10]), InvalidArgumentError),
+    (lambda c: c.upsert_items([{"vector": [b"1", b"2", b"3", b"4"], "id": 1}]), InvalidArgumentError),
+    (lambda c: c.add([[1, None, 0, 0]], ids=[10]), InvalidArgumentError),
+    (lambda c: c.search(np.array([1j, 0, 0, 0]), k=1), InvalidArgumentError),
+    (lambda c: c.search(np.array([1, 0, 0, 0], dtype="timedelta64[s]"), k=1), InvalidArgumentError),
+    (lambda c: c.batch_search(np.array([[1j, 0, 0, 0]]), k=1), InvalidArgumentError),
+    (lambda c: c.search_range(np.array([1j, 0, 0, 0]), threshold=1.0), InvalidArgumentError),
 ])
 def test_bad_input_is_a_clear_error_and_changes_nothing(col, bad_call, error):
     before = snapshot_state(col)
@@ -223,6 +237,21 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(col, bad_call, error):
         bad_call(col)
     assert str(exc.value)  # a message, naming what was wrong
     assert snapshot_state(col) == before
+
+
+def test_real_numbers_of_every_kind_are_vectors(col):
+    """What the refusal of complex, date and string vectors must not refuse: bools, ints
+    (beyond int64 too, as objects), unsigned and float16 arrays, Decimal and numpy scalars."""
+    from decimal import Decimal
+    col.add(np.array([[True, False, False, False]]), ids=[10])
+    col.add(np.array([[0, 2, 0, 0]], dtype=np.uint8), ids=[11])
+    col.add([[2**70, 0, 0, 0]], ids=[12])
+    col.add([[Decimal("0.5"), np.float64(1), 0, 0]], ids=[13])
+    col.add(np.array([[0, 0, 1.5, 0]], dtype=np.float16), ids=[14])
+    got = col.read_by_only_id([10, 11, 12, 13, 14]).vectors
+    np.testing.assert_array_equal(got, np.array([[1, 0, 0, 0], [0, 2, 0, 0], [2.0**70, 0, 0, 0],
+                                                 [0.5, 1, 0, 0], [0, 0, 1.5, 0]], dtype=np.float32))
+    assert col.search(np.array([0, 1, 0, 0], dtype=np.int64), k=1).ids == (11,)
 
 
 def test_fields_nested_as_deep_as_allowed_round_trip(col):

@@ -202,17 +202,20 @@ def _flat_numbers(row: Any) -> bool:
     if isinstance(row, (str, bytes)):
         return False
     try:
-        return np.asarray(row, dtype=np.float32).ndim == 1
-    except (TypeError, ValueError, OverflowError):
+        return np.asarray(row).ndim == 1
+    except (TypeError, ValueError):
         return False
 
 
 def _vec(x: Any, param: str = "vector") -> Any:
     """One vector as a JSON list. JSON has no NaN or inf (the server would see only malformed
-    JSON), so a vector holding one is refused here with the library's own error. Anything that
-    is not numbers is sent as it is: the server judges it, so the error is the local one."""
+    JSON), so a vector holding one is refused here with the library's own error, and so is one
+    that is not real numbers (a complex or date array, strings). Anything else that is not
+    numbers is sent as it is: the server judges it, so the error is the local one."""
     try:
-        arr = np.asarray(x, dtype=np.float32)
+        arr = np.asarray(v.real_array(x, param), dtype=np.float32)
+    except InvalidArgumentError:  # not real numbers (a ValueError, but not one for the server to judge)
+        raise
     except (TypeError, ValueError, OverflowError):
         return x
     if arr.ndim == 0 or not np.isfinite(arr).all():
@@ -225,7 +228,9 @@ def _vecs(x: Any, param: str = "vectors", dim: Callable[[], int] | None = None) 
     server as they are, to be judged with the collection's dim, unless ``dim`` is given (a
     write that may take several requests): then they are refused here, with that dim."""
     try:
-        arr = np.asarray(x, dtype=np.float32)
+        arr = np.asarray(v.real_array(x, param), dtype=np.float32)
+    except InvalidArgumentError:
+        raise
     except (TypeError, ValueError, OverflowError):  # not one clean matrix
         rows = x if isinstance(x, (list, tuple)) else None
         if rows is None or not all(_flat_numbers(r) for r in rows):
@@ -867,9 +872,12 @@ class RemoteCollection:
         same as local ones), and for string ids, which the binary block cannot carry (then this
         handle stays on JSON)."""
         try:
-            q = np.asarray(vector, dtype="<f4")
-        except (TypeError, ValueError, OverflowError):
+            q = np.asarray(vector)
+        except (TypeError, ValueError):
             return None
+        if q.dtype.kind not in v._REAL_KINDS:  # complex, dates, strings, objects: the JSON route judges them
+            return None
+        q = q.astype("<f4")
         plain = (type(k) is int and type(return_fields) is bool and type(approx) is bool
                  and (where is None or type(where) is str) and type(vf) is str
                  and (nprobe is None or type(nprobe) is int) and type(eps) in (int, float))
