@@ -1131,3 +1131,21 @@ def test_a_file_in_the_way_of_the_index_folder_is_a_clear_error(local_client):
     (col.path / "indexes").unlink()
     col.build_index("HNSW")
     assert col.index_mode() == "HNSW" and col.search([1, 0.1], k=1).ids == (2,)
+
+
+# ------------------------------------------------------------- the remote client's API ----
+def test_connect_checks_its_options_and_refuses_the_local_ones_for_a_url(tmp_path, server_url):
+    """``connect(url, read_only=True)`` gave a client that wrote and dropped, and
+    ``durability="bogus"`` was taken for a URL: both were ignored, unchecked, for a server."""
+    writer = vecstore.connect(server_url)
+    writer.create_database("app").require_collection("c", dim=2)
+    for kw, param in [({"read_only": True}, "read_only"), ({"durability": "fast"}, "durability"),
+                      ({"durability": "bogus"}, "durability"), ({"read_only": "no"}, "read_only")]:
+        for target in (server_url, tmp_path / "local"):
+            if target != server_url and kw in ({"read_only": True}, {"durability": "fast"}):
+                continue  # a folder's options
+            with pytest.raises(InvalidArgumentError, match=f"^{param}: .*{kw[param]!r}"):
+                vecstore.connect(target, **kw)
+    assert writer.list_databases() == ["app"] and writer.get_database("app").show_collections() == ["c"]
+    assert vecstore.connect(server_url, durability="safe", read_only=False).list_databases() == ["app"]
+    writer.close()
