@@ -25,8 +25,8 @@ from .collection import Collection
 from .errors import (AlreadyExistsError, BadBackupError, ClosedError, ConflictError, CorruptionError,
                      DimensionMismatchError, FilterSyntaxError, FilterTypeError, InvalidArgumentError,
                      ForbiddenPathError, InvalidNameError, JobCancelledError, JobFailedError, LockedError,
-                     NotFoundError, PayloadTooLargeError, QuerySyntaxError, ReadOnlyError, StorageFullError,
-                     TimeoutError_, UnauthorizedError, UnavailableError, UnsupportedFormatError,
+                     NotFoundError, NotSupportedError, PayloadTooLargeError, QuerySyntaxError, ReadOnlyError,
+                     StorageFullError, TimeoutError_, UnauthorizedError, UnavailableError, UnsupportedFormatError,
                      VecstoreError)
 from .types import (CollectionConfig, CollectionStats, ProfiledSearch, Rows, SearchResult,
                     VectorFieldInfo)
@@ -42,7 +42,8 @@ __all__ = [
     "connect", "Client", "Database", "Collection", "functions",
     "SearchResult", "Rows", "CollectionStats", "CollectionConfig", "VectorFieldInfo", "ProfiledSearch",
     "VecstoreError", "InvalidArgumentError", "DimensionMismatchError", "InvalidNameError",
-    "FilterSyntaxError", "FilterTypeError", "QuerySyntaxError", "NotFoundError", "AlreadyExistsError",
+    "FilterSyntaxError", "FilterTypeError", "QuerySyntaxError", "NotSupportedError", "NotFoundError",
+    "AlreadyExistsError",
     "ConflictError", "ReadOnlyError", "ClosedError", "LockedError", "StorageFullError",
     "CorruptionError", "BadBackupError", "UnsupportedFormatError", "JobFailedError", "JobCancelledError",
     "TimeoutError_", "UnauthorizedError", "ForbiddenPathError", "PayloadTooLargeError", "UnavailableError",

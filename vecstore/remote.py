@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NoReturn, Sequence
 from urllib.parse import quote, urlencode, urlsplit
 
 import numpy as np
@@ -27,8 +27,8 @@ from . import validation as v
 from . import wire
 from .client import _check_durability
 from .errors import (AlreadyExistsError, ClosedError, ConflictError, InvalidArgumentError, JobCancelledError,
-                     JobFailedError, NotFoundError, PayloadTooLargeError, TimeoutError_, VecstoreError,
-                     error_class_for)
+                     JobFailedError, NotFoundError, NotSupportedError, PayloadTooLargeError, TimeoutError_,
+                     VecstoreError, error_class_for)
 from .indexes.base import parse_index_mode, parse_metric
 from .jobs import ZILLIZ_STATE, RefreshJob, _job_id
 from .portability import _as_path
@@ -288,6 +288,18 @@ def _remote_job_id(job_id: Any) -> int:
     return job_id
 
 
+def _defined_locally(name: str) -> Callable[..., NoReturn]:
+    """A method of :class:`vecstore.Database` that is done only in the process owning the data
+    folder (README, "External collections and materialized views"): no route serves it, and the
+    remote object says so with an error rather than an AttributeError."""
+    def method(self: Any, *args: Any, **kwargs: Any) -> NoReturn:
+        raise NotSupportedError(f"{name}: not supported by the remote client; external collections, their "
+                                "volumes and materialized views are defined in the process that owns the "
+                                "data folder (the server's), with vecstore.connect(folder)")
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
 class RemoteClient:
     """A vecstore server, with the API of :class:`vecstore.Client`."""
 
@@ -298,6 +310,12 @@ class RemoteClient:
 
     def __repr__(self) -> str:
         return f"<vecstore.RemoteClient {self._t.url!r}>"
+
+    @property
+    def read_only(self) -> bool:
+        """False: over HTTP, what a client may do is the server's to decide (its API key), so
+        :func:`vecstore.connect` refuses ``read_only=True`` with a URL."""
+        return False
 
     def __enter__(self) -> "RemoteClient":
         return self
@@ -361,12 +379,23 @@ class RemoteDatabase:
     def __init__(self, client: RemoteClient, name: str) -> None:
         self.client = client
         self.name = name
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"<vecstore.RemoteDatabase {self.name!r}>"
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` (or the client's) forgot this handle."""
+        return self._closed or self.client._closed
+
+    def _client_call(self, path: str, body: dict | None = None) -> dict:
+        if self._closed:
+            raise ClosedError(f"database {self.name!r} is closed")
+        return self.client._call(path, body)
+
     def _call(self, path: str, body: dict | None = None) -> dict:
-        return self.client._call(path, {"database_name": self.name, **(body or {})})
+        return self._client_call(path, {"database_name": self.name, **(body or {})})
 
     def collection_exists(self, name: str) -> bool:
         v.check_name(name, what="collection_name")
@@ -444,7 +473,7 @@ class RemoteDatabase:
     def _zilliz(self, action: str, body: dict) -> Any:
         """``/v2/vectordb/jobs/external_collection/<action>``: ``{"code": 0, "data": ...}``, or a
         non-zero code with a message (HTTP 200, as the seed answers)."""
-        doc = self.client._call(f"/v2/vectordb/jobs/external_collection/{action}", {"dbName": self.name, **body})
+        doc = self._client_call(f"/v2/vectordb/jobs/external_collection/{action}", {"dbName": self.name, **body})
         if doc.get("code", 0) != 0:
             message = doc.get("message", "")
             cls = {100: NotFoundError, 800: NotFoundError}.get(doc["code"])
@@ -513,10 +542,25 @@ class RemoteDatabase:
                 "concurrency": concurrency, "intra_applier_concurrency": intra_applier_concurrency,
                 "output_limit": output_limit, "manifest": manifest, "cluster": cluster, "full": full or None}
         path = f"/v1/materialized_view/{quote(self.name + '$' + name, safe='')}/refresh"
-        return int(self.client._call(path, body)["job_id"])
+        return int(self._client_call(path, body)["job_id"])
+
+    def list_refresh_external_collection_jobs(self, collection_name: str | None = None) -> list[RefreshJob]:
+        return self.list_refresh_jobs(collection_name or None)  # the Zilliz list has external jobs only
+
+    get_refresh_external_collection_progress = describe_refresh_job
+
+    def list_materialized_views(self) -> list[str]:
+        return [n for n in self.show_collections() if RemoteCollection(self, n).kind == "view"]
+
+    create_external_collection = _defined_locally("create_external_collection")
+    create_materialized_view = _defined_locally("create_materialized_view")
+    set_volumes = _defined_locally("set_volumes")
+    get_volumes = _defined_locally("get_volumes")
 
     def close(self) -> None:
-        """Nothing to release: the server owns the collections."""
+        """Forget this handle: calls through it or its collections then raise ClosedError (the
+        server keeps the database for its other clients). Idempotent."""
+        self._closed = True
 
 
 class RemoteCollection:
@@ -538,8 +582,13 @@ class RemoteCollection:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` (or that of its database or client) forgot this handle."""
+        return self._closed or self.database.closed
+
     def _call(self, path: str, body: dict | None = None) -> dict:
-        if self._closed:
+        if self.closed:
             raise ClosedError(f"collection {self.name!r} is closed")
         return self.database._call(path, {"collection_name": self.name, **(body or {})})
 
@@ -547,7 +596,7 @@ class RemoteCollection:
         return {"database_name": self.database.name, "collection_name": self.name}
 
     def _transport(self) -> _Transport:
-        if self._closed:
+        if self.closed:
             raise ClosedError(f"collection {self.name!r} is closed")
         return self.database.client._t
 
@@ -564,6 +613,10 @@ class RemoteCollection:
     @property
     def metric(self) -> str:
         return self.get_collection_config().metric
+
+    @property
+    def kind(self) -> str:
+        return self.get_collection_config().kind
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -148,6 +148,7 @@ class CollectionConfig:
     description: str | None
     chunk_size: int = 100_000
     durability: str = "safe"
+    kind: str = "collection"  # "external" (synced from Iceberg) or "view" (materialized)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
