@@ -350,6 +350,8 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
 
     @property
     def metric(self) -> str:
+        """The metric searches score with: ``"ip"``, ``"l2"`` or ``"cosine"`` (as created, or as
+        the last index mode with a metric suffix set it)."""
         return self._config["metric"]
 
     @property

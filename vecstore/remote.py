@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -25,7 +26,8 @@ import numpy as np
 
 from . import validation as v
 from . import wire
-from .client import _check_durability
+from .client import Client, Database, _check_durability
+from .collection import Collection
 from .errors import (AlreadyExistsError, ClosedError, ConflictError, InvalidArgumentError, JobCancelledError,
                      JobFailedError, NotFoundError, NotSupportedError, PayloadTooLargeError, TimeoutError_,
                      VecstoreError, error_class_for)
@@ -297,6 +299,8 @@ def _defined_locally(name: str) -> Callable[..., NoReturn]:
                                 "volumes and materialized views are defined in the process that owns the "
                                 "data folder (the server's), with vecstore.connect(folder)")
     method.__name__ = method.__qualname__ = name
+    method.__doc__ = (f"Raises NotSupportedError: :meth:`vecstore.Database.{name}` is done in the process "
+                      "that owns the data folder.")
     return method
 
 
@@ -369,6 +373,8 @@ class RemoteClient:
         return RemoteDatabase(self, name)
 
     def close(self) -> None:
+        """Close the connection and forget every database and collection handle obtained through
+        this client (they then raise ClosedError; the server keeps them). Idempotent."""
         self._closed = True
         self._t.close()
 
@@ -1088,5 +1094,34 @@ class RemoteCollection:
         path = _server_path(path, "export_path")
         return _as_returned(self._call("/export_collection", {"export_path": path})["export_path"])
 
+
+_EXAMPLE = re.compile(r"^(\s*>>> .*?)$", re.MULTILINE)
+
+
+def _skip_example(m: re.Match) -> str:
+    line = m.group(1)
+    if "+SKIP" in line:
+        return line
+    return line + (" +SKIP" if "doctest:" in line else "  # doctest: +SKIP")
+
+
+def _docs_from(remote: type, local: type) -> None:
+    """Give each public method and property of ``remote`` without a docstring its namesake's in
+    ``local``, so ``help()`` shows what it does: it is the same call. The examples are marked
+    ``+SKIP`` here: they need the local module's objects, and this module's doctests run them."""
+    for name, member in list(vars(remote).items()):
+        fn = member.fget if isinstance(member, property) else member
+        if name.startswith("_") or not callable(fn) or fn.__doc__:
+            continue
+        doc = getattr(local, name).__doc__
+        if doc:
+            fn.__doc__ = _EXAMPLE.sub(_skip_example, doc)
+            if isinstance(member, property):
+                member.__doc__ = fn.__doc__
+
+
+_docs_from(RemoteClient, Client)
+_docs_from(RemoteDatabase, Database)
+_docs_from(RemoteCollection, Collection)
 
 __all__ = ["RemoteClient", "RemoteDatabase", "RemoteCollection", "RefreshJob"]
