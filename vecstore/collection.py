@@ -369,13 +369,14 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         return self.shape[0]
 
     def stats(self) -> CollectionStats:
-        """Counts: stored rows, live rows, soft-deleted rows, dimension, index mode, max id."""
+        """Counts: stored rows, live rows, soft-deleted rows, dimension, index mode (``None``
+        when no index was built, as :meth:`index_mode` says), max id."""
         self._check_open()
         with self._rw.read:
             n = self._default.n
             return CollectionStats(
                 n_vectors=n, n_live=self._default.n_live, n_tombstoned=n - self._default.n_live,
-                dimension=self.dim, index_mode=self.index_mode() or "none", max_id=self._max_id(),
+                dimension=self.dim, index_mode=self.index_mode(), max_id=self._max_id(),
                 version=self._version)
 
     def get_collection_config(self) -> CollectionConfig:

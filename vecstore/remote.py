@@ -636,7 +636,8 @@ class RemoteCollection:
         return self.is_id_exists(id)
 
     def stats(self) -> CollectionStats:
-        return CollectionStats.from_dict(self._call("/stats")["stats"])
+        d = self._call("/stats")["stats"]  # LynseDB's "none" on the wire is the library's None
+        return CollectionStats.from_dict({**d, "index_mode": None if d.get("index_mode") == "none" else d.get("index_mode")})
 
     @property
     def version(self) -> int:

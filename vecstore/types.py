@@ -127,7 +127,7 @@ class CollectionStats:
     n_live: int
     n_tombstoned: int
     dimension: int
-    index_mode: str
+    index_mode: str | None  # None: no index built (searches are exact)
     max_id: int
     version: int = 0
 
