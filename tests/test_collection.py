@@ -239,6 +239,16 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(col, bad_call, error):
     assert snapshot_state(col) == before
 
 
+def test_a_results_repr_shows_small_scores_and_what_it_holds(db):
+    """The repr rounded scores to 4 decimals: squared L2 distances 0, 1e-6 and 4e-6 all printed
+    as 0.0, as if the three hits were ties."""
+    col = db.require_collection("near", dim=2, metric="l2")
+    col.add([[1, 0], [1, 0.001], [1, 0.002]], ids=[1, 2, 3])
+    r = col.search([1, 0], k=3, return_fields=True)
+    assert repr(r) == ("SearchResult(ids=[1, 2, 3], scores=[0, 1e-06, 4e-06], fields=[3 dicts], k=3, "
+                       f"index={r.index!r})")
+
+
 def test_real_numbers_of_every_kind_are_vectors(col):
     """What the refusal of complex, date and string vectors must not refuse: bools, ints
     (beyond int64 too, as objects), unsigned and float16 arrays, Decimal and numpy scalars."""
