@@ -1229,3 +1229,18 @@ def test_every_public_remote_member_has_a_docstring():
             assert (getattr(cls, name).__doc__ or "").strip(), f"{cls.__name__}.{name}"
     assert RemoteCollection.search.__doc__.startswith(vecstore.Collection.search.__doc__.split(">>>")[0])
     assert RemoteCollection.metric.__doc__ == vecstore.Collection.metric.__doc__
+
+
+def test_every_type_a_public_method_returns_is_exported():
+    """``describe_refresh_job`` and its kin return a RefreshJob, which ``vecstore`` did not
+    export: a caller could not name the type of what it got."""
+    import inspect
+    import re
+    for cls in (vecstore.Client, vecstore.Database, vecstore.Collection):
+        for name in _public(cls):
+            member = getattr(cls, name)
+            fn = member.fget if isinstance(member, property) else member
+            if callable(fn):
+                returned = str(inspect.signature(fn).return_annotation)
+                for word in set(re.findall(r"\b[A-Z]\w+", returned)) - {"None", "Id"}:  # Id: int | str
+                    assert word in vecstore.__all__ and hasattr(vecstore, word), f"{cls.__name__}.{name} -> {word}"

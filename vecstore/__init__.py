@@ -28,6 +28,7 @@ from .errors import (AlreadyExistsError, BadBackupError, ClosedError, ConflictEr
                      NotFoundError, NotSupportedError, PayloadTooLargeError, QuerySyntaxError, ReadOnlyError,
                      StorageFullError, TimeoutError_, UnauthorizedError, UnavailableError, UnsupportedFormatError,
                      VecstoreError)
+from .jobs import RefreshJob
 from .types import (CollectionConfig, CollectionStats, ProfiledSearch, Rows, SearchResult,
                     VectorFieldInfo)
 
@@ -40,7 +41,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "connect", "Client", "Database", "Collection", "functions",
-    "SearchResult", "Rows", "CollectionStats", "CollectionConfig", "VectorFieldInfo", "ProfiledSearch",
+    "SearchResult", "Rows", "CollectionStats", "CollectionConfig", "VectorFieldInfo", "ProfiledSearch", "RefreshJob",
     "VecstoreError", "InvalidArgumentError", "DimensionMismatchError", "InvalidNameError",
     "FilterSyntaxError", "FilterTypeError", "QuerySyntaxError", "NotSupportedError", "NotFoundError",
     "AlreadyExistsError",
