@@ -199,6 +199,8 @@ def _nested_list(depth: int) -> list:
     (lambda c: c.restore_items([99]), NotFoundError),
     (lambda c: c.read_by_only_id(99), NotFoundError),
     (lambda c: c.read_by_only_id({1: 2}), InvalidArgumentError),
+    (lambda c: c.read_by_only_id({1, 2}), InvalidArgumentError),  # no order to return the rows in
+    (lambda c: c.read_by_only_id(frozenset([3])), InvalidArgumentError),
     (lambda c: c.delete_items({1: 2}), InvalidArgumentError),
     (lambda c: c.search([1, 0, 0], k=1), DimensionMismatchError),
     (lambda c: c.search([1, 0, 0, 0], k=-1), InvalidArgumentError),

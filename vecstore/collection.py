@@ -1037,7 +1037,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         (1, 2)
         """
         self._check_open()
-        ids = [v.check_id(id)] if isinstance(id, (int, str, np.integer)) else v.check_ids(id, param="id")
+        ids = v.check_id_or_ids(id)
         with self._rw.read:
             missing = [i for i in ids if i not in self._id_pos or not self._default.live[self._id_pos[i]]]
             if missing:

@@ -890,7 +890,8 @@ class RemoteCollection:
         return self._rows(self._call("/tail", {"n": v.check_k(n, param="n")})["tail"])
 
     def read_by_only_id(self, id: IdLike | Ids) -> Rows:
-        body_id = list(id) if isinstance(id, (list, tuple, np.ndarray)) else id  # else: the server judges it
+        ids = v.check_id_or_ids(id)  # the library's check, and its error
+        body_id = ids[0] if isinstance(id, (int, str, np.integer)) else ids
         return self._rows(self._call("/read_by_only_id", {"id": body_id})["item"])
 
     def query(self, where: str | None = None, filter_ids: Ids | None = None,

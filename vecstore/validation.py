@@ -100,6 +100,23 @@ def check_ids(values: Any, *, param: str = "ids", allow_empty: bool = False) -> 
     return out
 
 
+def check_id_or_ids(value: Any, *, param: str = "id") -> list[int | str]:
+    """One id, or a list of them in the order the caller wants the rows back: a set has no
+    order, so it is refused (as the remote client, which cannot send one, always did).
+
+    >>> check_id_or_ids({1, 2})
+    Traceback (most recent call last):
+    ...
+    vecstore.errors.InvalidArgumentError: id: expected an id or a list of ids, got a set (no order to return the rows in)
+    """
+    if isinstance(value, (int, str, np.integer)):
+        return [check_id(value, param=param)]
+    if isinstance(value, (set, frozenset, dict, type({}.keys()))):
+        raise InvalidArgumentError(f"{param}: expected an id or a list of ids, got a {type(value).__name__} "
+                                   "(no order to return the rows in)")
+    return check_ids(value, param=param)
+
+
 def check_unique(ids: Sequence[Any], *, param: str = "ids") -> None:
     if len(set(ids)) != len(ids):
         seen: set = set()
