@@ -715,7 +715,9 @@ ROUTES: tuple[Route, ...] = (
     # -- collection management ------------------------------------------------------------------
     Route("/collection_shape", "collection", _shape, (), lambda r, c: {"shape": list(r)},
           returns='{"shape": [n_vectors, dim]}', read=True),
-    Route("/stats", "collection", "stats", (), lambda r, c: {"stats": r.to_dict()}, read=True),
+    # LynseDB's /stats says "none" where its /index_mode (and the library) says null
+    Route("/stats", "collection", "stats", (), lambda r, c: {"stats": {**r.to_dict(), "index_mode": r.index_mode or "none"}},
+          read=True),
     Route("/get_collection_config", "collection", "get_collection_config", (),
           lambda r, c: {"config": r.to_dict()}, read=True),
     Route("/update_description", "collection", "update_description", (P("description", "str", True),),

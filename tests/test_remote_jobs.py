@@ -43,7 +43,7 @@ def test_external_collection_refreshed_remotely(served, tmp_path):
     assert (job.state, job.progress, job.collection_name, job.kind) == ("COMPLETED", 100, "ext", "external_refresh")
     assert job.end_time >= job.start_time > 0
     col = db.get_collection("ext")
-    assert col.shape == (50, 8)
+    assert col.shape == (50, 8) and col.kind == "external"
     assert col.search(np.ones(8), k=3).index.startswith("HNSW")
     assert [j.job_id for j in db.list_refresh_jobs("ext")] == [job_id]
     assert db.cancel_refresh_job(job_id).state == "COMPLETED"   # a finished job stays as it is
@@ -81,6 +81,7 @@ def test_materialized_view_refreshed_remotely(served):
         with pytest.raises(TypeError):
             db.refresh_materialized_view("chunks", bogus=1)  # as locally: no job started
         assert db.get_collection("chunks").shape == (3, 3)       # "a b", "c d", "e f"
+        assert db.get_collection("chunks").kind == "view" and db.list_materialized_views() == ["chunks"]
         with pytest.raises(vecstore.NotFoundError):
             db.refresh_materialized_view("no_such_view")
         with pytest.raises(vecstore.InvalidArgumentError):

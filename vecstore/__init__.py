@@ -25,9 +25,10 @@ from .collection import Collection
 from .errors import (AlreadyExistsError, BadBackupError, ClosedError, ConflictError, CorruptionError,
                      DimensionMismatchError, FilterSyntaxError, FilterTypeError, InvalidArgumentError,
                      ForbiddenPathError, InvalidNameError, JobCancelledError, JobFailedError, LockedError,
-                     NotFoundError, PayloadTooLargeError, QuerySyntaxError, ReadOnlyError, StorageFullError,
-                     TimeoutError_, UnauthorizedError, UnavailableError, UnsupportedFormatError,
+                     NotFoundError, NotSupportedError, PayloadTooLargeError, QuerySyntaxError, ReadOnlyError,
+                     StorageFullError, TimeoutError_, UnauthorizedError, UnavailableError, UnsupportedFormatError,
                      VecstoreError)
+from .jobs import RefreshJob
 from .types import (CollectionConfig, CollectionStats, ProfiledSearch, Rows, SearchResult,
                     VectorFieldInfo)
 
@@ -40,9 +41,10 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "connect", "Client", "Database", "Collection", "functions",
-    "SearchResult", "Rows", "CollectionStats", "CollectionConfig", "VectorFieldInfo", "ProfiledSearch",
+    "SearchResult", "Rows", "CollectionStats", "CollectionConfig", "VectorFieldInfo", "ProfiledSearch", "RefreshJob",
     "VecstoreError", "InvalidArgumentError", "DimensionMismatchError", "InvalidNameError",
-    "FilterSyntaxError", "FilterTypeError", "QuerySyntaxError", "NotFoundError", "AlreadyExistsError",
+    "FilterSyntaxError", "FilterTypeError", "QuerySyntaxError", "NotSupportedError", "NotFoundError",
+    "AlreadyExistsError",
     "ConflictError", "ReadOnlyError", "ClosedError", "LockedError", "StorageFullError",
     "CorruptionError", "BadBackupError", "UnsupportedFormatError", "JobFailedError", "JobCancelledError",
     "TimeoutError_", "UnauthorizedError", "ForbiddenPathError", "PayloadTooLargeError", "UnavailableError",

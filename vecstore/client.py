@@ -60,18 +60,31 @@ def connect(path: str | os.PathLike, *, api_key: str | None = None, read_only: b
     for the same API over HTTP.
 
     ``durability="fast"`` skips the fsync of each commit (``commit()`` is then the barrier);
-    ``read_only=True`` opens without taking the writer lock, for a second process.
+    ``read_only=True`` opens without taking the writer lock, for a second process. Both are
+    options of a folder: for a URL, what a client may do is the server's to decide (its API
+    key), and a collection's durability is that of the server's one handle of it (given to
+    ``require_collection``), so ``read_only=True`` or ``durability="fast"`` with a URL is an
+    InvalidArgumentError.
 
     >>> import tempfile
     >>> connect(tempfile.mkdtemp()).list_databases()
     []
     """
     text = os.fspath(path)
-    if isinstance(text, str) and text.startswith(("http://", "https://")):
-        from .remote import RemoteClient
-        return RemoteClient(text, api_key=api_key, timeout=timeout)  # type: ignore[return-value]
+    read_only = v.check_bool(read_only, param="read_only")
     if durability not in _DURABILITY:
         raise InvalidArgumentError(f"durability: expected 'safe' or 'fast', got {durability!r}")
+    if isinstance(text, str) and text.startswith(("http://", "https://")):
+        # Taken and ignored, these gave a "read-only" remote client that wrote and dropped.
+        if read_only:
+            raise InvalidArgumentError("read_only: not supported for a server URL, got True; access over HTTP "
+                                       "is controlled by the server (its API key)")
+        if durability != "safe":
+            raise InvalidArgumentError(f"durability: not supported for a server URL, got {durability!r}; "
+                                       "pass it to require_collection (the server's handle of a collection "
+                                       "is shared by all its clients)")
+        from .remote import RemoteClient
+        return RemoteClient(text, api_key=api_key, timeout=timeout)  # type: ignore[return-value]
     return Client(Path(text), read_only=read_only, durability=durability)
 
 

@@ -361,6 +361,8 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
 
     @property
     def metric(self) -> str:
+        """The metric searches score with: ``"ip"``, ``"l2"`` or ``"cosine"`` (as created, or as
+        the last index mode with a metric suffix set it)."""
         return self._config["metric"]
 
     @property
@@ -378,13 +380,14 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         return self.shape[0]
 
     def stats(self) -> CollectionStats:
-        """Counts: stored rows, live rows, soft-deleted rows, dimension, index mode, max id."""
+        """Counts: stored rows, live rows, soft-deleted rows, dimension, index mode (``None``
+        when no index was built, as :meth:`index_mode` says), max id."""
         self._check_open()
         with self._rw.read:
             n = self._default.n
             return CollectionStats(
                 n_vectors=n, n_live=self._default.n_live, n_tombstoned=n - self._default.n_live,
-                dimension=self.dim, index_mode=self.index_mode() or "none", max_id=self._max_id(),
+                dimension=self.dim, index_mode=self.index_mode(), max_id=self._max_id(),
                 version=self._version)
 
     def get_collection_config(self) -> CollectionConfig:
@@ -1045,7 +1048,7 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         (1, 2)
         """
         self._check_open()
-        ids = [v.check_id(id)] if isinstance(id, (int, str, np.integer)) else v.check_ids(id, param="id")
+        ids = v.check_id_or_ids(id)
         with self._rw.read:
             missing = [i for i in ids if i not in self._id_pos or not self._default.live[self._id_pos[i]]]
             if missing:

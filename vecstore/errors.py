@@ -72,6 +72,14 @@ class QuerySyntaxError(InvalidArgumentError):
     code = "query_syntax"
 
 
+class NotSupportedError(InvalidArgumentError):
+    """The call exists in the library but not here: the remote client's methods for what is
+    only done in the process that owns the data folder (defining external collections and
+    materialized views). The message names the method and says why."""
+
+    code = "not_supported"
+
+
 class NotFoundError(VecstoreError, KeyError):
     """A database, collection, field, id or job does not exist."""
 

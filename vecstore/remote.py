@@ -15,20 +15,22 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NoReturn, Sequence
 from urllib.parse import quote, urlencode, urlsplit
 
 import numpy as np
 
 from . import validation as v
 from . import wire
-from .client import _check_durability
+from .client import Client, Database, _check_durability
+from .collection import Collection
 from .errors import (AlreadyExistsError, ClosedError, ConflictError, InvalidArgumentError, JobCancelledError,
-                     JobFailedError, NotFoundError, PayloadTooLargeError, TimeoutError_, VecstoreError,
-                     error_class_for)
+                     JobFailedError, NotFoundError, NotSupportedError, PayloadTooLargeError, TimeoutError_,
+                     VecstoreError, error_class_for)
 from .indexes.base import parse_index_mode, parse_metric
 from .jobs import ZILLIZ_STATE, RefreshJob, _job_id
 from .portability import _as_path
@@ -202,17 +204,20 @@ def _flat_numbers(row: Any) -> bool:
     if isinstance(row, (str, bytes)):
         return False
     try:
-        return np.asarray(row, dtype=np.float32).ndim == 1
-    except (TypeError, ValueError, OverflowError):
+        return np.asarray(row).ndim == 1
+    except (TypeError, ValueError):
         return False
 
 
 def _vec(x: Any, param: str = "vector") -> Any:
     """One vector as a JSON list. JSON has no NaN or inf (the server would see only malformed
-    JSON), so a vector holding one is refused here with the library's own error. Anything that
-    is not numbers is sent as it is: the server judges it, so the error is the local one."""
+    JSON), so a vector holding one is refused here with the library's own error, and so is one
+    that is not real numbers (a complex or date array, strings). Anything else that is not
+    numbers is sent as it is: the server judges it, so the error is the local one."""
     try:
-        arr = np.asarray(x, dtype=np.float32)
+        arr = np.asarray(v.real_array(x, param), dtype=np.float32)
+    except InvalidArgumentError:  # not real numbers (a ValueError, but not one for the server to judge)
+        raise
     except (TypeError, ValueError, OverflowError):
         return x
     if arr.ndim == 0 or not np.isfinite(arr).all():
@@ -225,7 +230,9 @@ def _vecs(x: Any, param: str = "vectors", dim: Callable[[], int] | None = None) 
     server as they are, to be judged with the collection's dim, unless ``dim`` is given (a
     write that may take several requests): then they are refused here, with that dim."""
     try:
-        arr = np.asarray(x, dtype=np.float32)
+        arr = np.asarray(v.real_array(x, param), dtype=np.float32)
+    except InvalidArgumentError:
+        raise
     except (TypeError, ValueError, OverflowError):  # not one clean matrix
         rows = x if isinstance(x, (list, tuple)) else None
         if rows is None or not all(_flat_numbers(r) for r in rows):
@@ -283,6 +290,20 @@ def _remote_job_id(job_id: Any) -> int:
     return job_id
 
 
+def _defined_locally(name: str) -> Callable[..., NoReturn]:
+    """A method of :class:`vecstore.Database` that is done only in the process owning the data
+    folder (README, "External collections and materialized views"): no route serves it, and the
+    remote object says so with an error rather than an AttributeError."""
+    def method(self: Any, *args: Any, **kwargs: Any) -> NoReturn:
+        raise NotSupportedError(f"{name}: not supported by the remote client; external collections, their "
+                                "volumes and materialized views are defined in the process that owns the "
+                                "data folder (the server's), with vecstore.connect(folder)")
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = (f"Raises NotSupportedError: :meth:`vecstore.Database.{name}` is done in the process "
+                      "that owns the data folder.")
+    return method
+
+
 class RemoteClient:
     """A vecstore server, with the API of :class:`vecstore.Client`."""
 
@@ -293,6 +314,12 @@ class RemoteClient:
 
     def __repr__(self) -> str:
         return f"<vecstore.RemoteClient {self._t.url!r}>"
+
+    @property
+    def read_only(self) -> bool:
+        """False: over HTTP, what a client may do is the server's to decide (its API key), so
+        :func:`vecstore.connect` refuses ``read_only=True`` with a URL."""
+        return False
 
     def __enter__(self) -> "RemoteClient":
         return self
@@ -346,6 +373,8 @@ class RemoteClient:
         return RemoteDatabase(self, name)
 
     def close(self) -> None:
+        """Close the connection and forget every database and collection handle obtained through
+        this client (they then raise ClosedError; the server keeps them). Idempotent."""
         self._closed = True
         self._t.close()
 
@@ -356,12 +385,23 @@ class RemoteDatabase:
     def __init__(self, client: RemoteClient, name: str) -> None:
         self.client = client
         self.name = name
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"<vecstore.RemoteDatabase {self.name!r}>"
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` (or the client's) forgot this handle."""
+        return self._closed or self.client._closed
+
+    def _client_call(self, path: str, body: dict | None = None) -> dict:
+        if self._closed:
+            raise ClosedError(f"database {self.name!r} is closed")
+        return self.client._call(path, body)
+
     def _call(self, path: str, body: dict | None = None) -> dict:
-        return self.client._call(path, {"database_name": self.name, **(body or {})})
+        return self._client_call(path, {"database_name": self.name, **(body or {})})
 
     def collection_exists(self, name: str) -> bool:
         v.check_name(name, what="collection_name")
@@ -439,7 +479,7 @@ class RemoteDatabase:
     def _zilliz(self, action: str, body: dict) -> Any:
         """``/v2/vectordb/jobs/external_collection/<action>``: ``{"code": 0, "data": ...}``, or a
         non-zero code with a message (HTTP 200, as the seed answers)."""
-        doc = self.client._call(f"/v2/vectordb/jobs/external_collection/{action}", {"dbName": self.name, **body})
+        doc = self._client_call(f"/v2/vectordb/jobs/external_collection/{action}", {"dbName": self.name, **body})
         if doc.get("code", 0) != 0:
             message = doc.get("message", "")
             cls = {100: NotFoundError, 800: NotFoundError}.get(doc["code"])
@@ -508,10 +548,25 @@ class RemoteDatabase:
                 "concurrency": concurrency, "intra_applier_concurrency": intra_applier_concurrency,
                 "output_limit": output_limit, "manifest": manifest, "cluster": cluster, "full": full or None}
         path = f"/v1/materialized_view/{quote(self.name + '$' + name, safe='')}/refresh"
-        return int(self.client._call(path, body)["job_id"])
+        return int(self._client_call(path, body)["job_id"])
+
+    def list_refresh_external_collection_jobs(self, collection_name: str | None = None) -> list[RefreshJob]:
+        return self.list_refresh_jobs(collection_name or None)  # the Zilliz list has external jobs only
+
+    get_refresh_external_collection_progress = describe_refresh_job
+
+    def list_materialized_views(self) -> list[str]:
+        return [n for n in self.show_collections() if RemoteCollection(self, n).kind == "view"]
+
+    create_external_collection = _defined_locally("create_external_collection")
+    create_materialized_view = _defined_locally("create_materialized_view")
+    set_volumes = _defined_locally("set_volumes")
+    get_volumes = _defined_locally("get_volumes")
 
     def close(self) -> None:
-        """Nothing to release: the server owns the collections."""
+        """Forget this handle: calls through it or its collections then raise ClosedError (the
+        server keeps the database for its other clients). Idempotent."""
+        self._closed = True
 
 
 class RemoteCollection:
@@ -533,8 +588,13 @@ class RemoteCollection:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` (or that of its database or client) forgot this handle."""
+        return self._closed or self.database.closed
+
     def _call(self, path: str, body: dict | None = None) -> dict:
-        if self._closed:
+        if self.closed:
             raise ClosedError(f"collection {self.name!r} is closed")
         return self.database._call(path, {"collection_name": self.name, **(body or {})})
 
@@ -542,7 +602,7 @@ class RemoteCollection:
         return {"database_name": self.database.name, "collection_name": self.name}
 
     def _transport(self) -> _Transport:
-        if self._closed:
+        if self.closed:
             raise ClosedError(f"collection {self.name!r} is closed")
         return self.database.client._t
 
@@ -561,6 +621,10 @@ class RemoteCollection:
         return self.get_collection_config().metric
 
     @property
+    def kind(self) -> str:
+        return self.get_collection_config().kind
+
+    @property
     def shape(self) -> tuple[int, int]:
         n, d = self._call("/collection_shape")["shape"]
         return (n, d)
@@ -572,7 +636,8 @@ class RemoteCollection:
         return self.is_id_exists(id)
 
     def stats(self) -> CollectionStats:
-        return CollectionStats.from_dict(self._call("/stats")["stats"])
+        d = self._call("/stats")["stats"]  # LynseDB's "none" on the wire is the library's None
+        return CollectionStats.from_dict({**d, "index_mode": None if d.get("index_mode") == "none" else d.get("index_mode")})
 
     @property
     def version(self) -> int:
@@ -825,7 +890,8 @@ class RemoteCollection:
         return self._rows(self._call("/tail", {"n": v.check_k(n, param="n")})["tail"])
 
     def read_by_only_id(self, id: IdLike | Ids) -> Rows:
-        body_id = list(id) if isinstance(id, (list, tuple, np.ndarray)) else id  # else: the server judges it
+        ids = v.check_id_or_ids(id)  # the library's check, and its error
+        body_id = ids[0] if isinstance(id, (int, str, np.integer)) else ids
         return self._rows(self._call("/read_by_only_id", {"id": body_id})["item"])
 
     def query(self, where: str | None = None, filter_ids: Ids | None = None,
@@ -867,9 +933,12 @@ class RemoteCollection:
         same as local ones), and for string ids, which the binary block cannot carry (then this
         handle stays on JSON)."""
         try:
-            q = np.asarray(vector, dtype="<f4")
-        except (TypeError, ValueError, OverflowError):
+            q = np.asarray(vector)
+        except (TypeError, ValueError):
             return None
+        if q.dtype.kind not in v._REAL_KINDS:  # complex, dates, strings, objects: the JSON route judges them
+            return None
+        q = q.astype("<f4")
         plain = (type(k) is int and type(return_fields) is bool and type(approx) is bool
                  and (where is None or type(where) is str) and type(vf) is str
                  and (nprobe is None or type(nprobe) is int) and type(eps) in (int, float))
@@ -1027,5 +1096,34 @@ class RemoteCollection:
         path = _server_path(path, "export_path")
         return _as_returned(self._call("/export_collection", {"export_path": path})["export_path"])
 
+
+_EXAMPLE = re.compile(r"^(\s*>>> .*?)$", re.MULTILINE)
+
+
+def _skip_example(m: re.Match) -> str:
+    line = m.group(1)
+    if "+SKIP" in line:
+        return line
+    return line + (" +SKIP" if "doctest:" in line else "  # doctest: +SKIP")
+
+
+def _docs_from(remote: type, local: type) -> None:
+    """Give each public method and property of ``remote`` without a docstring its namesake's in
+    ``local``, so ``help()`` shows what it does: it is the same call. The examples are marked
+    ``+SKIP`` here: they need the local module's objects, and this module's doctests run them."""
+    for name, member in list(vars(remote).items()):
+        fn = member.fget if isinstance(member, property) else member
+        if name.startswith("_") or not callable(fn) or fn.__doc__:
+            continue
+        doc = getattr(local, name).__doc__
+        if doc:
+            fn.__doc__ = _EXAMPLE.sub(_skip_example, doc)
+            if isinstance(member, property):
+                member.__doc__ = fn.__doc__
+
+
+_docs_from(RemoteClient, Client)
+_docs_from(RemoteDatabase, Database)
+_docs_from(RemoteCollection, Collection)
 
 __all__ = ["RemoteClient", "RemoteDatabase", "RemoteCollection", "RefreshJob"]

@@ -55,7 +55,15 @@ class SearchResult:
         return len(self.ids)
 
     def __repr__(self) -> str:
-        return f"SearchResult(ids={list(self.ids)!r}, scores={np.round(self.scores, 4).tolist()!r}, index={self.index!r})"
+        """Scores to 6 significant digits: rounding to 4 decimals printed distinct small distances
+        (``1e-6``, ``4e-6``) all as ``0.0``.
+
+        >>> SearchResult(ids=(1, 2), scores=np.array([0, 1e-6], np.float32), fields=({}, {}), k=5)
+        SearchResult(ids=[1, 2], scores=[0, 1e-06], fields=[2 dicts], k=5, index='FLAT')
+        """
+        scores = ", ".join(f"{s:.6g}" for s in np.asarray(self.scores, dtype=np.float64).tolist())
+        fields = "None" if self.fields is None else f"[{len(self.fields)} dicts]"
+        return f"SearchResult(ids={list(self.ids)!r}, scores=[{scores}], fields={fields}, k={self.k}, index={self.index!r})"
 
     def to_dict(self) -> dict:
         """The wire shape of LynseDB's ``items``: ``{"k", "ids", "scores", "fields", ...}``. JSON
@@ -127,7 +135,7 @@ class CollectionStats:
     n_live: int
     n_tombstoned: int
     dimension: int
-    index_mode: str
+    index_mode: str | None  # None: no index built (searches are exact)
     max_id: int
     version: int = 0
 
@@ -148,6 +156,7 @@ class CollectionConfig:
     description: str | None
     chunk_size: int = 100_000
     durability: str = "safe"
+    kind: str = "collection"  # "external" (synced from Iceberg) or "view" (materialized)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

@@ -14,7 +14,9 @@ vecstore.errors.InvalidNameError: collection_name: expected 1-128 characters of 
 from __future__ import annotations
 
 import datetime as _dt
+import decimal
 import math
+import numbers
 import re
 from typing import Any, Sequence
 
@@ -98,6 +100,23 @@ def check_ids(values: Any, *, param: str = "ids", allow_empty: bool = False) -> 
     return out
 
 
+def check_id_or_ids(value: Any, *, param: str = "id") -> list[int | str]:
+    """One id, or a list of them in the order the caller wants the rows back: a set has no
+    order, so it is refused (as the remote client, which cannot send one, always did).
+
+    >>> check_id_or_ids({1, 2})
+    Traceback (most recent call last):
+    ...
+    vecstore.errors.InvalidArgumentError: id: expected an id or a list of ids, got a set (no order to return the rows in)
+    """
+    if isinstance(value, (int, str, np.integer)):
+        return [check_id(value, param=param)]
+    if isinstance(value, (set, frozenset, dict, type({}.keys()))):
+        raise InvalidArgumentError(f"{param}: expected an id or a list of ids, got a {type(value).__name__} "
+                                   "(no order to return the rows in)")
+    return check_ids(value, param=param)
+
+
 def check_unique(ids: Sequence[Any], *, param: str = "ids") -> None:
     if len(set(ids)) != len(ids):
         seen: set = set()
@@ -122,7 +141,9 @@ def check_vectors(values: Any, dim: int, *, param: str = "vectors", normalise: b
     vecstore.errors.DimensionMismatchError: vectors: expected rows of one dimension, got dimensions [1, 2]
     """
     try:
-        arr = np.array(values, dtype=np.float32, copy=True, order="C")
+        arr = np.array(real_array(values, param), dtype=np.float32, copy=True, order="C")
+    except InvalidArgumentError:
+        raise
     except (TypeError, ValueError, OverflowError) as e:  # Overflow: an int beyond float range
         widths = _row_widths(values)
         if len(widths) > 1:
@@ -139,6 +160,35 @@ def check_vectors(values: Any, dim: int, *, param: str = "vectors", normalise: b
         _normalise(arr, param)
     elif nonzero:
         _refuse_zero(row_norms(arr), param)
+    return arr
+
+
+_REAL_KINDS = frozenset("biuf")  # bool, int, uint, float: numpy casts each to float32 faithfully
+
+
+def real_array(values: Any, param: str) -> np.ndarray:
+    """``values`` as an array of real numbers, not yet cast (``values`` itself when it is one):
+    bools, ints and floats, or objects that are each one (ints beyond int64, ``Decimal``).
+    Anything else is refused here, since numpy's cast to float32 would take it silently: a
+    complex number loses its imaginary part, a date becomes days since 1970, ``"1.5"`` a number.
+    Input that is no array at all (ragged rows) raises numpy's own TypeError or ValueError for
+    the caller to name.
+
+    >>> real_array([[1, 2.5]], "vectors").dtype.kind
+    'f'
+    >>> real_array([1j, 0], "vector")
+    Traceback (most recent call last):
+    ...
+    vecstore.errors.InvalidArgumentError: vector: expected real numbers, got dtype complex128: [1j, 0]
+    """
+    arr = values if type(values) is np.ndarray else np.asarray(values)
+    if arr.dtype.kind not in _REAL_KINDS:
+        if arr.dtype.kind != "O":
+            raise InvalidArgumentError(f"{param}: expected real numbers, got dtype {arr.dtype}: {_brief(values)}")
+        for x in arr.flat:
+            if not isinstance(x, (numbers.Real, decimal.Decimal)):
+                raise InvalidArgumentError(f"{param}: expected real numbers, got {_brief(x)} "
+                                           f"({type(x).__name__})")
     return arr
 
 
@@ -161,7 +211,9 @@ def check_vector(value: Any, dim: int, *, param: str = "vector", normalise: bool
         if math.isfinite(value.dot(probe)):
             return value.reshape(1, dim)
     try:
-        arr = np.array(value, dtype=np.float32, copy=True, order="C")
+        arr = np.array(real_array(value, param), dtype=np.float32, copy=True, order="C")
+    except InvalidArgumentError:
+        raise
     except (TypeError, ValueError, OverflowError) as e:
         raise InvalidArgumentError(f"{param}: expected {dim or 'dim'} numbers, got {_brief(value)} ({e})") from None
     if arr.ndim != 1:
