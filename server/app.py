@@ -76,7 +76,6 @@ from .http11 import (
     _STATUS_LINES,
     _Connection,
     _date,
-    _declared_length_or_zero,
     _FramingError,
     _Request,
     default_max_connections,
@@ -968,7 +967,7 @@ class VecstoreHTTPServer:
         if not path.startswith("/"):  # absolute form (http://host/path), as proxies send it
             path = urlsplit(target).path
         req.path = path = path or "/"
-        req.unread = _declared_length_or_zero(headers)
+        req.unread = int(headers.get(b"content-length", 0))  # (digits: parse_head)
         if b"transfer-encoding" in headers:
             # Where a chunked body ends is unknown: whatever the answer (401, 404, or 411 from
             # _body_length), close after it and drain what comes, so that no chunk of it is
@@ -999,14 +998,7 @@ class VecstoreHTTPServer:
         headers = req.headers
         if b"transfer-encoding" in headers:  # (closed after the reply: see _prepare)
             raise LengthRequiredError("Transfer-Encoding is not supported; send Content-Length")
-        declared = headers.get(b"content-length")
-        if declared is None:
-            return 0
-        if not declared.isdigit():
-            req.close = True
-            raise InvalidArgumentError(
-                f"Content-Length: expected a non-negative integer, got {declared.decode('latin-1')!r}")
-        length = int(declared)
+        length = req.unread  # (the declared length)
         config = self.config
         limit = config.max_binary_bytes if req.route.body == "binary" else config.max_json_bytes
         if length > limit:

@@ -147,8 +147,14 @@ def parse_head(buf: bytes | bytearray, scanned: int = 0) -> tuple[int, str, str,
         if not sep or not key or key != key.strip() or h[0] in b" \t":
             raise _FramingError(400, f"bad header line {h[:100]!r}")
         value = value.strip()
-        if key == b"content-length" and headers.get(key, value) != value:
-            raise _FramingError(400, "conflicting Content-Length headers")
+        if key == b"content-length":
+            # Checked here, whatever the route, as the body's end depends on it: read as 0, a
+            # refused request's body would be taken for the next request.
+            if not value.isdigit() or len(value) > 18:
+                raise _FramingError(400, f"Content-Length: expected a non-negative integer of at most 18 digits, "
+                                         f"got {value[:40]!r}")
+            if headers.get(key, value) != value:
+                raise _FramingError(400, "conflicting Content-Length headers")
         headers[key] = value
     method, target, version = parts
     connection = headers.get(b"connection", b"").lower()
@@ -181,12 +187,6 @@ class _Date:
 
 
 _date = _Date()
-
-
-def _declared_length_or_zero(headers: dict[bytes, bytes]) -> int:
-    declared = headers.get(b"content-length")
-    return int(declared) if declared is not None and declared.isdigit() else 0
-
 
 
 def is_loopback(host: str) -> bool:

@@ -229,6 +229,19 @@ def test_a_chunked_body_is_never_read_as_the_next_request(make, path, auth, stat
     assert out.count(b"HTTP/1.1 ") == 1 and b"Connection: close" in out, out
 
 
+@pytest.mark.parametrize("path, auth", [(b"/no_such_route", _auth()), (b"/search", b""), (b"/search", _auth())])
+@pytest.mark.parametrize("length", [b"abc", b"-1", b"+5", b"1e3", b"5, 5", b"", b"9" * 19, b"9" * 5000])
+def test_a_malformed_content_length_is_never_read_as_zero(make, path, auth, length):
+    # Read as 0 on a 404 or a 401, the body would be taken for the next request (here a GET).
+    server, _ = make()
+    inner = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(server.server_address[:2], timeout=5) as s:
+        s.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n" + auth + b"Content-Length: " + length + b"\r\n\r\n" + inner)
+        out = read_until_closed(s)
+    assert out.startswith(b"HTTP/1.1 400 ") and b"Content-Length" in out, out[:200]
+    assert out.count(b"HTTP/1.1 ") == 1 and b"Connection: close" in out, out
+
+
 # --------------------------------------------------------------------------------------------
 # non-ASCII API keys
 
