@@ -917,25 +917,30 @@ class VecstoreHTTPServer:
                 return
             try:
                 head = parse_head(buf, conn.scan)
-            except _FramingError as e:
+                if head is None:
+                    if not conn.scan:  # its first bytes: the head's deadline runs from here (_sweep)
+                        conn.head_since = conn.last
+                    conn.scan = len(buf)
+                    if conn.eof:
+                        self._close(conn)
+                    return
+                consumed, method, target, headers, close = head
+                del buf[:consumed]
+                conn.scan = 0
+                req = self._prepare(conn, method, target, headers, close)
+            except Exception as e:  # noqa: BLE001 - a bug is answered 500 (and logged) by the worker
+                # Answered, never dropped: with no reply to it, the next reply would be taken
+                # for this request's. Where its body ends is unknown: drain, then close.
                 req = _Request("GET", "-", {}, True)
-                req.reply = Reply(e.status, wire.error_body(e.message, "bad_request"))
-                req.unread = 1  # drain what the client is still sending before closing
+                if isinstance(e, _FramingError):
+                    req.reply = Reply(e.status, wire.error_body(e.message, "bad_request"))
+                else:
+                    req.error = e
+                req.unread = 1
                 buf.clear()
                 conn.scan = 0
                 self._queue_request(conn, req)
                 return
-            if head is None:
-                if not conn.scan:  # its first bytes: the head's deadline runs from here (_sweep)
-                    conn.head_since = conn.last
-                conn.scan = len(buf)
-                if conn.eof:
-                    self._close(conn)
-                return
-            consumed, method, target, headers, close = head
-            del buf[:consumed]
-            conn.scan = 0
-            req = self._prepare(conn, method, target, headers, close)
             if not req.length:
                 self._queue_request(conn, req)
                 return
@@ -964,9 +969,6 @@ class VecstoreHTTPServer:
         request, for the worker to answer in the route's envelope."""
         req = _Request(method, target, headers, close)
         path, _, req.query = target.partition("?")
-        if not path.startswith("/"):  # absolute form (http://host/path), as proxies send it
-            path = urlsplit(target).path
-        req.path = path = path or "/"
         req.unread = int(headers.get(b"content-length", 0))  # (digits: parse_head)
         if b"transfer-encoding" in headers:
             # Where a chunked body ends is unknown: whatever the answer (401, 404, or 411 from
@@ -974,6 +976,12 @@ class VecstoreHTTPServer:
             # ever read as the next request.
             req.close, req.unread = True, req.unread or 1
         try:
+            if not path.startswith("/"):  # absolute form (http://host/path), as proxies send it
+                try:
+                    path = urlsplit(target).path
+                except ValueError as e:  # http://[zz]/x
+                    raise InvalidArgumentError(f"request target {target[:100]!r}: {e}") from None
+            req.path = path = path or "/"
             if path not in PUBLIC_PATHS and self.config.api_key:
                 auth = headers.get(b"authorization")
                 if auth is not None:

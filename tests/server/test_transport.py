@@ -209,6 +209,34 @@ def test_a_replica_forwards_a_non_latin1_target(tmp_path):
     assert reply.status == 200 and got[0].startswith("GET /read_blob?key=ключ HTTP/1.1\r\n".encode())
 
 
+@pytest.mark.parametrize("target", [b"http://[zz]/x", b"http://[::1/x", b"http://x]/x"])
+def test_a_target_urlsplit_rejects_is_answered_and_the_next_request_gets_its_own_reply(make, target):
+    server, _ = make()
+    with socket.create_connection(server.server_address[:2], timeout=5) as s:
+        s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n" + _auth() + b"\r\n"
+                  b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        out = read_until_closed(s)
+    first, _, second = out.partition(b"HTTP/1.1 200 ")
+    assert first.startswith(b"HTTP/1.1 400 ") and b"request target" in first, out[:300]
+    assert second.endswith(b'{"status":"ok"}'), out
+
+
+def test_a_failure_while_reading_a_request_is_answered_500_and_closes(make, monkeypatch, caplog):
+    server, _ = make()
+
+    def broken(*args):
+        raise RuntimeError("a bug in reading a request")
+
+    monkeypatch.setattr(server, "_prepare", broken)
+    with socket.create_connection(server.server_address[:2], timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        out = read_until_closed(s)
+    assert out.startswith(b"HTTP/1.1 500 ") and b"Connection: close" in out, out[:300]
+    assert out.count(b"HTTP/1.1 ") == 1, out  # the rest of the stream is not trusted
+    assert any("a bug in reading a request" in r.getMessage() or (r.exc_info and "a bug" in str(r.exc_info[1]))
+               for r in caplog.records)
+
+
 # --------------------------------------------------------------------------------------------
 # Transfer-Encoding after an early refusal
 
