@@ -27,8 +27,9 @@ order (p99 about 5x p50). A watchdog adds threads while all of them are stuck on
 (builds, flushes) with others waiting, and they leave after a few idle seconds.
 :meth:`VecstoreHTTPServer.stop` stops accepting, closes idle keep-alive connections, answers
 the requests in flight, queued, or whose body is still arriving, then returns; connections
-silent for ``request_timeout`` (reading or writing), or whose request head is not complete that
-long after it began, are closed.
+silent for ``request_timeout`` (reading or writing), or whose request head, body or reply is
+still under way that long after it began (plus a second per ``_MIN_RATE`` bytes of it moved),
+are closed.
 
 Per-request work is kept small: each route's parameter binder is precomputed, the bound
 parameters of a binary route are memoised by query string, resolved database / collection
@@ -106,6 +107,7 @@ _FOLLOWER_WAIT = 0.1
 _EXTRA_IDLE_SECONDS = 5.0
 _MAX_EXTRA_WORKERS = 64
 _MAX_REFUSING = 64  # connections refused at max_connections, drained at once
+_MIN_RATE = 65536  # bytes/s: a body or reply moving slower is cut after request_timeout (_overdue)
 
 
 @dataclass
@@ -918,8 +920,8 @@ class VecstoreHTTPServer:
             try:
                 head = parse_head(buf, conn.scan)
                 if head is None:
-                    if not conn.scan:  # its first bytes: the head's deadline runs from here (_sweep)
-                        conn.head_since = conn.last
+                    if not conn.scan:  # its first bytes: the head's deadline runs from here (_overdue)
+                        conn.since = conn.last
                     conn.scan = len(buf)
                     if conn.eof:
                         self._close(conn)
@@ -944,7 +946,7 @@ class VecstoreHTTPServer:
             if not req.length:
                 self._queue_request(conn, req)
                 return
-            conn.pending = req
+            conn.pending, conn.since = req, time.monotonic()
         if len(buf) >= req.length:
             if len(buf) == req.length:
                 req.body = bytes(buf)
@@ -959,7 +961,7 @@ class VecstoreHTTPServer:
             self._close(conn)
 
     def _queue_request(self, conn: _Connection, req: _Request) -> None:
-        conn.busy = True
+        conn.busy, conn.since = True, 0.0
         self._batch.append((conn, req))
 
     def _prepare(self, conn: _Connection, method: str, target: str, headers: dict[bytes, bytes],
@@ -1049,7 +1051,8 @@ class VecstoreHTTPServer:
                     self._register(conn)
                 self._advance(conn)  # (nothing if a later request of it is in a worker's hands)
             elif rest:
-                conn.out, conn.last = rest, time.monotonic()  # (the no-progress clock of _sweep)
+                conn.out, conn.out_size = rest, len(rest)
+                conn.last = conn.since = time.monotonic()  # (the clocks of _sweep)
                 self._watch_for(conn, conn.registered, True)
             else:
                 self._finish(conn)
@@ -1075,7 +1078,7 @@ class VecstoreHTTPServer:
     def _finish(self, conn: _Connection) -> None:
         """The whole reply is out, and the worker left the connection to the reader: close it,
         drain it, or read its next request."""
-        conn.busy = False  # (no worker has it: no lock needed)
+        conn.busy, conn.since = False, 0.0  # (no worker has it: no lock needed)
         if conn.close_after:
             if conn.drain and not conn.eof:
                 self._start_drain(conn)
@@ -1110,11 +1113,22 @@ class VecstoreHTTPServer:
         if not data or conn.drained >= MiB or time.monotonic() > conn.drain_until:
             self._close(conn)
 
+    def _overdue(self, conn: _Connection, now: float) -> bool:
+        """A head, body or reply under way past its deadline: ``request_timeout`` after it
+        began, plus a second for every ``_MIN_RATE`` bytes of it moved so far. One moving
+        steadily at that rate or faster is never cut, however big; one trickled a byte now and
+        then (never silent long enough for the idle timeout) is, so it cannot hold a
+        connection slot, or a stopping server, for ever."""
+        if not conn.since:
+            return False
+        moved = conn.out_size - len(conn.out) if conn.writing and conn.out is not None else len(conn.buf)
+        return now > conn.since + self.config.request_timeout + moved / _MIN_RATE
+
     def _sweep(self, now: float) -> None:
         """Close connections silent for ``request_timeout`` (idle keep-alive, stalled in the
-        middle of a request, or not taking their reply), heads still incomplete that long after
-        they began (a client sending a header line now and then), and finished drains; watch
-        the listeners paused for want of file descriptors again."""
+        middle of a request, or not taking their reply), those past their deadline
+        (:meth:`_overdue`: a head, body or reply sent or read a little at a time), and finished
+        drains; watch the listeners paused for want of file descriptors again."""
         while self._paused:
             sock = self._paused.pop()
             if sock.fileno() >= 0:
@@ -1126,7 +1140,7 @@ class VecstoreHTTPServer:
             if conn.drain_until:
                 if now > conn.drain_until:
                     self._close(conn)
-            elif now - conn.last > timeout or (conn.scan and now - conn.head_since > timeout):
+            elif now - conn.last > timeout or self._overdue(conn, now):
                 self._close(conn)
 
     def _wind_down(self) -> bool:
@@ -1138,7 +1152,8 @@ class VecstoreHTTPServer:
         for conn in list(self._connections):
             if conn.busy and not conn.writing:
                 continue
-            if (conn.pending is not None or conn.writing) and now - conn.last <= self.config.request_timeout:
+            if ((conn.pending is not None or conn.writing) and now - conn.last <= self.config.request_timeout
+                    and not self._overdue(conn, now)):
                 continue  # a body still coming (answer it, with Connection: close), or a reply going out
             if conn.drain_until and now <= conn.drain_until:
                 continue

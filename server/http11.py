@@ -58,16 +58,18 @@ class _Connection:
     a reply the socket could not take at once). ``registered`` and ``writing``: what the
     selector waits for (reading, writing)."""
 
-    __slots__ = ("address", "buf", "busy", "close_after", "drain", "drain_until", "drained", "eof", "head_since",
-                 "last", "lock", "out", "pending", "registered", "scan", "sock", "writing")
+    __slots__ = ("address", "buf", "busy", "close_after", "drain", "drain_until", "drained", "eof", "last", "lock",
+                 "out", "out_size", "pending", "registered", "scan", "since", "sock", "writing")
 
     def __init__(self, sock: socket.socket, address: Any) -> None:
         self.sock, self.address = sock, address
         self.buf = bytearray()
         self.scan = 0  # how much of buf has been searched for the end of a head
-        self.head_since = 0.0  # when the first bytes of a head still incomplete arrived
+        # when the head, body or reply under way began (0: none; its deadline: VecstoreHTTPServer._overdue)
+        self.since = 0.0
         self.pending: _Request | None = None  # head read, body still arriving
         self.out: memoryview | None = None  # the unsent rest of a reply (the reader writes it)
+        self.out_size = 0  # what out held at first
         self.busy = self.eof = self.registered = self.writing = self.close_after = self.drain = False
         self.last = time.monotonic()
         self.lock = threading.Lock()
