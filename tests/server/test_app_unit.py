@@ -548,6 +548,14 @@ def test_ragged_rows_reach_the_library_as_rows():
         TYPES["vectors"].convert([[1, 2], ["a"]], "vectors", False)
 
 
+@pytest.mark.parametrize("kind", ["id", "job_id"])
+def test_a_decimal_id_past_int_s_digit_limit_is_invalid_not_a_bug(kind):
+    # int() refuses more than 4300 digits with a ValueError, which was answered 500
+    assert TYPES[kind].convert("9" * 4300, kind, True) == 10 ** 4300 - 1
+    with pytest.raises(InvalidArgumentError, match=f"{kind}: expected .* got a string of 4301 digits"):
+        TYPES[kind].convert("9" * 4301, kind, True)
+
+
 @pytest.mark.parametrize("path, body, message", [
     ("/bulk_add_items", {"items": [{"vector": [1]}, {"vector": "x"}]}, "items[1].vector: expected an array"),
     ("/bulk_add_items", {"items": [{"vector": [1], "id": -3}]}, "items[0].id: ids must be non-negative"),
