@@ -970,6 +970,8 @@ class VecstoreHTTPServer:
         check the API key, then the route and the declared body size. A refusal is kept in the
         request, for the worker to answer in the route's envelope."""
         req = _Request(method, target, headers, close)
+        if method == "HEAD":  # every GET route's (RFC 9110 §9.3.2); a replica forwards it as the GET
+            req.method, req.head = "GET", True
         path, _, req.query = target.partition("?")
         req.unread = int(headers.get(b"content-length", 0))  # (digits: parse_head)
         if b"transfer-encoding" in headers:
@@ -993,7 +995,7 @@ class VecstoreHTTPServer:
                         auth = auth.decode("latin-1")
                 if not check_api_key(auth, self.config.api_key):
                     raise UnauthorizedError("Unauthorized")
-            found = self.table.find(method, path)
+            found = self.table.find(req.method, path)
             if found is None:
                 req.reply = _EMPTY_404
                 return req
@@ -1309,7 +1311,7 @@ class VecstoreHTTPServer:
         close = req.close or req.unread > 0 or self.stopping
         sent, rest = 0, None
         try:
-            sent, rest = self._send(conn.sock, reply, req.method, rid, close)
+            sent, rest = self._send(conn.sock, reply, req.head, rid, close)
         except OSError:
             close, req.unread = True, 0
         conn.close_after, conn.drain = close, req.unread > 0
@@ -1358,7 +1360,7 @@ class VecstoreHTTPServer:
             return self.dispatch(route, values, None, req.query, path_params)
         return self.dispatch(route, {}, body, req.query, path_params)
 
-    def _send(self, sock: socket.socket, reply: Reply, method: str, rid: int,
+    def _send(self, sock: socket.socket, reply: Reply, head: bool, rid: int,
               close: bool) -> tuple[int, memoryview | None]:
         """The whole reply (status line, headers, body) in one write: ``(body length, what the
         socket did not take)``. That rest is written by the reader loop as the client takes it
@@ -1377,7 +1379,7 @@ class VecstoreHTTPServer:
         if close:
             out.append(b"Connection: close\r\n")
         out.append(b"\r\n")
-        if method != "HEAD" and body:
+        if body and not head:
             out.append(body)
         data = b"".join(out)
         try:

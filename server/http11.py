@@ -80,11 +80,12 @@ class _Connection:
 class _Request:
     """One request, as the reader hands it to a worker."""
 
-    __slots__ = ("body", "close", "error", "headers", "length", "method", "path", "path_params", "query", "reply",
-                 "route", "target", "unread")
+    __slots__ = ("body", "close", "error", "head", "headers", "length", "method", "path", "path_params", "query",
+                 "reply", "route", "target", "unread")
 
     def __init__(self, method: str, target: str, headers: dict[bytes, bytes], close: bool) -> None:
         self.method, self.target, self.headers, self.close = method, target, headers, close
+        self.head = False  # a HEAD, answered as its GET without the body
         self.path, self.query = target, ""
         self.route: Route | None = None
         self.path_params: dict = {}

@@ -328,6 +328,19 @@ def test_reply_headers(srv):
     assert int(headers["x-request-id"]) > 0
 
 
+def test_head_is_every_get_route_without_its_body(srv):
+    server, _ = srv
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    for path in ("/healthz", "/list_databases"):
+        status, headers, data = request(server, "GET", path, conn=conn)
+        head_status, head_headers, head_data = request(server, "HEAD", path, conn=conn)  # (same connection)
+        assert (head_status, head_data) == (status, b"") and status == 200
+        assert head_headers["Content-Length"] == headers["Content-Length"] == str(len(data))
+    assert request(server, "HEAD", "/stats", conn=conn)[0] == 404  # a POST route
+    assert request(server, "GET", "/healthz", conn=conn)[2] == b'{"status":"ok"}'  # the framing held
+    conn.close()
+
+
 @pytest.mark.parametrize("head, status", [
     (b"GARBAGE\r\n\r\n", 400),
     (b"GET /healthz\r\n\r\n", 400),
