@@ -926,10 +926,10 @@ class VecstoreHTTPServer:
                     if conn.eof:
                         self._close(conn)
                     return
-                consumed, method, target, headers, close = head
+                consumed, method, target, headers, close, http10 = head
                 del buf[:consumed]
                 conn.scan = 0
-                req = self._prepare(conn, method, target, headers, close)
+                req = self._prepare(conn, method, target, headers, close, http10)
             except Exception as e:  # noqa: BLE001 - a bug is answered 500 (and logged) by the worker
                 # Answered, never dropped: with no reply to it, the next reply would be taken
                 # for this request's. Where its body ends is unknown: drain, then close.
@@ -965,11 +965,11 @@ class VecstoreHTTPServer:
         self._batch.append((conn, req))
 
     def _prepare(self, conn: _Connection, method: str, target: str, headers: dict[bytes, bytes],
-                 close: bool) -> _Request:
+                 close: bool, http10: bool) -> _Request:
         """The generic handler's first half, which comes before the body is read: find the path,
         check the API key, then the route and the declared body size. A refusal is kept in the
         request, for the worker to answer in the route's envelope."""
-        req = _Request(method, target, headers, close)
+        req = _Request(method, target, headers, close, http10)
         if method == "HEAD":  # every GET route's (RFC 9110 §9.3.2); a replica forwards it as the GET
             req.method, req.head = "GET", True
         path, _, req.query = target.partition("?")
@@ -1015,7 +1015,7 @@ class VecstoreHTTPServer:
         limit = config.max_binary_bytes if req.route.body == "binary" else config.max_json_bytes
         if length > limit:
             raise PayloadTooLargeError(f"request body of {length} bytes exceeds the limit of {limit} bytes")
-        if length and headers.get(b"expect", b"").lower() == b"100-continue":
+        if length and not req.http10 and headers.get(b"expect", b"").lower() == b"100-continue":  # (RFC 9110 §10.1.1)
             try:
                 conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
             except OSError:
@@ -1311,7 +1311,9 @@ class VecstoreHTTPServer:
         close = req.close or req.unread > 0 or self.stopping
         sent, rest = 0, None
         try:
-            sent, rest = self._send(conn.sock, reply, req.head, rid, close)
+            # (an HTTP/1.0 client keeps the connection only when told)
+            connection = b"close" if close else b"keep-alive" if req.http10 else b""
+            sent, rest = self._send(conn.sock, reply, req.head, rid, connection)
         except OSError:
             close, req.unread = True, 0
         conn.close_after, conn.drain = close, req.unread > 0
@@ -1361,7 +1363,7 @@ class VecstoreHTTPServer:
         return self.dispatch(route, {}, body, req.query, path_params)
 
     def _send(self, sock: socket.socket, reply: Reply, head: bool, rid: int,
-              close: bool) -> tuple[int, memoryview | None]:
+              connection: bytes) -> tuple[int, memoryview | None]:
         """The whole reply (status line, headers, body) in one write: ``(body length, what the
         socket did not take)``. That rest is written by the reader loop as the client takes it
         (:meth:`_on_writable`), not by this worker waiting on the socket."""
@@ -1376,8 +1378,8 @@ class VecstoreHTTPServer:
             out.append(reply.headers)
         if reply.status == 401:
             out.append(b'WWW-Authenticate: Bearer realm="vecstore"\r\nWWW-Authenticate: Basic realm="vecstore"\r\n')
-        if close:
-            out.append(b"Connection: close\r\n")
+        if connection:
+            out.append(b"Connection: %s\r\n" % connection)
         out.append(b"\r\n")
         if body and not head:
             out.append(body)

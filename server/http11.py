@@ -80,11 +80,12 @@ class _Connection:
 class _Request:
     """One request, as the reader hands it to a worker."""
 
-    __slots__ = ("body", "close", "error", "head", "headers", "length", "method", "path", "path_params", "query",
-                 "reply", "route", "target", "unread")
+    __slots__ = ("body", "close", "error", "head", "headers", "http10", "length", "method", "path", "path_params",
+                 "query", "reply", "route", "target", "unread")
 
-    def __init__(self, method: str, target: str, headers: dict[bytes, bytes], close: bool) -> None:
-        self.method, self.target, self.headers, self.close = method, target, headers, close
+    def __init__(self, method: str, target: str, headers: dict[bytes, bytes], close: bool,
+                 http10: bool = False) -> None:
+        self.method, self.target, self.headers, self.close, self.http10 = method, target, headers, close, http10
         self.head = False  # a HEAD, answered as its GET without the body
         self.path, self.query = target, ""
         self.route: Route | None = None
@@ -103,10 +104,10 @@ class _FramingError(Exception):
         self.message = message
 
 
-def parse_head(buf: bytes | bytearray, scanned: int = 0) -> tuple[int, str, str, dict[bytes, bytes], bool] | None:
+def parse_head(buf: bytes | bytearray, scanned: int = 0) -> tuple[int, str, str, dict[bytes, bytes], bool, bool] | None:
     """The request line and headers at the start of ``buf``: ``(bytes used, method, target,
-    headers by lower-cased name, close after the reply)``, or None while incomplete (the first
-    ``scanned`` bytes are known to hold no end of head). Lines end in CRLF or LF.
+    headers by lower-cased name, close after the reply, HTTP/1.0)``, or None while incomplete
+    (the first ``scanned`` bytes are known to hold no end of head). Lines end in CRLF or LF.
 
     Raises :class:`_FramingError` (400, 414, 431) on a broken or oversized head: when it is
     whole, or as soon as more than ``MAX_HEAD`` bytes came without its end. The target must be
@@ -160,13 +161,14 @@ def parse_head(buf: bytes | bytearray, scanned: int = 0) -> tuple[int, str, str,
                 raise _FramingError(400, "conflicting Content-Length headers")
         headers[key] = value
     method, target, version = parts
-    connection = headers.get(b"connection", b"").lower()
-    close = b"keep-alive" not in connection if version == b"HTTP/1.0" else b"close" in connection
+    tokens = {t.strip() for t in headers.get(b"connection", b"").lower().split(b",")}  # (not "closed")
+    http10 = version == b"HTTP/1.0"
+    close = b"keep-alive" not in tokens if http10 else b"close" in tokens
     try:
         text = target.decode("utf-8")
     except UnicodeDecodeError:
         raise _FramingError(400, f"request target is not valid UTF-8: {target[:100]!r}") from None
-    return used, method.decode("latin-1"), text, headers, close
+    return used, method.decode("latin-1"), text, headers, close, http10
 
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}

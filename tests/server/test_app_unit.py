@@ -368,6 +368,28 @@ def test_http_1_0_closes_unless_keep_alive(srv):
     out = _raw_exchange(server, b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
                                 b"GET /healthz HTTP/1.0\r\n\r\n")
     assert out.count(b"HTTP/1.1 200") == 2
+    # an HTTP/1.0 client keeps the connection only when the reply says so
+    first = out.split(b"HTTP/1.1 200")[1]
+    assert b"Connection: keep-alive\r\n" in first and b"Connection: close\r\n" not in first, out
+
+
+@pytest.mark.parametrize("version, connection, replies", [
+    (b"1.1", b"closed", 2), (b"1.1", b"x-noclose", 2), (b"1.1", b"Keep-Alive, Close", 1), (b"1.1", b"upgrade,close", 1),
+    (b"1.0", b"not-keep-alive", 1), (b"1.0", b"Keep-Alive", 2), (b"1.0", b"te, keep-alive", 2),
+])
+def test_connection_is_read_as_comma_separated_tokens(srv, version, connection, replies):
+    server, _ = srv
+    one = b"GET /healthz HTTP/" + version + b"\r\nHost: x\r\nConnection: " + connection + b"\r\n\r\n"
+    out = _raw_exchange(server, one + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.count(b"HTTP/1.1 200") == replies, out
+
+
+def test_http_1_0_expect_100_continue_is_ignored(srv):
+    server, _ = srv
+    body = json.dumps(COLL).encode()
+    out = _raw_exchange(server, (f"POST /flush HTTP/1.0\r\nAuthorization: Bearer {KEY}\r\nExpect: 100-continue\r\n"
+                                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+    assert out.startswith(b"HTTP/1.1 200") and b"100 Continue" not in out, out
 
 
 def test_absolute_form_target_and_percent_encoded_query(srv):
