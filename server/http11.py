@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import resource
 import socket
 import threading
@@ -22,6 +23,10 @@ MAX_HEADERS = 100
 # plus ordinary headers. Until a head is whole only this is checked (its lines then), so each
 # read of a head sent slowly costs only the bytes it added, and what it can hold is bounded.
 MAX_HEAD = MAX_LINE + 16384
+# Header lines: a name that is a token (RFC 9110 §5.6.2: no space before the colon, no
+# obs-fold), a colon, and a value with no CR, LF or NUL (a CR inside a line: other parsers may
+# end the line there, and read the rest as another header). One pass over the whole block.
+_HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\0]*\r?(?:\n|\Z))*")
 
 
 def default_workers() -> int:
@@ -129,27 +134,32 @@ def parse_head(buf: bytes | bytearray, scanned: int = 0) -> tuple[int, str, str,
         end, used = lf, lf + 2
     else:
         end, used = crlf, crlf + 3
-    lines = bytes(buf[:end]).split(b"\n")
+    head = bytes(buf[:end])
+    lines = head.split(b"\n")
     line = lines[0].rstrip(b"\r")
     if len(line) > MAX_LINE:
         raise _FramingError(414, "request line too long")
     parts = line.split()
-    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-        raise _FramingError(400, f"bad request line {line[:100]!r}")
+    if len(parts) != 3 or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise _FramingError(400, f"bad request line {line[:100]!r} (HTTP/1.1 or HTTP/1.0 expected)")
     if end > MAX_HEAD:  # (whether it came in one read or in many)
         raise _FramingError(431, f"request head over {MAX_HEAD} bytes")
     if len(lines) > MAX_HEADERS + 1:
         raise _FramingError(431, f"more than {MAX_HEADERS} headers")
+    valid = _HEADER_LINES.match(head, len(lines[0]) + 1).end()
+    if valid < len(head):
+        bad = head[valid:].partition(b"\n")[0]
+        raise _FramingError(400, f"bad header line {bad[:100]!r}")
+    if b"\0" in line:
+        raise _FramingError(400, "NUL in the request line")
     headers: dict[bytes, bytes] = {}
     for h in lines[1:]:
         if h[-1:] == b"\r":
             h = h[:-1]
         if len(h) > MAX_LINE:
             raise _FramingError(431, "header line too long")
-        name, sep, value = h.partition(b":")
+        name, _, value = h.partition(b":")
         key = name.lower()
-        if not sep or not key or key != key.strip() or h[0] in b" \t":
-            raise _FramingError(400, f"bad header line {h[:100]!r}")
         value = value.strip()
         if key == b"content-length":
             # Checked here, whatever the route, as the body's end depends on it: read as 0, a

@@ -345,6 +345,13 @@ def test_head_is_every_get_route_without_its_body(srv):
     (b"GARBAGE\r\n\r\n", 400),
     (b"GET /healthz\r\n\r\n", 400),
     (b"GET /healthz HTTP/2.0\r\n\r\n", 400),
+    (b"GET /healthz HTTP/1.9\r\n\r\n", 400),
+    (b"GET /healthz HTTP/1.1x\r\n\r\n", 400),
+    (b"GET /healthz HTTP/1.1\r\nX: a\rContent-Length: 5\r\n\r\n", 400),  # a bare CR
+    (b"GET /healthz HTTP/1.1\r\nX: a\0b\r\n\r\n", 400),
+    (b"GET /healthz HTTP/1.1\r\nHo(st: x\r\n\r\n", 400),
+    (b"GET /healthz HTTP/1.1\r\n: x\r\n\r\n", 400),
+    (b"GET /heal\0thz HTTP/1.1\r\n\r\n", 400),
     (b"GET /healthz HTTP/1.1\r\nno colon here\r\n\r\n", 400),
     (b"GET /healthz HTTP/1.1\r\n folded: x\r\n\r\n", 400),
     (b"GET /healthz HTTP/1.1\r\nBad Name : x\r\n\r\n", 400),
