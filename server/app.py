@@ -27,8 +27,9 @@ order (p99 about 5x p50). A watchdog adds threads while all of them are stuck on
 (builds, flushes) with others waiting, and they leave after a few idle seconds.
 :meth:`VecstoreHTTPServer.stop` stops accepting, closes idle keep-alive connections, answers
 the requests in flight, queued, or whose body is still arriving, then returns; connections
-silent for ``request_timeout`` (reading or writing), or whose request head is not complete that
-long after it began, are closed.
+silent for ``request_timeout`` (reading or writing), or whose request head, body or reply is
+still under way that long after it began (plus a second per ``_MIN_RATE`` bytes of it moved),
+are closed.
 
 Per-request work is kept small: each route's parameter binder is precomputed, the bound
 parameters of a binary route are memoised by query string, resolved database / collection
@@ -76,7 +77,6 @@ from .http11 import (
     _STATUS_LINES,
     _Connection,
     _date,
-    _declared_length_or_zero,
     _FramingError,
     _Request,
     default_max_connections,
@@ -107,6 +107,7 @@ _FOLLOWER_WAIT = 0.1
 _EXTRA_IDLE_SECONDS = 5.0
 _MAX_EXTRA_WORKERS = 64
 _MAX_REFUSING = 64  # connections refused at max_connections, drained at once
+_MIN_RATE = 65536  # bytes/s: a body or reply moving slower is cut after request_timeout (_overdue)
 
 
 @dataclass
@@ -918,29 +919,34 @@ class VecstoreHTTPServer:
                 return
             try:
                 head = parse_head(buf, conn.scan)
-            except _FramingError as e:
+                if head is None:
+                    if not conn.scan:  # its first bytes: the head's deadline runs from here (_overdue)
+                        conn.since = conn.last
+                    conn.scan = len(buf)
+                    if conn.eof:
+                        self._close(conn)
+                    return
+                consumed, method, target, headers, close, http10 = head
+                del buf[:consumed]
+                conn.scan = 0
+                req = self._prepare(conn, method, target, headers, close, http10)
+            except Exception as e:  # noqa: BLE001 - a bug is answered 500 (and logged) by the worker
+                # Answered, never dropped: with no reply to it, the next reply would be taken
+                # for this request's. Where its body ends is unknown: drain, then close.
                 req = _Request("GET", "-", {}, True)
-                req.reply = Reply(e.status, wire.error_body(e.message, "bad_request"))
-                req.unread = 1  # drain what the client is still sending before closing
+                if isinstance(e, _FramingError):
+                    req.reply = Reply(e.status, wire.error_body(e.message, "bad_request"))
+                else:
+                    req.error = e
+                req.unread = 1
                 buf.clear()
                 conn.scan = 0
                 self._queue_request(conn, req)
                 return
-            if head is None:
-                if not conn.scan:  # its first bytes: the head's deadline runs from here (_sweep)
-                    conn.head_since = conn.last
-                conn.scan = len(buf)
-                if conn.eof:
-                    self._close(conn)
-                return
-            consumed, method, target, headers, close = head
-            del buf[:consumed]
-            conn.scan = 0
-            req = self._prepare(conn, method, target, headers, close)
             if not req.length:
                 self._queue_request(conn, req)
                 return
-            conn.pending = req
+            conn.pending, conn.since = req, time.monotonic()
         if len(buf) >= req.length:
             if len(buf) == req.length:
                 req.body = bytes(buf)
@@ -955,26 +961,31 @@ class VecstoreHTTPServer:
             self._close(conn)
 
     def _queue_request(self, conn: _Connection, req: _Request) -> None:
-        conn.busy = True
+        conn.busy, conn.since = True, 0.0
         self._batch.append((conn, req))
 
     def _prepare(self, conn: _Connection, method: str, target: str, headers: dict[bytes, bytes],
-                 close: bool) -> _Request:
+                 close: bool, http10: bool) -> _Request:
         """The generic handler's first half, which comes before the body is read: find the path,
         check the API key, then the route and the declared body size. A refusal is kept in the
         request, for the worker to answer in the route's envelope."""
-        req = _Request(method, target, headers, close)
+        req = _Request(method, target, headers, close, http10)
+        if method == "HEAD":  # every GET route's (RFC 9110 §9.3.2); a replica forwards it as the GET
+            req.method, req.head = "GET", True
         path, _, req.query = target.partition("?")
-        if not path.startswith("/"):  # absolute form (http://host/path), as proxies send it
-            path = urlsplit(target).path
-        req.path = path = path or "/"
-        req.unread = _declared_length_or_zero(headers)
+        req.unread = int(headers.get(b"content-length", 0))  # (digits: parse_head)
         if b"transfer-encoding" in headers:
             # Where a chunked body ends is unknown: whatever the answer (401, 404, or 411 from
             # _body_length), close after it and drain what comes, so that no chunk of it is
             # ever read as the next request.
             req.close, req.unread = True, req.unread or 1
         try:
+            if not path.startswith("/"):  # absolute form (http://host/path), as proxies send it
+                try:
+                    path = urlsplit(target).path
+                except ValueError as e:  # http://[zz]/x
+                    raise InvalidArgumentError(f"request target {target[:100]!r}: {e}") from None
+            req.path = path = path or "/"
             if path not in PUBLIC_PATHS and self.config.api_key:
                 auth = headers.get(b"authorization")
                 if auth is not None:
@@ -984,7 +995,7 @@ class VecstoreHTTPServer:
                         auth = auth.decode("latin-1")
                 if not check_api_key(auth, self.config.api_key):
                     raise UnauthorizedError("Unauthorized")
-            found = self.table.find(method, path)
+            found = self.table.find(req.method, path)
             if found is None:
                 req.reply = _EMPTY_404
                 return req
@@ -999,19 +1010,12 @@ class VecstoreHTTPServer:
         headers = req.headers
         if b"transfer-encoding" in headers:  # (closed after the reply: see _prepare)
             raise LengthRequiredError("Transfer-Encoding is not supported; send Content-Length")
-        declared = headers.get(b"content-length")
-        if declared is None:
-            return 0
-        if not declared.isdigit():
-            req.close = True
-            raise InvalidArgumentError(
-                f"Content-Length: expected a non-negative integer, got {declared.decode('latin-1')!r}")
-        length = int(declared)
+        length = req.unread  # (the declared length)
         config = self.config
         limit = config.max_binary_bytes if req.route.body == "binary" else config.max_json_bytes
         if length > limit:
             raise PayloadTooLargeError(f"request body of {length} bytes exceeds the limit of {limit} bytes")
-        if length and headers.get(b"expect", b"").lower() == b"100-continue":
+        if length and not req.http10 and headers.get(b"expect", b"").lower() == b"100-continue":  # (RFC 9110 §10.1.1)
             try:
                 conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
             except OSError:
@@ -1049,7 +1053,8 @@ class VecstoreHTTPServer:
                     self._register(conn)
                 self._advance(conn)  # (nothing if a later request of it is in a worker's hands)
             elif rest:
-                conn.out, conn.last = rest, time.monotonic()  # (the no-progress clock of _sweep)
+                conn.out, conn.out_size = rest, len(rest)
+                conn.last = conn.since = time.monotonic()  # (the clocks of _sweep)
                 self._watch_for(conn, conn.registered, True)
             else:
                 self._finish(conn)
@@ -1075,7 +1080,7 @@ class VecstoreHTTPServer:
     def _finish(self, conn: _Connection) -> None:
         """The whole reply is out, and the worker left the connection to the reader: close it,
         drain it, or read its next request."""
-        conn.busy = False  # (no worker has it: no lock needed)
+        conn.busy, conn.since = False, 0.0  # (no worker has it: no lock needed)
         if conn.close_after:
             if conn.drain and not conn.eof:
                 self._start_drain(conn)
@@ -1110,11 +1115,22 @@ class VecstoreHTTPServer:
         if not data or conn.drained >= MiB or time.monotonic() > conn.drain_until:
             self._close(conn)
 
+    def _overdue(self, conn: _Connection, now: float) -> bool:
+        """A head, body or reply under way past its deadline: ``request_timeout`` after it
+        began, plus a second for every ``_MIN_RATE`` bytes of it moved so far. One moving
+        steadily at that rate or faster is never cut, however big; one trickled a byte now and
+        then (never silent long enough for the idle timeout) is, so it cannot hold a
+        connection slot, or a stopping server, for ever."""
+        if not conn.since:
+            return False
+        moved = conn.out_size - len(conn.out) if conn.writing and conn.out is not None else len(conn.buf)
+        return now > conn.since + self.config.request_timeout + moved / _MIN_RATE
+
     def _sweep(self, now: float) -> None:
         """Close connections silent for ``request_timeout`` (idle keep-alive, stalled in the
-        middle of a request, or not taking their reply), heads still incomplete that long after
-        they began (a client sending a header line now and then), and finished drains; watch
-        the listeners paused for want of file descriptors again."""
+        middle of a request, or not taking their reply), those past their deadline
+        (:meth:`_overdue`: a head, body or reply sent or read a little at a time), and finished
+        drains; watch the listeners paused for want of file descriptors again."""
         while self._paused:
             sock = self._paused.pop()
             if sock.fileno() >= 0:
@@ -1126,7 +1142,7 @@ class VecstoreHTTPServer:
             if conn.drain_until:
                 if now > conn.drain_until:
                     self._close(conn)
-            elif now - conn.last > timeout or (conn.scan and now - conn.head_since > timeout):
+            elif now - conn.last > timeout or self._overdue(conn, now):
                 self._close(conn)
 
     def _wind_down(self) -> bool:
@@ -1138,7 +1154,8 @@ class VecstoreHTTPServer:
         for conn in list(self._connections):
             if conn.busy and not conn.writing:
                 continue
-            if (conn.pending is not None or conn.writing) and now - conn.last <= self.config.request_timeout:
+            if ((conn.pending is not None or conn.writing) and now - conn.last <= self.config.request_timeout
+                    and not self._overdue(conn, now)):
                 continue  # a body still coming (answer it, with Connection: close), or a reply going out
             if conn.drain_until and now <= conn.drain_until:
                 continue
@@ -1294,7 +1311,9 @@ class VecstoreHTTPServer:
         close = req.close or req.unread > 0 or self.stopping
         sent, rest = 0, None
         try:
-            sent, rest = self._send(conn.sock, reply, req.method, rid, close)
+            # (an HTTP/1.0 client keeps the connection only when told)
+            connection = b"close" if close else b"keep-alive" if req.http10 else b""
+            sent, rest = self._send(conn.sock, reply, req.head, rid, connection)
         except OSError:
             close, req.unread = True, 0
         conn.close_after, conn.drain = close, req.unread > 0
@@ -1343,8 +1362,8 @@ class VecstoreHTTPServer:
             return self.dispatch(route, values, None, req.query, path_params)
         return self.dispatch(route, {}, body, req.query, path_params)
 
-    def _send(self, sock: socket.socket, reply: Reply, method: str, rid: int,
-              close: bool) -> tuple[int, memoryview | None]:
+    def _send(self, sock: socket.socket, reply: Reply, head: bool, rid: int,
+              connection: bytes) -> tuple[int, memoryview | None]:
         """The whole reply (status line, headers, body) in one write: ``(body length, what the
         socket did not take)``. That rest is written by the reader loop as the client takes it
         (:meth:`_on_writable`), not by this worker waiting on the socket."""
@@ -1359,10 +1378,10 @@ class VecstoreHTTPServer:
             out.append(reply.headers)
         if reply.status == 401:
             out.append(b'WWW-Authenticate: Bearer realm="vecstore"\r\nWWW-Authenticate: Basic realm="vecstore"\r\n')
-        if close:
-            out.append(b"Connection: close\r\n")
+        if connection:
+            out.append(b"Connection: %s\r\n" % connection)
         out.append(b"\r\n")
-        if method != "HEAD" and body:
+        if body and not head:
             out.append(body)
         data = b"".join(out)
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import resource
 import socket
 import threading
@@ -22,6 +23,10 @@ MAX_HEADERS = 100
 # plus ordinary headers. Until a head is whole only this is checked (its lines then), so each
 # read of a head sent slowly costs only the bytes it added, and what it can hold is bounded.
 MAX_HEAD = MAX_LINE + 16384
+# Header lines: a name that is a token (RFC 9110 §5.6.2: no space before the colon, no
+# obs-fold), a colon, and a value with no CR, LF or NUL (a CR inside a line: other parsers may
+# end the line there, and read the rest as another header). One pass over the whole block.
+_HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\0]*\r?(?:\n|\Z))*")
 
 
 def default_workers() -> int:
@@ -58,16 +63,18 @@ class _Connection:
     a reply the socket could not take at once). ``registered`` and ``writing``: what the
     selector waits for (reading, writing)."""
 
-    __slots__ = ("address", "buf", "busy", "close_after", "drain", "drain_until", "drained", "eof", "head_since",
-                 "last", "lock", "out", "pending", "registered", "scan", "sock", "writing")
+    __slots__ = ("address", "buf", "busy", "close_after", "drain", "drain_until", "drained", "eof", "last", "lock",
+                 "out", "out_size", "pending", "registered", "scan", "since", "sock", "writing")
 
     def __init__(self, sock: socket.socket, address: Any) -> None:
         self.sock, self.address = sock, address
         self.buf = bytearray()
         self.scan = 0  # how much of buf has been searched for the end of a head
-        self.head_since = 0.0  # when the first bytes of a head still incomplete arrived
+        # when the head, body or reply under way began (0: none; its deadline: VecstoreHTTPServer._overdue)
+        self.since = 0.0
         self.pending: _Request | None = None  # head read, body still arriving
         self.out: memoryview | None = None  # the unsent rest of a reply (the reader writes it)
+        self.out_size = 0  # what out held at first
         self.busy = self.eof = self.registered = self.writing = self.close_after = self.drain = False
         self.last = time.monotonic()
         self.lock = threading.Lock()
@@ -78,11 +85,13 @@ class _Connection:
 class _Request:
     """One request, as the reader hands it to a worker."""
 
-    __slots__ = ("body", "close", "error", "headers", "length", "method", "path", "path_params", "query", "reply",
-                 "route", "target", "unread")
+    __slots__ = ("body", "close", "error", "head", "headers", "http10", "length", "method", "path", "path_params",
+                 "query", "reply", "route", "target", "unread")
 
-    def __init__(self, method: str, target: str, headers: dict[bytes, bytes], close: bool) -> None:
-        self.method, self.target, self.headers, self.close = method, target, headers, close
+    def __init__(self, method: str, target: str, headers: dict[bytes, bytes], close: bool,
+                 http10: bool = False) -> None:
+        self.method, self.target, self.headers, self.close, self.http10 = method, target, headers, close, http10
+        self.head = False  # a HEAD, answered as its GET without the body
         self.path, self.query = target, ""
         self.route: Route | None = None
         self.path_params: dict = {}
@@ -100,10 +109,10 @@ class _FramingError(Exception):
         self.message = message
 
 
-def parse_head(buf: bytes | bytearray, scanned: int = 0) -> tuple[int, str, str, dict[bytes, bytes], bool] | None:
+def parse_head(buf: bytes | bytearray, scanned: int = 0) -> tuple[int, str, str, dict[bytes, bytes], bool, bool] | None:
     """The request line and headers at the start of ``buf``: ``(bytes used, method, target,
-    headers by lower-cased name, close after the reply)``, or None while incomplete (the first
-    ``scanned`` bytes are known to hold no end of head). Lines end in CRLF or LF.
+    headers by lower-cased name, close after the reply, HTTP/1.0)``, or None while incomplete
+    (the first ``scanned`` bytes are known to hold no end of head). Lines end in CRLF or LF.
 
     Raises :class:`_FramingError` (400, 414, 431) on a broken or oversized head: when it is
     whole, or as soon as more than ``MAX_HEAD`` bytes came without its end. The target must be
@@ -125,39 +134,51 @@ def parse_head(buf: bytes | bytearray, scanned: int = 0) -> tuple[int, str, str,
         end, used = lf, lf + 2
     else:
         end, used = crlf, crlf + 3
-    lines = bytes(buf[:end]).split(b"\n")
+    head = bytes(buf[:end])
+    lines = head.split(b"\n")
     line = lines[0].rstrip(b"\r")
     if len(line) > MAX_LINE:
         raise _FramingError(414, "request line too long")
     parts = line.split()
-    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-        raise _FramingError(400, f"bad request line {line[:100]!r}")
+    if len(parts) != 3 or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise _FramingError(400, f"bad request line {line[:100]!r} (HTTP/1.1 or HTTP/1.0 expected)")
     if end > MAX_HEAD:  # (whether it came in one read or in many)
         raise _FramingError(431, f"request head over {MAX_HEAD} bytes")
     if len(lines) > MAX_HEADERS + 1:
         raise _FramingError(431, f"more than {MAX_HEADERS} headers")
+    valid = _HEADER_LINES.match(head, len(lines[0]) + 1).end()
+    if valid < len(head):
+        bad = head[valid:].partition(b"\n")[0]
+        raise _FramingError(400, f"bad header line {bad[:100]!r}")
+    if b"\0" in line:
+        raise _FramingError(400, "NUL in the request line")
     headers: dict[bytes, bytes] = {}
     for h in lines[1:]:
         if h[-1:] == b"\r":
             h = h[:-1]
         if len(h) > MAX_LINE:
             raise _FramingError(431, "header line too long")
-        name, sep, value = h.partition(b":")
+        name, _, value = h.partition(b":")
         key = name.lower()
-        if not sep or not key or key != key.strip() or h[0] in b" \t":
-            raise _FramingError(400, f"bad header line {h[:100]!r}")
         value = value.strip()
-        if key == b"content-length" and headers.get(key, value) != value:
-            raise _FramingError(400, "conflicting Content-Length headers")
+        if key == b"content-length":
+            # Checked here, whatever the route, as the body's end depends on it: read as 0, a
+            # refused request's body would be taken for the next request.
+            if not value.isdigit() or len(value) > 18:
+                raise _FramingError(400, f"Content-Length: expected a non-negative integer of at most 18 digits, "
+                                         f"got {value[:40]!r}")
+            if headers.get(key, value) != value:
+                raise _FramingError(400, "conflicting Content-Length headers")
         headers[key] = value
     method, target, version = parts
-    connection = headers.get(b"connection", b"").lower()
-    close = b"keep-alive" not in connection if version == b"HTTP/1.0" else b"close" in connection
+    tokens = {t.strip() for t in headers.get(b"connection", b"").lower().split(b",")}  # (not "closed")
+    http10 = version == b"HTTP/1.0"
+    close = b"keep-alive" not in tokens if http10 else b"close" in tokens
     try:
         text = target.decode("utf-8")
     except UnicodeDecodeError:
         raise _FramingError(400, f"request target is not valid UTF-8: {target[:100]!r}") from None
-    return used, method.decode("latin-1"), text, headers, close
+    return used, method.decode("latin-1"), text, headers, close, http10
 
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
@@ -181,12 +202,6 @@ class _Date:
 
 
 _date = _Date()
-
-
-def _declared_length_or_zero(headers: dict[bytes, bytes]) -> int:
-    declared = headers.get(b"content-length")
-    return int(declared) if declared is not None and declared.isdigit() else 0
-
 
 
 def is_loopback(host: str) -> bool:

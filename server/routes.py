@@ -136,9 +136,18 @@ def _bool(v, name, q):
     return v
 
 
+def _decimal(v: str, name: str, expected: str) -> int:
+    """An ASCII decimal string as an integer: past 4300 digits Python's int() refuses it
+    (ValueError), which is the client's error, not a bug."""
+    try:
+        return int(v)
+    except ValueError:
+        raise InvalidArgumentError(f"{name}: expected {expected}, got a string of {len(v)} digits") from None
+
+
 def _id(v, name, q):
     if q and isinstance(v, str) and v.isascii() and v.isdigit():  # "²".isdigit(), but int("²") fails
-        return int(v)
+        return _decimal(v, name, "a non-negative integer or a non-empty string id")
     if _is_int(v) and v >= 0:
         return v
     if isinstance(v, str) and v:
@@ -264,7 +273,7 @@ def _job_id(v, name, q):
     """A job id: a non-negative integer, or its decimal string (int64 ids lose precision in
     JavaScript, so clients may send them quoted)."""
     if isinstance(v, str) and v.isdigit() and v.isascii():
-        return int(v)
+        return _decimal(v, name, "a non-negative integer job id")
     if _is_int(v) and v >= 0:
         return v
     raise _bad(name, "a non-negative integer job id", v)

@@ -328,10 +328,30 @@ def test_reply_headers(srv):
     assert int(headers["x-request-id"]) > 0
 
 
+def test_head_is_every_get_route_without_its_body(srv):
+    server, _ = srv
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    for path in ("/healthz", "/list_databases"):
+        status, headers, data = request(server, "GET", path, conn=conn)
+        head_status, head_headers, head_data = request(server, "HEAD", path, conn=conn)  # (same connection)
+        assert (head_status, head_data) == (status, b"") and status == 200
+        assert head_headers["Content-Length"] == headers["Content-Length"] == str(len(data))
+    assert request(server, "HEAD", "/stats", conn=conn)[0] == 404  # a POST route
+    assert request(server, "GET", "/healthz", conn=conn)[2] == b'{"status":"ok"}'  # the framing held
+    conn.close()
+
+
 @pytest.mark.parametrize("head, status", [
     (b"GARBAGE\r\n\r\n", 400),
     (b"GET /healthz\r\n\r\n", 400),
     (b"GET /healthz HTTP/2.0\r\n\r\n", 400),
+    (b"GET /healthz HTTP/1.9\r\n\r\n", 400),
+    (b"GET /healthz HTTP/1.1x\r\n\r\n", 400),
+    (b"GET /healthz HTTP/1.1\r\nX: a\rContent-Length: 5\r\n\r\n", 400),  # a bare CR
+    (b"GET /healthz HTTP/1.1\r\nX: a\0b\r\n\r\n", 400),
+    (b"GET /healthz HTTP/1.1\r\nHo(st: x\r\n\r\n", 400),
+    (b"GET /healthz HTTP/1.1\r\n: x\r\n\r\n", 400),
+    (b"GET /heal\0thz HTTP/1.1\r\n\r\n", 400),
     (b"GET /healthz HTTP/1.1\r\nno colon here\r\n\r\n", 400),
     (b"GET /healthz HTTP/1.1\r\n folded: x\r\n\r\n", 400),
     (b"GET /healthz HTTP/1.1\r\nBad Name : x\r\n\r\n", 400),
@@ -355,6 +375,28 @@ def test_http_1_0_closes_unless_keep_alive(srv):
     out = _raw_exchange(server, b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
                                 b"GET /healthz HTTP/1.0\r\n\r\n")
     assert out.count(b"HTTP/1.1 200") == 2
+    # an HTTP/1.0 client keeps the connection only when the reply says so
+    first = out.split(b"HTTP/1.1 200")[1]
+    assert b"Connection: keep-alive\r\n" in first and b"Connection: close\r\n" not in first, out
+
+
+@pytest.mark.parametrize("version, connection, replies", [
+    (b"1.1", b"closed", 2), (b"1.1", b"x-noclose", 2), (b"1.1", b"Keep-Alive, Close", 1), (b"1.1", b"upgrade,close", 1),
+    (b"1.0", b"not-keep-alive", 1), (b"1.0", b"Keep-Alive", 2), (b"1.0", b"te, keep-alive", 2),
+])
+def test_connection_is_read_as_comma_separated_tokens(srv, version, connection, replies):
+    server, _ = srv
+    one = b"GET /healthz HTTP/" + version + b"\r\nHost: x\r\nConnection: " + connection + b"\r\n\r\n"
+    out = _raw_exchange(server, one + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.count(b"HTTP/1.1 200") == replies, out
+
+
+def test_http_1_0_expect_100_continue_is_ignored(srv):
+    server, _ = srv
+    body = json.dumps(COLL).encode()
+    out = _raw_exchange(server, (f"POST /flush HTTP/1.0\r\nAuthorization: Bearer {KEY}\r\nExpect: 100-continue\r\n"
+                                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+    assert out.startswith(b"HTTP/1.1 200") and b"100 Continue" not in out, out
 
 
 def test_absolute_form_target_and_percent_encoded_query(srv):
@@ -546,6 +588,14 @@ def test_ragged_rows_reach_the_library_as_rows():
     assert [r.tolist() for r in rows] == [[1.0, 2.0], [3.0]]
     with pytest.raises(InvalidArgumentError, match=r"vectors\[1\]: expected an array of numbers"):
         TYPES["vectors"].convert([[1, 2], ["a"]], "vectors", False)
+
+
+@pytest.mark.parametrize("kind", ["id", "job_id"])
+def test_a_decimal_id_past_int_s_digit_limit_is_invalid_not_a_bug(kind):
+    # int() refuses more than 4300 digits with a ValueError, which was answered 500
+    assert TYPES[kind].convert("9" * 4300, kind, True) == 10 ** 4300 - 1
+    with pytest.raises(InvalidArgumentError, match=f"{kind}: expected .* got a string of 4301 digits"):
+        TYPES[kind].convert("9" * 4301, kind, True)
 
 
 @pytest.mark.parametrize("path, body, message", [

@@ -184,8 +184,8 @@ def test_parse_head_is_incomplete_until_the_blank_line():
     end = raw.index(b"\r\n\r\n") + 4
     for n in range(end):
         assert http11.parse_head(raw[:n]) is None, n
-    used, method, target, headers, close = http11.parse_head(raw)
-    assert (used, method, target, close) == (end, "POST", "/search?x=1", True)
+    used, method, target, headers, close, http10 = http11.parse_head(raw)
+    assert (used, method, target, close, http10) == (end, "POST", "/search?x=1", True, False)
     assert headers == {b"host": b"a", b"content-length": b"12", b"connection": b"close"}
     # bare LF line ends, and the scan offset of an earlier call
     lf = raw.replace(b"\r\n", b"\n")

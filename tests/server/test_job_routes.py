@@ -214,6 +214,7 @@ def test_zilliz_describe_and_cancel_errors(env):
         assert zilliz(env, action, {"jobId": 12345})["code"] == 100
         assert zilliz(env, action, {"jobId": "abc"})["code"] == 1100
         assert zilliz(env, action, {"jobId": -1})["code"] == 1100
+        assert zilliz(env, action, {"jobId": "9" * 5000})["code"] == 1100  # (past int()'s 4300 digits)
         assert zilliz(env, action, {})["code"] == 1100
         assert zilliz(env, action, {"dbName": "no_db", "jobId": 1})["code"] == 800
     status, data = call(env, "POST", f"{ZJ}/describe", raw=b"{not json")
@@ -323,8 +324,9 @@ def test_lance_job_status_errors(env):
     # the job of another view, an unknown job, a bad id, an unknown view, a Zilliz job
     assert call(env, "GET", view_path("default$chunks", f"jobs/{job_id}"))[1]["code"] == 4
     assert call(env, "GET", view_path("default$per_doc", "jobs/123"))[0] == 404
-    status, data = call(env, "GET", view_path("default$per_doc", "jobs/abc"))
-    assert (status, data["code"]) == (400, 13)
+    for bad in ("abc", "9" * 5000):  # (past int()'s 4300 digits)
+        status, data = call(env, "GET", view_path("default$per_doc", f"jobs/{bad}"))
+        assert (status, data["code"]) == (400, 13), data
     assert call(env, "GET", view_path("default$nope", f"jobs/{job_id}"))[0] == 404
     zjob = zilliz(env, "refresh", {"collectionName": "ext_books"})["data"]["jobId"]
     wait_zilliz(env, zjob)

@@ -137,6 +137,81 @@ def test_a_head_trickled_line_by_line_is_closed_at_its_deadline(make):
         assert time.monotonic() - started < 4
 
 
+def _trickle(sock: socket.socket, server, stop: threading.Event, interval: float = 0.2) -> None:
+    """A byte every ``interval``: never silent for request_timeout, until the server closes."""
+    while not stop.is_set() and server._connections:
+        try:
+            sock.sendall(b"x")
+        except OSError:
+            return
+        time.sleep(interval)
+
+
+def _slow_body(server) -> socket.socket:
+    """A connection whose body has begun, and trickles."""
+    s = socket.create_connection(server.server_address[:2], timeout=5)
+    s.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\n" + _auth() + b"Content-Length: 100000\r\n\r\n")
+    assert _wait_for(lambda: any(c.pending for c in list(server._connections)), 2)
+    return s
+
+
+def test_a_body_trickled_byte_by_byte_is_closed_at_its_deadline(make):
+    server, _ = make(request_timeout=1.0)
+    with _slow_body(server) as s:
+        started, stop = time.monotonic(), threading.Event()
+        threading.Thread(target=_trickle, args=(s, server, stop), daemon=True).start()
+        try:
+            assert _wait_for(lambda: not server._connections, 6), "a body trickled byte by byte was never closed"
+        finally:
+            stop.set()
+        assert time.monotonic() - started < 4
+
+
+def test_a_big_body_sent_steadily_outlasts_request_timeout(make):
+    # ~100 kB/s for 2 s with request_timeout 1: faster than _MIN_RATE, so never cut
+    server, client = make(request_timeout=1.0)
+    body = json.dumps({**COLL, "pad": "x" * 200_000}).encode()
+    with socket.create_connection(server.server_address[:2], timeout=5) as s:
+        s.sendall(b"POST /flush HTTP/1.1\r\nHost: x\r\n" + _auth() + b"Content-Length: %d\r\n\r\n" % len(body))
+        for i in range(0, len(body), 10_000):
+            s.sendall(body[i:i + 10_000])
+            time.sleep(0.1)
+        assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+    assert coll(client).last[0] == "flush"
+
+
+def test_stop_does_not_wait_for_a_body_trickled_for_ever(make):
+    server, _ = make(request_timeout=1.0)
+    with _slow_body(server) as s:
+        stop = threading.Event()
+        threading.Thread(target=_trickle, args=(s, server, stop), daemon=True).start()
+        try:
+            stopping = threading.Thread(target=server.stop, daemon=True)
+            stopping.start()
+            stopping.join(5)
+            assert not stopping.is_alive(), "stop() waits for a body trickled for ever"
+        finally:
+            stop.set()
+
+
+def test_a_reply_read_a_little_at_a_time_is_closed_at_its_deadline(make):
+    server, _ = make(request_timeout=1.0, api_key=None)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(server.server_address[:2])
+        assert _wait_for(lambda: server._connections, 2)
+        # small buffers on both ends, so that the server sees each bit of progress (never silent)
+        next(iter(server._connections)).sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        s.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 3)  # 160 kB each
+        assert _wait_for(lambda: any(c.writing for c in list(server._connections)), 3)
+        started = time.monotonic()
+        while server._connections and time.monotonic() - started < 8:
+            s.recv(2048)  # about 20 kB/s: far slower than _MIN_RATE
+            time.sleep(0.1)
+        assert not server._connections, "a reply read a little at a time was never cut"
+        assert time.monotonic() - started < 4
+
+
 # --------------------------------------------------------------------------------------------
 # query strings, paths and targets are UTF-8
 
@@ -209,6 +284,34 @@ def test_a_replica_forwards_a_non_latin1_target(tmp_path):
     assert reply.status == 200 and got[0].startswith("GET /read_blob?key=ключ HTTP/1.1\r\n".encode())
 
 
+@pytest.mark.parametrize("target", [b"http://[zz]/x", b"http://[::1/x", b"http://x]/x"])
+def test_a_target_urlsplit_rejects_is_answered_and_the_next_request_gets_its_own_reply(make, target):
+    server, _ = make()
+    with socket.create_connection(server.server_address[:2], timeout=5) as s:
+        s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n" + _auth() + b"\r\n"
+                  b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        out = read_until_closed(s)
+    first, _, second = out.partition(b"HTTP/1.1 200 ")
+    assert first.startswith(b"HTTP/1.1 400 ") and b"request target" in first, out[:300]
+    assert second.endswith(b'{"status":"ok"}'), out
+
+
+def test_a_failure_while_reading_a_request_is_answered_500_and_closes(make, monkeypatch, caplog):
+    server, _ = make()
+
+    def broken(*args):
+        raise RuntimeError("a bug in reading a request")
+
+    monkeypatch.setattr(server, "_prepare", broken)
+    with socket.create_connection(server.server_address[:2], timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        out = read_until_closed(s)
+    assert out.startswith(b"HTTP/1.1 500 ") and b"Connection: close" in out, out[:300]
+    assert out.count(b"HTTP/1.1 ") == 1, out  # the rest of the stream is not trusted
+    assert any("a bug in reading a request" in r.getMessage() or (r.exc_info and "a bug" in str(r.exc_info[1]))
+               for r in caplog.records)
+
+
 # --------------------------------------------------------------------------------------------
 # Transfer-Encoding after an early refusal
 
@@ -226,6 +329,19 @@ def test_a_chunked_body_is_never_read_as_the_next_request(make, path, auth, stat
         s.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n" + auth + b"Transfer-Encoding: chunked\r\n\r\n" + body)
         out = read_until_closed(s)
     assert out.startswith(b"HTTP/1.1 %d " % status), out[:200]
+    assert out.count(b"HTTP/1.1 ") == 1 and b"Connection: close" in out, out
+
+
+@pytest.mark.parametrize("path, auth", [(b"/no_such_route", _auth()), (b"/search", b""), (b"/search", _auth())])
+@pytest.mark.parametrize("length", [b"abc", b"-1", b"+5", b"1e3", b"5, 5", b"", b"9" * 19, b"9" * 5000])
+def test_a_malformed_content_length_is_never_read_as_zero(make, path, auth, length):
+    # Read as 0 on a 404 or a 401, the body would be taken for the next request (here a GET).
+    server, _ = make()
+    inner = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(server.server_address[:2], timeout=5) as s:
+        s.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n" + auth + b"Content-Length: " + length + b"\r\n\r\n" + inner)
+        out = read_until_closed(s)
+    assert out.startswith(b"HTTP/1.1 400 ") and b"Content-Length" in out, out[:200]
     assert out.count(b"HTTP/1.1 ") == 1 and b"Connection: close" in out, out
 
 
