@@ -23,7 +23,7 @@ from typing import Any
 from . import validation as v
 from .collection import Collection
 from .errors import (AlreadyExistsError, ClosedError, ConflictError, DimensionMismatchError, InvalidArgumentError,
-                     NotFoundError, ReadOnlyError, VecstoreError)
+                     NotFoundError, ReadOnlyError, UnavailableError, VecstoreError, out_of_descriptors)
 from .indexes.base import parse_metric
 from .jobs import JobManager, RefreshJob
 from .external.refresh import KIND as EXTERNAL_KIND
@@ -211,6 +211,10 @@ def _foreign(path: Path, marker: str) -> bool:
         return path.is_symlink()  # free, unless a dangling link holds the name
     except NotADirectoryError:
         return True
+    except OSError as e:
+        if out_of_descriptors(e):
+            raise UnavailableError(f"{path}: out of file descriptors; retry later") from None
+        raise
     # a staging folder: another process's restore or drop of a collection in a database being
     # made again (its marker not written yet)
     return marker not in names and any(n not in _BEFORE_STORE and not n.startswith(_STAGING) for n in names)
@@ -272,6 +276,22 @@ def _peek(path: Path) -> tuple[tuple[int, int], str | None, str | None]:
         storage.close()
     mode = index.get("mode") if isinstance(index, dict) else None
     return (live, int(cfg.get("dim", 0))), mode, cfg.get("description")
+
+
+def _configured(path: Path) -> bool:
+    """Whether the store at ``path`` committed its config. One that did not was left by a
+    create killed before its first commit (a failed one removes its files): a create may take it
+    over, under the store's lock, which the creator would still hold if it were alive."""
+    from .storage import Storage
+    try:
+        storage = Storage(path, read_only=True, create=False)
+    except NotFoundError:  # gone, or no meta sub-db yet
+        return False
+    try:
+        with storage.read() as t:
+            return t.get_meta("config") is not None
+    finally:
+        storage.close()
 
 
 def _stop_jobs(path: Path) -> None:
@@ -436,7 +456,7 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
                 return col
             with self._shared_lock():
                 if create is not None:  # checked here, where no other thread or process creates it
-                    if (path / "data.mdb").exists():
+                    if (path / "data.mdb").exists() and _configured(path):
                         raise AlreadyExistsError(f"collection_name: collection {name!r} already exists")
                     if _foreign(path, "data.mdb"):
                         raise AlreadyExistsError(

@@ -151,7 +151,9 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
                 self._init_new(create)
             self._load(opening=True)
         except BaseException:
-            self._storage.close()
+            # A create that failed before its config was committed (EMFILE: "retry later")
+            # leaves no store behind: it would be listed, and taken, but unreadable.
+            self._storage.close(remove=create is not None and not self._configured())
             raise
 
     # ------------------------------------------------------------------ lifecycle / loading --
@@ -159,13 +161,24 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
         extra = create.pop("meta", None) or {}
 
         def tx(t):
-            if t.get_meta("config") is None:
-                t.put_meta("config", {"format": STORE_FORMAT, **create})
-                t.put_meta("version", 0)
-                t.put_meta("next_label", 0)
-                for key, value in extra.items():
-                    t.put_meta(key, value)
+            # Under the store's lock: another process may have created it since the caller
+            # looked (it only takes over a store whose creator died before this commit).
+            if t.get_meta("config") is not None:
+                raise AlreadyExistsError(f"collection_name: collection {self.name!r} already exists")
+            t.put_meta("config", {"format": STORE_FORMAT, **create})
+            t.put_meta("version", 0)
+            t.put_meta("next_label", 0)
+            for key, value in extra.items():
+                t.put_meta(key, value)
         self._storage.write(tx)
+
+    def _configured(self) -> bool:
+        """Whether the store holds a config (True when that cannot be read: keep it)."""
+        try:
+            with self._storage.read() as t:
+                return t.get_meta("config") is not None
+        except Exception:  # noqa: BLE001 - whatever the failure, a store not known empty is kept
+            return True
 
     def _load(self, *, opening: bool = False) -> None:
         """Rebuild the mirror from LMDB, then load or rebuild the derived indexes (``opening``:
@@ -175,7 +188,8 @@ class Collection(DerivedIndexes, CollectionPortability, CollectionBlobs):
             if cfg is None and self._read_only:  # the writer is still creating it
                 raise NotFoundError(f"{self.path}: the collection is being created")
             if cfg is None:
-                raise CorruptionError(f"{self.path}: no collection config in the store")
+                raise CorruptionError(f"{self.path}: no collection config in the store (its create was "
+                                      "interrupted: create it again)")
             if cfg.get("format", 1) > STORE_FORMAT:
                 from .errors import UnsupportedFormatError
                 raise UnsupportedFormatError(f"{self.path}: store format {cfg['format']} is newer than this vecstore")
