@@ -1016,6 +1016,43 @@ def test_collection_details_do_not_open_the_collections(tmp_path):
     again.close()
 
 
+def test_collection_details_read_the_rows_outside_the_process_wide_lock(tmp_path, monkeypatch):
+    """show_collections_details counts an unopened collection's live rows (a scan of every row)
+    and did so under _OPEN_LOCK: every open and close of the process waited for the listing.
+    Now only an open of the very store being read waits (one LMDB handle per file and process)."""
+    import threading
+
+    import vecstore.client as client_mod
+    client = vecstore.connect(tmp_path)
+    db = client.create_database("app")
+    db.require_collection("big", dim=2).add(np.ones((20, 2)))
+    db.require_collection("tiny", dim=2).add(np.ones((3, 2)))
+    client.close()
+    client = vecstore.connect(tmp_path)
+    db = client.get_database("app")
+    real_peek, seen = client_mod._peek, {}
+
+    def peek(path):
+        if path.name == "big":  # meanwhile: another collection opens, this one waits
+            other = threading.Thread(target=lambda: seen.setdefault("tiny", db.get_collection("tiny").shape))
+            same = threading.Thread(target=lambda: seen.setdefault("big", db.get_collection("big").shape))
+            other.start()
+            other.join(5)
+            seen["tiny opened meanwhile"] = not other.is_alive()
+            same.start()
+            same.join(0.3)
+            seen["big waited"] = same.is_alive()
+            seen["same"] = same
+        return real_peek(path)
+    monkeypatch.setattr(client_mod, "_peek", peek)
+    details = db.show_collections_details()
+    seen["same"].join(10)
+    assert seen["tiny opened meanwhile"] and seen["big waited"]
+    assert seen["tiny"] == (3, 2) and seen["big"] == (20, 2)
+    assert details["big"]["shape"] == [20, 2] and details["tiny"]["shape"] == [3, 2]
+    client.close()
+
+
 # ------------------------------------------------------------- remote parity (h6 review) ---
 def test_a_none_index_mode_or_metric_is_an_error_not_the_default(db):
     """The remote client leaves ``None`` arguments out of a request and the server then takes
