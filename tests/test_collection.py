@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import vecstore
+from conftest import FD_PRESSURE
 from vecstore import (AlreadyExistsError, ClosedError, ConflictError, CorruptionError, DimensionMismatchError,
                       InvalidArgumentError, InvalidNameError, NotFoundError, NotSupportedError, VecstoreError)
 
@@ -959,6 +960,79 @@ def test_a_reader_opening_a_collection_being_created_gets_not_found(tmp_path):
     reader.close()
 
 
+_CREATE_SHORT_OF_DESCRIPTORS = FD_PRESSURE + r'''
+import os, resource, sys, vecstore
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+db = vecstore.connect(sys.argv[1]).create_database("app")
+outcomes = []
+for spare in range(12):
+    name = f"c{spare}"
+    held = hold_all_but(spare)
+    try:
+        db.create_collection(name, dim=2).close()
+        outcomes.append("created")
+    except Exception as e:
+        outcomes.append(type(e).__name__)
+    for fd in held:
+        os.close(fd)
+    if outcomes[-1] != "created":  # "retry later": the failed create left nothing behind
+        assert name not in db.show_collections(), (spare, os.listdir(db.path / name))
+        db.create_collection(name, dim=2).add([[1, 2]])
+        assert db.get_collection(name).shape == (1, 2)
+print(outcomes)
+'''
+
+
+def test_a_create_out_of_descriptors_leaves_nothing_and_the_retry_works(tmp_path):
+    """EMFILE once LMDB had made data.mdb left a config-less store: listed, the retry an
+    AlreadyExistsError and every open a CorruptionError. Now the failed create removes it."""
+    import ast
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _CREATE_SHORT_OF_DESCRIPTORS, str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert set(ast.literal_eval(out.stdout)) == {"UnavailableError", "created"}, out.stdout
+
+
+def test_a_create_failing_before_its_config_commit_leaves_nothing(tmp_path, monkeypatch):
+    from vecstore import UnavailableError
+    from vecstore.collection import Collection
+    client = vecstore.connect(tmp_path)
+    db = client.create_database("app")
+
+    def fail(self, create):
+        raise UnavailableError("out of file descriptors; retry later")
+    with monkeypatch.context() as m:
+        m.setattr(Collection, "_init_new", fail)
+        with pytest.raises(UnavailableError):
+            db.create_collection("c", dim=2)
+    assert "c" not in db.show_collections() and not db.collection_exists("c")
+    assert db.create_collection("c", dim=2).shape == (0, 2)
+    client.close()
+
+
+def test_a_store_left_without_config_is_created_over_and_one_with_config_never(tmp_path, monkeypatch):
+    """A create killed between LMDB making data.mdb and its config commit leaves a store no open
+    can read: a create takes it over. A store with a config is never taken over, even when the
+    look before the lock missed it (another process created it meanwhile)."""
+    import vecstore.client as client_mod
+    from vecstore.storage import Storage
+    client = vecstore.connect(tmp_path)
+    db = client.create_database("app")
+    Storage(db.path / "dead", create=True).close()  # the killed create: sub-dbs, no config
+    with pytest.raises(CorruptionError, match="create it again"):
+        db.get_collection("dead")
+    col = db.create_collection("dead", dim=2)
+    col.add([[1, 2]], ids=[7])
+    col.close()
+    monkeypatch.setattr(client_mod, "_configured", lambda path: False)  # the stale look
+    with pytest.raises(AlreadyExistsError):
+        db.create_collection("dead", dim=3)
+    assert db.get_collection("dead").shape == (1, 2)  # intact, not removed nor reset
+    client.close()
+
+
 def test_collection_details_do_not_open_the_collections(tmp_path):
     """show_collections_details opened every collection (vectors loaded, an index maybe rebuilt)
     just to read its shape, and kept them all open. A collection not open is read from its
@@ -984,6 +1058,43 @@ def test_collection_details_do_not_open_the_collections(tmp_path):
     b.remove_index()  # no index: None, what index_mode() (and LynseDB's /index_mode) says, not "FLAT"
     assert again.get_database("app").show_collections_details()["b"]["index_mode"] is b.index_mode() is None
     again.close()
+
+
+def test_collection_details_read_the_rows_outside_the_process_wide_lock(tmp_path, monkeypatch):
+    """show_collections_details counts an unopened collection's live rows (a scan of every row)
+    and did so under _OPEN_LOCK: every open and close of the process waited for the listing.
+    Now only an open of the very store being read waits (one LMDB handle per file and process)."""
+    import threading
+
+    import vecstore.client as client_mod
+    client = vecstore.connect(tmp_path)
+    db = client.create_database("app")
+    db.require_collection("big", dim=2).add(np.ones((20, 2)))
+    db.require_collection("tiny", dim=2).add(np.ones((3, 2)))
+    client.close()
+    client = vecstore.connect(tmp_path)
+    db = client.get_database("app")
+    real_peek, seen = client_mod._peek, {}
+
+    def peek(path):
+        if path.name == "big":  # meanwhile: another collection opens, this one waits
+            other = threading.Thread(target=lambda: seen.setdefault("tiny", db.get_collection("tiny").shape))
+            same = threading.Thread(target=lambda: seen.setdefault("big", db.get_collection("big").shape))
+            other.start()
+            other.join(5)
+            seen["tiny opened meanwhile"] = not other.is_alive()
+            same.start()
+            same.join(0.3)
+            seen["big waited"] = same.is_alive()
+            seen["same"] = same
+        return real_peek(path)
+    monkeypatch.setattr(client_mod, "_peek", peek)
+    details = db.show_collections_details()
+    seen["same"].join(10)
+    assert seen["tiny opened meanwhile"] and seen["big waited"]
+    assert seen["tiny"] == (3, 2) and seen["big"] == (20, 2)
+    assert details["big"]["shape"] == [20, 2] and details["tiny"]["shape"] == [3, 2]
+    client.close()
 
 
 # ------------------------------------------------------------- remote parity (h6 review) ---

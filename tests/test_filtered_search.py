@@ -105,3 +105,31 @@ def test_filtered_search_after_rows_were_written_and_compacted_away(tmp_path, ke
                     assert list(got.ids) == truth.tolist()
             profile = col.search_profile(queries[0], k=10, where="g < 5").profile
             assert profile["index_path"] == "ann_index_filtered"
+
+
+def test_a_filter_away_from_the_query_scans_its_rows_instead_of_walking_the_graph(tmp_path, monkeypatch):
+    """A broad filter whose rows lie away from the query: HNSW's post-filter finds fewer than k
+    of them, and hnswlib's per-node filter callback cost 30-60x an exact scan of the allowed
+    rows. Now those rows are scanned exactly; a query near them still takes the index."""
+    import vecstore
+    import vecstore.collection as vc
+    monkeypatch.setattr(vc, "EXACT_FILTER_ROWS", 500)  # 10% of 20k rows take the index
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((20_000, 8)).astype(np.float32)
+    g = x[:, 0] < -1.2816  # ~10%, all on one side
+    rows = np.flatnonzero(g)
+    with vecstore.connect(tmp_path) as client:
+        col = client.create_database("app").require_collection("c", dim=8, metric="l2")
+        col.add(x, fields=[{"g": int(v)} for v in g])
+        col.build_index("HNSW-L2")
+        far = np.zeros(8, np.float32)
+        far[0] = 5.0
+        near = x[rows[0]] + np.float32(0.01)
+        for q, path in ((far, "flat_mmap_filtered"), (near, "ann_index_filtered")):
+            got = col.search_profile(q, k=10, where="g = 1")
+            assert got.profile["index_path"] == path
+            truth = rows[np.argsort(((x[rows] - q) ** 2).sum(1), kind="stable")[:10]]
+            assert list(got.result.ids) == truth.tolist()
+        monkeypatch.setattr(vc, "EXACT_FALLBACK_FLOATS", 0)  # beyond the bound: the callback, as before
+        got = col.search_profile(far, k=10, where="g = 1")
+        assert got.profile["index_path"] == "ann_index_filtered" and len(got.result.ids) == 10

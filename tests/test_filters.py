@@ -1171,6 +1171,44 @@ def test_set_replaces_rows_in_place():
         cols.append([1], [])
 
 
+def test_names_no_row_has_are_not_cached_and_the_cache_is_bounded():
+    cols = table([{"n": i, "d": {"x": i % 3}} for i in range(50)])
+    for i in range(200):  # typos, per-user keys: each would have kept an n-long list for good
+        assert not compile_where(f"typo_{i} = 1").mask(cols).any()
+        assert compile_where(f"\"e.typo_{i}\" IS NULL").mask(cols).all()
+    assert not cols._cols
+    rows = [{f"k{i}": i} for i in range(200)]
+    cols = table(rows)
+    for i in range(200):
+        assert compile_where(f"k{i} = {i}").mask(cols).tolist() == [j == i for j in range(200)]
+    assert len(cols._cols) == FieldColumns.CACHE_SIZE
+
+
+def test_columns_follow_writes_through_evictions_and_names_that_appear_later():
+    rnd = random.Random(5)
+    names = [f"f{i}" for i in range(80)] + ["d.x", "late", "id"]
+    rows = [{f"f{rnd.randrange(80)}": rnd.randrange(3), "d": {"x": rnd.randrange(3)}}
+            for _ in range(40)]
+    cols = table(rows)
+    for step in range(600):
+        row = {f"f{rnd.randrange(80)}": rnd.randrange(3), "d": {"x": rnd.randrange(3)}}
+        if step > 300:
+            row["late"] = 1  # absent until now: its shared all-NULL column must not linger
+        op = rnd.random()
+        if op < 0.3:
+            cols.append([len(rows)], [row])
+            rows.append(row)
+        elif op < 0.6:
+            p = rnd.randrange(len(rows))
+            cols.set([p], [p], [row])
+            rows[p] = row
+        elif op < 0.7:  # many positions at once: the write log gets trimmed
+            cols.set(list(range(len(rows))), list(range(len(rows))), [row] * len(rows))
+            rows = [row] * len(rows)
+        f = compile_where(f"\"{rnd.choice(names)}\" = 1")
+        assert f.mask(cols).tolist() == [f.matches(j, r) for j, r in enumerate(rows)]
+
+
 def test_reset_replaces_everything():
     cols = table([{"a": 1}, {"a": 2}])
     f = compile_where("a = 1")

@@ -23,7 +23,7 @@ from typing import Any
 from . import validation as v
 from .collection import Collection
 from .errors import (AlreadyExistsError, ClosedError, ConflictError, DimensionMismatchError, InvalidArgumentError,
-                     NotFoundError, ReadOnlyError, VecstoreError)
+                     NotFoundError, ReadOnlyError, UnavailableError, VecstoreError, out_of_descriptors)
 from .indexes.base import parse_metric
 from .jobs import JobManager, RefreshJob
 from .external.refresh import KIND as EXTERNAL_KIND
@@ -45,6 +45,9 @@ _DURABILITY = ("safe", "fast")
 # the handle closes with its last user (an empty set: being closed, see _handle).
 _OPEN: dict[str, tuple[Collection, set[Database]]] = {}
 _OPEN_LOCK = threading.RLock()
+# Stores show_collections_details is reading without opening (_peek, outside _OPEN_LOCK: it
+# reads every row): an open of one of them waits for that read to end (_wait_for_peek).
+_PEEKING: dict[str, threading.Event] = {}
 # One job manager per job store (and mode) per process too, with the Database objects using it:
 # a second one could not take the store's lock (a notebook re-creating its client would get
 # LockedError), nor see the first one's jobs. A Database's close() stops it for its last user.
@@ -224,6 +227,10 @@ def _foreign(path: Path, marker: str) -> bool:
         return path.is_symlink()  # free, unless a dangling link holds the name
     except NotADirectoryError:
         return True
+    except OSError as e:
+        if out_of_descriptors(e):
+            raise UnavailableError(f"{path}: out of file descriptors; retry later") from None
+        raise
     # a staging folder: another process's restore or drop of a collection in a database being
     # made again (its marker not written yet)
     return marker not in names and any(n not in _BEFORE_STORE and not n.startswith(_STAGING) for n in names)
@@ -271,9 +278,18 @@ def _handle(key: str) -> tuple[Collection, set[Database]] | None:
     return entry
 
 
+def _wait_for_peek(key: str) -> None:
+    """Wait until no :func:`_peek` reads the store at ``key`` (caller holds ``_OPEN_LOCK``, so
+    no peek starts meanwhile; a peek never needs that lock to end)."""
+    peek = _PEEKING.get(key)
+    if peek is not None:
+        peek.wait()
+
+
 def _peek(path: Path) -> tuple[tuple[int, int], str | None, str | None]:
     """``(shape, index mode, description)`` of a collection store, read in one transaction
-    without loading it (the caller holds ``_OPEN_LOCK`` and the store is not open here)."""
+    without loading it (the store is in ``_PEEKING``: no thread of this process opens it
+    meanwhile). No stored live count exists: the live rows are counted, a scan of every row."""
     from .storage import Storage
     storage = Storage(path, read_only=True, create=False)
     try:
@@ -285,6 +301,22 @@ def _peek(path: Path) -> tuple[tuple[int, int], str | None, str | None]:
         storage.close()
     mode = index.get("mode") if isinstance(index, dict) else None
     return (live, int(cfg.get("dim", 0))), mode, cfg.get("description")
+
+
+def _configured(path: Path) -> bool:
+    """Whether the store at ``path`` committed its config. One that did not was left by a
+    create killed before its first commit (a failed one removes its files): a create may take it
+    over, under the store's lock, which the creator would still hold if it were alive."""
+    from .storage import Storage
+    try:
+        storage = Storage(path, read_only=True, create=False)
+    except NotFoundError:  # gone, or no meta sub-db yet
+        return False
+    try:
+        with storage.read() as t:
+            return t.get_meta("config") is not None
+    finally:
+        storage.close()
 
 
 def _stop_jobs(path: Path) -> None:
@@ -360,6 +392,7 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         if mark is None or not (path / "data.mdb").exists():
             return False
         entry = _handle(str(path.resolve()))
+        _wait_for_peek(str(path.resolve()))
         if entry is not None:
             state = entry[0]._get_meta(mark[0])
         else:
@@ -447,9 +480,10 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
                 users.add(self)
                 self._collections[name] = col
                 return col
+            _wait_for_peek(key)
             with self._shared_lock():
                 if create is not None:  # checked here, where no other thread or process creates it
-                    if (path / "data.mdb").exists():
+                    if (path / "data.mdb").exists() and _configured(path):
                         raise AlreadyExistsError(f"collection_name: collection {name!r} already exists")
                     if _foreign(path, "data.mdb"):
                         raise AlreadyExistsError(
@@ -571,22 +605,39 @@ class Database(DatabasePortability, DatabaseExternal, DatabaseViews):
         """Per collection: name, shape, dim, index mode (None when no index was built, as
         :meth:`Collection.index_mode` and ``/index_mode`` say), description. A collection this process
         has not opened is read from its store and left closed: opening each one (its vectors,
-        maybe an index rebuild) just to list it kept every collection in memory."""
+        maybe an index rebuild) just to list it kept every collection in memory. Its live rows
+        are counted, a scan of them all (no count is stored); meanwhile only an open of that
+        collection in this process waits."""
         out = {}
         for name in self.show_collections():
             path = self._col_path(name)
-            with _OPEN_LOCK:  # no other thread opens it meanwhile: one LMDB handle per process
-                entry = _handle(str(path.resolve()))
-                if entry is not None:
-                    col = entry[0]
-                    shape, mode, desc = col.shape, col.index_mode(), col.get_collection_config().description
-                else:
-                    try:
-                        shape, mode, desc = _peek(path)
-                    except NotFoundError:  # dropped since it was listed
-                        continue
-            out[name] = {"name": name, "shape": list(shape), "dim": shape[1],
-                         "index_mode": mode, "description": desc}
+            key = str(path.resolve())
+            while True:
+                with _OPEN_LOCK:
+                    entry = _handle(key)
+                    if entry is not None:
+                        col = entry[0]
+                        shape, mode, desc = col.shape, col.index_mode(), col.get_collection_config().description
+                        break
+                    busy = _PEEKING.get(key)  # another thread's listing reads it: wait, then look again
+                    if busy is None:
+                        _PEEKING[key] = done = threading.Event()
+                if busy is not None:
+                    busy.wait()
+                    continue
+                # Outside _OPEN_LOCK (the scan of the rows takes long; every open and close of
+                # the process would wait for it): an open of this store waits instead.
+                try:
+                    shape, mode, desc = _peek(path)
+                except NotFoundError:  # dropped since it was listed
+                    shape = None
+                finally:
+                    del _PEEKING[key]
+                    done.set()
+                break
+            if shape is not None:
+                out[name] = {"name": name, "shape": list(shape), "dim": shape[1],
+                             "index_mode": mode, "description": desc}
         return out
 
     def drop_collection(self, name: str, missing_ok: bool = True) -> None:

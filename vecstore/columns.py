@@ -13,7 +13,8 @@ import datetime as _dt
 import math
 import operator
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -460,12 +461,16 @@ class FieldColumns:
     """Columnar copies of the rows' fields, aligned with row positions 0..n-1.
 
     Rows are kept by reference (do not mutate a dict after handing it over; pass a new one to
-    :meth:`set`). A column is extracted from the rows the first time a filter asks for it, then
-    its raw values are kept in step with every write; the numpy/pyarrow form is brought up to
-    date lazily on the next read: appended rows are built and concatenated, replaced rows are
-    patched in place, so a one-row write never re-reads every row in Python. Built columns are
-    immutable snapshots and reads may run on several threads, but a write must not run while a
-    :meth:`Filter.mask` over the same object is in progress (the caller's write lock).
+    :meth:`set`). A column is extracted from the rows the first time a filter asks for it and
+    brought up to date lazily on the next read: rows appended since are built and concatenated,
+    rows replaced since are patched in place, so a one-row write never re-reads every row in
+    Python. A write costs the same however many columns are cached: it only logs the replaced
+    positions, which each column catches up on when it is read. At most :attr:`CACHE_SIZE`
+    columns are kept (least recently used out), and a name no row has (a typo, a per-user key)
+    gets a shared all-NULL column and is not cached, so the names queried over a long life cost
+    no memory. Built columns are immutable snapshots and reads may run on several threads, but
+    a write must not run while a :meth:`Filter.mask` over the same object is in progress (the
+    caller's write lock).
 
     >>> cols = FieldColumns()
     >>> cols.reset(["a"], [{"n": 1}])
@@ -474,13 +479,18 @@ class FieldColumns:
     ([1.0, 2.5], 2)
     """
 
+    CACHE_SIZE = 64
+
     def __init__(self) -> None:
         self.n = 0
         self._ids: list = []
         self._rows: list = []
-        self._raw: dict[str, list] = {}      # field -> raw values, in step with the rows
-        self._cols: dict[str, Column] = {}   # field -> built column (may lag behind _raw)
-        self._dirty: dict[str, set] = {}     # field -> replaced positions not yet patched
+        # field -> (built column, length of the write log it has caught up with)
+        self._cols: OrderedDict[str, tuple[Column, int]] = OrderedDict()
+        self._log: list[int] = []  # positions replaced since the oldest cached column was read
+        self._log_base = 0  # the write-log count of self._log[0]
+        self._keys: set | None = None  # every top-level key of a row (a superset); lazy
+        self._null: Column | None = None  # the shared all-NULL column of the last n asked for
         # Filters may run on several threads; building a column mutates the caches.
         self._lock = threading.RLock()
 
@@ -497,9 +507,10 @@ class FieldColumns:
             self._ids = list(ids)
             self._rows = [f if f is not None else {} for f in fields]
             self.n = len(self._ids)
-            self._raw.clear()
             self._cols.clear()
-            self._dirty.clear()
+            self._log.clear()
+            self._log_base = 0
+            self._keys = self._null = None
 
     def append(self, ids: Sequence, fields: Sequence[dict]) -> None:
         """Add rows at the end."""
@@ -509,9 +520,7 @@ class FieldColumns:
             self._ids.extend(ids)
             self._rows.extend(rows)
             self.n = len(self._ids)
-            for name, raw in self._raw.items():
-                if name != "id":  # the id column is the _ids list itself
-                    raw.extend(_lookup(r, name) for r in rows)
+            self._add_keys(rows)
 
     def set(self, positions: Sequence[int], ids: Sequence, fields: Sequence[dict]) -> None:
         """Replace the rows at ``positions`` (the last one wins for a repeated position)."""
@@ -527,32 +536,83 @@ class FieldColumns:
             for p, i, f in zip(positions, ids, fields):
                 self._ids[p] = i
                 self._rows[p] = f if f is not None else {}
-            for name, raw in self._raw.items():
-                if name != "id":
-                    for p in positions:
-                        raw[p] = _lookup(self._rows[p], name)
-            for name in self._cols:
-                self._dirty.setdefault(name, set()).update(int(p) for p in positions)
+            self._add_keys(self._rows[p] for p in positions)
+            if self._cols:
+                self._log.extend(int(p) for p in positions)
+                if len(self._log) > max(1024, self.n // 2):
+                    self._trim_log()
+
+    def _add_keys(self, rows: Iterable) -> None:
+        if self._keys is not None:
+            for r in rows:
+                if isinstance(r, Mapping):
+                    self._keys.update(r)
+
+    def _trim_log(self) -> None:
+        """Drop the columns that would be rebuilt anyway (more than a quarter of their rows
+        replaced) and the log entries every remaining column has caught up with, so the log
+        stays within about n/4 entries at an amortised O(1) cost per write."""
+        end = self._log_base + len(self._log)
+        for name, (col, seen) in list(self._cols.items()):
+            if end - seen > col.n // 4:
+                del self._cols[name]
+        oldest = min((seen for _, seen in self._cols.values()), default=end)
+        del self._log[:oldest - self._log_base]
+        self._log_base = oldest
+
+    def _absent(self, name: str) -> bool:
+        """True when no row has ``name``: neither as a key nor as a path through nested dicts
+        (see :func:`_lookup`). Conservative: False may still mean no row has it."""
+        if self._keys is None:
+            self._keys = set()
+            self._add_keys(self._rows)
+        if name in self._keys:
+            return False
+        i = name.find(".")
+        while i != -1:
+            if name[:i] in self._keys:
+                return False
+            i = name.find(".", i + 1)
+        return True
+
+    def _values(self, name: str, start: int = 0) -> list:
+        """The raw values of ``name`` in rows ``start`` onwards."""
+        if name == "id":
+            return self._ids[start:]
+        return [_lookup(r, name) for r in (self._rows[start:] if start else self._rows)]
 
     def column(self, name: str) -> Column:
         """The column of one field (``"id"``: the row ids), built on first use and cached."""
         with self._lock:
-            raw = self._raw.get(name)
-            if raw is None:
-                raw = self._raw[name] = (self._ids if name == "id"
-                                         else [_lookup(r, name) for r in self._rows])
-            col = self._cols.get(name)
-            dirty = self._dirty.pop(name, None)
-            if col is not None and dirty and len(dirty) > col.n // 4:
-                col = None  # patching most rows costs more than building them again
-            if col is None:
-                col = Column.build(raw)
+            end = self._log_base + len(self._log)
+            entry = self._cols.get(name)
+            if entry is None:
+                if name != "id" and self._absent(name):
+                    if self._null is None or self._null.n != self.n:
+                        self._null = Column(np.zeros(self.n, dtype=np.int8))
+                    return self._null
+                col = Column.build(self._values(name))
             else:
-                if dirty:
-                    pos = np.array(sorted(p for p in dirty if p < col.n), dtype=np.int64)
-                    if len(pos):
-                        col = col.patched(pos, Column.build([raw[p] for p in pos]))
-                if col.n < self.n:
-                    col = col.concat(Column.build(raw[col.n:]))
-            self._cols[name] = col
+                col, seen = entry
+                self._cols.move_to_end(name)
+                if seen == end and col.n == self.n:
+                    return col  # the common case: nothing written since the last read
+                dirty = {p for p in self._log[seen - self._log_base:] if p < col.n}
+                if len(dirty) > col.n // 4:  # patching most rows costs more than a rebuild
+                    col = Column.build(self._values(name))
+                else:
+                    if dirty:
+                        pos = sorted(dirty)
+                        col = col.patched(np.array(pos, dtype=np.int64), Column.build(
+                            [self._ids[p] if name == "id" else _lookup(self._rows[p], name)
+                             for p in pos]))
+                    if col.n < self.n:
+                        col = col.concat(Column.build(self._values(name, col.n)))
+            self._cols[name] = (col, end)
+            if len(self._cols) > self.CACHE_SIZE:
+                self._cols.popitem(last=False)
+            if self._log:  # drop what every cached column has caught up with
+                oldest = min((seen for _, seen in self._cols.values()), default=end)
+                del self._log[:oldest - self._log_base]
+                self._log_base = oldest
             return col

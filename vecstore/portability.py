@@ -87,8 +87,10 @@ from .errors import (
     NotFoundError,
     ReadOnlyError,
     StorageFullError,
+    UnavailableError,
     UnsupportedFormatError,
     VecstoreError,
+    out_of_descriptors,
 )
 from .exports import (
     _CHUNK,
@@ -737,6 +739,8 @@ def database_lock(marker: Path, *, exclusive: bool, missing_ok: bool = False) ->
                 break
             raise NotFoundError(f"database_name: no database {marker.parent.name!r}") from None
         except OSError as e:
+            if out_of_descriptors(e):
+                raise UnavailableError(f"{marker.parent}: out of file descriptors; retry later") from None
             raise VecstoreError(f"{marker.parent}: cannot lock the database ({e.strerror or e})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)

@@ -43,7 +43,7 @@ import logging
 import os
 import struct
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -412,7 +412,8 @@ class Storage:
             except OSError as e:
                 raise VecstoreError(f"{self.path}: cannot create the collection folder ({e.strerror or e})") from None
         size = map_size or DEFAULT_MAP_SIZE
-        if (self.path / "data.mdb").exists():
+        existed = (self.path / "data.mdb").exists()  # under the lock: no other writer makes it
+        if existed:
             size = max(size, (self.path / "data.mdb").stat().st_size * 2)
         try:
             # writemap stays off: with it, a full disk kills the process with SIGBUS.
@@ -421,6 +422,8 @@ class Storage:
                 lock=True, sync=(durability != "fast"), metasync=(durability != "fast"),
                 max_readers=1024, max_spare_txns=4, subdir=True, create=create)
         except lmdb.Error as e:
+            if create and not existed:  # EMFILE once LMDB made its files: leave no half-made store
+                self._remove_files()
             self._release_lock()
             if not self.path.is_dir():  # dropped since its lock was taken
                 raise NotFoundError(f"no collection store at {self.path} (dropped meanwhile?)") from None
@@ -442,7 +445,7 @@ class Storage:
                 with self.env.begin(write=True) as txn:
                     self._dbs = {name: self.env.open_db(name.encode(), txn=txn) for name in _SUBDBS}
         except lmdb.Error as e:
-            self.close()
+            self.close(remove=create and not existed)
             raise _translate(e, "open") from e
 
     @contextmanager
@@ -519,7 +522,9 @@ class Storage:
             except lmdb.Error as e:
                 raise _translate(e, "sync") from e
 
-    def close(self) -> None:
+    def close(self, *, remove: bool = False) -> None:
+        """``remove``: delete the store's LMDB files before the writer lock is released, so no
+        other writer sees them meanwhile (a create that failed before committing anything)."""
         # Waits for the reads of other threads (a snapshot or an export of a collection being
         # dropped): closing the environment aborts their transactions under cursors that
         # py-lmdb runs without the GIL. Reads starting meanwhile find it closed (ClosedError).
@@ -528,7 +533,15 @@ class Storage:
             if env is not None:
                 env.close()
                 self.env = None  # type: ignore[assignment]
+        if remove and self._lock_fd is not None:
+            self._remove_files()
         self._release_lock()
+
+    def _remove_files(self) -> None:
+        # data.mdb is what makes a folder a collection; LOCK stays, as in a folder being created.
+        for name in ("data.mdb", "lock.mdb"):
+            with suppress(OSError):  # best effort, on a path that is raising already
+                (self.path / name).unlink()
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:

@@ -154,21 +154,24 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def search(self, queries: np.ndarray, k: int, *, breadth: int | None = None,
-               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+               allowed: np.ndarray | None = None,
+               defer_filter: bool = False) -> tuple[np.ndarray, np.ndarray, int] | None:
         """k nearest labels for each query row.
 
         ``breadth`` is the search width (HNSW ``ef``, IVF ``nprobe``); ``allowed`` is a sorted
         ``uint64`` array of the labels that may be returned (``None``: all). Returns
         ``(labels int64 (m, k), scores float32 (m, k), visited)`` with ``-1`` labels padding rows
         that found fewer than k, scores in the public convention, and ``visited`` the number of
-        candidates scored (for ``search_profile``).
+        candidates scored (for ``search_profile``). ``defer_filter``: ``None`` instead where the
+        filter would take a walk far costlier than an exact scan of the allowed rows, which the
+        caller then does (HNSW's per-node filter callback); indexes without one ignore it.
         """
 
     def search_trusted(self, queries: np.ndarray, k: int, breadth: int | None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`search` without a filter, for callers that validated ``queries`` (a C-contiguous
         float32 ``(m, dim)`` matrix), ``k`` and ``breadth`` already: the collection's hot path.
         Returns ``(labels, scores)``; indexes override it where re-checking costs measurably."""
-        labels, scores, _ = self.search(queries, k, breadth=breadth)
+        labels, scores, _ = self.search(queries, k, breadth=breadth)  # type: ignore[misc]
         return labels, scores
 
     @abstractmethod

@@ -592,7 +592,8 @@ class HnswIndex(VectorIndex):
     # -- search -------------------------------------------------------------------------------
 
     def search(self, queries: np.ndarray, k: int, *, breadth: int | None = None,
-               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+               allowed: np.ndarray | None = None,
+               defer_filter: bool = False) -> tuple[np.ndarray, np.ndarray, int] | None:
         check_rows(queries, self.dim, "queries")
         k = check_k(k)
         ef = max(check_breadth(breadth, "ef") or self.ef, k)
@@ -618,6 +619,8 @@ class HnswIndex(VectorIndex):
                 post = self._post_filtered(index, queries, k, ef, frac, live, allowed, exps)
                 if post is not None:
                     return (*post, m * int(min(index.element_count, max(ef, k) / frac * self.M)))
+                if defer_filter:  # allowed rows away from the query: the callback's walk is long
+                    return None
                 flt = self._states.filter(allowed)  # only now: the post-filter needs none
                 ef = filtered_ef(ef, frac)
                 kk = min(ef, n_ok)
@@ -664,7 +667,8 @@ class HnswIndex(VectorIndex):
                        live: int, allowed: np.ndarray,
                        exps: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
         """A broad filter without hnswlib's filter callback (called with the GIL for every node
-        visited: ~1 ms per query at 10 % of 100k rows): search all rows for the ``k'`` nearest,
+        visited: ~1 ms per query at 10 % of 100k rows near the query, ~65 ms when they lie away
+        from it, where the collection scans them exactly instead: ``defer_filter``): search all rows for the ``k'`` nearest,
         ``k' = 2·k / selectivity`` (at least the callback's beam, :func:`filtered_ef`), and keep
         the allowed ones (``allowed``: sorted labels; hnswlib never returns removed ones).
         Whenever those ``k'`` hold at least ``k`` allowed rows, the first ``k`` of them *are* the

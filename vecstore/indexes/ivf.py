@@ -719,7 +719,7 @@ class IvfIndex(VectorIndex):
     # -- search -------------------------------------------------------------------------------
 
     def search(self, queries: np.ndarray, k: int, *, breadth: int | None = None,
-               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+               allowed: np.ndarray | None = None, defer_filter: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
         check_rows(queries, self.dim, "queries")
         k = check_k(k)
         nprobe = check_breadth(breadth, "nprobe")
