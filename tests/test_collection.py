@@ -1281,9 +1281,7 @@ def test_connect_checks_its_options_and_refuses_the_local_ones_for_a_url(tmp_pat
 LOCAL_ONLY = {
     "client": {"root",          # the folder
                "durability"},   # a folder's default; over HTTP it is per collection (require_collection)
-    "database": {"path",        # the folder
-                 # no route serves these yet (the server's own client has them)
-                 "describe_external_collection", "describe_materialized_view"},
+    "database": {"path"},       # the folder
     "collection": {"path"},     # the folder; get_collection_path() asks the server for it
 }
 
@@ -1309,7 +1307,8 @@ def test_remote_objects_have_the_public_members_of_local_ones(tmp_path, server_u
     assert rdb.list_materialized_views() == ldb.list_materialized_views() == []
     assert rdb.list_refresh_external_collection_jobs() == ldb.list_refresh_external_collection_jobs() == []
     for name, args in [("create_external_collection", ("e", "{}", "{}")), ("create_materialized_view", ("v", "c", {})),
-                       ("set_volumes", ({},)), ("get_volumes", ())]:
+                       ("set_volumes", ({},)), ("get_volumes", ()), ("describe_external_collection", ("e",)),
+                       ("describe_materialized_view", ("v",))]:
         with pytest.raises(NotSupportedError, match=f"^{name}: not supported by the remote client"):
             getattr(rdb, name)(*args)
     assert rdb.show_collections() == ["c"]

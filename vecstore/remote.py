@@ -296,7 +296,7 @@ def _defined_locally(name: str) -> Callable[..., NoReturn]:
     remote object says so with an error rather than an AttributeError."""
     def method(self: Any, *args: Any, **kwargs: Any) -> NoReturn:
         raise NotSupportedError(f"{name}: not supported by the remote client; external collections, their "
-                                "volumes and materialized views are defined in the process that owns the "
+                                "volumes and materialized views are defined and described in the process that owns the "
                                 "data folder (the server's), with vecstore.connect(folder)")
     method.__name__ = method.__qualname__ = name
     method.__doc__ = (f"Raises NotSupportedError: :meth:`vecstore.Database.{name}` is done in the process "
@@ -562,6 +562,9 @@ class RemoteDatabase:
     create_materialized_view = _defined_locally("create_materialized_view")
     set_volumes = _defined_locally("set_volumes")
     get_volumes = _defined_locally("get_volumes")
+    # (no route: a definition names the source's catalog, which may hold its credentials)
+    describe_external_collection = _defined_locally("describe_external_collection")
+    describe_materialized_view = _defined_locally("describe_materialized_view")
 
     def close(self) -> None:
         """Forget this handle: calls through it or its collections then raise ClosedError (the
