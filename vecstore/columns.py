@@ -556,6 +556,10 @@ class FieldColumns:
         for name, (col, seen) in list(self._cols.items()):
             if end - seen > col.n // 4:
                 del self._cols[name]
+        self._forget_caught_up(end)
+
+    def _forget_caught_up(self, end: int) -> None:
+        """Drop the log entries every cached column has read (``end``: the log's count now)."""
         oldest = min((seen for _, seen in self._cols.values()), default=end)
         del self._log[:oldest - self._log_base]
         self._log_base = oldest
@@ -611,8 +615,6 @@ class FieldColumns:
             self._cols[name] = (col, end)
             if len(self._cols) > self.CACHE_SIZE:
                 self._cols.popitem(last=False)
-            if self._log:  # drop what every cached column has caught up with
-                oldest = min((seen for _, seen in self._cols.values()), default=end)
-                del self._log[:oldest - self._log_base]
-                self._log_base = oldest
+            if self._log:
+                self._forget_caught_up(end)
             return col

@@ -131,6 +131,11 @@ def _scale_exps(norms: np.ndarray) -> np.ndarray:
     return np.where(small, 1 - np.frexp(norms)[1], 0).astype(np.int64)
 
 
+def _scale_exp(norm: float) -> int:
+    """:func:`_scale_exps` of one norm (an index's power of two, from its rows' largest)."""
+    return int(_scale_exps(np.array([norm]))[0])
+
+
 def _norms(vectors: np.ndarray) -> np.ndarray:
     """Row norms in float64 (float32 squares of 1e-23 underflow), a block at a time."""
     out = np.empty(len(vectors))
@@ -456,7 +461,7 @@ class HnswIndex(VectorIndex):
         """The index's power of two, from the rows that create its graph."""
         if self.metric != "ip" or not len(vectors):
             return 0
-        return int(_scale_exps(np.array([_norms(vectors).max()]))[0])
+        return _scale_exp(_norms(vectors).max())
 
     def _scaled_queries(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Queries as given to hnswlib, and each one's power of two (None: all 0)."""
@@ -871,7 +876,7 @@ class HnswIndex(VectorIndex):
             self._states.set(known[states == _DELETED], _DELETED,
                              np.full(int(np.count_nonzero(states == _DELETED)), _LIVE, np.uint8))
             self._live = int(meta["live"])
-            if "scale_exp" not in meta and metric == "ip" and _scale_exps(np.array([self._max_live_norm()]))[0]:
+            if "scale_exp" not in meta and metric == "ip" and _scale_exp(self._max_live_norm()):
                 # Saved before small ip rows were scaled: hnswlib built this graph from distances
                 # 1 - dot that all rounded to 1, so it ranks noise (recall@10 ~0.06 at norms
                 # ~1e-4), and every later save would keep it unscaled. The caller rebuilds it.
